@@ -1,0 +1,34 @@
+# Two entry points: `make run` and `make test`. Both create .venv and install on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install kcat bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# kcat is a Debian package, not a Python one: install it when we can (root), else tests skip.
+kcat:
+	@if ! command -v kcat >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat) >/dev/null || echo "could not install kcat"; \
+	  else echo "kcat not installed: run 'sudo apt-get install kcat' to enable the kcat tests"; fi; \
+	fi
+
+run: $(STAMP)
+	$(VENV)/bin/sediment serve --data-dir ./data --listeners PLAINTEXT://127.0.0.1:9092 --http 127.0.0.1:8080
+
+test: $(STAMP) kcat
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(PY) -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) data
