@@ -1,0 +1,535 @@
+"""Produce/consume throughput benchmark against a raw-disk baseline.
+
+    python -m loadtest.bench [--mb 256] [--partitions 6] [--runs 3] [--bootstrap HOST:PORT]
+
+Each run: (1) raw sequential write of the same number of bytes on the broker's
+file system, (2) produce N MiB with acks=all to a fresh topic, (3) consume it all
+back from the beginning. The report gives each run's figures, the medians and
+the ratios against the targets. See loadtest/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .broker import BrokerError, BrokerProcess, process_cpu_seconds
+from .report import add_ratios, format_report, summarize
+from .stats import MIB, percentiles, rate_mib_s
+
+BATCH_SIZE = 1_000_000  # librdkafka caps a batch at message.max.bytes (default 1000000)
+VALUE_POOL = 8192  # distinct random values; no repeat within any 1 MB batch
+
+
+class BenchError(RuntimeError):
+    """A phase failed or ran past its deadline."""
+
+
+# ---------------------------------------------------------------------------
+# CPU accounting
+
+
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds of this process and of the broker over one phase, as % of one core."""
+
+    def __init__(self, broker_pid: int | None) -> None:
+        self.broker_pid = broker_pid
+
+    def __enter__(self) -> "CpuMeter":
+        self.t0 = time.perf_counter()
+        self.c0 = _self_cpu()
+        self.b0 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self.t0
+        self.client_pct = 100.0 * (_self_cpu() - self.c0) / wall if wall > 0 else None
+        b1 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
+        if self.b0 is not None and b1 is not None and wall > 0:
+            self.broker_pct = 100.0 * (b1 - self.b0) / wall
+        else:
+            self.broker_pct = None
+
+
+# ---------------------------------------------------------------------------
+# 1. raw disk baseline
+
+
+def disk_write(directory: Path, nbytes: int, *, fsync_every: int | None, deadline: float) -> float:
+    """Write ``nbytes`` sequentially in 1 MiB writes, fsync every ``fsync_every`` bytes
+    (None: once at the end, always at the end); return MiB/s including the final fsync."""
+    chunk = MIB
+    bufs = [os.urandom(chunk) for _ in range(8)]
+    path = directory / f".sediment-disk-baseline-{os.getpid()}-{uuid.uuid4().hex[:8]}.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        written = since_sync = 0
+        i = 0
+        t0 = time.perf_counter()
+        while written < nbytes:
+            view = memoryview(bufs[i % len(bufs)])[: min(chunk, nbytes - written)]
+            i += 1
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+                written += n
+                since_sync += n
+            if fsync_every and since_sync >= fsync_every:
+                os.fsync(fd)
+                since_sync = 0
+            if time.monotonic() > deadline:
+                raise BenchError(f"disk baseline passed its deadline after {written / MIB:.0f} MiB")
+        os.fsync(fd)
+        seconds = time.perf_counter() - t0
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return rate_mib_s(nbytes, seconds)
+
+
+# ---------------------------------------------------------------------------
+# topic set-up
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float) -> str:
+    """Create ``topic`` with the admin API; if that fails, leave it to auto-creation.
+    Returns a note for the report ('' when the admin API worked)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    note = ""
+    try:
+        futures = admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+            request_timeout=timeout,
+        )
+        futures[topic].result(timeout=timeout)
+    except (KafkaException, Exception) as e:  # noqa: BLE001 - any failure: fall back
+        note = f"CreateTopics failed ({e}); relying on auto-creation on produce"
+        return note
+    # Wait until the metadata shows every partition with a leader.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            md = admin.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
+            t = md.topics.get(topic)
+            if t is not None and t.error is None and len(t.partitions) == partitions:
+                if all(p.leader >= 0 and p.error is None for p in t.partitions.values()):
+                    return note
+        except KafkaException:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"topic {topic} not visible with {partitions} partitions after {timeout:.0f}s")
+
+
+# ---------------------------------------------------------------------------
+# 2. produce
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    messages: int,
+    value_bytes: int,
+    *,
+    deadline: float,
+    queue_messages: int,
+    check_broker,
+) -> dict[str, Any]:
+    from confluent_kafka import Producer
+
+    values = [os.urandom(value_bytes) for _ in range(VALUE_POOL)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    last = [0.0]
+    pc = time.perf_counter
+    add_latency = latencies.append
+
+    def on_delivery(err, msg):
+        if err is not None:
+            if len(errors) < 20:
+                errors.append(str(err))
+            else:
+                errors.append("")
+            return
+        # librdkafka's own measure: from produce() to the delivery report.
+        add_latency(msg.latency())
+        last[0] = pc()
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": False,
+            "linger.ms": 5,
+            "batch.size": BATCH_SIZE,
+            "compression.type": "none",
+            "queue.buffering.max.messages": queue_messages,
+            "queue.buffering.max.kbytes": 2097151,
+            "message.timeout.ms": max(1000, int((deadline - time.monotonic()) * 1000)),
+            "on_delivery": on_delivery,
+        }
+    )
+    # Connect and fetch metadata before the clock starts.
+    producer.list_topics(topic, timeout=10)
+
+    send = producer.produce
+    poll = producer.poll
+    mask = VALUE_POOL - 1
+    t0 = pc()
+    for i in range(messages):
+        key = b"%010d" % i
+        value = values[i & mask]
+        while True:
+            try:
+                send(topic, value, key)
+                break
+            except BufferError:
+                poll(0.005)
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"produce passed its deadline after {i} of {messages} messages"
+                    ) from None
+        if not i & 1023:
+            poll(0)
+            if time.monotonic() > deadline:
+                raise BenchError(f"produce passed its deadline after {i} of {messages} messages")
+            check_broker()
+    remaining = 1
+    while remaining:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(
+                f"produce passed its deadline with {remaining} messages not yet acknowledged"
+            )
+        remaining = producer.flush(min(1.0, left))
+        check_broker()
+    if errors:
+        shown = "; ".join(e for e in errors[:5] if e)
+        raise BenchError(f"{len(errors)} of {messages} messages failed delivery: {shown}")
+    if len(latencies) != messages:
+        raise BenchError(f"{len(latencies)} delivery reports for {messages} messages")
+    seconds = last[0] - t0
+    lat = [x for x in latencies if x is not None and x >= 0]
+    pct = percentiles(lat, (50, 99)) if lat else {50: None, 99: None}
+    return {
+        "produce_seconds": seconds,
+        "produce_mib_s": rate_mib_s(messages * value_bytes, seconds),
+        "produce_p50_ms": None if pct[50] is None else pct[50] * 1000,
+        "produce_p99_ms": None if pct[99] is None else pct[99] * 1000,
+    }
+
+
+# ---------------------------------------------------------------------------
+# 3. consume
+
+
+def consume(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    messages: int,
+    *,
+    deadline: float,
+    check_broker,
+) -> dict[str, Any]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"sediment-bench-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 50 * MIB,
+            "max.partition.fetch.bytes": 8 * MIB,
+            "receive.message.max.bytes": 50 * MIB + 1 * MIB,
+            "queued.max.messages.kbytes": 1024 * 1024,
+            "queued.min.messages": 1_000_000,
+            "fetch.wait.max.ms": 100,
+            "fetch.min.bytes": 1,
+        }
+    )
+    try:
+        # Where each partition ends: every produced message must be read back.
+        high = {}
+        for p in range(partitions):
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            high[p] = hi
+        total = sum(high.values())
+        if total != messages:
+            raise BenchError(
+                f"topic {topic} holds {total} messages after producing {messages} "
+                f"(high watermarks {high})"
+            )
+        seen = nbytes = 0
+        errors: list[str] = []
+        batch = 10_000
+        pc = time.perf_counter
+        t0 = pc()
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        while seen < messages:
+            for m in consumer.consume(batch, 0.2):
+                err = m.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        errors.append(str(err))
+                    continue
+                seen += 1
+                nbytes += len(m.value())
+            if errors:
+                raise BenchError(f"consume errors: {'; '.join(errors[:5])}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"consume passed its deadline after {seen} of {messages} messages")
+            check_broker()
+        seconds = pc() - t0
+        if seen != messages:
+            raise BenchError(f"consumed {seen} messages, expected {messages}")
+        return {
+            "consume_seconds": seconds,
+            "consume_mib_s": rate_mib_s(nbytes, seconds),
+        }
+    finally:
+        consumer.close()
+
+
+# ---------------------------------------------------------------------------
+# driver
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description="Produce/consume throughput of a Sediment broker against a raw-disk baseline.",
+    )
+    ap.add_argument("--mb", type=int, default=256, help="MiB of values per run (default 256)")
+    ap.add_argument("--partitions", type=int, default=6, help="partitions of each topic (6)")
+    ap.add_argument("--value-bytes", type=int, default=1024, help="bytes per value (1024)")
+    ap.add_argument("--runs", type=int, default=3, help="runs; medians are reported (3)")
+    ap.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="use this running broker instead of starting one",
+    )
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    ap.add_argument(
+        "--disk-dir",
+        help="directory for the raw disk baseline (default: beside the started broker's "
+        "data dir; with --bootstrap, give a directory on the broker's file system, "
+        "default the system temp dir)",
+    )
+    ap.add_argument(
+        "--broker-pid",
+        type=int,
+        help="with --bootstrap: the broker's pid, to report its CPU use",
+    )
+    ap.add_argument(
+        "--broker-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for the started broker (repeatable)",
+    )
+    ap.add_argument(
+        "--phase-timeout",
+        type=float,
+        default=None,
+        help="seconds allowed per phase (default 120 + 2 s per MiB)",
+    )
+    ap.add_argument(
+        "--queue-messages",
+        type=int,
+        default=100_000,
+        help="producer queue.buffering.max.messages (100000, librdkafka's default)",
+    )
+    ap.add_argument("--keep-data", action="store_true", help="keep the started broker's data dir")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 3 when a median misses its target",
+    )
+    args = ap.parse_args(argv)
+    for name in ("mb", "partitions", "value_bytes", "runs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    for kv in args.broker_set:
+        if "=" not in kv:
+            ap.error(f"--broker-set wants KEY=VALUE, got {kv!r}")
+    return args
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(
+        [os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable,
+         "-m", "loadtest.bench", *(sys.argv[1:] if argv is None else argv)]
+    )
+    messages = -(-args.mb * MIB // args.value_bytes)
+    phase_timeout = args.phase_timeout or 120.0 + 2.0 * args.mb
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    import confluent_kafka
+
+    broker: BrokerProcess | None = None
+    print(f"command: {command}", flush=True)
+    try:
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+            disk_dir = Path(args.disk_dir or tempfile.gettempdir())
+            broker_pid = args.broker_pid
+        else:
+            settings = {"num.partitions": str(args.partitions)}
+            for kv in args.broker_set:
+                k, v = kv.split("=", 1)
+                settings[k] = v
+            broker = BrokerProcess(settings=settings, keep_data=args.keep_data)
+            print(f"starting broker: {broker.data_dir}", flush=True)
+            broker.start(timeout=60)
+            print(f"broker: {broker.command_line()}  (pid {broker.pid})", flush=True)
+            bootstrap = broker.bootstrap
+            disk_dir = Path(args.disk_dir) if args.disk_dir else broker.work_dir
+            broker_pid = broker.pid
+
+        def check_broker():
+            if broker is not None:
+                broker.check_alive()
+
+        config = {
+            "mb": args.mb,
+            "messages": messages,
+            "value_bytes": args.value_bytes,
+            "partitions": args.partitions,
+            "runs": args.runs,
+            "batch_size": BATCH_SIZE,
+            "bootstrap": bootstrap,
+            "disk_dir": str(disk_dir),
+            "cpus": os.cpu_count(),
+            "phase_timeout_s": phase_timeout,
+            "queue_messages": args.queue_messages,
+            "python": platform.python_version(),
+            "confluent_kafka": confluent_kafka.version()[0],
+            "librdkafka": confluent_kafka.libversion()[0],
+        }
+        nbytes = messages * args.value_bytes
+        runs: list[dict[str, Any]] = []
+        notes: list[str] = []
+        stamp = time.strftime("%H%M%S")
+        for i in range(1, args.runs + 1):
+            run: dict[str, Any] = {"run": i}
+            print(f"\n--- run {i}/{args.runs} ---", flush=True)
+
+            d = time.monotonic() + phase_timeout
+            run["disk_end_mib_s"] = disk_write(disk_dir, nbytes, fsync_every=None, deadline=d)
+            d = time.monotonic() + phase_timeout
+            run["disk_each_mib_s"] = disk_write(disk_dir, nbytes, fsync_every=MIB, deadline=d)
+            print(
+                f"disk: {run['disk_end_mib_s']:.0f} MiB/s (one fsync at end), "
+                f"{run['disk_each_mib_s']:.0f} MiB/s (fsync every 1 MiB)",
+                flush=True,
+            )
+
+            topic = f"bench-{stamp}-{uuid.uuid4().hex[:6]}-r{i}"
+            note = create_topic(bootstrap, topic, args.partitions, timeout=30)
+            if note:
+                notes.append(note)
+                print(f"note: {note}", flush=True)
+            check_broker()
+
+            d = time.monotonic() + phase_timeout
+            with CpuMeter(broker_pid) as cpu:
+                run.update(
+                    produce(
+                        bootstrap, topic, messages, args.value_bytes,
+                        deadline=d, queue_messages=args.queue_messages, check_broker=check_broker,
+                    )
+                )
+            run["produce_client_cpu_pct"] = cpu.client_pct
+            run["produce_broker_cpu_pct"] = cpu.broker_pct
+            print(
+                f"produce: {run['produce_mib_s']:.1f} MiB/s in {run['produce_seconds']:.2f}s, "
+                f"latency p50 {run['produce_p50_ms']:.1f} ms p99 {run['produce_p99_ms']:.1f} ms",
+                flush=True,
+            )
+
+            d = time.monotonic() + phase_timeout
+            with CpuMeter(broker_pid) as cpu:
+                run.update(
+                    consume(
+                        bootstrap, topic, args.partitions, messages,
+                        deadline=d, check_broker=check_broker,
+                    )
+                )
+            run["consume_client_cpu_pct"] = cpu.client_pct
+            run["consume_broker_cpu_pct"] = cpu.broker_pct
+            print(
+                f"consume: {run['consume_mib_s']:.1f} MiB/s in {run['consume_seconds']:.2f}s",
+                flush=True,
+            )
+            runs.append(add_ratios(run))
+
+        summary = summarize(runs)
+        broker_cmd = broker.command_line() if broker else None
+        if broker is not None:
+            config["broker_peak_rss_mib"] = broker.peak_rss_mib()
+        print()
+        print(format_report(runs, summary, command=command, config=config, broker_command=broker_cmd))
+        if config.get("broker_peak_rss_mib"):
+            print(f"broker peak RSS: {config['broker_peak_rss_mib']:.0f} MiB")
+        for note in dict.fromkeys(notes):
+            print(f"note: {note}")
+        if args.json:
+            doc = {
+                "command": command,
+                "broker_command": broker_cmd,
+                "config": config,
+                "runs": runs,
+                "summary": summary,
+                "notes": list(dict.fromkeys(notes)),
+            }
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+            print(f"figures written to {args.json}")
+        if args.check and not all(summary["pass"].values()):
+            return 3
+        return 0
+    except (BrokerError, BenchError) as e:
+        print(f"\nbenchmark failed: {e}", file=sys.stderr, flush=True)
+        if broker is not None and not isinstance(e, BrokerError):
+            print(broker.log_tail(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        if broker is not None:
+            code = broker.stop()
+            if code not in (0, None, -signal.SIGTERM):
+                print(f"broker exited with code {code} on stop", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
