@@ -1,0 +1,216 @@
+"""Record batch v2, handled as bytes.
+
+The broker never decodes individual records on the produce or fetch path: it reads the fixed
+61-byte batch header, checks the CRC-32C, and patches the base offset (and, for LogAppendTime,
+the max timestamp) in place. Layout (big-endian):
+
+    baseOffset int64 @0, batchLength int32 @8, partitionLeaderEpoch int32 @12, magic int8 @16,
+    crc uint32 @17 (CRC-32C of bytes 21..end), attributes int16 @21, lastOffsetDelta int32 @23,
+    baseTimestamp int64 @27, maxTimestamp int64 @35, producerId int64 @43, producerEpoch int16 @51,
+    baseSequence int32 @53, recordCount int32 @57, then the records.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+import crc32c as _crc32c
+
+HEADER_SIZE = 61
+# batchLength counts the bytes after itself: the header minus baseOffset and batchLength.
+MIN_BATCH_LENGTH = HEADER_SIZE - 12
+LOG_OVERHEAD = 12  # baseOffset + batchLength
+MAGIC_V2 = 2
+
+BASE_OFFSET_OFFSET = 0
+LENGTH_OFFSET = 8
+MAGIC_OFFSET = 16
+CRC_OFFSET = 17
+ATTRIBUTES_OFFSET = 21
+BASE_TIMESTAMP_OFFSET = 27
+MAX_TIMESTAMP_OFFSET = 35
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_MASK = 0x08
+TRANSACTIONAL_MASK = 0x10
+CONTROL_MASK = 0x20
+
+NO_TIMESTAMP = -1
+
+# Kafka error codes raised by validation.
+CORRUPT_MESSAGE = 2
+MESSAGE_TOO_LARGE = 10
+UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+INVALID_RECORD = 87
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_INT64 = struct.Struct(">q")
+_UINT32 = struct.Struct(">I")
+_INT16 = struct.Struct(">h")
+_TIMESTAMPS = struct.Struct(">qq")
+_LENGTH_MAGIC = struct.Struct(">i4xb")  # batchLength @8, magic @16 (relative to @8)
+
+assert _HEADER.size == HEADER_SIZE
+
+
+class InvalidRecordError(Exception):
+    """A produce payload Kafka would reject; error_code is the Kafka error to answer with."""
+
+    def __init__(self, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    position: int  # byte position in the buffer (or file) it was read from
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def is_log_append_time(self) -> bool:
+        return bool(self.attributes & TIMESTAMP_TYPE_MASK)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_MASK)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_MASK)
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    return _crc32c.crc32c(data)
+
+
+def read_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
+    """Header of the batch at pos; the caller makes sure HEADER_SIZE bytes are there."""
+    return BatchHeader(pos, *_HEADER.unpack_from(buf, pos))
+
+
+def iter_batches(buf: bytes | bytearray | memoryview, start: int = 0) -> Iterator[BatchHeader]:
+    """Whole batches from start; stops silently at an incomplete (or nonsensical) tail."""
+    end = len(buf)
+    pos = start
+    unpack = _HEADER.unpack_from
+    while pos + HEADER_SIZE <= end:
+        fields = unpack(buf, pos)
+        length = fields[1]
+        if length < MIN_BATCH_LENGTH or pos + length + LOG_OVERHEAD > end:
+            return
+        yield BatchHeader(pos, *fields)
+        pos += length + LOG_OVERHEAD
+
+
+def validate_batches(
+    buf: bytes | bytearray | memoryview, max_message_bytes: int
+) -> list[BatchHeader]:
+    """Check that buf is a sequence of whole, intact v2 batches, in Kafka's order of checks.
+
+    Raises InvalidRecordError with the Kafka error code to answer with.
+    """
+    end = len(buf)
+    if end == 0:
+        raise InvalidRecordError(INVALID_RECORD, "empty record set")
+    view = memoryview(buf)
+    unpack = _HEADER.unpack_from
+    headers: list[BatchHeader] = []
+    pos = 0
+    while pos < end:
+        remaining = end - pos
+        # Magic sits at the same place in v0/v1 message sets, so read it before trusting lengths.
+        if remaining < MAGIC_OFFSET + 1:
+            raise InvalidRecordError(CORRUPT_MESSAGE, f"truncated batch at byte {pos}")
+        length, magic = _LENGTH_MAGIC.unpack_from(buf, pos + LENGTH_OFFSET)
+        if magic != MAGIC_V2:
+            raise InvalidRecordError(
+                UNSUPPORTED_FOR_MESSAGE_FORMAT, f"magic {magic} at byte {pos}; only v2 batches"
+            )
+        if length < MIN_BATCH_LENGTH or remaining < HEADER_SIZE:
+            raise InvalidRecordError(CORRUPT_MESSAGE, f"bad batch length {length} at byte {pos}")
+        size = length + LOG_OVERHEAD
+        if size > remaining:
+            raise InvalidRecordError(
+                CORRUPT_MESSAGE, f"batch at byte {pos} claims {size} bytes, {remaining} present"
+            )
+        if size > max_message_bytes:
+            raise InvalidRecordError(
+                MESSAGE_TOO_LARGE, f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}"
+            )
+        fields = unpack(buf, pos)
+        if _crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + size]) != fields[4]:
+            raise InvalidRecordError(CORRUPT_MESSAGE, f"CRC mismatch in batch at byte {pos}")
+        last_delta = fields[6]
+        count = fields[12]
+        # Kafka: the offsets a client batch spans must match its record count.
+        if count < 1 or last_delta < 0 or count != last_delta + 1:
+            raise InvalidRecordError(
+                INVALID_RECORD,
+                f"batch at byte {pos}: recordCount {count}, lastOffsetDelta {last_delta}",
+            )
+        headers.append(BatchHeader(pos, *fields))
+        pos += size
+    return headers
+
+
+def assign_offsets(
+    buf: bytearray,
+    headers: list[BatchHeader],
+    base_offset: int,
+    log_append_time_ms: int | None,
+) -> int:
+    """Patch baseOffset of each batch in place, consecutively from base_offset.
+
+    baseOffset lies outside the CRC, so plain offset assignment needs no CRC work. With
+    log_append_time_ms, the batch becomes LogAppendTime: the timestampType bit is set and
+    maxTimestamp is overwritten (consumers then use maxTimestamp for every record), which
+    does change CRC-covered bytes. Like Kafka's in-place path (DefaultRecordBatch.setMaxTimestamp),
+    baseTimestamp is left alone so record timestamp deltas stay meaningful.
+    Returns the last offset assigned.
+    """
+    offset = base_offset
+    view = memoryview(buf) if log_append_time_ms is not None else None
+    for h in headers:
+        pos = h.position
+        _INT64.pack_into(buf, pos + BASE_OFFSET_OFFSET, offset)
+        if view is not None:
+            _INT16.pack_into(buf, pos + ATTRIBUTES_OFFSET, h.attributes | TIMESTAMP_TYPE_MASK)
+            _INT64.pack_into(buf, pos + MAX_TIMESTAMP_OFFSET, log_append_time_ms)
+            crc = _crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + h.size])
+            _UINT32.pack_into(buf, pos + CRC_OFFSET, crc)
+        offset += h.last_offset_delta + 1
+    if view is not None:
+        view.release()
+    return offset - 1
+
