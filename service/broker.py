@@ -1,0 +1,237 @@
+"""The broker: wires the parts together and owns topic lifecycle and the cluster view.
+
+Handlers reach storage, metadata and each other only through this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tiering.log.config import ConfigError as TopicConfigError
+from tiering.log.config import LogConfig, validate_topic_configs
+from tiering.log.manager import LogManager
+from tiering.log.partition import UnifiedLog
+
+from service.config import BrokerConfig, Listener
+from service.errors import (
+    INVALID_CONFIG, INVALID_PARTITIONS, INVALID_TOPIC, TOPIC_ALREADY_EXISTS, TOPIC_DELETION_DISABLED,
+    UNKNOWN_TOPIC_OR_PARTITION, TopicError,
+)
+from service.http.app import HttpServer
+from service.kafka.server import KafkaServer
+from service.metadata import MetadataStore, TopicRecord
+from service.telemetry import Telemetry
+
+log = logging.getLogger("sediment.broker")
+
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+MAX_PARTITIONS = 10_000
+
+def check_topic_name(name: str) -> None:
+    if name in (".", "..") or not _LEGAL_TOPIC.match(name):
+        raise TopicError(INVALID_TOPIC, f"Topic name {name!r} is illegal: use up to 249 of "
+                                        "[a-zA-Z0-9._-], and not '.' or '..'")
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Who is where. Today one broker leads every partition; later several share a bucket."""
+
+    node_id: int
+    cluster_id: str
+    advertised: dict[str, Listener]  # by listener name
+
+    def endpoint_for(self, listener_name: str) -> Listener:
+        return self.advertised.get(listener_name) or next(iter(self.advertised.values()))
+
+    def leader(self, topic: str, partition: int) -> int:
+        return self.node_id
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, telemetry: Telemetry | None = None) -> None:
+        self.config = config
+        self.telemetry = telemetry or Telemetry(config["telemetry.exporter"],
+                                                config["telemetry.service.name"])
+        self.store = MetadataStore(config.data_dir / "metadata.db")
+        self.logs = LogManager(
+            config.data_dir,
+            flush_policy=config["log.flush.policy"],
+            flush_interval_ms=config["log.flush.interval.ms"],
+            retention_check_interval_ms=config["log.retention.check.interval.ms"],
+        )
+        self.topics: dict[str, TopicRecord] = {}
+        self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
+        self.cluster: ClusterView | None = None
+        self.kafka = KafkaServer(self, config.listeners)
+        self.http = HttpServer(self, *config.http_host_port)
+        self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
+        self._topic_lock = asyncio.Lock()
+        self.ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+        cluster_id = self.config["cluster.id"] or await self.store.get_meta("cluster.id")
+        if not cluster_id:
+            cluster_id = _new_cluster_id()
+        await self.store.set_meta("cluster.id", cluster_id)
+        self.cluster = ClusterView(self.config["node.id"], cluster_id,
+                                   {l.name: l for l in self.config.advertised_listeners})
+        await self.logs.start()
+        for topic in await self.store.load_topics():
+            self._register(topic)
+            for p in range(topic.partitions):
+                if self.logs.get(topic.name, p) is None:
+                    self.logs.create(topic.name, p, self.log_config(topic))
+                else:
+                    self.logs.get(topic.name, p).update_config(self.log_config(topic))  # type: ignore[union-attr]
+        await self.http.start()
+        await self.kafka.start()
+        self.ready = True
+        log.info("broker %d of cluster %s ready", self.cluster.node_id, cluster_id)
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.kafka.close()
+        await self.http.close()
+        await self.logs.close()
+        await self.store.close()
+        self.telemetry.close()
+
+    # -- topics ----------------------------------------------------------------------------
+
+    def _register(self, topic: TopicRecord) -> None:
+        self.topics[topic.name] = topic
+        self.topics_by_id[topic.topic_id] = topic
+
+    def log_config(self, topic: TopicRecord) -> LogConfig:
+        return LogConfig.from_topic_configs(topic.configs, self.config.topic_defaults())
+
+    def log(self, topic: str, partition: int) -> UnifiedLog | None:
+        return self.logs.get(topic, partition)
+
+    def validate_configs(self, configs: dict[str, str]) -> None:
+        try:
+            validate_topic_configs(configs)
+        except TopicConfigError as e:
+            raise TopicError(INVALID_CONFIG, str(e)) from None
+
+    async def create_topic(self, name: str, partitions: int, configs: dict[str, str] | None = None,
+                           *, validate_only: bool = False) -> TopicRecord:
+        configs = dict(configs or {})
+        check_topic_name(name)
+        if partitions == -1:
+            partitions = int(self.config["num.partitions"])
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise TopicError(INVALID_PARTITIONS, f"Number of partitions must be 1..{MAX_PARTITIONS}, "
+                                                 f"got {partitions}")
+        self.validate_configs(configs)
+        async with self._topic_lock:
+            if name in self.topics:
+                raise TopicError(TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+            topic = TopicRecord(name, uuid.uuid4(), partitions, configs)
+            if validate_only:
+                return topic
+            await self.store.put_topic(topic)
+            self._register(topic)
+            cfg = self.log_config(topic)
+            for p in range(partitions):
+                self.logs.create(name, p, cfg)
+        log.info("created topic %s with %d partitions", name, partitions)
+        return topic
+
+    async def delete_topic(self, name: str) -> None:
+        if not self.config["delete.topic.enable"]:
+            raise TopicError(TOPIC_DELETION_DISABLED, "Topic deletion is disabled.")
+        async with self._topic_lock:
+            topic = self.topics.pop(name, None)
+            if topic is None:
+                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic.")
+            self.topics_by_id.pop(topic.topic_id, None)
+            await self.store.delete_topic(name)
+            await self.logs.delete_topic(name)
+        self.wake_all(name, topic.partitions)
+        log.info("deleted topic %s", name)
+
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        async with self._topic_lock:
+            topic = self.topics.get(name)
+            if topic is None:
+                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+            if count <= topic.partitions:
+                raise TopicError(INVALID_PARTITIONS, f"Topic currently has {topic.partitions} partitions, "
+                                                     f"which is higher than or equal to the requested {count}.")
+            if count > MAX_PARTITIONS:
+                raise TopicError(INVALID_PARTITIONS, f"At most {MAX_PARTITIONS} partitions.")
+            if validate_only:
+                return
+            old = topic.partitions
+            updated = TopicRecord(topic.name, topic.topic_id, count, topic.configs)
+            await self.store.put_topic(updated)
+            self._register(updated)
+            cfg = self.log_config(updated)
+            for p in range(old, count):
+                self.logs.create(name, p, cfg)
+
+    async def set_topic_configs(self, name: str, configs: dict[str, str], *,
+                                validate_only: bool = False) -> None:
+        """Replace the topic's explicit overrides (the caller computed the full new set)."""
+        self.validate_configs(configs)
+        async with self._topic_lock:
+            topic = self.topics.get(name)
+            if topic is None:
+                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+            if validate_only:
+                return
+            updated = TopicRecord(topic.name, topic.topic_id, topic.partitions, dict(configs))
+            await self.store.put_topic(updated)
+            self._register(updated)
+            cfg = self.log_config(updated)
+            for p in range(updated.partitions):
+                plog = self.logs.get(name, p)
+                if plog is not None:
+                    plog.update_config(cfg)
+
+    # -- waiting fetches -------------------------------------------------------------------
+
+    def wake(self, topic: str, partition: int) -> None:
+        for fut in self._waiters.pop((topic, partition), ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def wake_all(self, topic: str, partitions: int) -> None:
+        for p in range(partitions):
+            self.wake(topic, p)
+
+    async def wait_for_data(self, keys: Iterable[tuple[str, int]], timeout_s: float) -> None:
+        """Sleep until any of these partitions gets an append, or the timeout passes."""
+        if timeout_s <= 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        keys = list(keys)
+        for k in keys:
+            self._waiters.setdefault(k, set()).add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            for k in keys:
+                waiting = self._waiters.get(k)
+                if waiting is not None:
+                    waiting.discard(fut)
+                    if not waiting:
+                        del self._waiters[k]
+
+
+def _new_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

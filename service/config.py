@@ -1,0 +1,265 @@
+"""Broker configuration: every key typed, validated and defaulted in one table.
+
+Sources, lowest precedence first: built-in defaults, a TOML file (`--config`), `SEDIMENT_*`
+environment variables, command-line flags. Keys use Kafka's dotted names; an unknown key or a bad
+value stops start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration key with a bad value, or an unknown key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (or a custom name mapped to one)
+    host: str
+    port: int
+
+    @property
+    def security_protocol(self) -> str:
+        return self.name
+
+    def __str__(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def parse_listeners(key: str, value: str) -> list[Listener]:
+    listeners: list[Listener] = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        name, sep, rest = item.partition("://")
+        if not sep:
+            raise ConfigError(key, f"{item!r} is not NAME://HOST:PORT")
+        host, colon, port = rest.rpartition(":")
+        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(key, f"{item!r} has no valid port")
+        if name.upper() not in SECURITY_PROTOCOLS:
+            raise ConfigError(key, f"{name!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+        listeners.append(Listener(name.upper(), host.strip("[]") or "0.0.0.0", int(port)))
+    if not listeners:
+        raise ConfigError(key, "at least one listener is required")
+    if len({l.name for l in listeners}) != len(listeners):
+        raise ConfigError(key, "listener names must be unique")
+    return listeners
+
+
+def _bool(key: str, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "on"):
+        return True
+    if s in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(key, f"{v!r} is not a boolean (true/false)")
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], int]:
+    def conv(key: str, v: Any) -> int:
+        if isinstance(v, bool):
+            raise ConfigError(key, f"{v!r} is not an integer")
+        try:
+            n = int(str(v).strip())
+        except ValueError:
+            raise ConfigError(key, f"{v!r} is not an integer") from None
+        if lo is not None and n < lo:
+            raise ConfigError(key, f"{n} is below the minimum {lo}")
+        if hi is not None and n > hi:
+            raise ConfigError(key, f"{n} is above the maximum {hi}")
+        return n
+
+    return conv
+
+
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def conv(key: str, v: Any) -> str:
+        s = str(v).strip()
+        if s not in allowed:
+            raise ConfigError(key, f"{s!r} is not one of {', '.join(allowed)}")
+        return s
+
+    return conv
+
+
+def _str(key: str, v: Any) -> str:
+    return str(v)
+
+
+def _hostport(key: str, v: Any) -> str:
+    host, colon, port = str(v).rpartition(":")
+    if not colon or not port.isdigit():
+        raise ConfigError(key, f"{v!r} is not HOST:PORT")
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: Any
+    convert: Callable[[str, Any], Any]
+    doc: str
+
+
+DAY_MS = 24 * 3600 * 1000
+
+# The broker's keys. Topic-level defaults use Kafka's broker names (log.segment.bytes, ...).
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in [
+        Key("node.id", 0, _int(0), "this broker's id, reported in Metadata"),
+        Key("cluster.id", "", _str, "cluster id; generated and kept in the data dir when empty"),
+        Key("data.dir", "./data", _str, "where segments and metadata live"),
+        Key("listeners", "PLAINTEXT://127.0.0.1:9092", _str, "NAME://HOST:PORT,..."),
+        Key("advertised.listeners", "", _str, "what clients are told to connect to; default: listeners"),
+        Key("http.listener", "127.0.0.1:8080", _hostport, "HTTP API HOST:PORT"),
+        Key("num.partitions", 1, _int(1), "partitions of auto-created topics"),
+        Key("default.replication.factor", 1, _int(1), "accepted for compatibility; one copy is kept"),
+        Key("auto.create.topics.enable", True, _bool, "create topics on Metadata requests for them"),
+        Key("delete.topic.enable", True, _bool, "allow DeleteTopics"),
+        Key("log.segment.bytes", 1 << 30, _int(14), "default segment.bytes"),
+        Key("log.roll.ms", 7 * DAY_MS, _int(1), "default segment.ms"),
+        Key("log.retention.ms", 7 * DAY_MS, _int(-1), "default retention.ms (-1: unlimited)"),
+        Key("log.retention.bytes", -1, _int(-1), "default retention.bytes (-1: unlimited)"),
+        Key("log.index.interval.bytes", 4096, _int(0), "default index.interval.bytes"),
+        Key("message.max.bytes", 1048588, _int(0), "default max.message.bytes"),
+        Key("log.message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"),
+            "default message.timestamp.type"),
+        Key("log.cleanup.policy", "delete", _choice("delete", "compact", "compact,delete", "delete,compact"),
+            "default cleanup.policy"),
+        Key("log.flush.policy", "always", _choice("always", "interval"),
+            "always: fsync before acks=all answers (group commit); interval: every log.flush.interval.ms"),
+        Key("log.flush.interval.ms", 1000, _int(1), "fsync period when log.flush.policy=interval"),
+        Key("log.retention.check.interval.ms", 300_000, _int(1), "how often retention and segment.ms run"),
+        Key("socket.request.max.bytes", 104857600, _int(1024), "largest request frame accepted"),
+        Key("fetch.max.bytes", 57671680, _int(1024), "broker cap on one fetch response"),
+        Key("queued.max.requests", 500, _int(1), "requests in flight per connection before reading pauses"),
+        Key("telemetry.exporter", "none", _choice("none", "console", "otlp"), "OpenTelemetry span exporter"),
+        Key("telemetry.service.name", "sediment", _str, "OpenTelemetry service.name"),
+    ]
+}
+
+# Topic config name -> the broker key that supplies its default.
+TOPIC_DEFAULT_KEYS = {
+    "segment.bytes": "log.segment.bytes",
+    "segment.ms": "log.roll.ms",
+    "retention.ms": "log.retention.ms",
+    "retention.bytes": "log.retention.bytes",
+    "index.interval.bytes": "log.index.interval.bytes",
+    "max.message.bytes": "message.max.bytes",
+    "message.timestamp.type": "log.message.timestamp.type",
+    "cleanup.policy": "log.cleanup.policy",
+}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    values: Mapping[str, Any]
+    explicit: frozenset[str]  # keys set by file, env or flag (not defaults)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data.dir"])
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return parse_listeners("listeners", self.values["listeners"])
+
+    @property
+    def advertised_listeners(self) -> list[Listener]:
+        adv = self.values["advertised.listeners"]
+        if not adv:
+            return [
+                Listener(l.name, "127.0.0.1" if l.host in ("0.0.0.0", "::", "") else l.host, l.port)
+                for l in self.listeners
+            ]
+        return parse_listeners("advertised.listeners", adv)
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        host, _, port = self.values["http.listener"].rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def topic_defaults(self) -> dict[str, str]:
+        """Topic config defaults as strings, from the broker's log.* keys."""
+        return {topic_key: _as_config_string(self.values[k]) for topic_key, k in TOPIC_DEFAULT_KEYS.items()}
+
+    def topic_default_is_static(self, topic_key: str) -> bool:
+        return TOPIC_DEFAULT_KEYS.get(topic_key, "") in self.explicit
+
+
+def _as_config_string(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _flatten(prefix: str, table: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for k, v in table.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            _flatten(name, v, out)
+        elif isinstance(v, list):
+            out[name] = ",".join(str(x) for x in v)
+        else:
+            out[name] = v
+
+
+def env_key(name: str) -> str:
+    return "SEDIMENT_" + name.upper().replace(".", "_").replace("-", "_")
+
+
+def load_config(
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BrokerConfig:
+    """Merge defaults, TOML file, SEDIMENT_* env and overrides; validate every key."""
+    raw: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with open(file, "rb") as f:
+                _flatten("", tomllib.load(f), raw)
+        except OSError as e:
+            raise ConfigError("config", f"cannot read {file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("config", f"{file} is not valid TOML: {e}") from None
+    env = os.environ if environ is None else environ
+    by_env = {env_key(k): k for k in KEYS}
+    for name, value in env.items():
+        if name in by_env:
+            raw[by_env[name]] = value
+        elif name.startswith("SEDIMENT_") and name not in ("SEDIMENT_CONFIG",):
+            raise ConfigError(name, f"unknown environment setting; known: {', '.join(sorted(by_env))}")
+    raw.update(overrides or {})
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = KEYS.get(name)
+        if key is None:
+            raise ConfigError(name, "unknown key")
+        values[name] = key.convert(name, value)
+    merged = {k.name: k.default for k in KEYS.values()} | values
+    cfg = BrokerConfig(merged, frozenset(values))
+    cfg.listeners  # validate eagerly so a bad value stops start-up
+    cfg.advertised_listeners
+    return cfg

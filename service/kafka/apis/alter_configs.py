@@ -1,0 +1,16 @@
+"""AlterConfigs (key 33): replace a topic's whole set of overrides (Kafka's legacy semantics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.apis.configs import alter_result
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    results = []
+    for r in req.resources:
+        new = {c.name: c.value for c in r.configs if c.value is not None}
+        results.append(await alter_result(ctx, r, lambda _old, new=new: new, bool(req.validate_only)))
+    return ctx.schema.response(throttle_time=0, responses=tuple(results))

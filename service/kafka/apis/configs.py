@@ -1,0 +1,81 @@
+"""Shared by DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: config entries and sources."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tiering.log.config import TOPIC_CONFIGS
+
+from service.config import KEYS, TOPIC_DEFAULT_KEYS
+from service.errors import INVALID_REQUEST, UNKNOWN_TOPIC_OR_PARTITION, TopicError
+
+if TYPE_CHECKING:
+    from service.broker import Broker
+    from service.kafka.context import RequestContext
+
+# Kafka's resource types and config sources, as on the wire.
+RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER = 2, 4, 8
+DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5
+# ConfigEntry.ConfigType ids (DescribeConfigs v3+).
+CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6, "list": 7}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    value: str | None
+    source: int
+    type: int
+    doc: str
+    synonyms: tuple[tuple[str, str | None, int], ...] = ()
+
+
+def topic_config_entries(broker: "Broker", overrides: dict[str, str]) -> list[Entry]:
+    """Every topic config: the override, else the broker-level default, else Kafka's default."""
+    defaults = broker.config.topic_defaults()
+    out = []
+    for name, d in sorted(TOPIC_CONFIGS.items()):
+        broker_key = TOPIC_DEFAULT_KEYS.get(name)
+        synonyms: list[tuple[str, str | None, int]] = []
+        if name in overrides:
+            synonyms.append((name, overrides[name], DYNAMIC_TOPIC_CONFIG))
+        if broker_key is not None and broker.config.topic_default_is_static(name):
+            synonyms.append((broker_key, defaults[name], STATIC_BROKER_CONFIG))
+        synonyms.append((broker_key or name, defaults.get(name, d.default), DEFAULT_CONFIG))
+        value, source = synonyms[0][1], synonyms[0][2]
+        out.append(Entry(name, value, source, CONFIG_TYPES.get(d.type, 2), d.doc, tuple(synonyms)))
+    return out
+
+
+def broker_config_entries(broker: "Broker") -> list[Entry]:
+    out = []
+    for key in sorted(KEYS.values(), key=lambda k: k.name):
+        value = broker.config[key.name]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        source = STATIC_BROKER_CONFIG if key.name in broker.config.explicit else DEFAULT_CONFIG
+        kind = 1 if isinstance(key.default, bool) else 5 if isinstance(key.default, int) else 2
+        out.append(Entry(key.name, text, source, kind, key.doc, ((key.name, text, source),)))
+    return out
+
+
+async def alter_result(ctx: "RequestContext", r: Any, compute: Callable[[dict[str, str]], dict[str, str]],
+                       validate_only: bool) -> Any:
+    """Apply `compute(old overrides) -> new overrides` to one resource and build its result."""
+    rtype, name = int(r.resource_type), r.resource_name
+    code, message = 0, None
+    if rtype == RESOURCE_TOPIC:
+        topic = ctx.broker.topics.get(name)
+        try:
+            if topic is None:
+                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+            await ctx.broker.set_topic_configs(name, compute(dict(topic.configs)), validate_only=validate_only)
+        except TopicError as e:
+            code, message = e.code, e.message
+    elif rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
+        code, message = INVALID_REQUEST, "Broker configs are static: set them in the config file."
+    else:
+        code, message = INVALID_REQUEST, f"Resource type {rtype} is not supported."
+    return ctx.schema("AlterConfigsResourceResponse", error_code=code, error_message=message,
+                      resource_type=rtype, resource_name=name)

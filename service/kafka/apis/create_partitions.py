@@ -1,0 +1,21 @@
+"""CreatePartitions (key 37): grow a topic's partition count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import TopicError
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, broker = ctx.schema, ctx.broker
+    results = []
+    for t in req.topics:
+        try:
+            await broker.create_partitions(t.name, int(t.count), validate_only=bool(req.validate_only))
+            code, message = 0, None
+        except TopicError as e:
+            code, message = e.code, e.message
+        results.append(s("CreatePartitionsTopicResult", name=t.name, error_code=code, error_message=message))
+    return s.response(throttle_time=0, results=tuple(results))

@@ -1,0 +1,38 @@
+"""DeleteTopics (key 20): by name, or by topic id from v6."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from service.errors import TopicError
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, broker = ctx.schema, ctx.broker
+    if hasattr(req, "topic_names"):
+        wanted = [(name, None) for name in req.topic_names]
+    else:
+        wanted = [(t.name, t.topic_id) for t in req.topics]
+    results = []
+    for name, topic_id in wanted:
+        if name is None and topic_id is not None:
+            rec = broker.topics_by_id.get(topic_id)
+            if rec is None:
+                results.append(s("DeletableTopicResult", name=None, topic_id=topic_id,
+                                 error_code=ErrorCode.unknown_topic_id, error_message="Unknown topic id."))
+                continue
+            name = rec.name
+        rec = broker.topics.get(name)
+        try:
+            await broker.delete_topic(name)
+            code, message = 0, None
+        except TopicError as e:
+            code, message = e.code, e.message
+        results.append(s("DeletableTopicResult", name=name,
+                         topic_id=topic_id or (rec.topic_id if rec else None),
+                         error_code=code, error_message=message))
+    ctx.span_attributes["messaging.kafka.topics"] = ",".join(str(n) for n, _ in wanted)
+    return s.response(throttle_time=0, responses=tuple(results))

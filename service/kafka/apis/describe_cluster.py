@@ -1,0 +1,27 @@
+"""DescribeCluster (key 60): this broker, the cluster id and the controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from service.kafka.context import RequestContext
+
+BROKERS_ENDPOINT = 1
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, cluster = ctx.schema, ctx.broker.cluster
+    assert cluster is not None
+    endpoint_type = int(getattr(req, "endpoint_type", BROKERS_ENDPOINT))
+    if endpoint_type != BROKERS_ENDPOINT:
+        return s.response(throttle_time=0, error_code=ErrorCode.unsupported_endpoint_type,
+                          error_message="Only the brokers endpoint type is served.",
+                          endpoint_type=endpoint_type, cluster_id=cluster.cluster_id,
+                          controller_id=-1, brokers=(), cluster_authorized_operations=-(2**31))
+    ep = cluster.endpoint_for(ctx.conn.listener_name)
+    brokers = (s("DescribeClusterBroker", broker_id=cluster.node_id, host=ep.host, port=ep.port, rack=None),)
+    return s.response(throttle_time=0, error_code=0, error_message=None, endpoint_type=endpoint_type,
+                      cluster_id=cluster.cluster_id, controller_id=cluster.node_id, brokers=brokers,
+                      cluster_authorized_operations=-(2**31))

@@ -1,0 +1,76 @@
+"""Metadata (key 3): brokers, cluster id, topics and partition leaders; auto-creates topics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from service.errors import TopicError
+from service.kafka.context import RequestContext
+from service.metadata import TopicRecord
+
+_AUTH_OPS_OMITTED = -(2**31)
+
+
+def _topic(ctx: RequestContext, topic: TopicRecord) -> Any:
+    s, cluster = ctx.schema, ctx.broker.cluster
+    assert cluster is not None
+    partitions = []
+    for p in range(topic.partitions):
+        leader = cluster.leader(topic.name, p)
+        partitions.append(s("MetadataResponsePartition", error_code=0, partition_index=p,
+                            leader_id=leader, leader_epoch=0, replica_nodes=(leader,),
+                            isr_nodes=(leader,), offline_replicas=()))
+    return s("MetadataResponseTopic", error_code=0, name=topic.name, topic_id=topic.topic_id,
+             is_internal=False, partitions=tuple(partitions),
+             topic_authorized_operations=_AUTH_OPS_OMITTED)
+
+
+def _error(ctx: RequestContext, code: int, name: str | None, topic_id: Any = None) -> Any:
+    return ctx.schema("MetadataResponseTopic", error_code=code, name=name, topic_id=topic_id,
+                      is_internal=False, partitions=(),
+                      topic_authorized_operations=_AUTH_OPS_OMITTED)
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    broker, s = ctx.broker, ctx.schema
+    cluster = broker.cluster
+    assert cluster is not None
+    requested = req.topics
+    if requested is None or (ctx.version == 0 and not requested):
+        topics = [_topic(ctx, t) for t in sorted(broker.topics.values(), key=lambda t: t.name)]
+    else:
+        auto = broker.config["auto.create.topics.enable"] and getattr(req, "allow_auto_topic_creation", True)
+        topics = []
+        for item in requested:
+            topics.append(await _lookup(ctx, item, auto))
+    ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name or "" for t in topics)
+    ep = cluster.endpoint_for(ctx.conn.listener_name)
+    brokers = (s("MetadataResponseBroker", node_id=cluster.node_id, host=ep.host, port=ep.port, rack=None),)
+    return s.response(throttle_time=0, brokers=brokers, cluster_id=cluster.cluster_id,
+                      controller_id=cluster.node_id, topics=tuple(topics),
+                      cluster_authorized_operations=_AUTH_OPS_OMITTED)
+
+
+async def _lookup(ctx: RequestContext, item: Any, auto_create: bool) -> Any:
+    broker = ctx.broker
+    name = getattr(item, "name", None)
+    topic_id = getattr(item, "topic_id", None)
+    if name is None:
+        topic = broker.topics_by_id.get(topic_id) if topic_id is not None else None
+        if topic is None:
+            return _error(ctx, ErrorCode.unknown_topic_id, None, topic_id)
+        return _topic(ctx, topic)
+    topic = broker.topics.get(name)
+    if topic is not None:
+        return _topic(ctx, topic)
+    if not auto_create:
+        return _error(ctx, ErrorCode.unknown_topic_or_partition, name)
+    try:
+        topic = await broker.create_topic(name, -1)
+    except TopicError as e:
+        if e.code == ErrorCode.topic_already_exists:  # created by a concurrent request
+            return _topic(ctx, broker.topics[name])
+        return _error(ctx, e.code, name)
+    return _topic(ctx, topic)

@@ -1,0 +1,66 @@
+"""Produce (key 0): validate batches, assign offsets, append, answer per acks.
+
+Every partition is appended before the first await, so pipelined requests from one connection
+land in arrival order. acks=all then waits for a shared (group-commit) fsync when
+log.flush.policy=always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from tiering.records import InvalidRecordError
+
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    broker, s = ctx.broker, ctx.schema
+    acks = int(req.acks)
+    now_ms = int(time.time() * 1000)
+    to_flush: list[tuple[Any, int]] = []
+    topics = []
+    for td in req.topic_data:
+        parts = []
+        for pd in td.partition_data:
+            parts.append(_append(ctx, td.name, pd, acks, now_ms, to_flush))
+        topics.append((td.name, parts))
+    ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
+    if acks == -1 and to_flush and broker.config["log.flush.policy"] == "always":
+        await asyncio.gather(*(broker.logs.flush(log, last) for log, last in to_flush))
+    if acks == 0:
+        return None
+    responses = tuple(
+        s("TopicProduceResponse", name=name, partition_responses=tuple(
+            s("PartitionProduceResponse", **fields, record_errors=()) for fields in parts))
+        for name, parts in topics
+    )
+    return s.response(responses=responses, throttle_time=0)
+
+
+def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
+            to_flush: list[tuple[Any, int]]) -> dict[str, Any]:
+    def error(code: int, message: str | None = None) -> dict[str, Any]:
+        return dict(index=pd.index, error_code=code, base_offset=-1, log_append_time=-1,
+                    log_start_offset=-1, error_message=message)
+
+    if acks not in (0, 1, -1):
+        return error(ErrorCode.invalid_required_acks)
+    log = ctx.broker.log(topic, pd.index)
+    if log is None:
+        return error(ErrorCode.unknown_topic_or_partition)
+    if not pd.records:
+        return error(ErrorCode.invalid_record, "no record batches")
+    try:
+        result = log.append(pd.records, now_ms=now_ms)
+    except InvalidRecordError as e:
+        return error(e.error_code, str(e))
+    ctx.broker.wake(topic, pd.index)
+    to_flush.append((log, result.last_offset))
+    return dict(index=pd.index, error_code=0, base_offset=result.base_offset,
+                log_append_time=result.log_append_time_ms, log_start_offset=result.log_start_offset,
+                error_message=None)

@@ -1,0 +1,50 @@
+"""The advertised API version table: the one place that says which versions Sediment speaks.
+
+`LISTED_ONLY` versions are advertised because clients pick features by range overlap (librdkafka
+needs Produce v0 in range for compressed produce), but, as in Kafka 4, they are refused if used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiRange:
+    key: int
+    name: str
+    min: int
+    max: int
+    usable_min: int  # lowest version actually served
+
+    def served(self, version: int) -> bool:
+        return self.usable_min <= version <= self.max
+
+
+def _r(key: int, name: str, lo: int, hi: int, usable: int | None = None) -> ApiRange:
+    return ApiRange(key, name, lo, hi, lo if usable is None else usable)
+
+
+API_RANGES: dict[int, ApiRange] = {
+    r.key: r
+    for r in [
+        _r(0, "Produce", 0, 11, usable=3),
+        _r(1, "Fetch", 4, 16),
+        _r(2, "ListOffsets", 1, 8),
+        _r(3, "Metadata", 0, 12),
+        _r(18, "ApiVersions", 0, 3),
+        _r(19, "CreateTopics", 2, 7),
+        _r(20, "DeleteTopics", 1, 6),
+        _r(21, "DeleteRecords", 0, 2),
+        _r(32, "DescribeConfigs", 1, 4),
+        _r(33, "AlterConfigs", 0, 2),
+        _r(37, "CreatePartitions", 0, 3),
+        _r(44, "IncrementalAlterConfigs", 0, 1),
+        _r(60, "DescribeCluster", 0, 1),
+    ]
+}
+
+
+def api_name(key: int) -> str:
+    r = API_RANGES.get(key)
+    return r.name if r else f"api-{key}"

@@ -1,0 +1,87 @@
+"""MetadataStore: durable broker state other than segments (SQLite, WAL mode, under the data dir).
+
+Handlers never see SQL: the broker reads everything into memory at start and writes through
+these async methods, which run the blocking calls in a thread. A multi-broker mode later adds
+another implementation of the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TopicRecord:
+    name: str
+    topic_id: uuid.UUID
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)  # explicit topic overrides only
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    topic_id TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL,
+    configs TEXT NOT NULL
+);
+"""
+
+
+class MetadataStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await asyncio.to_thread(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)
+
+    def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        assert self._db is not None, "MetadataStore used before start()"
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    async def _exec(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        return await asyncio.to_thread(self._run, sql, args)
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._exec("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def load_topics(self) -> list[TopicRecord]:
+        rows = await self._exec("SELECT name, topic_id, partitions, configs FROM topics")
+        return [TopicRecord(str(n), uuid.UUID(str(i)), int(p), json.loads(str(c)))  # type: ignore[arg-type]
+                for n, i, p, c in rows]
+
+    async def put_topic(self, topic: TopicRecord) -> None:
+        await self._exec(
+            "INSERT OR REPLACE INTO topics (name, topic_id, partitions, configs) VALUES (?, ?, ?, ?)",
+            (topic.name, str(topic.topic_id), topic.partitions, json.dumps(topic.configs, sort_keys=True)),
+        )
+
+    async def delete_topic(self, name: str) -> None:
+        await self._exec("DELETE FROM topics WHERE name = ?", (name,))
