@@ -1,0 +1,541 @@
+"""One log segment: `<base>.log` plus its sparse `.index` and `.timeindex`, Kafka's layout.
+
+`.index` entries are 8 bytes (int32 offset relative to the base, int32 byte position) and
+`.timeindex` entries 12 bytes (int64 timestamp, int32 relative offset), all big-endian. Both are
+sparse: an offset entry for the batch that follows every `index.interval.bytes` appended, and a
+time entry at the same points when the max timestamp has grown. Unlike Kafka, which preallocates
+the index files to segment.index.bytes, mmaps them and trims on roll, we append entries with
+os.write and keep a lazily loaded in-memory copy for lookups: no trim step, and a torn tail is a
+size that is not a multiple of the entry size, which the sanity check catches.
+
+All methods are synchronous; the caller decides which ones run in a thread (fsync, recovery).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import sys
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+from typing import Iterator
+
+from tiering.log.config import LogConfig
+from tiering.records import (
+    ATTRIBUTES_OFFSET,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC_V2,
+    MIN_BATCH_LENGTH,
+    NO_TIMESTAMP,
+    BatchHeader,
+    crc32c,
+    read_header,
+)
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+DELETED_SUFFIX = ".deleted"
+
+INDEX_ENTRY = struct.Struct(">ii")
+TIME_INDEX_ENTRY = struct.Struct(">qi")
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+
+INT32_MAX = (1 << 31) - 1
+SCAN_CHUNK = 32 * 1024
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LogSegment:
+    def __init__(self, directory: Path, base_offset: int, config: LogConfig) -> None:
+        self.dir = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = config.index_interval_bytes
+        name = segment_name(base_offset)
+        self.log_path = directory / (name + LOG_SUFFIX)
+        self.index_path = directory / (name + INDEX_SUFFIX)
+        self.time_index_path = directory / (name + TIME_INDEX_SUFFIX)
+        self._log_fd = -1
+        self._index_fd = -1
+        self._time_fd = -1
+        self._size = 0
+        self._next_offset = base_offset
+        self._max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = -1
+        self._last_time_entry_ts = NO_TIMESTAMP
+        self._bytes_since_index = 0
+        # In-memory copies of the index files, loaded on first lookup.
+        self._index_rel: array | None = None
+        self._index_pos: array | None = None
+        self._time_ts: array | None = None
+        self._time_rel: array | None = None
+        # Wall-clock basis for segment.ms: when the first batch arrived (Kafka uses the first
+        # batch's timestamp; the append time is immune to odd client clocks).
+        self.rolling_basis_ms: int | None = None
+        self.dirty = False  # written since the last fsync
+        self.recovered_bytes = 0  # bytes a recovery cut off
+
+    # --- opening, recovery -------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        base_offset: int,
+        config: LogConfig,
+        create: bool,
+        *,
+        recover: bool = False,
+    ) -> "LogSegment":
+        """Open (or create) a segment. An existing one is recovered when recover is true or
+        when its indexes fail the cheap sanity check."""
+        seg = cls(directory, base_offset, config)
+        flags = os.O_RDWR | os.O_APPEND
+        seg._log_fd = os.open(seg.log_path, flags | (os.O_CREAT if create else 0), 0o644)
+        try:
+            seg._index_fd = os.open(seg.index_path, flags | os.O_CREAT, 0o644)
+            seg._time_fd = os.open(seg.time_index_path, flags | os.O_CREAT, 0o644)
+            seg._size = os.fstat(seg._log_fd).st_size
+            if recover or not seg.sanity_check():
+                seg.recover()
+        except BaseException:
+            seg.close()
+            raise
+        return seg
+
+    def sanity_check(self) -> bool:
+        """Load the segment's state from its indexes plus a short tail scan.
+
+        True when the last index entries point at real batches with matching offsets and the
+        file ends on a batch boundary; False means a full recover() is needed.
+        """
+        size = os.fstat(self._log_fd).st_size
+        index_size = os.fstat(self._index_fd).st_size
+        time_size = os.fstat(self._time_fd).st_size
+        if index_size % INDEX_ENTRY.size or time_size % TIME_INDEX_ENTRY.size:
+            return False
+        self._size = size
+        if size == 0:
+            if index_size or time_size:
+                return False
+            self._reset_state()
+            return True
+        start = 0
+        last_rel = -1
+        if index_size:
+            last_rel, start = INDEX_ENTRY.unpack(_pread_exact(self._index_fd, 8, index_size - 8))
+            if start >= size:
+                return False
+        time_ts, time_rel = NO_TIMESTAMP, -1
+        if time_size:
+            time_ts, time_rel = TIME_INDEX_ENTRY.unpack(_pread_exact(self._time_fd, 12, time_size - 12))
+        last: BatchHeader | None = None
+        max_ts = time_ts
+        max_ts_offset = self.base_offset + time_rel if time_size else -1
+        end = start
+        since_index = 0
+        for h in self._scan(start, size):
+            if h.magic != MAGIC_V2 or h.last_offset_delta < 0:
+                return False
+            # Past the last entry, no batch may have been due an index entry.
+            if since_index > self.index_interval_bytes:
+                return False
+            since_index += h.size
+            if last is None and index_size and h.last_offset != self.base_offset + last_rel:
+                return False
+            if last is not None and h.base_offset <= last.last_offset:
+                return False
+            if h.max_timestamp > max_ts:
+                max_ts, max_ts_offset = h.max_timestamp, h.last_offset
+            last = h
+            end = h.position + h.size
+        if last is None or end != size:
+            return False
+        if time_size and self.base_offset + time_rel > last.last_offset:
+            return False
+        first = read_header(_pread_exact(self._log_fd, HEADER_SIZE, 0))
+        if first.base_offset < self.base_offset:
+            return False
+        self._drop_loaded_indexes()
+        self._next_offset = last.next_offset
+        self._max_timestamp = max_ts
+        self._offset_of_max_timestamp = max_ts_offset
+        self._last_time_entry_ts = time_ts
+        self._bytes_since_index = size - start
+        self.rolling_basis_ms = _rolling_basis(first.max_timestamp)
+        return True
+
+    def recover(self) -> int:
+        """Scan the whole log validating every batch (magic, length, CRC-32C, offsets), cut the
+        file at the first bad or torn batch, and rebuild both indexes. Returns bytes cut off.
+
+        max.message.bytes is deliberately not enforced here: lowering it must not destroy data
+        that was valid when written.
+        """
+        size = os.fstat(self._log_fd).st_size
+        self._reset_state()
+        valid = 0
+        index_entries = bytearray()
+        time_entries = bytearray()
+        first_ts: int | None = None
+        if size:
+            with open(self.log_path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    expected = self.base_offset
+                    pos = 0
+                    headers: list[BatchHeader] = []
+                    while size - pos >= HEADER_SIZE:
+                        fields = _HEADER.unpack_from(view, pos)
+                        length, magic, crc, last_delta = fields[1], fields[3], fields[4], fields[6]
+                        batch_size = length + LOG_OVERHEAD
+                        if magic != MAGIC_V2 or length < MIN_BATCH_LENGTH or pos + batch_size > size:
+                            break
+                        if fields[0] < expected or last_delta < 0:
+                            break
+                        if fields[0] + last_delta - self.base_offset > INT32_MAX:
+                            break
+                        if crc32c(view[pos + ATTRIBUTES_OFFSET : pos + batch_size]) != crc:
+                            break
+                        h = BatchHeader(pos, *fields)
+                        if first_ts is None:
+                            first_ts = h.max_timestamp
+                        headers.append(h)
+                        expected = h.next_offset
+                        pos += batch_size
+                        if len(headers) >= 4096:
+                            self._track(headers, 0, index_entries, time_entries)
+                            headers.clear()
+                    self._track(headers, 0, index_entries, time_entries)
+                    valid = pos
+                finally:
+                    view.release()
+        # The final time entry Kafka writes when a segment goes inactive is re-added by seal().
+        truncated = size - valid
+        if truncated:
+            os.ftruncate(self._log_fd, valid)
+        for fd, entries in ((self._index_fd, index_entries), (self._time_fd, time_entries)):
+            os.ftruncate(fd, 0)
+            if entries:
+                _write_all(fd, entries)
+        self._size = valid
+        self._drop_loaded_indexes()
+        self.rolling_basis_ms = None if first_ts is None else _rolling_basis(first_ts)
+        self.recovered_bytes = truncated
+        self.dirty = True
+        return truncated
+
+    def _reset_state(self) -> None:
+        self._size = 0
+        self._next_offset = self.base_offset
+        self._max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = -1
+        self._last_time_entry_ts = NO_TIMESTAMP
+        self._bytes_since_index = 0
+        self._drop_loaded_indexes()
+        self.rolling_basis_ms = None
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def max_timestamp(self) -> int:
+        return self._max_timestamp
+
+    @property
+    def offset_of_max_timestamp(self) -> int:
+        """Last offset of the first batch that reached max_timestamp (-1 when empty)."""
+        return self._offset_of_max_timestamp
+
+    @property
+    def fileno(self) -> int:
+        return self._log_fd
+
+    @property
+    def is_empty(self) -> bool:
+        return self._size == 0
+
+    # --- appending -------------------------------------------------------------------------
+
+    def append(self, data: bytes | bytearray | memoryview, headers: list[BatchHeader]) -> None:
+        """Append whole batches with offsets already assigned; header positions are relative
+        to data. One write for the data; index entries are written after it."""
+        if not headers:
+            return
+        start = self._size
+        try:
+            _write_all(self._log_fd, data)
+        except OSError:
+            # Never leave a torn batch behind a failed write (e.g. ENOSPC).
+            os.ftruncate(self._log_fd, start)
+            raise
+        index_entries = bytearray()
+        time_entries = bytearray()
+        self._track(headers, start, index_entries, time_entries)
+        self._size = start + len(data)
+        self._next_offset = headers[-1].next_offset
+        if self.rolling_basis_ms is None:
+            self.rolling_basis_ms = now_ms()
+        if index_entries:
+            _write_all(self._index_fd, index_entries)
+        if time_entries:
+            _write_all(self._time_fd, time_entries)
+        self.dirty = True
+
+    def _track(
+        self, headers: list[BatchHeader], base_pos: int, index_entries: bytearray, time_entries: bytearray
+    ) -> None:
+        """Kafka's per-batch index rule: update the max timestamp, and once more than
+        index_interval_bytes went by since the last entry, index this batch."""
+        base = self.base_offset
+        interval = self.index_interval_bytes
+        for h in headers:
+            if h.max_timestamp > self._max_timestamp:
+                self._max_timestamp = h.max_timestamp
+                self._offset_of_max_timestamp = h.last_offset
+            if self._bytes_since_index > interval:
+                rel = h.last_offset - base
+                pos = base_pos + h.position
+                index_entries += INDEX_ENTRY.pack(rel, pos)
+                if self._index_rel is not None:
+                    self._index_rel.append(rel)
+                    self._index_pos.append(pos)  # type: ignore[union-attr]
+                self._maybe_time_entry(time_entries)
+                self._bytes_since_index = 0
+            self._bytes_since_index += h.size
+            self._next_offset = h.next_offset
+
+    def _maybe_time_entry(self, time_entries: bytearray) -> None:
+        if self._max_timestamp > self._last_time_entry_ts:
+            rel = self._offset_of_max_timestamp - self.base_offset
+            time_entries += TIME_INDEX_ENTRY.pack(self._max_timestamp, rel)
+            if self._time_ts is not None:
+                self._time_ts.append(self._max_timestamp)
+                self._time_rel.append(rel)  # type: ignore[union-attr]
+            self._last_time_entry_ts = self._max_timestamp
+
+    def seal(self) -> None:
+        """The segment stops being active: record its max timestamp in the time index, as
+        Kafka does on roll, so timestamp lookups and restarts see it without a scan."""
+        entries = bytearray()
+        self._maybe_time_entry(entries)
+        if entries:
+            _write_all(self._time_fd, entries)
+            self.dirty = True
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def _load_indexes(self) -> None:
+        if self._index_rel is not None:
+            return
+        raw = _read_file(self._index_fd)
+        pairs = array("i")
+        pairs.frombytes(raw[: len(raw) - len(raw) % INDEX_ENTRY.size])
+        if _LITTLE_ENDIAN:
+            pairs.byteswap()
+        time_ts = array("q")
+        time_rel = array("i")
+        raw_time = _read_file(self._time_fd)
+        for ts, rel in TIME_INDEX_ENTRY.iter_unpack(raw_time[: len(raw_time) - len(raw_time) % 12]):
+            time_ts.append(ts)
+            time_rel.append(rel)
+        self._index_pos = pairs[1::2]
+        self._index_rel = pairs[0::2]
+        self._time_ts = time_ts
+        self._time_rel = time_rel
+
+    def _drop_loaded_indexes(self) -> None:
+        self._index_rel = self._index_pos = None
+        self._time_ts = self._time_rel = None
+
+    def _scan(self, start: int, end: int | None = None) -> Iterator[BatchHeader]:
+        """Batch headers from byte start to end, read in chunks with pread."""
+        end = self._size if end is None else end
+        pos = start
+        unpack = _HEADER.unpack_from
+        while end - pos >= HEADER_SIZE:
+            buf = os.pread(self._log_fd, min(SCAN_CHUNK, end - pos), pos)
+            off = 0
+            while len(buf) - off >= HEADER_SIZE:
+                fields = unpack(buf, off)
+                if fields[1] < MIN_BATCH_LENGTH:
+                    return
+                h = BatchHeader(pos + off, *fields)
+                if h.position + h.size > end:
+                    return
+                yield h
+                off += h.size
+            if off == 0:
+                return
+            pos += off
+
+    def position_for(self, offset: int) -> int | None:
+        """Byte position of the first batch whose last offset is >= offset; None if beyond."""
+        if offset >= self._next_offset:
+            return None
+        self._load_indexes()
+        i = bisect_right(self._index_rel, offset - self.base_offset) - 1  # type: ignore[arg-type]
+        start = self._index_pos[i] if i >= 0 else 0  # type: ignore[index]
+        for h in self._scan(start):
+            if h.last_offset >= offset:
+                return h.position
+        return None
+
+    def header_at(self, position: int) -> BatchHeader:
+        return BatchHeader(position, *_HEADER.unpack(_pread_exact(self._log_fd, HEADER_SIZE, position)))
+
+    def byte_range(self, position: int, max_bytes: int, min_one: bool) -> int:
+        """Bytes of whole batches from position that fit in max_bytes. With min_one, a first
+        batch larger than max_bytes is returned whole (Kafka's minOneMessage)."""
+        end = self._size
+        if position >= end:
+            return 0
+        if end - position <= max_bytes:
+            return end - position  # the file holds only whole batches
+        limit = position + max_bytes
+        # Indexed positions are batch boundaries: jump to the last one within the limit.
+        self._load_indexes()
+        i = bisect_right(self._index_pos, limit) - 1  # type: ignore[arg-type]
+        start = position
+        if i >= 0 and self._index_pos[i] > position:  # type: ignore[index]
+            start = self._index_pos[i]  # type: ignore[index]
+        stop = start
+        for h in self._scan(start):
+            if h.position + h.size > limit:
+                break
+            stop = h.position + h.size
+        if stop == position and min_one:
+            return self.header_at(position).size
+        return stop - position
+
+    def read_bytes(self, position: int, size: int) -> bytes:
+        return _pread_exact(self._log_fd, size, position)
+
+    def find_by_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(base offset, max timestamp) of the first batch whose max timestamp >= timestamp.
+
+        Batch granularity: Kafka answers with the first record whose timestamp >= target;
+        without decoding records we answer with that record's batch, so a consumer may see a
+        few earlier records of the batch first.
+        """
+        if self._max_timestamp < timestamp or self._size == 0:
+            return None
+        self._load_indexes()
+        start = 0
+        # Time entries before the target cover only batches with smaller timestamps.
+        i = bisect_left(self._time_ts, timestamp) - 1  # type: ignore[arg-type]
+        if i >= 0:
+            rel = self._time_rel[i]  # type: ignore[index]
+            j = bisect_right(self._index_rel, rel) - 1  # type: ignore[arg-type]
+            start = self._index_pos[j] if j >= 0 else 0  # type: ignore[index]
+        for h in self._scan(start):
+            if h.max_timestamp >= timestamp:
+                return h.base_offset, h.max_timestamp
+        return None
+
+    # --- maintenance -------------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch whose last offset is >= offset (a batch holding offset goes
+        whole, as in Kafka). Returns the bytes removed. Rare: state is rebuilt by a scan."""
+        position = self.position_for(offset)
+        if position is None:
+            return 0
+        removed = self._size - position
+        os.ftruncate(self._log_fd, position)
+        self.recover()
+        self.recovered_bytes = 0
+        return removed
+
+    def flush(self) -> None:
+        for fd in (self._log_fd, self._index_fd, self._time_fd):
+            if fd >= 0:
+                os.fsync(fd)
+
+    def rename_for_delete(self) -> None:
+        """First step of Kafka's asynchronous delete: rename the files out of the way so a
+        restart ignores them, while open descriptors (a sendfile in progress) keep working."""
+        for attr in ("log_path", "index_path", "time_index_path"):
+            path: Path = getattr(self, attr)
+            target = path.with_name(path.name + DELETED_SUFFIX)
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                continue
+            setattr(self, attr, target)
+
+    def close(self) -> None:
+        for attr in ("_log_fd", "_index_fd", "_time_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, attr, -1)
+
+    def delete(self) -> None:
+        self.close()
+        for path in (self.log_path, self.index_path, self.time_index_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def __repr__(self) -> str:
+        return (
+            f"LogSegment(base={self.base_offset}, next={self._next_offset}, size={self._size}, "
+            f"max_ts={self._max_timestamp})"
+        )
+
+
+def _rolling_basis(first_batch_ts: int) -> int:
+    # After a restart the first batch's timestamp stands in for its append time; clamp it so a
+    # far-future client clock cannot keep a segment open forever.
+    now = now_ms()
+    return now if first_batch_ts < 0 else min(first_batch_ts, now)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    view = memoryview(data)
+    while written < len(view):
+        written += os.write(fd, view[written:])
+
+
+def _pread_exact(fd: int, size: int, position: int) -> bytes:
+    data = os.pread(fd, size, position)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        chunk = os.pread(fd, size - got, position + got)
+        if not chunk:
+            raise EOFError(f"short read at {position + got}: wanted {size - got} more bytes")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_file(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return _pread_exact(fd, size, 0) if size else b""
