@@ -1,0 +1,240 @@
+"""Fixtures that run Sediment as a real broker process for the integration tests.
+
+Every broker gets its own data dir, free ports and a log file (stdout and stderr) next to
+the data dir. Failing tests get the tail of that log attached to their report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+
+
+def sediment_command() -> list[str]:
+    """The `sediment` entry point of the interpreter running the tests."""
+    candidate = Path(sys.executable).parent / "sediment"
+    if candidate.exists():
+        return [str(candidate)]
+    found = shutil.which("sediment")
+    if found:
+        return [found]
+    pytest.fail("the `sediment` command is not installed (pip install -e '.[test]')")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+class Broker:
+    """One `sediment serve` process with a fixed data dir and fixed ports across restarts."""
+
+    def __init__(self, base_dir: Path, settings: dict[str, object] | None = None):
+        self.base_dir = Path(base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.base_dir / "data"
+        self.log_path = self.base_dir / "broker.log"
+        self.settings = {k: str(v) for k, v in (settings or {}).items()}
+        self.port = free_port()
+        self.http_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        cmd = sediment_command() + [
+            "serve",
+            "--data-dir", str(self.data_dir),
+            "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}",
+            "--http", f"127.0.0.1:{self.http_port}",
+        ]
+        for key, value in self.settings.items():
+            cmd += ["--set", f"{key}={value}"]
+        return cmd
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> "Broker":
+        assert not self.running, "broker already running"
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            env = dict(os.environ)
+            env.setdefault("PYTHONUNBUFFERED", "1")
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.base_dir),
+                env=env,
+                start_new_session=True,
+            )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise BrokerError(
+                    f"broker exited with code {code} before it was ready\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.http_base + "/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+                    last = f"HTTP {r.status}"
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                last = repr(e)
+            time.sleep(0.1)
+        self.kill()
+        raise BrokerError(
+            f"broker not ready after {timeout:.0f}s (last /health/ready: {last})\n{self.log_tail()}"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait; returns the exit code. Kills and raises if it does not exit."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise BrokerError(
+                    f"broker did not exit within {timeout:.0f}s of SIGTERM\n{self.log_tail()}"
+                )
+        return self.proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL, no chance to flush anything."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        return self.proc.returncode
+
+    def restart(self, timeout: float = READY_TIMEOUT_S) -> "Broker":
+        if self.running:
+            self.stop()
+        return self.start(timeout)
+
+    # -- inspection ------------------------------------------------------------------------
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no broker log)"
+        tail = text.splitlines()[-lines:]
+        return "----- broker log tail -----\n" + "\n".join(tail)
+
+    def segment_files(self, topic: str, partition: int) -> list[Path]:
+        """The `.log` segment files of one partition (Kafka's `<topic>-<partition>` directory)."""
+        wanted = f"{topic}-{partition}"
+        return sorted(p for p in self.data_dir.rglob("*.log") if p.parent.name == wanted)
+
+    def all_log_files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.data_dir)) for p in self.data_dir.rglob("*.log"))
+
+    def __repr__(self) -> str:
+        return f"Broker({self.bootstrap}, data_dir={self.data_dir})"
+
+
+def _settings(settings: dict | None, kwargs: dict) -> dict:
+    """`num_partitions=2` is accepted for `num.partitions`; dicts may use the dotted names."""
+    merged = dict(settings or {})
+    for key, value in kwargs.items():
+        merged[key.replace("_", ".")] = value
+    return merged
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """Start brokers with broker-level settings: `broker_factory({"log.segment.bytes": 4096})`
+    or `broker_factory(num_partitions=3)`. All are stopped at the end of the test."""
+    started: list[Broker] = []
+
+    def make(settings: dict | None = None, **kwargs) -> Broker:
+        b = Broker(tmp_path / f"broker{len(started)}", _settings(settings, kwargs))
+        started.append(b)
+        return b.start()
+
+    yield make
+    for b in started:
+        try:
+            b.stop()
+        except BrokerError:
+            pass
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    return broker_factory()
+
+
+@pytest.fixture(scope="module")
+def module_broker(request, tmp_path_factory):
+    """One broker per test module. A module can set `BROKER_SETTINGS = {...}` for it."""
+    settings = getattr(request.module, "BROKER_SETTINGS", None)
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    b = Broker(tmp_path_factory.mktemp(name), settings)
+    b.start()
+    yield b
+    try:
+        b.stop()
+    except BrokerError:
+        pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when in ("setup", "call"):
+        funcargs = getattr(item, "funcargs", {}) or {}
+        seen = set()
+        for value in funcargs.values():
+            if isinstance(value, Broker) and id(value) not in seen:
+                seen.add(id(value))
+                report.sections.append((f"broker {value.bootstrap}", value.log_tail(40)))
