@@ -54,7 +54,7 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
 
 
-def now_ms() -> int:
+def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -276,9 +276,12 @@ class LogSegment:
 
     # --- appending -------------------------------------------------------------------------
 
-    def append(self, data: bytes | bytearray | memoryview, headers: list[BatchHeader]) -> None:
+    def append(
+        self, data: bytes | bytearray | memoryview, headers: list[BatchHeader], now_ms: int | None = None
+    ) -> None:
         """Append whole batches with offsets already assigned; header positions are relative
-        to data. One write for the data; index entries are written after it."""
+        to data. One write for the data; index entries are written after it. now_ms (wall
+        clock, default the system's) starts the segment.ms clock on the first append."""
         if not headers:
             return
         start = self._size
@@ -294,7 +297,7 @@ class LogSegment:
         self._size = start + len(data)
         self._next_offset = headers[-1].next_offset
         if self.rolling_basis_ms is None:
-            self.rolling_basis_ms = now_ms()
+            self.rolling_basis_ms = wall_ms() if now_ms is None else now_ms
         if index_entries:
             _write_all(self._index_fd, index_entries)
         if time_entries:
@@ -390,6 +393,11 @@ class LogSegment:
 
     def position_for(self, offset: int) -> int | None:
         """Byte position of the first batch whose last offset is >= offset; None if beyond."""
+        h = self.batch_for(offset)
+        return None if h is None else h.position
+
+    def batch_for(self, offset: int) -> BatchHeader | None:
+        """Header of the first batch whose last offset is >= offset (index lookup, then scan)."""
         if offset >= self._next_offset:
             return None
         self._load_indexes()
@@ -397,7 +405,7 @@ class LogSegment:
         start = self._index_pos[i] if i >= 0 else 0  # type: ignore[index]
         for h in self._scan(start):
             if h.last_offset >= offset:
-                return h.position
+                return h
         return None
 
     def header_at(self, position: int) -> BatchHeader:
@@ -430,12 +438,13 @@ class LogSegment:
     def read_bytes(self, position: int, size: int) -> bytes:
         return _pread_exact(self._log_fd, size, position)
 
-    def find_by_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+    def find_by_timestamp(self, timestamp: int, min_offset: int = -1) -> tuple[int, int] | None:
         """(base offset, max timestamp) of the first batch whose max timestamp >= timestamp.
 
         Batch granularity: Kafka answers with the first record whose timestamp >= target;
         without decoding records we answer with that record's batch, so a consumer may see a
-        few earlier records of the batch first.
+        few earlier records of the batch first. Batches ending below min_offset (the log start)
+        are skipped.
         """
         if self._max_timestamp < timestamp or self._size == 0:
             return None
@@ -448,7 +457,7 @@ class LogSegment:
             j = bisect_right(self._index_rel, rel) - 1  # type: ignore[arg-type]
             start = self._index_pos[j] if j >= 0 else 0  # type: ignore[index]
         for h in self._scan(start):
-            if h.max_timestamp >= timestamp:
+            if h.max_timestamp >= timestamp and h.last_offset >= min_offset:
                 return h.base_offset, h.max_timestamp
         return None
 
@@ -508,7 +517,7 @@ class LogSegment:
 def _rolling_basis(first_batch_ts: int) -> int:
     # After a restart the first batch's timestamp stands in for its append time; clamp it so a
     # far-future client clock cannot keep a segment open forever.
-    now = now_ms()
+    now = wall_ms()
     return now if first_batch_ts < 0 else min(first_batch_ts, now)
 
 

@@ -1,0 +1,346 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import batch_of_size, make_batch
+from tiering.log.config import TOPIC_CONFIGS, ConfigError, LogConfig, validate_topic_configs
+from tiering.log.partition import OffsetOutOfRangeError, UnifiedLog
+from tiering.records import InvalidRecordError, iter_batches, validate_batches
+
+NOW = 1_700_000_000_000
+HOUR = 3_600_000
+
+
+def open_log(path: Path, recover: bool = False, **config: object) -> UnifiedLog:
+    return UnifiedLog.open(path / "orders.v1-3", "orders.v1", 3, LogConfig(**config), recover)  # type: ignore[arg-type]
+
+
+def bases(log: UnifiedLog) -> list[int]:
+    return [s.base_offset for s in log.segments]
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+def test_topic_config_table_defaults() -> None:
+    assert TOPIC_CONFIGS["segment.bytes"].default == "1073741824"
+    assert TOPIC_CONFIGS["segment.bytes"].type == "int"
+    assert TOPIC_CONFIGS["retention.ms"].default == "604800000"
+    assert TOPIC_CONFIGS["retention.ms"].type == "long"
+    assert TOPIC_CONFIGS["max.message.bytes"].default == "1048588"
+    assert TOPIC_CONFIGS["cleanup.policy"].type == "list"
+    assert TOPIC_CONFIGS["local.retention.ms"].default == "-2"
+    assert TOPIC_CONFIGS["remote.storage.enable"].default == "false"
+    assert LogConfig.from_topic_configs({}) == LogConfig()
+
+
+def test_log_config_from_topic_configs() -> None:
+    cfg = LogConfig.from_topic_configs(
+        {"segment.bytes": "1000", "message.timestamp.type": "LogAppendTime", "cleanup.policy": "compact, delete"},
+        defaults={"segment.bytes": "5000", "retention.ms": "-1"},
+    )
+    assert cfg.segment_bytes == 1000
+    assert cfg.retention_ms == -1
+    assert cfg.log_append_time
+    assert cfg.cleanup_policy == "compact,delete" and cfg.deletes
+    assert not LogConfig.from_topic_configs({"cleanup.policy": "compact"}).deletes
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("segment.bytes", "13"),
+        ("segment.bytes", "abc"),
+        ("segment.bytes", str(1 << 31)),
+        ("retention.ms", "-2"),
+        ("segment.ms", "0"),
+        ("message.timestamp.type", "Now"),
+        ("cleanup.policy", "delete,forever"),
+        ("unclean.leader.election.enable", "yes"),
+        ("min.cleanable.dirty.ratio", "1.5"),
+        ("no.such.config", "1"),
+    ],
+)
+def test_validate_topic_configs_rejects(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_topic_configs({key: value})
+    assert info.value.key == key
+
+
+def test_validate_topic_configs_accepts() -> None:
+    validate_topic_configs({"segment.bytes": "14", "retention.bytes": "-1", "retention.ms": "-1",
+                            "unclean.leader.election.enable": "TRUE", "compression.type": "zstd"})
+
+
+# --- append / read ------------------------------------------------------------------------
+
+
+def test_append_assigns_offsets(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    assert (log.log_start_offset, log.log_end_offset, log.high_watermark) == (0, 0, 0)
+    r1 = log.append(make_batch(3) + make_batch(2), now_ms=NOW)
+    assert (r1.base_offset, r1.last_offset, r1.log_append_time_ms, r1.log_start_offset) == (0, 4, -1, 0)
+    assert r1.record_bytes == len(make_batch(3)) + len(make_batch(2))
+    r2 = log.append(make_batch(1), now_ms=NOW)
+    assert (r2.base_offset, r2.last_offset) == (5, 5)
+    assert log.log_end_offset == 6
+    assert log.size_bytes == r1.record_bytes + r2.record_bytes
+    log.close()
+
+
+def test_append_rejects_bad_batches(tmp_path: Path) -> None:
+    log = open_log(tmp_path, max_message_bytes=200)
+    with pytest.raises(InvalidRecordError) as info:
+        log.append(batch_of_size(201), now_ms=NOW)
+    assert info.value.error_code == 10
+    bad = bytearray(make_batch(1))
+    bad[-1] ^= 1
+    with pytest.raises(InvalidRecordError) as info:
+        log.append(bad, now_ms=NOW)
+    assert info.value.error_code == 2
+    assert log.log_end_offset == 0 and log.size_bytes == 0
+    log.close()
+
+
+def test_log_append_time(tmp_path: Path) -> None:
+    log = open_log(tmp_path, message_timestamp_type="LogAppendTime")
+    r = log.append(make_batch(2, base_timestamp=5), now_ms=NOW)
+    assert r.log_append_time_ms == NOW
+    s = log.read(0, 1 << 20, True)
+    assert s is not None
+    (h,) = validate_batches(log.read_bytes(s), 1 << 20)  # CRC still valid
+    assert h.max_timestamp == NOW and h.is_log_append_time
+    assert log.max_timestamp() == (1, NOW)
+    log.close()
+
+
+def test_read(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    sizes = [len(make_batch(2)) for _ in range(4)]
+    for _ in range(4):
+        log.append(make_batch(2), now_ms=NOW)  # 0-1, 2-3, 4-5, 6-7
+    s = log.read(3, 1 << 20, False)
+    assert s is not None
+    assert (s.position, s.size, s.base_offset) == (sizes[0], sum(sizes[1:]), 2)
+    assert s.path == log.active_segment.log_path and s.fileno == log.active_segment.fileno
+    assert [h.base_offset for h in iter_batches(log.read_bytes(s))] == [2, 4, 6]
+    s = log.read(0, sizes[0] + 1, False)
+    assert s is not None and s.size == sizes[0]
+    assert log.read(0, 10, False) is None
+    s = log.read(0, 10, True)
+    assert s is not None and s.size == sizes[0]
+    assert log.read(8, 100, True) is None
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(9, 100, True)
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(-1, 100, True)
+    log.close()
+
+
+def test_roll_on_segment_bytes_and_read_stays_in_segment(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300)
+    for _ in range(7):
+        log.append(batch_of_size(100), now_ms=NOW)
+    # A segment takes three 100-byte batches: 300 is not > 300 - 100 until the fourth.
+    assert bases(log) == [0, 3, 6]
+    assert [s.size for s in log.segments] == [300, 300, 100]
+    assert [s.base_offset for s in log.sealed_segments()] == [0, 3]
+    s = log.read(1, 10_000, False)
+    assert s is not None and (s.segment.base_offset, s.position, s.size) == (0, 100, 200)
+    s = log.read(3, 10_000, False)
+    assert s is not None and (s.segment.base_offset, s.position, s.size) == (3, 0, 300)
+    log.close()
+
+
+def test_roll_on_segment_ms(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_ms=HOUR)
+    log.append(make_batch(1), now_ms=NOW)
+    assert log.active_segment.rolling_basis_ms == NOW
+    log.append(make_batch(1), now_ms=NOW + HOUR)
+    assert bases(log) == [0]
+    log.append(make_batch(1), now_ms=NOW + HOUR + 1)
+    assert bases(log) == [0, 2]
+    assert log.active_segment.rolling_basis_ms == NOW + HOUR + 1
+    assert not log.maybe_roll(NOW + 2 * HOUR + 1)
+    assert log.maybe_roll(NOW + 2 * HOUR + 2)
+    assert bases(log) == [0, 2, 3]
+    assert not log.maybe_roll(NOW * 2)  # an empty active segment never rolls
+    log.close()
+
+
+def test_timestamps(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=250)
+    for ts in (1000, 3000, 2000, 5000, 4000):
+        log.append(batch_of_size(100, base_timestamp=ts), now_ms=NOW)
+    assert bases(log) == [0, 2, 4]
+    assert log.offset_for_timestamp(0) == (0, 1000)
+    assert log.offset_for_timestamp(2500) == (1, 3000)
+    assert log.offset_for_timestamp(3500) == (3, 5000)
+    assert log.offset_for_timestamp(5001) is None
+    assert log.max_timestamp() == (3, 5000)
+    assert (log.earliest(), log.latest()) == (0, 5)
+    log.delete_records_before(2)
+    assert log.offset_for_timestamp(0) == (2, 2000)
+    log.close()
+
+
+def test_delete_records_before(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300)
+    for _ in range(7):
+        log.append(batch_of_size(100), now_ms=NOW)
+    assert log.delete_records_before(4) == 4
+    assert bases(log) == [3, 6]
+    assert log.log_start_offset == 4
+    assert (tmp_path / "orders.v1-3" / "log-start-offset").read_text() == "4\n"
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(3, 100, True)
+    s = log.read(4, 100, False)
+    assert s is not None and s.base_offset == 4
+    assert log.delete_records_before(2) == 4  # never moves back
+    with pytest.raises(OffsetOutOfRangeError):
+        log.delete_records_before(8)
+    assert log.delete_records_before(-1) == 7
+    assert bases(log) == [6]  # the active segment stays
+    assert log.read(7, 100, True) is None
+    log.close()
+    again = open_log(tmp_path)
+    assert (again.log_start_offset, again.log_end_offset) == (7, 7)
+    again.close()
+
+
+def test_retention_by_bytes(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300, retention_bytes=450, retention_ms=-1)
+    for _ in range(8):
+        log.append(batch_of_size(100), now_ms=NOW)
+    assert bases(log) == [0, 3, 6] and log.size_bytes == 800
+    # 350 bytes over: only whole segments that fit in the excess go.
+    assert log.apply_retention(NOW) == [0]
+    assert log.log_start_offset == 3 and log.size_bytes == 500
+    assert log.apply_retention(NOW) == []
+    deleted_files = sorted(p.name for p in (tmp_path / "orders.v1-3").glob("*.deleted"))
+    assert deleted_files == [
+        "00000000000000000000.index.deleted",
+        "00000000000000000000.log.deleted",
+        "00000000000000000000.timeindex.deleted",
+    ]
+    assert log.purge_deleted(force=True) == 1
+    assert not list((tmp_path / "orders.v1-3").glob("*.deleted"))
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(2, 100, True)
+    log.close()
+
+
+def test_retention_by_time_rolls_expired_active(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300, retention_ms=HOUR)
+    for i in range(8):
+        log.append(batch_of_size(100, base_timestamp=NOW + i * 1000), now_ms=NOW)
+    assert bases(log) == [0, 3, 6]
+    # Segment 0 ends at NOW+2000, segment 3 at NOW+5000.
+    assert log.apply_retention(NOW + 2000 + HOUR) == []
+    assert log.apply_retention(NOW + 2001 + HOUR) == [0]
+    assert log.log_start_offset == 3
+    assert log.apply_retention(NOW + 100 * HOUR) == [3, 6]
+    assert bases(log) == [8]
+    assert (log.log_start_offset, log.log_end_offset, log.size_bytes) == (8, 8, 0)
+    assert log.append(make_batch(1), now_ms=NOW).base_offset == 8
+    log.close()
+
+
+def test_retention_respects_may_delete_and_policy(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300, retention_bytes=0, retention_ms=-1)
+    for _ in range(7):
+        log.append(batch_of_size(100), now_ms=NOW)
+    assert log.apply_retention(NOW, may_delete=lambda seg: seg.base_offset < 3) == [0]
+    log.update_config(LogConfig(segment_bytes=300, retention_bytes=0, retention_ms=0, cleanup_policy="compact"))
+    assert log.apply_retention(NOW) == []
+    log.close()
+
+
+# --- restart ------------------------------------------------------------------------------
+
+
+def test_restart_keeps_everything(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300, index_interval_bytes=50)
+    payload = [batch_of_size(100, base_timestamp=NOW + i) for i in range(8)]
+    for b in payload:
+        log.append(b, now_ms=NOW)
+    log.flush()
+    before = [(s.base_offset, s.size, s.next_offset, s.max_timestamp) for s in log.segments]
+    data = [log.read_bytes(log.read(o, 100, True)) for o in range(8)]  # type: ignore[arg-type]
+    log.close()
+    for recover in (False, True):
+        again = open_log(tmp_path, recover=recover, segment_bytes=300, index_interval_bytes=50)
+        assert [(s.base_offset, s.size, s.next_offset, s.max_timestamp) for s in again.segments] == before
+        assert (again.log_start_offset, again.log_end_offset) == (0, 8)
+        assert [again.read_bytes(again.read(o, 100, True)) for o in range(8)] == data  # type: ignore[arg-type]
+        assert again.offset_for_timestamp(NOW + 5) == (5, NOW + 5)
+        assert again.append(make_batch(1), now_ms=NOW).base_offset == 8
+        again.close()
+        os.truncate(again.active_segment.log_path, 200)  # undo the extra batch for the next round
+
+
+def test_unclean_restart_truncates_torn_tail(tmp_path: Path) -> None:
+    log = open_log(tmp_path, segment_bytes=300)
+    for _ in range(5):
+        log.append(batch_of_size(100), now_ms=NOW)
+    log.flush()
+    active = log.active_segment.log_path
+    log.close()
+    torn = make_batch(4)
+    with open(active, "ab") as f:
+        f.write(torn[:70])
+    again = open_log(tmp_path, recover=True, segment_bytes=300)
+    assert again.log_end_offset == 5
+    assert os.path.getsize(active) == 200
+    assert again.append(make_batch(1), now_ms=NOW).base_offset == 5
+    again.close()
+
+
+def test_recovery_point_limits_unclean_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = open_log(tmp_path, segment_bytes=300)
+    for _ in range(7):
+        log.append(batch_of_size(100), now_ms=NOW)
+    log.flush()
+    log.close()
+    assert (tmp_path / "orders.v1-3" / "recovery-point").read_text() == "6\n"
+    from tiering.log.segment import LogSegment
+
+    scanned: list[int] = []
+    original = LogSegment.recover
+
+    def spy(self: LogSegment) -> int:
+        scanned.append(self.base_offset)
+        return original(self)
+
+    monkeypatch.setattr(LogSegment, "recover", spy)
+    again = open_log(tmp_path, recover=True, segment_bytes=300)
+    assert scanned == [6]
+    assert again.log_end_offset == 7
+    again.close()
+
+
+def test_flush_tracks_flushed_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = open_log(tmp_path, segment_bytes=300)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    for _ in range(4):
+        log.append(batch_of_size(100), now_ms=NOW)
+    assert log.flushed_offset == 0
+    log.flush()
+    assert log.flushed_offset == 4
+    assert len(synced) == 6  # two dirty segments, three files each
+    synced.clear()
+    log.flush()
+    assert synced == []
+    log.close()
+
+
+def test_delete_removes_dir(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append(make_batch(1), now_ms=NOW)
+    log.delete()
+    assert not (tmp_path / "orders.v1-3").exists()

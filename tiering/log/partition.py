@@ -1,0 +1,465 @@
+"""UnifiedLog: one partition's local log, a sorted list of segments in `<data_dir>/<topic>-<p>`.
+
+Modelled on Kafka's UnifiedLog/LocalLog. All methods are synchronous. append/read/roll and the
+retention bookkeeping are cheap (page-cache writes, renames) and run on the event loop; flush()
+and open() (recovery) block and belong in a thread. flush() may run in a thread concurrently with
+appends on the loop: it only reads segment lists and per-segment dirty flags.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tiering.log.config import LogConfig
+from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
+from tiering.records import NO_TIMESTAMP, assign_offsets, read_header, validate_batches
+
+LOG_START_CHECKPOINT = "log-start-offset"
+RECOVERY_POINT_CHECKPOINT = "recovery-point"
+INT32_MAX = (1 << 31) - 1
+
+OFFSET_OUT_OF_RANGE = 1
+
+
+class OffsetOutOfRangeError(Exception):
+    error_code = OFFSET_OUT_OF_RANGE
+
+    def __init__(self, message: str, *, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(message)
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 for CreateTime
+    log_start_offset: int
+    record_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSlice:
+    """Whole batches in one segment file: send with sendfile(fileno, position, size)."""
+
+    segment: LogSegment
+    position: int
+    size: int
+    base_offset: int  # of the first batch, which may start before the fetch offset
+
+    @property
+    def path(self) -> Path:
+        return self.segment.log_path
+
+    @property
+    def fileno(self) -> int:
+        return self.segment.fileno
+
+
+class UnifiedLog:
+    def __init__(
+        self,
+        directory: Path,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        segments: list[LogSegment],
+        log_start_offset: int,
+        recovery_point: int,
+    ) -> None:
+        self.dir = directory
+        self.topic = topic
+        self.partition = partition
+        self._config = config
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._log_end_offset = segments[-1].next_offset
+        self._log_start_offset = log_start_offset
+        # Recovered segments were rewritten and are not yet known to be on disk.
+        self._flushed_offset = min(
+            (s.base_offset for s in segments if s.dirty), default=self._log_end_offset
+        )
+        self._recovery_point = recovery_point
+        # Deleted segments stay open until file.delete.delay.ms is over, so a read slice handed
+        # out just before (a sendfile in flight) never sees its descriptor closed or reused.
+        self._graveyard: list[tuple[float, LogSegment]] = []
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, directory: Path, topic: str, partition: int, config: LogConfig, recover: bool
+    ) -> "UnifiedLog":
+        """Load the partition. With recover (unclean shutdown), every segment from the recovery
+        point on is fully scanned; the others, and all segments after a clean shutdown, get the
+        cheap index sanity check and are scanned only if it fails."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.iterdir():
+            if leftover.name.endswith(DELETED_SUFFIX) or leftover.name.endswith(".tmp"):
+                leftover.unlink(missing_ok=True)
+        bases = sorted(int(p.name[: -len(LOG_SUFFIX)]) for p in directory.glob("*" + LOG_SUFFIX))
+        _remove_orphan_indexes(directory, set(bases))
+        recovery_point = _read_checkpoint(directory / RECOVERY_POINT_CHECKPOINT)
+        start_checkpoint = _read_checkpoint(directory / LOG_START_CHECKPOINT)
+        segments: list[LogSegment] = []
+        try:
+            for i, base in enumerate(bases):
+                full = recover and (recovery_point is None or base >= recovery_point)
+                seg = LogSegment.open(directory, base, config, create=False, recover=full)
+                segments.append(seg)
+                if seg.recovered_bytes and i + 1 < len(bases):
+                    # Everything after a damaged segment follows a gap: drop it, as Kafka does.
+                    for later in bases[i + 1 :]:
+                        LogSegment(directory, later, config).delete()
+                    break
+            if not segments:
+                segments.append(LogSegment.open(directory, start_checkpoint or 0, config, create=True))
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
+        log_end = segments[-1].next_offset
+        log_start = max(start_checkpoint or 0, segments[0].base_offset)
+        log_start = min(log_start, log_end)
+        return cls(directory, topic, partition, config, segments, log_start, recovery_point or 0)
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    def update_config(self, config: LogConfig) -> None:
+        self._config = config
+        for seg in self._segments:
+            seg.index_interval_bytes = config.index_interval_bytes
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self._log_end_offset  # single replica: everything appended is committed
+
+    @property
+    def flushed_offset(self) -> int:
+        """Every offset below this is on stable storage."""
+        return self._flushed_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        return list(self._segments)
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    def sealed_segments(self) -> list[LogSegment]:
+        """Segments that will never change again (candidates for tiering)."""
+        return self._segments[:-1]
+
+    # --- append ----------------------------------------------------------------------------
+
+    def append(self, records: bytes | bytearray, *, now_ms: int) -> AppendResult:
+        """Validate, assign offsets and write the batches of one produce request.
+
+        Pass a bytearray to avoid the one copy made to patch offsets in place.
+        Raises InvalidRecordError.
+        """
+        config = self._config
+        headers = validate_batches(records, config.max_message_bytes)
+        buf = records if isinstance(records, bytearray) else bytearray(records)
+        count = sum(h.last_offset_delta + 1 for h in headers)
+        base = self._log_end_offset
+        if self._should_roll(len(buf), base + count - 1, now_ms):
+            self.roll()
+        append_time = now_ms if config.log_append_time else None
+        last = assign_offsets(buf, headers, base, append_time)
+        stamped = [read_header(buf, h.position) for h in headers]
+        self._segments[-1].append(buf, stamped, now_ms)
+        self._log_end_offset = last + 1
+        return AppendResult(
+            base_offset=base,
+            last_offset=last,
+            log_append_time_ms=-1 if append_time is None else append_time,
+            log_start_offset=self._log_start_offset,
+            record_bytes=len(buf),
+        )
+
+    def _should_roll(self, size: int, last_offset: int, now_ms: int) -> bool:
+        active = self._segments[-1]
+        if active.size == 0:
+            return False
+        return (
+            active.size > self._config.segment_bytes - size
+            or self._segment_expired(active, now_ms)
+            or last_offset - active.base_offset > INT32_MAX
+        )
+
+    def _segment_expired(self, seg: LogSegment, now_ms: int) -> bool:
+        basis = seg.rolling_basis_ms
+        return basis is not None and seg.size > 0 and now_ms - basis > self._config.segment_ms
+
+    def roll(self) -> LogSegment:
+        """Seal the active segment and start a new one at the log end offset (a no-op when the
+        active segment is empty)."""
+        active = self._segments[-1]
+        if active.size == 0:
+            return active
+        active.seal()
+        new = LogSegment.open(self.dir, self._log_end_offset, self._config, create=True)
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        return new
+
+    def maybe_roll(self, now_ms: int) -> bool:
+        """Roll on segment.ms even without new appends (keeps sealing time-bounded)."""
+        if self._segment_expired(self._segments[-1], now_ms):
+            self.roll()
+            return True
+        return False
+
+    # --- read ------------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, min_one: bool) -> ReadSlice | None:
+        """Whole batches from the segment holding offset, up to max_bytes (or one whole batch
+        with min_one). Never crosses a segment boundary: call again from the next offset."""
+        if offset < self._log_start_offset or offset > self._log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} outside [{self._log_start_offset}, {self._log_end_offset}]",
+                log_start_offset=self._log_start_offset,
+                log_end_offset=self._log_end_offset,
+            )
+        if offset == self._log_end_offset:
+            return None
+        segments = self._segments
+        i = max(bisect_right(self._bases, offset) - 1, 0)
+        for seg in segments[i:]:
+            h = seg.batch_for(offset)
+            if h is None:
+                continue  # offset past this segment's data (a gap): look in the next one
+            size = seg.byte_range(h.position, max_bytes, min_one)
+            if size == 0:
+                return None
+            return ReadSlice(seg, h.position, size, h.base_offset)
+        return None
+
+    def read_bytes(self, read_slice: ReadSlice) -> bytes:
+        return read_slice.segment.read_bytes(read_slice.position, read_slice.size)
+
+    # --- offsets by time (ListOffsets) -----------------------------------------------------
+
+    def earliest(self) -> int:
+        return self._log_start_offset
+
+    def latest(self) -> int:
+        return self._log_end_offset
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first batch at or after the log start whose max timestamp
+        is >= timestamp; batch granularity (see LogSegment.find_by_timestamp)."""
+        start = self._log_start_offset
+        for seg in self._segments:
+            if seg.next_offset <= start or seg.max_timestamp < timestamp:
+                continue
+            found = seg.find_by_timestamp(timestamp, start)
+            if found is not None:
+                return max(found[0], start), found[1]
+        return None
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(offset, timestamp) of the largest timestamp (ListOffsets -3); (-1, -1) when empty.
+        The offset is the last offset of the batch that first reached it."""
+        best = (-1, NO_TIMESTAMP)
+        for seg in self._segments:
+            if seg.next_offset > self._log_start_offset and seg.max_timestamp > best[1]:
+                best = (seg.offset_of_max_timestamp, seg.max_timestamp)
+        return best
+
+    # --- deletion --------------------------------------------------------------------------
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start to offset (-1 = high watermark), checkpoint it
+        (fsync: blocking), and drop the segments wholly below it. Returns the new log start."""
+        if offset == -1:
+            offset = self.high_watermark
+        if offset < 0 or offset > self.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {offset}: high watermark is {self.high_watermark}",
+                log_start_offset=self._log_start_offset,
+                log_end_offset=self._log_end_offset,
+            )
+        if offset > self._log_start_offset:
+            self._log_start_offset = offset
+            _write_checkpoint(self.dir / LOG_START_CHECKPOINT, offset, durable=True)
+            self._delete_oldest_while(lambda seg, nxt: nxt is not None and nxt.base_offset <= offset)
+        return self._log_start_offset
+
+    def apply_retention(
+        self, now_ms: int, may_delete: Callable[[LogSegment], bool] | None = None
+    ) -> list[int]:
+        """Kafka's retention: delete the oldest segments breaching retention.ms, then
+        retention.bytes, then those wholly below the log start. The active segment goes only
+        after a roll, so a partition always keeps one. may_delete lets the tier manager hold
+        back segments not yet in the bucket. Returns the deleted base offsets."""
+        self.purge_deleted()
+        config = self._config
+        deleted: list[int] = []
+        if config.deletes and config.retention_ms >= 0:
+            limit = config.retention_ms
+            deleted += self._delete_oldest_while(
+                lambda seg, nxt: now_ms - seg.max_timestamp > limit, may_delete
+            )
+        if config.deletes and config.retention_bytes >= 0:
+            excess = self.size_bytes - config.retention_bytes
+
+            def over_size(seg: LogSegment, nxt: LogSegment | None) -> bool:
+                nonlocal excess
+                if excess - seg.size >= 0:
+                    excess -= seg.size
+                    return True
+                return False
+
+            deleted += self._delete_oldest_while(over_size, may_delete)
+        start = self._log_start_offset
+        deleted += self._delete_oldest_while(
+            lambda seg, nxt: nxt is not None and nxt.base_offset <= start, may_delete
+        )
+        return deleted
+
+    def _delete_oldest_while(
+        self,
+        predicate: Callable[[LogSegment, LogSegment | None], bool],
+        may_delete: Callable[[LogSegment], bool] | None = None,
+    ) -> list[int]:
+        segments = self._segments
+        count = 0
+        for i, seg in enumerate(segments):
+            nxt = segments[i + 1] if i + 1 < len(segments) else None
+            if nxt is None and seg.size == 0:
+                break
+            if may_delete is not None and not may_delete(seg):
+                break
+            if not predicate(seg, nxt):
+                break
+            count += 1
+        if count == 0:
+            return []
+        if count == len(segments):
+            self.roll()  # keep an (empty) active segment at the log end
+        victims = self._segments[:count]
+        del self._segments[:count]
+        del self._bases[:count]
+        deadline = time.monotonic() + self._config.file_delete_delay_ms / 1000
+        for seg in victims:
+            seg.rename_for_delete()
+            self._graveyard.append((deadline, seg))
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        return [s.base_offset for s in victims]
+
+    def purge_deleted(self, force: bool = False) -> int:
+        """Close and unlink deleted segments whose delay is over; returns how many."""
+        now = time.monotonic()
+        keep: list[tuple[float, LogSegment]] = []
+        purged = 0
+        for deadline, seg in self._graveyard:
+            if force or deadline <= now:
+                seg.delete()
+                purged += 1
+            else:
+                keep.append((deadline, seg))
+        self._graveyard = keep
+        return purged
+
+    # --- durability ------------------------------------------------------------------------
+
+    def flush(self, upto_offset: int | None = None) -> None:
+        """fsync every segment written since its last fsync (blocking: run in a thread).
+        Everything appended before the call is durable afterwards, whatever upto_offset."""
+        end = self._log_end_offset
+        segments = list(self._segments)
+        for seg in segments:
+            if not seg.dirty:
+                continue
+            seg.dirty = False
+            try:
+                seg.flush()
+            except BaseException:
+                seg.dirty = True
+                raise
+        if end > self._flushed_offset:
+            self._flushed_offset = end
+        # Every sealed segment is on disk: an unclean restart need only scan from the active one.
+        point = segments[-1].base_offset
+        if point != self._recovery_point and not any(s.dirty for s in segments[:-1]):
+            _write_checkpoint(self.dir / RECOVERY_POINT_CHECKPOINT, point, durable=False)
+            self._recovery_point = point
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for seg in self._segments:
+            seg.close()
+        self.purge_deleted(force=True)
+
+    def delete(self) -> None:
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"UnifiedLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
+            f"end={self._log_end_offset}, segments={len(self._segments)})"
+        )
+
+
+def _read_checkpoint(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None  # a torn checkpoint counts as absent
+
+
+def _write_checkpoint(path: Path, value: int, *, durable: bool) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{value}\n".encode())
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _remove_orphan_indexes(directory: Path, bases: set[int]) -> None:
+    for p in directory.iterdir():
+        stem, dot, suffix = p.name.partition(".")
+        if suffix in ("index", "timeindex") and stem.isdigit() and int(stem) not in bases:
+            p.unlink(missing_ok=True)
