@@ -317,8 +317,8 @@ class UnifiedLog:
         """Kafka's retention: delete the oldest segments breaching retention.ms, then
         retention.bytes, then those wholly below the log start. The active segment goes only
         after a roll, so a partition always keeps one. may_delete lets the tier manager hold
-        back segments not yet in the bucket. Returns the deleted base offsets."""
-        self.purge_deleted()
+        back segments not yet in the bucket. Returns the deleted base offsets. The files are
+        renamed now and removed by purge_deleted() once file.delete.delay.ms is over."""
         config = self._config
         deleted: list[int] = []
         if config.deletes and config.retention_ms >= 0:
@@ -373,19 +373,21 @@ class UnifiedLog:
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         return [s.base_offset for s in victims]
 
+    def take_expired_deleted(self, force: bool = False) -> list[LogSegment]:
+        """Deleted segments whose file.delete.delay.ms is over, handed to the caller to
+        close and unlink (in a thread: unlinking a large file can take a while)."""
+        now = time.monotonic()
+        expired = [seg for deadline, seg in self._graveyard if force or deadline <= now]
+        if expired:
+            self._graveyard = [(d, s) for d, s in self._graveyard if not (force or d <= now)]
+        return expired
+
     def purge_deleted(self, force: bool = False) -> int:
         """Close and unlink deleted segments whose delay is over; returns how many."""
-        now = time.monotonic()
-        keep: list[tuple[float, LogSegment]] = []
-        purged = 0
-        for deadline, seg in self._graveyard:
-            if force or deadline <= now:
-                seg.delete()
-                purged += 1
-            else:
-                keep.append((deadline, seg))
-        self._graveyard = keep
-        return purged
+        expired = self.take_expired_deleted(force)
+        for seg in expired:
+            seg.delete()
+        return len(expired)
 
     # --- durability ------------------------------------------------------------------------
 

@@ -1,0 +1,269 @@
+"""LogManager: every partition log under one data dir, plus the flush, retention and roll
+schedulers. Modelled on Kafka's LogManager.
+
+Durability: `flush()` is a group commit. While an fsync for a log runs (in a thread), new
+callers wait for it and then share a single follow-up fsync, so N concurrent acks=all appends
+cost at most two fsyncs rather than N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Literal
+
+from tiering.log.config import LogConfig
+from tiering.log.partition import UnifiedLog
+from tiering.log.segment import LogSegment
+
+log = logging.getLogger(__name__)
+
+CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
+DELETE_DIR_SUFFIX = "-delete"
+
+FlushPolicy = Literal["always", "interval"]
+
+
+def parse_log_dir_name(name: str) -> tuple[str, int] | None:
+    """`<topic>-<partition>`; topics may themselves contain '-', so split at the last one."""
+    topic, sep, partition = name.rpartition("-")
+    if not sep or not topic or not partition.isdigit():
+        return None
+    return topic, int(partition)
+
+
+def log_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LogManager:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        flush_policy: FlushPolicy = "always",
+        flush_interval_ms: int = 1000,
+        retention_check_interval_ms: int = 300_000,
+        roll_check_interval_ms: int = 10_000,
+        topic_config: Callable[[str], LogConfig] | None = None,
+    ) -> None:
+        if flush_policy not in ("always", "interval"):
+            raise ValueError(f"flush_policy must be 'always' or 'interval', not {flush_policy!r}")
+        self.data_dir = Path(data_dir)
+        self.flush_policy: FlushPolicy = flush_policy
+        self.flush_interval_ms = flush_interval_ms
+        self.retention_check_interval_ms = retention_check_interval_ms
+        self.roll_check_interval_ms = roll_check_interval_ms
+        # Config for logs found on disk at start-up (topic configs live in the metadata store).
+        self._topic_config = topic_config or (lambda topic: LogConfig())
+        self._logs: dict[tuple[str, int], UnifiedLog] = {}
+        self._flushing: dict[UnifiedLog, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._pending_deletes: set[asyncio.Task[None]] = set()
+        self._started = False
+        self.was_clean_shutdown = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open every partition log under the data dir (recovering after an unclean shutdown)
+        and start the background schedulers."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.data_dir / CLEAN_SHUTDOWN_MARKER
+        clean = marker.exists()
+        self.was_clean_shutdown = clean
+        found: list[tuple[Path, str, int]] = []
+        leftovers: list[Path] = []
+        for path in sorted(self.data_dir.iterdir()):
+            if not path.is_dir():
+                continue
+            if path.name.endswith(DELETE_DIR_SUFFIX):
+                leftovers.append(path)  # a topic deletion that did not finish
+                continue
+            parsed = parse_log_dir_name(path.name)
+            if parsed is not None:
+                found.append((path, *parsed))
+        for path in leftovers:
+            await asyncio.to_thread(shutil.rmtree, path, True)
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(UnifiedLog.open, path, topic, partition, self._topic_config(topic), not clean)
+                for path, topic, partition in found
+            ),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for r in results:
+                if isinstance(r, UnifiedLog):
+                    r.close()
+            raise errors[0]
+        for opened in results:
+            assert isinstance(opened, UnifiedLog)
+            self._logs[(opened.topic, opened.partition)] = opened
+            if opened.flushed_offset < opened.log_end_offset:
+                log.info("recovered %s", opened)
+        if clean:
+            # From here on a crash is unclean again; make the removal itself durable.
+            marker.unlink()
+            await asyncio.to_thread(_fsync_dir, self.data_dir)
+        self._started = True
+        self._background = [
+            asyncio.create_task(self._every(self.retention_check_interval_ms, self.run_retention)),
+            asyncio.create_task(self._every(self.roll_check_interval_ms, self.run_rolls)),
+        ]
+        if self.flush_policy == "interval":
+            self._background.append(asyncio.create_task(self._every(self.flush_interval_ms, self.flush_all)))
+
+    async def close(self) -> None:
+        """Stop the schedulers, flush and close every log, and leave the clean-shutdown marker."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+        await self.flush_all()
+        for task in list(self._pending_deletes):
+            task.cancel()
+        await asyncio.gather(*self._pending_deletes, return_exceptions=True)
+        logs = list(self._logs.values())
+        self._logs.clear()
+        await asyncio.to_thread(lambda: [lg.close() for lg in logs])
+        if self._started:
+            await asyncio.to_thread(self._write_marker)
+        self._started = False
+
+    def _write_marker(self) -> None:
+        fd = os.open(self.data_dir / CLEAN_SHUTDOWN_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.data_dir)
+
+    # --- partitions --------------------------------------------------------------------------
+
+    def get(self, topic: str, partition: int) -> UnifiedLog | None:
+        return self._logs.get((topic, partition))
+
+    def create(self, topic: str, partition: int, config: LogConfig) -> UnifiedLog:
+        """Create the partition's log, or return it (with config applied) if it exists."""
+        existing = self._logs.get((topic, partition))
+        if existing is not None:
+            existing.update_config(config)
+            return existing
+        path = self.data_dir / log_dir_name(topic, partition)
+        created = UnifiedLog.open(path, topic, partition, config, recover=False)
+        self._logs[(topic, partition)] = created
+        return created
+
+    def logs_for(self, topic: str) -> list[UnifiedLog]:
+        return sorted((lg for (t, _), lg in self._logs.items() if t == topic), key=lambda lg: lg.partition)
+
+    def all_logs(self) -> list[UnifiedLog]:
+        return list(self._logs.values())
+
+    def update_topic_config(self, topic: str, config: LogConfig) -> None:
+        for lg in self.logs_for(topic):
+            lg.update_config(config)
+
+    async def delete_topic(self, topic: str) -> None:
+        """Forget the topic's logs now; the renamed dirs are removed after file.delete.delay.ms
+        so reads already handed out (sendfile) finish on open descriptors."""
+        for lg in self.logs_for(topic):
+            del self._logs[(lg.topic, lg.partition)]
+            target = lg.dir.with_name(f"{lg.dir.name}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+            os.rename(lg.dir, target)
+            lg.dir = target
+            delay = lg.config.file_delete_delay_ms / 1000
+            task = asyncio.create_task(self._delete_later(lg, delay))
+            self._pending_deletes.add(task)
+            task.add_done_callback(self._pending_deletes.discard)
+
+    async def _delete_later(self, lg: UnifiedLog, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            await self._settle_flush(lg)
+            await asyncio.to_thread(lg.delete)
+
+    async def _settle_flush(self, lg: UnifiedLog) -> None:
+        task = self._flushing.get(lg)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    # --- durability --------------------------------------------------------------------------
+
+    async def flush(self, lg: UnifiedLog, upto_offset: int | None = None) -> None:
+        """Make every offset below upto_offset (default: the log end) durable. Group commit:
+        joins a running fsync, and callers that arrive meanwhile share the next one."""
+        target = lg.log_end_offset if upto_offset is None else min(upto_offset, lg.log_end_offset)
+        while lg.flushed_offset < target:
+            task = self._flushing.get(lg)
+            if task is None:
+                task = asyncio.create_task(self._run_flush(lg))
+                self._flushing[lg] = task
+            await asyncio.shield(task)
+
+    async def _run_flush(self, lg: UnifiedLog) -> None:
+        try:
+            await asyncio.to_thread(lg.flush)
+        finally:
+            self._flushing.pop(lg, None)
+
+    async def flush_for_ack(self, lg: UnifiedLog, upto_offset: int) -> None:
+        """What an acks=all produce waits for: an fsync under the "always" policy; nothing
+        under "interval" (the periodic flush bounds the loss window instead)."""
+        if self.flush_policy == "always":
+            await self.flush(lg, upto_offset)
+
+    async def flush_all(self) -> None:
+        pending = [lg for lg in self._logs.values() if lg.flushed_offset < lg.log_end_offset]
+        results = await asyncio.gather(*(self.flush(lg) for lg in pending), return_exceptions=True)
+        for lg, result in zip(pending, results):
+            if isinstance(result, BaseException):
+                log.error("flush of %s failed: %s", lg, result)
+
+    # --- schedulers --------------------------------------------------------------------------
+
+    async def run_retention(self) -> None:
+        now = _wall_ms()
+        doomed: list[LogSegment] = []
+        for lg in list(self._logs.values()):
+            deleted = lg.apply_retention(now)
+            if deleted:
+                log.info("retention deleted segments %s of %s", deleted, lg)
+            doomed += lg.take_expired_deleted()
+        if doomed:
+            await asyncio.to_thread(lambda: [seg.delete() for seg in doomed])
+
+    async def run_rolls(self) -> None:
+        now = _wall_ms()
+        for lg in list(self._logs.values()):
+            lg.maybe_roll(now)
+
+    async def _every(self, interval_ms: int, job: Callable[[], "asyncio.Future[None] | object"]) -> None:
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            try:
+                await job()  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background log job %s failed", getattr(job, "__name__", job))
