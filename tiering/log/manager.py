@@ -45,6 +45,13 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _flush_and_close(logs: list[UnifiedLog]) -> None:
+    # Also catches index-only writes (a roll's final time entry) that flush_all skips.
+    for lg in logs:
+        lg.flush()
+        lg.close()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -144,7 +151,7 @@ class LogManager:
         await asyncio.gather(*self._pending_deletes, return_exceptions=True)
         logs = list(self._logs.values())
         self._logs.clear()
-        await asyncio.to_thread(lambda: [lg.close() for lg in logs])
+        await asyncio.to_thread(_flush_and_close, logs)
         if self._started:
             await asyncio.to_thread(self._write_marker)
         self._started = False
