@@ -64,6 +64,7 @@ class Broker:
             flush_policy=config["log.flush.policy"],
             flush_interval_ms=config["log.flush.interval.ms"],
             retention_check_interval_ms=config["log.retention.check.interval.ms"],
+            topic_config=self._log_config_by_name,
         )
         self.topics: dict[str, TopicRecord] = {}
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
@@ -84,14 +85,12 @@ class Broker:
         await self.store.set_meta("cluster.id", cluster_id)
         self.cluster = ClusterView(self.config["node.id"], cluster_id,
                                    {l.name: l for l in self.config.advertised_listeners})
-        await self.logs.start()
         for topic in await self.store.load_topics():
             self._register(topic)
+        await self.logs.start()
+        for topic in self.topics.values():
             for p in range(topic.partitions):
-                if self.logs.get(topic.name, p) is None:
-                    self.logs.create(topic.name, p, self.log_config(topic))
-                else:
-                    self.logs.get(topic.name, p).update_config(self.log_config(topic))  # type: ignore[union-attr]
+                self.logs.create(topic.name, p, self.log_config(topic))  # returns an existing log as is
         await self.http.start()
         await self.kafka.start()
         self.ready = True
@@ -113,6 +112,10 @@ class Broker:
 
     def log_config(self, topic: TopicRecord) -> LogConfig:
         return LogConfig.from_topic_configs(topic.configs, self.config.topic_defaults())
+
+    def _log_config_by_name(self, name: str) -> LogConfig:
+        topic = self.topics.get(name)
+        return self.log_config(topic) if topic else LogConfig.from_topic_configs({}, self.config.topic_defaults())
 
     def log(self, topic: str, partition: int) -> UnifiedLog | None:
         return self.logs.get(topic, partition)
@@ -193,11 +196,7 @@ class Broker:
             updated = TopicRecord(topic.name, topic.topic_id, topic.partitions, dict(configs))
             await self.store.put_topic(updated)
             self._register(updated)
-            cfg = self.log_config(updated)
-            for p in range(updated.partitions):
-                plog = self.logs.get(name, p)
-                if plog is not None:
-                    plog.update_config(cfg)
+            self.logs.update_topic_config(name, self.log_config(updated))
 
     # -- waiting fetches -------------------------------------------------------------------
 

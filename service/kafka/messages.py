@@ -80,8 +80,8 @@ class Schema:
         self.root = root
         self.version: int = int(root.__version__)
 
-    def __call__(self, name: str, **fields: Any) -> Any:
-        return build(getattr(self._module, name), fields)
+    def __call__(self, class_name: str, /, **fields: Any) -> Any:
+        return build(getattr(self._module, class_name), fields)
 
     def response(self, **fields: Any) -> Any:
         return build(self.root, fields)

@@ -30,8 +30,8 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             parts.append(_append(ctx, td.name, pd, acks, now_ms, to_flush))
         topics.append((td.name, parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
-    if acks == -1 and to_flush and broker.config["log.flush.policy"] == "always":
-        await asyncio.gather(*(broker.logs.flush(log, last) for log, last in to_flush))
+    if acks == -1 and to_flush:
+        await asyncio.gather(*(broker.logs.flush_for_ack(log, last + 1) for log, last in to_flush))
     if acks == 0:
         return None
     responses = tuple(
