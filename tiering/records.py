@@ -214,3 +214,44 @@ def assign_offsets(
         view.release()
     return offset - 1
 
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Zig-zag varint (records v2 use signed varints) -> (value, next position)."""
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise InvalidRecordError(CORRUPT_MESSAGE, "varint too long")
+
+
+def record_timestamps(batch: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+    """(offset, timestamp) of every record in one whole batch.
+
+    Decodes (and decompresses) the batch, so it is for rare paths such as ListOffsets by
+    timestamp, never for produce or fetch. LogAppendTime batches give every record the
+    batch's max timestamp, as Kafka does.
+    """
+    from tiering.compression import decompress
+
+    h = read_header(batch, 0)
+    if h.is_log_append_time:
+        return [(h.base_offset + i, h.max_timestamp) for i in range(h.last_offset_delta + 1)]
+    body = bytes(memoryview(batch)[HEADER_SIZE:h.size])
+    if h.compression:
+        body = decompress(h.compression, body)
+    out = []
+    pos = 0
+    for _ in range(h.record_count):
+        length, pos = _varint(body, pos)
+        end = pos + length
+        ts_delta, p = _varint(body, pos + 1)  # skip the attributes byte
+        offset_delta, _ = _varint(body, p)
+        out.append((h.base_offset + offset_delta, h.base_timestamp + ts_delta))
+        pos = end
+    return out

@@ -113,7 +113,7 @@ def test_log_append_time(tmp_path: Path) -> None:
     assert s is not None
     (h,) = validate_batches(log.read_bytes(s), 1 << 20)  # CRC still valid
     assert h.max_timestamp == NOW and h.is_log_append_time
-    assert log.max_timestamp() == (1, NOW)
+    assert log.max_timestamp() == (0, NOW)  # every record carries NOW: the first one answers
     log.close()
 
 
@@ -344,3 +344,19 @@ def test_delete_removes_dir(tmp_path: Path) -> None:
     log.append(make_batch(1), now_ms=NOW)
     log.delete()
     assert not (tmp_path / "orders.v1-3").exists()
+
+
+def test_offset_for_timestamp_is_exact_within_a_batch(tmp_path) -> None:
+    from tests.unit.conftest import make_batch
+
+    log = UnifiedLog.open(tmp_path / "t-0", "t", 0, LogConfig(), recover=False)
+    log.append(make_batch([b"a", b"b", b"c", b"d"], timestamps=[100, 200, 300, 250]), now_ms=NOW)
+    log.append(make_batch([b"e", b"f"], timestamps=[400, 500]), now_ms=NOW)
+    assert log.offset_for_timestamp(150) == (1, 200)
+    assert log.offset_for_timestamp(260) == (2, 300)
+    assert log.offset_for_timestamp(450) == (5, 500)
+    assert log.offset_for_timestamp(501) is None
+    assert log.max_timestamp() == (5, 500)
+    log.delete_records_before(2)
+    assert log.offset_for_timestamp(0) == (2, 300)  # never below the log start
+    log.close()

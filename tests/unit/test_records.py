@@ -220,3 +220,10 @@ def test_unknown_codec() -> None:
         compress(7, DATA)
     with pytest.raises(compression.UnsupportedCodecError):
         decompress(5, DATA)
+
+
+@pytest.mark.parametrize("codec", [compression.NONE, compression.GZIP, compression.SNAPPY,
+                                   compression.LZ4, compression.ZSTD])
+def test_record_timestamps_decodes_every_codec(codec: int) -> None:
+    batch = make_batch([b"a", b"bb", b"ccc"], base_offset=40, timestamps=[500, 700, 600], codec=codec)
+    assert records.record_timestamps(batch) == [(40, 500), (41, 700), (42, 600)]

@@ -18,7 +18,7 @@ from typing import Callable
 
 from tiering.log.config import LogConfig
 from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
-from tiering.records import NO_TIMESTAMP, assign_offsets, read_header, validate_batches
+from tiering.records import NO_TIMESTAMP, assign_offsets, read_header, record_timestamps, validate_batches
 
 LOG_START_CHECKPOINT = "log-start-offset"
 RECOVERY_POINT_CHECKPOINT = "recovery-point"
@@ -272,24 +272,43 @@ class UnifiedLog:
         return self._log_end_offset
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first batch at or after the log start whose max timestamp
-        is >= timestamp; batch granularity (see LogSegment.find_by_timestamp)."""
+        """(offset, timestamp) of the first record at or after the log start whose timestamp
+        is >= timestamp: the index finds the batch, then that one batch is decoded."""
         start = self._log_start_offset
         for seg in self._segments:
             if seg.next_offset <= start or seg.max_timestamp < timestamp:
                 continue
             found = seg.find_by_timestamp(timestamp, start)
             if found is not None:
-                return max(found[0], start), found[1]
+                return self._first_record_at_or_after(seg, found, timestamp, start)
         return None
+
+    @staticmethod
+    def _first_record_at_or_after(seg: LogSegment, found: tuple[int, int], timestamp: int,
+                                  start: int) -> tuple[int, int]:
+        """Refine a batch hit to the exact record, as Kafka answers (decodes one batch)."""
+        batch = seg.batch_for(max(found[0], start))
+        if batch is None:
+            return max(found[0], start), found[1]
+        for offset, ts in record_timestamps(seg.read_bytes(batch.position, batch.size)):
+            if offset >= start and ts >= timestamp:
+                return offset, ts
+        return max(found[0], start), found[1]
 
     def max_timestamp(self) -> tuple[int, int]:
         """(offset, timestamp) of the largest timestamp (ListOffsets -3); (-1, -1) when empty.
-        The offset is the last offset of the batch that first reached it."""
+        The offset is that of the first record carrying it."""
         best = (-1, NO_TIMESTAMP)
+        best_seg: LogSegment | None = None
         for seg in self._segments:
             if seg.next_offset > self._log_start_offset and seg.max_timestamp > best[1]:
-                best = (seg.offset_of_max_timestamp, seg.max_timestamp)
+                best, best_seg = (seg.offset_of_max_timestamp, seg.max_timestamp), seg
+        if best_seg is not None:  # exact record: the first one carrying the max timestamp
+            batch = best_seg.batch_for(best[0])
+            if batch is not None:
+                for offset, ts in record_timestamps(best_seg.read_bytes(batch.position, batch.size)):
+                    if ts == best[1]:
+                        return offset, ts
         return best
 
     # --- deletion --------------------------------------------------------------------------
