@@ -1,0 +1,49 @@
+"""Every Kafka request runs inside an OpenTelemetry span (in-process broker, real socket, real client)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from service.broker import Broker
+from service.config import load_config
+from service.telemetry import Telemetry
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_each_request_gets_a_span_with_api_version_client_and_topics(tmp_path):
+    port, http = _free_port(), _free_port()
+    config = load_config(None, {"data.dir": str(tmp_path), "listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                                "http.listener": f"127.0.0.1:{http}"}, environ={})
+    exporter = InMemorySpanExporter()
+    broker = Broker(config, Telemetry(span_exporter=exporter))
+    await broker.start()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", client_id="tracer-test")
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait("traced", b"v", partition=0)
+            assert meta.offset == 0
+        finally:
+            await producer.stop()
+    finally:
+        await broker.close()
+    spans = exporter.get_finished_spans()
+    by_api = {}
+    for s in spans:
+        by_api.setdefault(s.attributes["kafka.api"], []).append(s)
+    assert {"ApiVersions", "Metadata", "Produce"} <= set(by_api)
+    produce = by_api["Produce"][0]
+    assert produce.name == "kafka.Produce"
+    assert produce.attributes["messaging.client.id"] == "tracer-test"
+    assert produce.attributes["messaging.kafka.topics"] == "traced"
+    assert produce.attributes["kafka.api.version"] >= 3
+    assert all(s.attributes["messaging.system"] == "kafka" for s in spans)
