@@ -110,36 +110,56 @@ def disk_write(directory: Path, nbytes: int, *, fsync_every: int | None, deadlin
 # topic set-up
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float) -> str:
-    """Create ``topic`` with the admin API; if that fails, leave it to auto-creation.
-    Returns a note for the report ('' when the admin API worked)."""
-    from confluent_kafka import KafkaException
+def ensure_topic(
+    bootstrap: str, topic: str, partitions: int, timeout: float, *, use_admin: bool = True
+) -> tuple[int, str]:
+    """Create ``topic`` with CreateTopics (when ``use_admin``); if that fails or is
+    skipped, have it auto-created by a producer's metadata request. Returns (its
+    partition count, a note for the report: '' when CreateTopics worked)."""
+    from confluent_kafka import KafkaException, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     note = ""
-    try:
-        futures = admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
-            request_timeout=timeout,
-        )
-        futures[topic].result(timeout=timeout)
-    except (KafkaException, Exception) as e:  # noqa: BLE001 - any failure: fall back
-        note = f"CreateTopics failed ({e}); relying on auto-creation on produce"
-        return note
-    # Wait until the metadata shows every partition with a leader.
+    client: Any = None
+    if use_admin:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        try:
+            futures = admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+                request_timeout=min(timeout, 10.0),
+            )
+            futures[topic].result(timeout=min(timeout, 10.0) + 1)
+            client = admin
+        except Exception as e:  # noqa: BLE001 - any failure: fall back to auto-creation
+            detail = e.args[0] if isinstance(e, KafkaException) and e.args else e
+            note = f"CreateTopics failed ({detail!r}); topics auto-created on produce"
+    else:
+        note = "topics auto-created on produce (CreateTopics failed earlier)"
+    if client is None:
+        client = Producer({"bootstrap.servers": bootstrap})
+    # Wait until the metadata shows the topic with every partition led.
     deadline = time.monotonic() + timeout
+    last = "no metadata"
     while time.monotonic() < deadline:
         try:
-            md = admin.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
+            md = client.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
             t = md.topics.get(topic)
-            if t is not None and t.error is None and len(t.partitions) == partitions:
-                if all(p.leader >= 0 and p.error is None for p in t.partitions.values()):
-                    return note
-        except KafkaException:
-            pass
+            if t is None or t.error is not None:
+                last = f"topic error {t.error if t else 'missing'}"
+            elif t.partitions and all(
+                p.leader >= 0 and p.error is None for p in t.partitions.values()
+            ):
+                found = len(t.partitions)
+                if found != partitions:
+                    extra = f"topic has {found} partitions, not {partitions}"
+                    note = f"{note}; {extra}" if note else extra
+                return found, note
+            else:
+                last = "partitions without a leader"
+        except KafkaException as e:
+            last = str(e)
         time.sleep(0.1)
-    raise BenchError(f"topic {topic} not visible with {partitions} partitions after {timeout:.0f}s")
+    raise BenchError(f"topic {topic} not ready after {timeout:.0f}s: {last}")
 
 
 # ---------------------------------------------------------------------------
@@ -274,9 +294,15 @@ def consume(
     try:
         # Where each partition ends: every produced message must be read back.
         high = {}
+        low = {}
         for p in range(partitions):
             lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            high[p] = hi
+            low[p], high[p] = lo, hi
+        if any(low.values()):
+            raise BenchError(
+                f"topic {topic} no longer starts at offset 0 (low watermarks {low}): "
+                "the broker deleted data before it was read back"
+            )
         total = sum(high.values())
         if total != messages:
             raise BenchError(
@@ -290,7 +316,8 @@ def consume(
         t0 = pc()
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         while seen < messages:
-            for m in consumer.consume(batch, 0.2):
+            # Never ask for more than is left: consume() waits for the full count.
+            for m in consumer.consume(min(batch, messages - seen), 0.2):
                 err = m.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
@@ -439,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         notes: list[str] = []
         stamp = time.strftime("%H%M%S")
+        use_admin = True
         for i in range(1, args.runs + 1):
             run: dict[str, Any] = {"run": i}
             print(f"\n--- run {i}/{args.runs} ---", flush=True)
@@ -454,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             topic = f"bench-{stamp}-{uuid.uuid4().hex[:6]}-r{i}"
-            note = create_topic(bootstrap, topic, args.partitions, timeout=30)
+            partitions, note = ensure_topic(
+                bootstrap, topic, args.partitions, timeout=30, use_admin=use_admin
+            )
+            if note.startswith("CreateTopics failed"):
+                use_admin = False
             if note:
                 notes.append(note)
                 print(f"note: {note}", flush=True)
@@ -480,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             with CpuMeter(broker_pid) as cpu:
                 run.update(
                     consume(
-                        bootstrap, topic, args.partitions, messages,
+                        bootstrap, topic, partitions, messages,
                         deadline=d, check_broker=check_broker,
                     )
                 )
@@ -516,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check and not all(summary["pass"].values()):
             return 3
         return 0
-    except (BrokerError, BenchError) as e:
+    except (BrokerError, BenchError, confluent_kafka.KafkaException) as e:
         print(f"\nbenchmark failed: {e}", file=sys.stderr, flush=True)
         if broker is not None and not isinstance(e, BrokerError):
             print(broker.log_tail(), file=sys.stderr)
@@ -526,8 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if broker is not None:
+            died = not broker.alive()
             code = broker.stop()
-            if code not in (0, None, -signal.SIGTERM):
+            if not died and code not in (0, None, -signal.SIGTERM):
                 print(f"broker exited with code {code} on stop", file=sys.stderr)
 
 
