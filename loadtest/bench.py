@@ -54,12 +54,14 @@ class CpuMeter:
     def __enter__(self) -> "CpuMeter":
         self.t0 = time.perf_counter()
         self.c0 = _self_cpu()
+        self.m0 = time.thread_time()  # the Python loop alone (librdkafka runs in other threads)
         self.b0 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self.t0
         self.client_pct = 100.0 * (_self_cpu() - self.c0) / wall if wall > 0 else None
+        self.main_pct = 100.0 * (time.thread_time() - self.m0) / wall if wall > 0 else None
         b1 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
         if self.b0 is not None and b1 is not None and wall > 0:
             self.broker_pct = 100.0 * (b1 - self.b0) / wall
@@ -501,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             run["produce_client_cpu_pct"] = cpu.client_pct
+            run["produce_client_main_cpu_pct"] = cpu.main_pct
             run["produce_broker_cpu_pct"] = cpu.broker_pct
             print(
                 f"produce: {run['produce_mib_s']:.1f} MiB/s in {run['produce_seconds']:.2f}s, "
@@ -517,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             run["consume_client_cpu_pct"] = cpu.client_pct
+            run["consume_client_main_cpu_pct"] = cpu.main_pct
             run["consume_broker_cpu_pct"] = cpu.broker_pct
             print(
                 f"consume: {run['consume_mib_s']:.1f} MiB/s in {run['consume_seconds']:.2f}s",

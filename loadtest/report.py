@@ -22,10 +22,12 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 CPU_COLUMNS: list[tuple[str, str]] = [
-    ("produce_client_cpu_pct", "produce: client CPU%"),
-    ("produce_broker_cpu_pct", "produce: broker CPU%"),
-    ("consume_client_cpu_pct", "consume: client CPU%"),
-    ("consume_broker_cpu_pct", "consume: broker CPU%"),
+    ("produce_client_cpu_pct", "produce: client"),
+    ("produce_client_main_cpu_pct", "(its Python thread)"),
+    ("produce_broker_cpu_pct", "broker"),
+    ("consume_client_cpu_pct", "consume: client"),
+    ("consume_client_main_cpu_pct", "(its Python thread)"),
+    ("consume_broker_cpu_pct", "broker"),
 ]
 
 
@@ -116,8 +118,11 @@ def format_report(
         for i, r in enumerate(runs, 1)
     ]
     cpu_rows.append(["median"] + [_fmt("{:.0f}", med.get(k)) for k, _ in CPU_COLUMNS])
-    out.append("CPU use during each phase, % of one core (this machine has "
-               f"{config.get('cpus', '?')} cores; client = this benchmark process with librdkafka):")
+    out.append(
+        "CPU use during each phase, % of one core (this machine has "
+        f"{config.get('cpus', '?')} cores; client = this benchmark process: its Python "
+        "thread plus librdkafka's threads):"
+    )
     out.extend(_table(cpu_header, cpu_rows))
     out.append("")
 
