@@ -45,6 +45,18 @@ def _self_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _machine_cpu() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all cores from /proc/stat; iowait counts as idle."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    total = sum(fields[:8])
+    return total - idle, total
+
+
 class CpuMeter:
     """CPU seconds of this process and of the broker over one phase, as % of one core."""
 
@@ -55,6 +67,7 @@ class CpuMeter:
         self.t0 = time.perf_counter()
         self.c0 = _self_cpu()
         self.m0 = time.thread_time()  # the Python loop alone (librdkafka runs in other threads)
+        self.s0 = _machine_cpu()
         self.b0 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
         return self
 
@@ -62,6 +75,12 @@ class CpuMeter:
         wall = time.perf_counter() - self.t0
         self.client_pct = 100.0 * (_self_cpu() - self.c0) / wall if wall > 0 else None
         self.main_pct = 100.0 * (time.thread_time() - self.m0) / wall if wall > 0 else None
+        s1 = _machine_cpu()
+        self.machine_pct = None
+        if self.s0 is not None and s1 is not None and s1[1] > self.s0[1]:
+            # Busy share of all cores, in % of one core (kernel writeback included).
+            cores = os.cpu_count() or 1
+            self.machine_pct = 100.0 * cores * (s1[0] - self.s0[0]) / (s1[1] - self.s0[1])
         b1 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
         if self.b0 is not None and b1 is not None and wall > 0:
             self.broker_pct = 100.0 * (b1 - self.b0) / wall
@@ -408,6 +427,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _source_revision() -> str | None:
+    """The checkout's commit (with '+dirty' for uncommitted changes): the broker under test."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+             "service", "tiering", "security"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -460,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "phase_timeout_s": phase_timeout,
             "queue_messages": args.queue_messages,
+            "revision": _source_revision(),
             "python": platform.python_version(),
             "confluent_kafka": confluent_kafka.version()[0],
             "librdkafka": confluent_kafka.libversion()[0],
@@ -505,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             run["produce_client_cpu_pct"] = cpu.client_pct
             run["produce_client_main_cpu_pct"] = cpu.main_pct
             run["produce_broker_cpu_pct"] = cpu.broker_pct
+            run["produce_machine_cpu_pct"] = cpu.machine_pct
             print(
                 f"produce: {run['produce_mib_s']:.1f} MiB/s in {run['produce_seconds']:.2f}s, "
                 f"latency p50 {run['produce_p50_ms']:.1f} ms p99 {run['produce_p99_ms']:.1f} ms",
@@ -522,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             run["consume_client_cpu_pct"] = cpu.client_pct
             run["consume_client_main_cpu_pct"] = cpu.main_pct
             run["consume_broker_cpu_pct"] = cpu.broker_pct
+            run["consume_machine_cpu_pct"] = cpu.machine_pct
             print(
                 f"consume: {run['consume_mib_s']:.1f} MiB/s in {run['consume_seconds']:.2f}s",
                 flush=True,

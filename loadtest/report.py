@@ -25,9 +25,11 @@ CPU_COLUMNS: list[tuple[str, str]] = [
     ("produce_client_cpu_pct", "produce: client"),
     ("produce_client_main_cpu_pct", "(its Python thread)"),
     ("produce_broker_cpu_pct", "broker"),
+    ("produce_machine_cpu_pct", "machine"),
     ("consume_client_cpu_pct", "consume: client"),
     ("consume_client_main_cpu_pct", "(its Python thread)"),
     ("consume_broker_cpu_pct", "broker"),
+    ("consume_machine_cpu_pct", "machine"),
 ]
 
 
@@ -100,6 +102,8 @@ def format_report(
         "compression none".format(**config)
     )
     out.append(f"disk baseline file system: {config.get('disk_dir')}")
+    if config.get("revision"):
+        out.append(f"source revision: {config['revision']}")
     out.append("throughput in MiB/s of value bytes (keys and record overhead not counted)")
     out.append("")
 
@@ -121,7 +125,8 @@ def format_report(
     out.append(
         "CPU use during each phase, % of one core (this machine has "
         f"{config.get('cpus', '?')} cores; client = this benchmark process: its Python "
-        "thread plus librdkafka's threads):"
+        "thread plus librdkafka's threads; machine = all processes and the kernel, "
+        f"at most {100 * (config.get('cpus') or 1)}):"
     )
     out.extend(_table(cpu_header, cpu_rows))
     out.append("")
