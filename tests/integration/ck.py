@@ -36,8 +36,15 @@ def consumer(bootstrap: str, **conf) -> Consumer:
     return Consumer(base)
 
 
+_ADMINS: dict[str, AdminClient] = {}
+
+
 def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    """One admin client per broker address, kept alive: the futures of a client that is
+    garbage-collected fail with _DESTROY."""
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+    return _ADMINS[bootstrap]
 
 
 def error_code(exc: BaseException) -> int:

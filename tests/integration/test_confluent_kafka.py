@@ -261,7 +261,8 @@ def test_create_topic_with_configs_and_describe(module_broker):
     cfg = _describe(b.bootstrap, topic)
     assert cfg["retention.ms"].value == "3600000"
     assert cfg["retention.ms"].is_default is False
-    assert cfg["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    src = cfg["retention.ms"].source
+    assert getattr(src, "value", src) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
     assert cfg["segment.bytes"].value == "65536"
     assert cfg["segment.bytes"].is_default is False
     assert cfg["cleanup.policy"].value == "delete"
@@ -514,3 +515,42 @@ def test_consume_at_end_waits_then_returns_empty(module_broker):
     ck.create_topic(b.bootstrap, topic, 1)
     got = ck.consume(b.bootstrap, topic, [0], start=OFFSET_END, **{"fetch.wait.max.ms": 300})
     assert got == []
+
+
+# ---------------------------------------------------------------------------------------------
+# produce edge cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_record_batch_over_max_message_bytes_is_rejected(module_broker):
+    b = module_broker
+    topic = unique_topic("ck-toolarge")
+    ck.create_topic(b.bootstrap, topic, 1, {"max.message.bytes": "2000"})
+    p = ck.producer(b.bootstrap, **{"linger.ms": 0, "retries": 0})
+    results = []
+    cb = lambda err, msg: results.append(None if err is None else err.code())  # noqa: E731
+    p.produce(topic, value=b"s" * 100, partition=0, on_delivery=cb)
+    assert p.flush(15) == 0
+    p.produce(topic, value=bytes(range(256)) * 20, partition=0, on_delivery=cb)  # 5120 bytes
+    assert p.flush(15) == 0
+    p.produce(topic, value=b"t" * 100, partition=0, on_delivery=cb)
+    assert p.flush(15) == 0
+    assert results == [None, KafkaError.MSG_SIZE_TOO_LARGE, None]
+    got = ck.strip_ts(ck.consume(b.bootstrap, topic, [0]))
+    assert got == [(0, 0, None, b"s" * 100, []), (0, 1, None, b"t" * 100, [])]
+
+
+@pytest.mark.parametrize("acks", ["0", "1", "all"])
+def test_acks_levels(module_broker, acks):
+    b = module_broker
+    topic = unique_topic(f"ck-acks{acks}")
+    ck.create_topic(b.bootstrap, topic, 1)
+    p = ck.producer(b.bootstrap, **{"acks": acks, "compression.type": "gzip"})
+    for i in range(50):
+        p.produce(topic, key=b"%d" % i, value=b"a%d" % i, partition=0)
+    assert p.flush(15) == 0
+    want = [(0, i, b"%d" % i, b"a%d" % i, []) for i in range(50)]
+    if acks == "0":
+        # Nothing waits for the broker: poll until everything has landed.
+        wait_until(lambda: ck.watermarks(b.bootstrap, topic, 0)[1] == 50, 15, what="50 records")
+    assert ck.strip_ts(ck.consume(b.bootstrap, topic, [0])) == want
