@@ -554,3 +554,28 @@ def test_acks_levels(module_broker, acks):
         # Nothing waits for the broker: poll until everything has landed.
         wait_until(lambda: ck.watermarks(b.bootstrap, topic, 0)[1] == 50, 15, what="50 records")
     assert ck.strip_ts(ck.consume(b.bootstrap, topic, [0])) == want
+
+
+def test_fetch_limits_smaller_than_a_batch(module_broker):
+    """A fetch answer carries at least one whole batch even when it exceeds the limits."""
+    b = module_broker
+    topic = unique_topic("ck-smallfetch")
+    ck.create_topic(b.bootstrap, topic, 1)
+    plan = make_plan(seed=77, partitions=1, rounds=4, per_round=3, value_size=3000)
+    ck.produce_plan(ck.producer(b.bootstrap), topic, plan)
+    got = ck.consume(b.bootstrap, topic, [0], **{"max.partition.fetch.bytes": 512,
+                                                  "fetch.max.bytes": 1024,
+                                                  "message.max.bytes": 1000})
+    assert ck.strip_ts(got) == plan.expected()
+
+
+def test_describe_cluster(module_broker):
+    b = module_broker
+    desc = ck.admin(b.bootstrap).describe_cluster(request_timeout=10).result(15)
+    assert [(n.id, n.host, n.port) for n in desc.nodes] == [(0, "127.0.0.1", b.port)]
+    assert desc.controller.id == 0
+    assert desc.cluster_id
+    md = ck.admin(b.bootstrap).list_topics(timeout=10)
+    assert md.cluster_id == desc.cluster_id
+    assert md.controller_id == 0
+    assert {n: (m.host, m.port) for n, m in md.brokers.items()} == {0: ("127.0.0.1", b.port)}

@@ -149,3 +149,13 @@ def test_sigkill_loses_no_acknowledged_record(broker_factory):
     # Nothing stored that was never produced.
     produced = {b"v%07d" % i + b"-" * 100 for i in range(seq)}
     assert {g[3] for g in stored} <= produced
+
+
+def test_cluster_id_is_fixed_per_data_dir(broker_factory):
+    b = broker_factory()
+    first = ck.admin(b.bootstrap).describe_cluster(request_timeout=10).result(15).cluster_id
+    b.restart()
+    again = ck.admin(b.bootstrap).describe_cluster(request_timeout=10).result(15).cluster_id
+    assert first and again == first
+    other = broker_factory()
+    assert ck.admin(other.bootstrap).describe_cluster(request_timeout=10).result(15).cluster_id != first
