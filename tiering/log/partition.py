@@ -410,20 +410,18 @@ class UnifiedLog:
 
     # --- durability ------------------------------------------------------------------------
 
-    def flush(self, upto_offset: int | None = None) -> None:
-        """fsync every segment written since its last fsync (blocking: run in a thread).
-        Everything appended before the call is durable afterwards, whatever upto_offset."""
+    def flush(self, upto_offset: int | None = None, *, full: bool = False) -> None:
+        """Make everything appended before the call durable (blocking: run in a thread),
+        whatever upto_offset. Sealed segments get a full fsync (log and indexes) so the recovery
+        point can pass them; the active one only an fdatasync of its log unless `full`."""
         end = self._log_end_offset
         segments = list(self._segments)
-        for seg in segments:
-            if not seg.dirty:
-                continue
-            seg.dirty = False
-            try:
+        for i, seg in enumerate(segments):
+            if i == len(segments) - 1 and not full:
+                if seg.data_dirty:
+                    seg.flush(data_only=True)
+            elif seg.dirty:
                 seg.flush()
-            except BaseException:
-                seg.dirty = True
-                raise
         if end > self._flushed_offset:
             self._flushed_offset = end
         # Every sealed segment is on disk: an unclean restart need only scan from the active one.

@@ -84,7 +84,8 @@ class LogSegment:
         # Wall-clock basis for segment.ms: when the first batch arrived (Kafka uses the first
         # batch's timestamp; the append time is immune to odd client clocks).
         self.rolling_basis_ms: int | None = None
-        self.dirty = False  # written since the last fsync
+        self.dirty = False  # log or indexes written since their last fsync
+        self.data_dirty = False  # log bytes written since the last fsync/fdatasync
         self.recovered_bytes = 0  # bytes a recovery cut off
 
     # --- opening, recovery -------------------------------------------------------------
@@ -234,7 +235,7 @@ class LogSegment:
         self._drop_loaded_indexes()
         self.rolling_basis_ms = None if first_ts is None else _rolling_basis(first_ts)
         self.recovered_bytes = truncated
-        self.dirty = True
+        self.dirty = self.data_dirty = True
         return truncated
 
     def _reset_state(self) -> None:
@@ -303,6 +304,7 @@ class LogSegment:
         if time_entries:
             _write_all(self._time_fd, time_entries)
         self.dirty = True
+        self.data_dirty = True
 
     def _track(
         self, headers: list[BatchHeader], base_pos: int, index_entries: bytearray, time_entries: bytearray
@@ -475,10 +477,19 @@ class LogSegment:
         self.recovered_bytes = 0
         return removed
 
-    def flush(self) -> None:
+    def flush(self, data_only: bool = False) -> None:
+        """fsync the log and both indexes; with data_only, fdatasync just the log. That is
+        enough to acknowledge: indexes of the active segment are rebuilt by recovery after an
+        unclean stop, so they need syncing only once the segment is sealed."""
+        if data_only:
+            if self._log_fd >= 0:
+                os.fdatasync(self._log_fd)
+            self.data_dirty = False
+            return
         for fd in (self._log_fd, self._index_fd, self._time_fd):
             if fd >= 0:
                 os.fsync(fd)
+        self.dirty = self.data_dirty = False
 
     def rename_for_delete(self) -> None:
         """First step of Kafka's asynchronous delete: rename the files out of the way so a
