@@ -21,6 +21,7 @@ from service.config import Listener
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, RequestContext, SplicedResponse
+from service.kafka.framing import FrameTooLarge, FramedConnection
 from service.kafka.messages import encode_response, request_reader, response_schema
 from service.kafka.versions import API_RANGES, api_name
 
@@ -50,10 +51,12 @@ class KafkaServer:
         self.bound: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         for listener in self._listeners:
-            server = await asyncio.start_server(
-                lambda r, w, l=listener: self._on_connect(l, r, w),
-                listener.host, listener.port, limit=1 << 20, reuse_address=True,
+            server = await loop.create_server(
+                lambda l=listener: FramedConnection(self._max_request, _HEAD.size,
+                                                    lambda c, l=l: self._on_connect(l, c)),
+                listener.host, listener.port, reuse_address=True,
             )
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
@@ -69,38 +72,34 @@ class KafkaServer:
         for server in self._servers:
             await server.wait_closed()
 
-    async def _on_connect(self, listener: Listener, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _on_connect(self, listener: Listener, framed: FramedConnection) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        peer = framed.get_extra_info("peername") or ("?", 0)
         conn = Connection(listener.name, str(peer[0]), int(peer[1]),
-                          plaintext=writer.get_extra_info("sslcontext") is None)
+                          plaintext=framed.get_extra_info("sslcontext") is None)
         try:
-            await self._serve(conn, reader, writer)
+            await self._serve(conn, framed)
         finally:
             self._connections.discard(task)
-            writer.close()
+            framed.close()
 
-    async def _serve(self, conn: Connection, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: Connection, framed: FramedConnection) -> None:
         pending: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue(self._queue_depth)
-        sender = asyncio.create_task(self._send_loop(conn, writer, pending))
+        sender = asyncio.create_task(self._send_loop(conn, framed, pending))
         try:
             while not sender.done():
-                size, = _SIZE.unpack(await reader.readexactly(4))
-                if size < _HEAD.size or size > self._max_request:
-                    log.warning("closing %s:%d: frame of %d bytes (socket.request.max.bytes=%d)",
-                                conn.client_host, conn.client_port, size, self._max_request)
-                    break
-                frame = await reader.readexactly(size)
+                frame = await framed.read_frame()
                 try:
                     await pending.put(self._dispatch(conn, frame))
                 except _Close as e:
                     log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, e)
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except FrameTooLarge as e:
+            log.warning("closing %s:%d: frame of %d bytes (socket.request.max.bytes=%d)",
+                        conn.client_host, conn.client_port, e.size, self._max_request)
+        except ConnectionError:
             pass
         finally:
             if not sender.done():
@@ -110,7 +109,7 @@ class KafkaServer:
             except asyncio.CancelledError:
                 pass
 
-    def _dispatch(self, conn: Connection, frame: bytes) -> asyncio.Future[Any]:
+    def _dispatch(self, conn: Connection, frame: bytes | bytearray) -> asyncio.Future[Any]:
         api_key, version, correlation_id = _HEAD.unpack_from(frame)
         rng = API_RANGES.get(api_key)
         if api_key == 18 and (rng is None or not rng.served(version)):
@@ -151,7 +150,7 @@ class KafkaServer:
             return response
         return encode_response(ctx.correlation_id, response)
 
-    async def _send_loop(self, conn: Connection, writer: asyncio.StreamWriter,
+    async def _send_loop(self, conn: Connection, writer: FramedConnection,
                          pending: asyncio.Queue[asyncio.Future[Any] | None]) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -165,8 +164,7 @@ class KafkaServer:
                     continue
                 if isinstance(answer, bytes):
                     writer.write(_SIZE.pack(len(answer)) + answer)
-                    if writer.transport.get_write_buffer_size() > (1 << 20):
-                        await writer.drain()
+                    await writer.drain()
                     continue
                 try:
                     await self._send_spliced(loop, writer, answer)
@@ -179,7 +177,7 @@ class KafkaServer:
             writer.close()
 
     @staticmethod
-    async def _send_spliced(loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter,
+    async def _send_spliced(loop: asyncio.AbstractEventLoop, writer: FramedConnection,
                             answer: SplicedResponse) -> None:
         writer.write(_SIZE.pack(answer.size))
         for part in answer.parts:

@@ -1,0 +1,172 @@
+"""Kafka framing over asyncio: int32 size-prefixed frames in, bytes and file ranges out.
+
+A BufferedProtocol lets the kernel copy a large request straight into that request's own buffer
+(StreamReader would copy it twice more: into its buffer, then out of it). Small frames share one
+receive buffer. Reading pauses while frames wait to be taken, so a client that pipelines more
+than the broker handles is held back by TCP, not by the heap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+_RECV_BUFFER = 256 * 1024
+_MAX_QUEUED_FRAMES = 4
+
+
+class FrameTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"frame of {size} bytes")
+        self.size = size
+
+
+class FramedConnection(asyncio.BufferedProtocol):
+    def __init__(self, max_frame: int, min_frame: int,
+                 on_connect: Callable[["FramedConnection"], Awaitable[None]]) -> None:
+        self._max_frame = max_frame
+        self._min_frame = min_frame
+        self._on_connect = on_connect
+        self._buf = bytearray(_RECV_BUFFER)
+        self._start = self._end = 0
+        self._big: bytearray | None = None  # a frame larger than the receive buffer
+        self._big_pos = 0
+        self._frames: collections.deque[bytes | bytearray] = collections.deque()
+        self._error: BaseException | None = None  # delivered after the queued frames
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._reading_paused = False
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- protocol callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.task = asyncio.get_running_loop().create_task(self._on_connect(self))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big is not None:
+            return memoryview(self._big)[self._big_pos:]
+        return memoryview(self._buf)[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._big is not None:
+            self._big_pos += nbytes
+            if self._big_pos == len(self._big):
+                self._push(self._big)
+                self._big = None
+            return
+        self._end += nbytes
+        self._split()
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("connection closed by the client"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("connection closed"))
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_exception(ConnectionResetError("connection lost"))
+        self._drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- frames in -----------------------------------------------------------------------------
+
+    def _split(self) -> None:
+        buf = self._buf
+        while self._error is None and self._end - self._start >= 4:
+            size = int.from_bytes(buf[self._start:self._start + 4], "big", signed=True)
+            if size < self._min_frame or size > self._max_frame:
+                self._fail(FrameTooLarge(size))
+                return
+            body = self._start + 4
+            if self._end - body >= size:
+                self._push(bytes(buf[body:body + size]))
+                self._start = body + size
+                continue
+            if size > len(buf) - 4:
+                have = self._end - body
+                self._big = bytearray(size)
+                self._big[:have] = buf[body:self._end]
+                self._big_pos = have
+                self._start = self._end = 0
+                return
+            break
+        self._compact()
+
+    def _compact(self) -> None:
+        if self._start:
+            n = self._end - self._start
+            self._buf[:n] = self._buf[self._start:self._end]
+            self._start, self._end = 0, n
+
+    def _push(self, frame: bytes | bytearray) -> None:
+        self._frames.append(frame)
+        if len(self._frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused and self.transport:
+            self.transport.pause_reading()
+            self._reading_paused = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+            if isinstance(exc, FrameTooLarge) and self.transport and not self._reading_paused:
+                self.transport.pause_reading()  # nothing after a bad size prefix is read
+                self._reading_paused = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._read_waiter is not None and not self._read_waiter.done():
+            self._read_waiter.set_result(None)
+
+    async def read_frame(self) -> bytes | bytearray:
+        """The next whole frame (without its size). Raises ConnectionError at the end of the
+        stream and FrameTooLarge for a size outside the allowed range."""
+        while not self._frames:
+            if self._error is not None:
+                raise self._error
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        frame = self._frames.popleft()
+        if self._reading_paused and len(self._frames) < _MAX_QUEUED_FRAMES // 2 and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return frame
+
+    # -- bytes out -----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        if self._write_paused:
+            w: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(w)
+            await w
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default) if self.transport else default
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
