@@ -33,7 +33,7 @@ class FramedConnection(asyncio.BufferedProtocol):
         self._start = self._end = 0
         self._big: bytearray | None = None  # a frame larger than the receive buffer
         self._big_pos = 0
-        self._frames: collections.deque[bytes | bytearray] = collections.deque()
+        self._frames: collections.deque[bytes | memoryview] = collections.deque()
         self._error: BaseException | None = None  # delivered after the queued frames
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -57,7 +57,7 @@ class FramedConnection(asyncio.BufferedProtocol):
         if self._big is not None:
             self._big_pos += nbytes
             if self._big_pos == len(self._big):
-                self._push(self._big)
+                self._push(memoryview(self._big).toreadonly())  # the codec takes read-only buffers
                 self._big = None
             return
         self._end += nbytes
@@ -114,7 +114,7 @@ class FramedConnection(asyncio.BufferedProtocol):
             self._buf[:n] = self._buf[self._start:self._end]
             self._start, self._end = 0, n
 
-    def _push(self, frame: bytes | bytearray) -> None:
+    def _push(self, frame: bytes | memoryview) -> None:
         self._frames.append(frame)
         if len(self._frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused and self.transport:
             self.transport.pause_reading()
@@ -133,7 +133,7 @@ class FramedConnection(asyncio.BufferedProtocol):
         if self._read_waiter is not None and not self._read_waiter.done():
             self._read_waiter.set_result(None)
 
-    async def read_frame(self) -> bytes | bytearray:
+    async def read_frame(self) -> bytes | memoryview:
         """The next whole frame (without its size). Raises ConnectionError at the end of the
         stream and FrameTooLarge for a size outside the allowed range."""
         while not self._frames:

@@ -109,7 +109,7 @@ class KafkaServer:
             except asyncio.CancelledError:
                 pass
 
-    def _dispatch(self, conn: Connection, frame: bytes | bytearray) -> asyncio.Future[Any]:
+    def _dispatch(self, conn: Connection, frame: bytes | memoryview) -> asyncio.Future[Any]:
         api_key, version, correlation_id = _HEAD.unpack_from(frame)
         rng = API_RANGES.get(api_key)
         if api_key == 18 and (rng is None or not rng.served(version)):
