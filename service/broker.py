@@ -26,6 +26,7 @@ from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
 from service.metadata import MetadataStore, TopicRecord
 from service.telemetry import Telemetry
+from service.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger("sediment.broker")
 
@@ -71,6 +72,7 @@ class Broker:
         self.cluster: ClusterView | None = None
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
+        self.txn = TransactionCoordinator(self)
         self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
         self._topic_lock = asyncio.Lock()
         self.ready = False
@@ -91,6 +93,7 @@ class Broker:
         for topic in self.topics.values():
             for p in range(topic.partitions):
                 self.logs.create(topic.name, p, self.log_config(topic))  # returns an existing log as is
+        await self.txn.start()  # after logs (and groups): it finishes prepared transactions
         await self.http.start()
         await self.kafka.start()
         self.ready = True
@@ -99,6 +102,7 @@ class Broker:
     async def close(self) -> None:
         self.ready = False
         await self.kafka.close()
+        await self.txn.close()
         await self.http.close()
         await self.logs.close()
         await self.store.close()

@@ -151,6 +151,9 @@ KEYS: dict[str, Key] = {
         Key("socket.request.max.bytes", 104857600, _int(1024), "largest request frame accepted"),
         Key("fetch.max.bytes", 57671680, _int(1024), "broker cap on one fetch response"),
         Key("queued.max.requests", 500, _int(1), "requests in flight per connection before reading pauses"),
+        Key("transaction.max.timeout.ms", 900_000, _int(1), "largest transaction.timeout.ms a producer may ask for"),
+        Key("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10_000, _int(1),
+            "how often transactions open past their timeout are aborted"),
         Key("telemetry.exporter", "none", _choice("none", "console", "otlp"), "OpenTelemetry span exporter"),
         Key("telemetry.service.name", "sediment", _str, "OpenTelemetry service.name"),
     ]

@@ -8,12 +8,17 @@ another implementation of the same methods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.txn.coordinator import TxnMetadata
 
 
 @dataclass
@@ -26,6 +31,10 @@ class TopicRecord:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transactions (
+    transactional_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL  -- JSON of the coordinator's TxnMetadata
+);
 CREATE TABLE IF NOT EXISTS topics (
     name TEXT PRIMARY KEY,
     topic_id TEXT NOT NULL UNIQUE,
@@ -85,3 +94,22 @@ class MetadataStore:
 
     async def delete_topic(self, name: str) -> None:
         await self._exec("DELETE FROM topics WHERE name = ?", (name,))
+
+    async def load_transactions(self) -> list["TxnMetadata"]:
+        from service.txn.coordinator import TxnMetadata
+
+        rows = await self._exec("SELECT state FROM transactions")
+        out = []
+        for (raw,) in rows:
+            d = json.loads(str(raw))
+            d["partitions"] = frozenset((t, p) for t, p in d["partitions"])
+            d["groups"] = frozenset(d["groups"])
+            out.append(TxnMetadata(**d))
+        return out
+
+    async def put_transaction(self, txn: "TxnMetadata") -> None:
+        d = dataclasses.asdict(txn)
+        d["partitions"] = sorted(txn.partitions)
+        d["groups"] = sorted(txn.groups)
+        await self._exec("INSERT OR REPLACE INTO transactions (transactional_id, state) VALUES (?, ?)",
+                         (txn.transactional_id, json.dumps(d)))

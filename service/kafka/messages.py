@@ -28,9 +28,8 @@ def _coerce_timedelta(v: Any) -> Any:
 
 
 def _coerce_datetime(v: Any) -> Any:
-    if isinstance(v, int):
-        return None if v < 0 else _EPOCH + datetime.timedelta(milliseconds=v)
-    return v
+    # -1 ("none") too becomes a datetime: both the nullable and the plain writer then send -1.
+    return _EPOCH + datetime.timedelta(milliseconds=v) if isinstance(v, int) else v
 
 
 def _coerce_error(v: Any) -> Any:

@@ -40,7 +40,13 @@ API_RANGES: dict[int, ApiRange] = {
         _r(33, "AlterConfigs", 0, 2),
         _r(37, "CreatePartitions", 0, 3),
         _r(44, "IncrementalAlterConfigs", 0, 1),
+        _r(24, "AddPartitionsToTxn", 0, 3),
+        _r(25, "AddOffsetsToTxn", 0, 3),
+        _r(26, "EndTxn", 0, 3),
+        _r(28, "TxnOffsetCommit", 0, 3),
         _r(60, "DescribeCluster", 0, 1),
+        _r(65, "DescribeTransactions", 0, 0),
+        _r(66, "ListTransactions", 0, 1),
     ]
 }
 

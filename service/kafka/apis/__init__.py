@@ -6,6 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from service.kafka.apis import (
+    add_offsets_to_txn, add_partitions_to_txn, describe_transactions, end_txn, list_transactions,
+    txn_offset_commit,
+)
+from service.kafka.apis import (
     alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
     describe_cluster, describe_configs, fetch, incremental_alter_configs, list_offsets, metadata,
     produce,
@@ -26,5 +30,11 @@ HANDLERS: dict[int, Handler] = {
     33: alter_configs.handle,
     37: create_partitions.handle,
     44: incremental_alter_configs.handle,
+    24: add_partitions_to_txn.handle,
+    25: add_offsets_to_txn.handle,
+    26: end_txn.handle,
+    28: txn_offset_commit.handle,
     60: describe_cluster.handle,
+    65: describe_transactions.handle,
+    66: list_transactions.handle,
 }

@@ -1,0 +1,22 @@
+"""AddPartitionsToTxn (key 24, client versions 0-3): enlist partitions in the open transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s = ctx.schema
+    wanted = [(t.name, int(p)) for t in req.v3_and_below_topics for p in t.partitions]
+    errors = await ctx.broker.txn.add_partitions(
+        req.v3_and_below_transactional_id, int(req.v3_and_below_producer_id),
+        int(req.v3_and_below_producer_epoch), wanted)
+    by_topic: dict[str, list[Any]] = {}
+    for (topic, partition), code in errors.items():
+        by_topic.setdefault(topic, []).append(
+            s("AddPartitionsToTxnPartitionResult", partition_index=partition, partition_error_code=code))
+    ctx.span_attributes["messaging.kafka.topics"] = ",".join(by_topic)
+    return s.response(throttle_time=0, results_by_topic_v3_and_below=tuple(
+        s("AddPartitionsToTxnTopicResult", name=t, results_by_partition=tuple(rs)) for t, rs in by_topic.items()))

@@ -1,0 +1,13 @@
+"""EndTxn (key 26): commit or abort: markers to every partition, then the group offsets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    code = await ctx.broker.txn.end_txn(req.transactional_id, int(req.producer_id),
+                                        int(req.producer_epoch), bool(req.committed))
+    return ctx.schema.response(throttle_time=0, error_code=code)

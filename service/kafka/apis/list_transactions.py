@@ -1,0 +1,22 @@
+"""ListTransactions (key 66): transactional ids filtered by state, producer id and duration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.context import RequestContext
+from service.txn.coordinator import STATES
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s = ctx.schema
+    wanted = set(req.state_filters)
+    unknown = tuple(sorted(wanted - set(STATES)))
+    txns = ctx.broker.txn.list(wanted & set(STATES) if wanted else None,
+                               {int(p) for p in req.producer_id_filters} or None,
+                               int(getattr(req, "duration_filter", -1)))
+    if wanted and not wanted & set(STATES):
+        txns = []
+    return s.response(throttle_time=0, error_code=0, unknown_state_filters=unknown, transaction_states=tuple(
+        s("TransactionState", transactional_id=t.transactional_id, producer_id=t.producer_id,
+          transaction_state=t.state) for t in txns))

@@ -1,0 +1,1 @@
+"""The transaction coordinator (transactional ids, epochs, commit and abort)."""

@@ -1,0 +1,265 @@
+"""Transaction coordinator: transactional ids, producer epochs and the two-phase end of a transaction.
+
+Kafka's state machine (TransactionCoordinator / TransactionMetadata): Empty -> Ongoing ->
+PrepareCommit | PrepareAbort -> CompleteCommit | CompleteAbort. Every transition is written to
+the MetadataStore before it is acted on, so a restart finds a Prepare* state and finishes it
+(markers again, then offsets), and never leaves a transaction hanging. Ongoing transactions
+past their timeout are aborted with a bumped epoch, which fences the producer that let them
+expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.broker import Broker
+
+log = logging.getLogger("sediment.txn")
+
+# Kafka error codes the coordinator answers with.
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
+COORDINATOR_NOT_AVAILABLE = 15
+INVALID_PRODUCER_EPOCH = 47
+INVALID_TXN_STATE = 48
+INVALID_PRODUCER_ID_MAPPING = 49
+INVALID_TRANSACTION_TIMEOUT = 50
+CONCURRENT_TRANSACTIONS = 51
+OPERATION_NOT_ATTEMPTED = 55
+PRODUCER_FENCED = 90
+TRANSACTIONAL_ID_NOT_FOUND = 105
+
+EMPTY, ONGOING = "Empty", "Ongoing"
+PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
+COMPLETE_COMMIT, COMPLETE_ABORT = "CompleteCommit", "CompleteAbort"
+STATES = (EMPTY, ONGOING, PREPARE_COMMIT, PREPARE_ABORT, COMPLETE_COMMIT, COMPLETE_ABORT)
+MAX_EPOCH = 32767 - 1  # Short.MaxValue is reserved; bump to a new producer id past this
+
+
+@dataclass(frozen=True)
+class TxnMetadata:
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    timeout_ms: int
+    state: str = EMPTY
+    partitions: frozenset[tuple[str, int]] = frozenset()
+    groups: frozenset[str] = frozenset()
+    start_ms: int = -1
+    update_ms: int = field(default_factory=lambda: _now_ms())
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TransactionCoordinator:
+    def __init__(self, broker: "Broker") -> None:
+        self._broker = broker
+        self._txns: dict[str, TxnMetadata] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for txn in await self._broker.store.load_transactions():
+            self._txns[txn.transactional_id] = txn
+        for txn in list(self._txns.values()):
+            if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                log.info("completing %s of %s after restart", txn.state, txn.transactional_id)
+                async with self._lock(txn.transactional_id):
+                    await self._complete(txn)
+        interval = int(self._broker.config["transaction.abort.timed.out.transaction.cleanup.interval.ms"])
+        self._task = asyncio.create_task(self._expire_loop(interval / 1000))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _lock(self, transactional_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(transactional_id, asyncio.Lock())
+
+    async def _save(self, txn: TxnMetadata) -> TxnMetadata:
+        txn = replace(txn, update_ms=_now_ms())
+        await self._broker.store.put_transaction(txn)
+        self._txns[txn.transactional_id] = txn
+        return txn
+
+    # -- InitProducerId --------------------------------------------------------------------
+
+    async def init_producer_id(self, transactional_id: str, timeout_ms: int, producer_id: int = -1,
+                               producer_epoch: int = -1) -> tuple[int, int, int]:
+        """(error, producer id, epoch). A known id gets its epoch bumped, fencing older producers;
+        an open transaction is aborted first."""
+        if not 0 < timeout_ms <= int(self._broker.config["transaction.max.timeout.ms"]):
+            return INVALID_TRANSACTION_TIMEOUT, -1, -1
+        async with self._lock(transactional_id):
+            txn = self._txns.get(transactional_id)
+            if txn is None:
+                pid = await self._broker.allocate_producer_id()
+                txn = await self._save(TxnMetadata(transactional_id, pid, 0, timeout_ms))
+                return NONE, txn.producer_id, txn.producer_epoch
+            if producer_id >= 0 and (producer_id, producer_epoch) != (txn.producer_id, txn.producer_epoch):
+                # KIP-360: a producer re-initialising must name the current id and epoch.
+                return PRODUCER_FENCED, -1, -1
+            if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                return CONCURRENT_TRANSACTIONS, -1, -1
+            if txn.state == ONGOING:
+                txn = await self._abort_with_bump(txn)
+            txn = await self._bump(replace(txn, timeout_ms=timeout_ms))
+            return NONE, txn.producer_id, txn.producer_epoch
+
+    async def _bump(self, txn: TxnMetadata) -> TxnMetadata:
+        if txn.producer_epoch >= MAX_EPOCH:
+            pid = await self._broker.allocate_producer_id()
+            return await self._save(replace(txn, producer_id=pid, producer_epoch=0, state=EMPTY,
+                                            partitions=frozenset(), groups=frozenset(), start_ms=-1))
+        return await self._save(replace(txn, producer_epoch=txn.producer_epoch + 1, state=EMPTY,
+                                        partitions=frozenset(), groups=frozenset(), start_ms=-1))
+
+    async def _abort_with_bump(self, txn: TxnMetadata) -> TxnMetadata:
+        """Fence the current producer (epoch + 1) and abort its transaction under the new epoch."""
+        fenced = replace(txn, producer_epoch=min(txn.producer_epoch + 1, MAX_EPOCH))
+        fenced = await self._save(replace(fenced, state=PREPARE_ABORT))
+        return await self._complete(fenced)
+
+    # -- checks shared by the transactional APIs --------------------------------------------
+
+    def _check(self, transactional_id: str, producer_id: int, producer_epoch: int) -> tuple[int, TxnMetadata | None]:
+        txn = self._txns.get(transactional_id)
+        if txn is None or txn.producer_id != producer_id:
+            return INVALID_PRODUCER_ID_MAPPING, None
+        if producer_epoch != txn.producer_epoch:
+            return PRODUCER_FENCED, None
+        if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            return CONCURRENT_TRANSACTIONS, None
+        return NONE, txn
+
+    def _begin(self, txn: TxnMetadata) -> TxnMetadata:
+        if txn.state == ONGOING:
+            return txn
+        return replace(txn, state=ONGOING, partitions=frozenset(), groups=frozenset(), start_ms=_now_ms())
+
+    # -- AddPartitionsToTxn / AddOffsetsToTxn / TxnOffsetCommit ------------------------------
+
+    async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                             partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        async with self._lock(transactional_id):
+            error, txn = self._check(transactional_id, producer_id, producer_epoch)
+            if txn is None:
+                return {tp: error for tp in partitions}
+            unknown = {tp for tp in partitions if self._broker.log(*tp) is None}
+            if unknown:
+                return {tp: UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else OPERATION_NOT_ATTEMPTED
+                        for tp in partitions}
+            txn = self._begin(txn)
+            await self._save(replace(txn, partitions=txn.partitions | set(partitions)))
+            return {tp: NONE for tp in partitions}
+
+    async def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                          group_id: str) -> int:
+        async with self._lock(transactional_id):
+            error, txn = self._check(transactional_id, producer_id, producer_epoch)
+            if txn is None:
+                return error
+            txn = self._begin(txn)
+            await self._save(replace(txn, groups=txn.groups | {group_id}))
+            return NONE
+
+    def check_offset_commit(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                            group_id: str) -> int:
+        """TxnOffsetCommit: the producer must be current and have added the group first."""
+        error, txn = self._check(transactional_id, producer_id, producer_epoch)
+        if txn is None:
+            return INVALID_PRODUCER_EPOCH if error == PRODUCER_FENCED else error
+        if txn.state != ONGOING or group_id not in txn.groups:
+            return INVALID_TXN_STATE
+        return NONE
+
+    # -- EndTxn ------------------------------------------------------------------------------
+
+    async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                      commit: bool) -> int:
+        async with self._lock(transactional_id):
+            txn = self._txns.get(transactional_id)
+            if txn is None or txn.producer_id != producer_id:
+                return INVALID_PRODUCER_ID_MAPPING
+            if producer_epoch != txn.producer_epoch:
+                return PRODUCER_FENCED
+            if txn.state == ONGOING:
+                txn = await self._save(replace(txn, state=PREPARE_COMMIT if commit else PREPARE_ABORT))
+                await self._complete(txn)
+                return NONE
+            if (txn.state, commit) in ((COMPLETE_COMMIT, True), (COMPLETE_ABORT, False)):
+                return NONE  # a retry of an EndTxn that already finished
+            if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                return CONCURRENT_TRANSACTIONS
+            return INVALID_TXN_STATE
+
+    async def _complete(self, txn: TxnMetadata) -> TxnMetadata:
+        """Phase two: markers to every partition (made durable), then the group offsets."""
+        commit = txn.state == PREPARE_COMMIT
+        broker, now = self._broker, _now_ms()
+        written = []
+        for topic, partition in sorted(txn.partitions):
+            plog = broker.log(topic, partition)
+            if plog is None:  # the topic was deleted meanwhile: nothing to mark
+                continue
+            plog.append_control(txn.producer_id, txn.producer_epoch, commit, 0, now)
+            written.append((topic, partition, plog))
+        await asyncio.gather(*(broker.logs.flush(plog) for _, _, plog in written))
+        for topic, partition, _ in written:
+            broker.wake(topic, partition)
+        groups = getattr(broker, "groups", None)
+        if groups is not None and txn.groups:
+            await groups.complete_txn_offsets(txn.producer_id, commit)
+        done = replace(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT)
+        return await self._save(done)
+
+    # -- timeouts ----------------------------------------------------------------------------
+
+    async def _expire_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.abort_timed_out(_now_ms())
+            except Exception:
+                log.exception("aborting timed-out transactions failed")
+
+    async def abort_timed_out(self, now_ms: int) -> list[str]:
+        aborted = []
+        for txn in list(self._txns.values()):
+            if txn.state != ONGOING or now_ms - txn.start_ms <= txn.timeout_ms:
+                continue
+            async with self._lock(txn.transactional_id):
+                current = self._txns.get(txn.transactional_id)
+                if current is None or current.state != ONGOING:
+                    continue
+                log.info("aborting transaction of %s: open longer than %d ms",
+                         current.transactional_id, current.timeout_ms)
+                await self._abort_with_bump(current)
+                aborted.append(current.transactional_id)
+        return aborted
+
+    # -- DescribeTransactions / ListTransactions ---------------------------------------------
+
+    def describe(self, transactional_id: str) -> TxnMetadata | None:
+        return self._txns.get(transactional_id)
+
+    def list(self, states: set[str] | None = None, producer_ids: set[int] | None = None,
+             min_duration_ms: int = -1) -> list[TxnMetadata]:
+        now = _now_ms()
+        return [
+            t for t in sorted(self._txns.values(), key=lambda t: t.transactional_id)
+            if (not states or t.state in states)
+            and (not producer_ids or t.producer_id in producer_ids)
+            and (min_duration_ms < 0 or (t.state == ONGOING and now - t.start_ms >= min_duration_ms))
+        ]
