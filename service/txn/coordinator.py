@@ -221,7 +221,8 @@ class TransactionCoordinator:
         groups = getattr(broker, "groups", None)
         if groups is not None and txn.groups:
             await groups.complete_txn_offsets(txn.producer_id, commit)
-        done = replace(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT)
+        done = replace(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,
+                       partitions=frozenset(), groups=frozenset())
         return await self._save(done)
 
     # -- timeouts ----------------------------------------------------------------------------
