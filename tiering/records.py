@@ -44,6 +44,20 @@ CORRUPT_MESSAGE = 2
 MESSAGE_TOO_LARGE = 10
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 INVALID_RECORD = 87
+# Idempotent and transactional producers (raised by the producer state of a partition log).
+OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+INVALID_PRODUCER_EPOCH = 47
+INVALID_TXN_STATE = 48
+TRANSACTION_COORDINATOR_FENCED = 52
+
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+INT32_MAX = (1 << 31) - 1
+
+# Control record types (the int16 after the version in a control record's key).
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _INT64 = struct.Struct(">q")
@@ -108,6 +122,26 @@ class BatchHeader:
     @property
     def is_control(self) -> bool:
         return bool(self.attributes & CONTROL_MASK)
+
+    @property
+    def has_producer_id(self) -> bool:
+        return self.producer_id > NO_PRODUCER_ID
+
+    @property
+    def last_sequence(self) -> int:
+        return NO_SEQUENCE if self.base_sequence < 0 else increment_sequence(
+            self.base_sequence, self.last_offset_delta)
+
+
+def increment_sequence(sequence: int, increment: int) -> int:
+    """Producer sequences are int32 and wrap from INT32_MAX to 0, as in Kafka."""
+    if sequence > INT32_MAX - increment:
+        return increment - (INT32_MAX - sequence) - 1
+    return sequence + increment
+
+
+def in_sequence(last_sequence: int, next_sequence: int) -> bool:
+    return next_sequence == last_sequence + 1 or (next_sequence == 0 and last_sequence == INT32_MAX)
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
@@ -255,3 +289,74 @@ def record_timestamps(batch: bytes | bytearray | memoryview) -> list[tuple[int, 
         out.append((h.base_offset + offset_delta, h.base_timestamp + ts_delta))
         pos = end
     return out
+
+
+def _write_varint(value: int, out: bytearray) -> None:
+    zigzag = (value << 1) ^ (value >> 63)
+    while True:
+        byte = zigzag & 0x7F
+        zigzag >>= 7
+        if zigzag:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return
+
+
+_CONTROL_KEY = struct.Struct(">hh")
+_CONTROL_VALUE = struct.Struct(">hi")
+_BODY_HEADER = struct.Struct(">hiqqqhii")  # attributes .. recordCount (bytes 21..60)
+_PREFIX = struct.Struct(">qiibI")  # baseOffset .. crc
+
+
+def build_control_batch(
+    producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, timestamp_ms: int,
+    base_offset: int = 0,
+) -> bytes:
+    """A transaction marker: one control record in a transactional control batch (records v2).
+
+    Key: version int16 (0), type int16 (0 ABORT, 1 COMMIT); value: version int16 (0),
+    coordinator epoch int32. This is Kafka's EndTransactionMarker.
+    """
+    key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT)
+    value = _CONTROL_VALUE.pack(0, coordinator_epoch)
+    record = bytearray([0])  # record attributes
+    _write_varint(0, record)  # timestamp delta
+    _write_varint(0, record)  # offset delta
+    _write_varint(len(key), record)
+    record += key
+    _write_varint(len(value), record)
+    record += value
+    _write_varint(0, record)  # no headers
+    records = bytearray()
+    _write_varint(len(record), records)
+    records += record
+    body = _BODY_HEADER.pack(
+        CONTROL_MASK | TRANSACTIONAL_MASK, 0, timestamp_ms, timestamp_ms,
+        producer_id, producer_epoch, NO_SEQUENCE, 1,
+    ) + bytes(records)
+    length = len(body) + 9  # partitionLeaderEpoch + magic + crc
+    return _PREFIX.pack(base_offset, length, 0, MAGIC_V2, _crc32c.crc32c(body)) + body
+
+
+def control_record_type(batch: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(type, coordinator epoch) of the control record in a whole control batch; for tests and
+    tools (the log tracks markers from batch headers plus this one small record)."""
+    h = read_header(batch, 0)
+    if not h.is_control:
+        raise InvalidRecordError(INVALID_RECORD, "not a control batch")
+    body = bytes(memoryview(batch)[HEADER_SIZE:h.size])
+    _, pos = _varint(body, 0)  # record length
+    pos += 1  # attributes
+    _, pos = _varint(body, pos)  # timestamp delta
+    _, pos = _varint(body, pos)  # offset delta
+    key_len, pos = _varint(body, pos)
+    if key_len < 4:
+        raise InvalidRecordError(INVALID_RECORD, "control record key too short")
+    _, kind = _CONTROL_KEY.unpack_from(body, pos)
+    pos += key_len
+    value_len, pos = _varint(body, pos)
+    epoch = -1
+    if value_len >= 6:
+        epoch = _CONTROL_VALUE.unpack_from(body, pos)[1]
+    return kind, epoch

@@ -225,6 +225,7 @@ def test_retention_by_bytes(tmp_path: Path) -> None:
         "00000000000000000000.index.deleted",
         "00000000000000000000.log.deleted",
         "00000000000000000000.timeindex.deleted",
+        "00000000000000000000.txnindex.deleted",
     ]
     assert log.purge_deleted(force=True) == 1
     assert not list((tmp_path / "orders.v1-3").glob("*.deleted"))
@@ -335,14 +336,16 @@ def test_flush_tracks_flushed_offset(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert log.flushed_offset == 0
     log.flush()
     assert log.flushed_offset == 4
-    assert len(synced) == 3  # the sealed segment: log and both indexes
+    # The sealed segment: log, both indexes and the transaction index; then the producer
+    # snapshot written at the roll, and its directory.
+    assert len(synced) == 6
     assert datasynced == [log.active_segment.fileno]  # the active one: just its log
     synced.clear()
     datasynced.clear()
     log.flush()
     assert synced == [] and datasynced == []
     log.flush(full=True)  # shutdown: the active segment's indexes too
-    assert len(synced) == 3 and datasynced == []
+    assert len(synced) == 4 and datasynced == []
     log.close()
 
 

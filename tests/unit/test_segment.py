@@ -212,6 +212,7 @@ def test_delete_after_rename_keeps_fd_readable(seg: LogSegment, tmp_path: Path) 
         "00000000000000000100.index.deleted",
         "00000000000000000100.log.deleted",
         "00000000000000000100.timeindex.deleted",
+        "00000000000000000100.txnindex.deleted",
     ]
     assert seg.read_bytes(0, 10)[:8] == struct.pack(">q", 100)
     seg.delete()
@@ -223,4 +224,4 @@ def test_flush_fsyncs_all_files(seg: LogSegment, monkeypatch: pytest.MonkeyPatch
     synced: list[int] = []
     monkeypatch.setattr(os, "fsync", synced.append)
     seg.flush()
-    assert len(synced) == 3 and synced[0] == seg.fileno
+    assert len(synced) == 4 and synced[0] == seg.fileno  # log, index, timeindex, txnindex

@@ -17,8 +17,20 @@ from pathlib import Path
 from typing import Callable
 
 from tiering.log.config import LogConfig
+from tiering.log.producer_state import CompletedTxn, ProducerStateManager
 from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
-from tiering.records import NO_TIMESTAMP, assign_offsets, read_header, record_timestamps, validate_batches
+from tiering.log.txn_index import AbortedTxn
+from tiering.records import (
+    CONTROL_ABORT,
+    NO_TIMESTAMP,
+    InvalidRecordError,
+    assign_offsets,
+    build_control_batch,
+    control_record_type,
+    read_header,
+    record_timestamps,
+    validate_batches,
+)
 
 LOG_START_CHECKPOINT = "log-start-offset"
 RECOVERY_POINT_CHECKPOINT = "recovery-point"
@@ -43,6 +55,9 @@ class AppendResult:
     log_append_time_ms: int  # -1 for CreateTime
     log_start_offset: int
     record_bytes: int
+    # True when the batches repeat ones an idempotent producer already wrote: nothing was
+    # written and the offsets are those of the original write.
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,7 @@ class UnifiedLog:
         segments: list[LogSegment],
         log_start_offset: int,
         recovery_point: int,
+        producers: ProducerStateManager | None = None,
     ) -> None:
         self.dir = directory
         self.topic = topic
@@ -90,6 +106,7 @@ class UnifiedLog:
         # Deleted segments stay open until file.delete.delay.ms is over, so a read slice handed
         # out just before (a sendfile in flight) never sees its descriptor closed or reused.
         self._graveyard: list[tuple[float, LogSegment]] = []
+        self._producers = producers or ProducerStateManager(directory, f"{topic}-{partition}")
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -128,7 +145,15 @@ class UnifiedLog:
         log_end = segments[-1].next_offset
         log_start = max(start_checkpoint or 0, segments[0].base_offset)
         log_start = min(log_start, log_end)
-        return cls(directory, topic, partition, config, segments, log_start, recovery_point or 0)
+        try:
+            producers = _load_producer_state(directory, f"{topic}-{partition}", segments, recover,
+                                             recovery_point)
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
+        return cls(directory, topic, partition, config, segments, log_start, recovery_point or 0,
+                   producers)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -184,16 +209,29 @@ class UnifiedLog:
         """
         config = self._config
         headers = validate_batches(records, config.max_message_bytes)
+        base = self._log_end_offset
+        append_time = now_ms if config.log_append_time else None
+        pending = self._producers.prepare_append(headers, base, append_time)
+        if pending is not None and pending.duplicate is not None:
+            dup = pending.duplicate
+            return AppendResult(
+                base_offset=dup.first_offset,
+                last_offset=dup.last_offset,
+                log_append_time_ms=dup.timestamp if config.log_append_time else -1,
+                log_start_offset=self._log_start_offset,
+                record_bytes=0,
+                duplicate=True,
+            )
         buf = records if isinstance(records, bytearray) else bytearray(records)
         count = sum(h.last_offset_delta + 1 for h in headers)
-        base = self._log_end_offset
         if self._should_roll(len(buf), base + count - 1, now_ms):
             self.roll()
-        append_time = now_ms if config.log_append_time else None
         last = assign_offsets(buf, headers, base, append_time)
         stamped = [read_header(buf, h.position) for h in headers]
         self._segments[-1].append(buf, stamped, now_ms)
         self._log_end_offset = last + 1
+        if pending is not None:
+            self._producers.commit(pending)
         return AppendResult(
             base_offset=base,
             last_offset=last,
@@ -201,6 +239,71 @@ class UnifiedLog:
             log_start_offset=self._log_start_offset,
             record_bytes=len(buf),
         )
+
+    def append_control(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> int:
+        """Write an end-transaction marker for the producer and close its open transaction here.
+        An abort is recorded in the active segment's transaction index. Returns the marker's
+        offset. Raises InvalidRecordError (INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED).
+        """
+        self._producers.check_marker(producer_id, producer_epoch, coordinator_epoch)
+        buf = bytearray(build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now_ms))
+        headers = validate_batches(buf, len(buf))
+        offset = self._log_end_offset
+        if self._should_roll(len(buf), offset, now_ms):
+            self.roll()
+        assign_offsets(buf, headers, offset, None)
+        active = self._segments[-1]
+        active.append(buf, [read_header(buf, 0)], now_ms)
+        self._log_end_offset = offset + 1
+        completed = self._producers.complete_txn(
+            producer_id, producer_epoch, coordinator_epoch, offset, not commit, now_ms)
+        if completed.aborted:
+            active.append_aborted_txn(self._aborted_entry(completed))
+        return offset
+
+    def _aborted_entry(self, completed: CompletedTxn) -> AbortedTxn:
+        return AbortedTxn(completed.producer_id, completed.first_offset, completed.last_offset,
+                          self._producers.last_stable_offset_after(completed))
+
+    @property
+    def producer_state(self) -> ProducerStateManager:
+        return self._producers
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Offsets below this are decided: no open transaction starts before it (Kafka's LSO)."""
+        hw = self.high_watermark
+        first = self._producers.first_unstable_offset
+        lso = hw if first is None else min(first, hw)
+        return max(lso, self._log_start_offset)
+
+    def aborted_transactions(self, fetch_offset: int, upper_offset: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions overlapping
+        [fetch_offset, upper_offset), from the transaction indexes of the segments from the one
+        holding fetch_offset on (Kafka's collectAbortedTransactions)."""
+        out: list[tuple[int, int]] = []
+        if upper_offset <= fetch_offset:
+            return out
+        i = max(bisect_right(self._bases, fetch_offset) - 1, 0)
+        for seg in self._segments[i:]:
+            found, complete = seg.collect_aborted_txns(fetch_offset, upper_offset)
+            out += [(t.producer_id, t.first_offset) for t in found]
+            if complete:
+                break
+        return out
+
+    def slice_end_offset(self, read_slice: "ReadSlice") -> int:
+        """The offset after the last batch of a read slice."""
+        seg = read_slice.segment
+        end = read_slice.position + read_slice.size
+        if end >= seg.size:
+            return seg.next_offset
+        return seg.header_at(end).base_offset
+
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> list[int]:
+        return self._producers.remove_expired(now_ms, expiration_ms)
 
     def _should_roll(self, size: int, last_offset: int, now_ms: int) -> bool:
         active = self._segments[-1]
@@ -226,6 +329,8 @@ class UnifiedLog:
         new = LogSegment.open(self.dir, self._log_end_offset, self._config, create=True)
         self._segments.append(new)
         self._bases.append(new.base_offset)
+        # The state after every batch of the sealed segments: a restart replays from here.
+        self._producers.take_snapshot(new.base_offset)
         return new
 
     def maybe_roll(self, now_ms: int) -> bool:
@@ -237,16 +342,19 @@ class UnifiedLog:
 
     # --- read ------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int, min_one: bool) -> ReadSlice | None:
+    def read(
+        self, offset: int, max_bytes: int, min_one: bool, upto_offset: int | None = None
+    ) -> ReadSlice | None:
         """Whole batches from the segment holding offset, up to max_bytes (or one whole batch
-        with min_one). Never crosses a segment boundary: call again from the next offset."""
+        with min_one). Never crosses a segment boundary: call again from the next offset.
+        With upto_offset (the LSO for read_committed), only batches ending below it."""
         if offset < self._log_start_offset or offset > self._log_end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {offset} outside [{self._log_start_offset}, {self._log_end_offset}]",
                 log_start_offset=self._log_start_offset,
                 log_end_offset=self._log_end_offset,
             )
-        if offset == self._log_end_offset:
+        if offset == self._log_end_offset or (upto_offset is not None and offset >= upto_offset):
             return None
         segments = self._segments
         i = max(bisect_right(self._bases, offset) - 1, 0)
@@ -254,6 +362,12 @@ class UnifiedLog:
             h = seg.batch_for(offset)
             if h is None:
                 continue  # offset past this segment's data (a gap): look in the next one
+            if upto_offset is not None and upto_offset < seg.next_offset:
+                if h.last_offset >= upto_offset:
+                    return None
+                stop = seg.position_for(upto_offset)
+                if stop is not None:
+                    max_bytes = min(max_bytes, stop - h.position)
             size = seg.byte_range(h.position, max_bytes, min_one)
             if size == 0:
                 return None
@@ -390,6 +504,7 @@ class UnifiedLog:
             seg.rename_for_delete()
             self._graveyard.append((deadline, seg))
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self._producers.delete_snapshots_below(self._segments[0].base_offset)
         return [s.base_offset for s in victims]
 
     def take_expired_deleted(self, force: bool = False) -> list[LogSegment]:
@@ -422,6 +537,7 @@ class UnifiedLog:
                     seg.flush(data_only=True)
             elif seg.dirty:
                 seg.flush()
+        self._producers.fsync_pending()
         if end > self._flushed_offset:
             self._flushed_offset = end
         # Every sealed segment is on disk: an unclean restart need only scan from the active one.
@@ -433,6 +549,13 @@ class UnifiedLog:
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Leave a producer snapshot at the log end (a clean restart then replays nothing) and
+        close every file. Blocking: run in a thread."""
+        if self._segments and self._segments[-1].fileno >= 0:
+            try:
+                self._producers.take_snapshot(self._log_end_offset, sync=True)
+            except OSError:
+                pass  # the next open rebuilds the state from the log
         for seg in self._segments:
             seg.close()
         self.purge_deleted(force=True)
@@ -480,5 +603,51 @@ def _write_checkpoint(path: Path, value: int, *, durable: bool) -> None:
 def _remove_orphan_indexes(directory: Path, bases: set[int]) -> None:
     for p in directory.iterdir():
         stem, dot, suffix = p.name.partition(".")
-        if suffix in ("index", "timeindex") and stem.isdigit() and int(stem) not in bases:
+        if suffix in ("index", "timeindex", "txnindex") and stem.isdigit() and int(stem) not in bases:
             p.unlink(missing_ok=True)
+
+
+def _load_producer_state(
+    directory: Path, name: str, segments: list[LogSegment], recover: bool, recovery_point: int | None
+) -> ProducerStateManager:
+    """Load the latest usable snapshot and replay batch headers from there to the log end.
+
+    After a clean shutdown any snapshot up to the log end will do; after an unclean one only
+    those at or below the recovery point (later ones may describe data recovery cut off).
+    Segments whose transaction index is stale (missing, torn, or the segment was recovered) are
+    replayed whole and get their index rebuilt on the way.
+    """
+    state = ProducerStateManager(directory, name)
+    log_end = segments[-1].next_offset
+    state.delete_snapshots_above(log_end)
+    limit = log_end
+    if recover:
+        limit = min(limit, recovery_point or 0)
+    stale = [s for s in segments if s.txn_index_stale]
+    if stale:
+        limit = min(limit, stale[0].base_offset)
+    start = state.load_latest_snapshot(limit)
+    if start is None:
+        start = segments[0].base_offset
+    for seg in stale:
+        assert seg.txn_index is not None
+        seg.txn_index.reset()
+    for seg in segments:
+        if seg.next_offset <= start or seg.is_empty:
+            continue
+        rebuild = seg.txn_index_stale
+        for h in seg.iter_headers(start if start > seg.base_offset else None):
+            marker = None
+            if h.is_control and h.producer_id >= 0:
+                try:
+                    kind, coordinator_epoch = control_record_type(seg.read_bytes(h.position, h.size))
+                except (InvalidRecordError, IndexError, EOFError):
+                    continue
+                marker = (kind == CONTROL_ABORT, coordinator_epoch)
+            completed = state.replay(h, marker)
+            if completed is not None and completed.aborted and rebuild:
+                seg.append_aborted_txn(AbortedTxn(
+                    completed.producer_id, completed.first_offset, completed.last_offset,
+                    state.last_stable_offset_after(completed)))
+        seg.txn_index_stale = False
+    return state

@@ -1,4 +1,5 @@
-"""One log segment: `<base>.log` plus its sparse `.index` and `.timeindex`, Kafka's layout.
+"""One log segment: `<base>.log` plus its sparse `.index` and `.timeindex`, Kafka's layout, and
+its `.txnindex` of aborted transactions (see txn_index.py; the partition log maintains it).
 
 `.index` entries are 8 bytes (int32 offset relative to the base, int32 byte position) and
 `.timeindex` entries 12 bytes (int64 timestamp, int32 relative offset), all big-endian. Both are
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tiering.log.config import LogConfig
+from tiering.log.txn_index import TXN_INDEX_SUFFIX, AbortedTxn, TransactionIndex
 from tiering.records import (
     ATTRIBUTES_OFFSET,
     HEADER_SIZE,
@@ -67,6 +69,11 @@ class LogSegment:
         self.log_path = directory / (name + LOG_SUFFIX)
         self.index_path = directory / (name + INDEX_SUFFIX)
         self.time_index_path = directory / (name + TIME_INDEX_SUFFIX)
+        self.txn_index_path = directory / (name + TXN_INDEX_SUFFIX)
+        self.txn_index: TransactionIndex | None = None
+        # True when the transaction index must be rebuilt from the log (the file was missing or
+        # torn, or the log itself was recovered); the partition log does it with producer state.
+        self.txn_index_stale = False
         self._log_fd = -1
         self._index_fd = -1
         self._time_fd = -1
@@ -108,6 +115,8 @@ class LogSegment:
         try:
             seg._index_fd = os.open(seg.index_path, flags | os.O_CREAT, 0o644)
             seg._time_fd = os.open(seg.time_index_path, flags | os.O_CREAT, 0o644)
+            seg.txn_index = TransactionIndex(seg.txn_index_path)
+            seg.txn_index_stale = not seg.txn_index.is_valid
             seg._size = os.fstat(seg._log_fd).st_size
             if recover or not seg.sanity_check():
                 seg.recover()
@@ -236,6 +245,7 @@ class LogSegment:
         self.rolling_basis_ms = None if first_ts is None else _rolling_basis(first_ts)
         self.recovered_bytes = truncated
         self.dirty = self.data_dirty = True
+        self.txn_index_stale = True
         return truncated
 
     def _reset_state(self) -> None:
@@ -337,6 +347,29 @@ class LogSegment:
                 self._time_ts.append(self._max_timestamp)
                 self._time_rel.append(rel)  # type: ignore[union-attr]
             self._last_time_entry_ts = self._max_timestamp
+
+    def append_aborted_txn(self, txn: AbortedTxn) -> None:
+        assert self.txn_index is not None
+        self.txn_index.append(txn)
+        self.dirty = True
+
+    def aborted_txns(self) -> list[AbortedTxn]:
+        return [] if self.txn_index is None else self.txn_index.entries
+
+    def collect_aborted_txns(self, fetch_offset: int, upper_offset: int) -> tuple[list[AbortedTxn], bool]:
+        if self.txn_index is None:
+            return [], False
+        return self.txn_index.collect(fetch_offset, upper_offset)
+
+    def iter_headers(self, from_offset: int | None = None) -> Iterator[BatchHeader]:
+        """Headers of the batches from the one holding from_offset (default: the first)."""
+        start = 0
+        if from_offset is not None and from_offset > self.base_offset:
+            h = self.batch_for(from_offset)
+            if h is None:
+                return
+            start = h.position
+        yield from self._scan(start)
 
     def seal(self) -> None:
         """The segment stops being active: record its max timestamp in the time index, as
@@ -475,6 +508,9 @@ class LogSegment:
         os.ftruncate(self._log_fd, position)
         self.recover()
         self.recovered_bytes = 0
+        if self.txn_index is not None:
+            self.txn_index.truncate_to(offset)
+        self.txn_index_stale = False
         return removed
 
     def flush(self, data_only: bool = False) -> None:
@@ -489,6 +525,8 @@ class LogSegment:
         for fd in (self._log_fd, self._index_fd, self._time_fd):
             if fd >= 0:
                 os.fsync(fd)
+        if self.txn_index is not None:
+            self.txn_index.flush()
         self.dirty = self.data_dirty = False
 
     def rename_for_delete(self) -> None:
@@ -502,6 +540,12 @@ class LogSegment:
             except FileNotFoundError:
                 continue
             setattr(self, attr, target)
+        if self.txn_index is not None:
+            try:
+                self.txn_index.rename(self.txn_index.path.with_name(self.txn_index.path.name + DELETED_SUFFIX))
+            except FileNotFoundError:
+                pass
+            self.txn_index_path = self.txn_index.path
 
     def close(self) -> None:
         for attr in ("_log_fd", "_index_fd", "_time_fd"):
@@ -509,10 +553,12 @@ class LogSegment:
             if fd >= 0:
                 os.close(fd)
                 setattr(self, attr, -1)
+        if self.txn_index is not None:
+            self.txn_index.close()
 
     def delete(self) -> None:
         self.close()
-        for path in (self.log_path, self.index_path, self.time_index_path):
+        for path in (self.log_path, self.index_path, self.time_index_path, self.txn_index_path):
             try:
                 os.unlink(path)
             except FileNotFoundError:
