@@ -192,3 +192,24 @@ def test_bad_flush_policy(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         LogManager(tmp_path, flush_policy="sometimes")  # type: ignore[arg-type]
     assert manager_mod.DELETE_DIR_SUFFIX == "-delete"
+
+
+async def test_idle_producers_expire_on_a_schedule(tmp_path: Path) -> None:
+    mgr = LogManager(tmp_path, producer_id_expiration_ms=60_000,
+                     producer_id_expiration_check_interval_ms=20)
+    await mgr.start()
+    lg = mgr.create("t", 0, LogConfig())
+    wall = time.time_ns() // 1_000_000
+    lg.append(make_batch(1, producer_id=7, producer_epoch=0, base_sequence=0,
+                         base_timestamp=wall - 120_000), now_ms=wall)
+    lg.append(make_batch(1, producer_id=8, producer_epoch=0, base_sequence=0,
+                         base_timestamp=wall), now_ms=wall)
+    for _ in range(100):
+        if lg.producer_state.entry(7) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert lg.producer_state.entry(7) is None
+    assert lg.producer_state.entry(8) is not None
+    await mgr.run_producer_expiration(wall + 60_000)
+    assert lg.producer_state.entry(8) is None
+    await mgr.close()

@@ -19,6 +19,7 @@ from typing import Callable, Literal
 
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
+from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.segment import LogSegment
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class LogManager:
         retention_check_interval_ms: int = 300_000,
         roll_check_interval_ms: int = 10_000,
         topic_config: Callable[[str], LogConfig] | None = None,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        producer_id_expiration_check_interval_ms: int = 600_000,
     ) -> None:
         if flush_policy not in ("always", "interval"):
             raise ValueError(f"flush_policy must be 'always' or 'interval', not {flush_policy!r}")
@@ -78,6 +81,9 @@ class LogManager:
         self.flush_interval_ms = flush_interval_ms
         self.retention_check_interval_ms = retention_check_interval_ms
         self.roll_check_interval_ms = roll_check_interval_ms
+        # Kafka's producer.id.expiration.ms and producer.id.expiration.check.interval.ms.
+        self.producer_id_expiration_ms = producer_id_expiration_ms
+        self.producer_id_expiration_check_interval_ms = producer_id_expiration_check_interval_ms
         # Config for logs found on disk at start-up (topic configs live in the metadata store).
         self._topic_config = topic_config or (lambda topic: LogConfig())
         self._logs: dict[tuple[str, int], UnifiedLog] = {}
@@ -135,6 +141,8 @@ class LogManager:
         self._background = [
             asyncio.create_task(self._every(self.retention_check_interval_ms, self.run_retention)),
             asyncio.create_task(self._every(self.roll_check_interval_ms, self.run_rolls)),
+            asyncio.create_task(self._every(self.producer_id_expiration_check_interval_ms,
+                                            self.run_producer_expiration)),
         ]
         if self.flush_policy == "interval":
             self._background.append(asyncio.create_task(self._every(self.flush_interval_ms, self.flush_all)))
@@ -259,6 +267,15 @@ class LogManager:
             doomed += lg.take_expired_deleted()
         if doomed:
             await asyncio.to_thread(lambda: [seg.delete() for seg in doomed])
+
+    async def run_producer_expiration(self, now_ms: int | None = None) -> None:
+        """Forget idempotent producers idle for producer.id.expiration.ms (and without an open
+        transaction): their batches may be long gone through retention or DeleteRecords."""
+        now = _wall_ms() if now_ms is None else now_ms
+        for lg in list(self._logs.values()):
+            expired = lg.remove_expired_producers(now, self.producer_id_expiration_ms)
+            if expired:
+                log.info("expired %d producer ids of %s", len(expired), lg)
 
     async def run_rolls(self) -> None:
         now = _wall_ms()
