@@ -548,10 +548,10 @@ class UnifiedLog:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, snapshot: bool = True) -> None:
         """Leave a producer snapshot at the log end (a clean restart then replays nothing) and
         close every file. Blocking: run in a thread."""
-        if self._segments and self._segments[-1].fileno >= 0:
+        if snapshot and self._segments and self._segments[-1].fileno >= 0:
             try:
                 self._producers.take_snapshot(self._log_end_offset, sync=True)
             except OSError:
@@ -561,7 +561,7 @@ class UnifiedLog:
         self.purge_deleted(force=True)
 
     def delete(self) -> None:
-        self.close()
+        self.close(snapshot=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __repr__(self) -> str:
