@@ -32,6 +32,7 @@ log = logging.getLogger("sediment.broker")
 
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 MAX_PARTITIONS = 10_000
+PRODUCER_ID_BLOCK = 1000  # producer ids reserved in the metadata store at a time
 
 def check_topic_name(name: str) -> None:
     if name in (".", "..") or not _LEGAL_TOPIC.match(name):
@@ -66,6 +67,7 @@ class Broker:
             flush_interval_ms=config["log.flush.interval.ms"],
             retention_check_interval_ms=config["log.retention.check.interval.ms"],
             topic_config=self._log_config_by_name,
+            producer_id_expiration_ms=int(config.values.get("producer.id.expiration.ms", 86_400_000)),
         )
         self.topics: dict[str, TopicRecord] = {}
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
@@ -75,6 +77,8 @@ class Broker:
         self.txn = TransactionCoordinator(self)
         self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
         self._topic_lock = asyncio.Lock()
+        self._producer_id_lock = asyncio.Lock()
+        self._next_producer_id = self._producer_id_end = 0
         self.ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -201,6 +205,18 @@ class Broker:
             await self.store.put_topic(updated)
             self._register(updated)
             self.logs.update_topic_config(name, self.log_config(updated))
+
+    # -- producer ids ----------------------------------------------------------------------
+
+    async def allocate_producer_id(self) -> int:
+        """A producer id never handed out before (InitProducerId, the transaction coordinator)."""
+        async with self._producer_id_lock:
+            if self._next_producer_id >= self._producer_id_end:
+                start = await self.store.allocate_producer_ids(PRODUCER_ID_BLOCK)
+                self._next_producer_id, self._producer_id_end = start, start + PRODUCER_ID_BLOCK
+            pid = self._next_producer_id
+            self._next_producer_id += 1
+            return pid
 
     # -- waiting fetches -------------------------------------------------------------------
 

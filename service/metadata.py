@@ -95,6 +95,29 @@ class MetadataStore:
     async def delete_topic(self, name: str) -> None:
         await self._exec("DELETE FROM topics WHERE name = ?", (name,))
 
+    # -- producer ids --------------------------------------------------------------------------
+
+    def _allocate(self, key: str, count: int) -> int:
+        assert self._db is not None, "MetadataStore used before start()"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                start = int(row[0]) if row else 0
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 (key, str(start + count)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return start
+
+    async def allocate_producer_ids(self, count: int) -> int:
+        """Reserve a block of `count` producer ids and return its first. The high mark is
+        committed before the ids are used, so no id is ever handed out twice, even across
+        restarts (the unused rest of a block is skipped, as with Kafka's id blocks)."""
+        return await asyncio.to_thread(self._allocate, "producer.id.next", count)
+
     async def load_transactions(self) -> list["TxnMetadata"]:
         from service.txn.coordinator import TxnMetadata
 

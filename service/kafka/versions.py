@@ -36,6 +36,7 @@ API_RANGES: dict[int, ApiRange] = {
         _r(19, "CreateTopics", 2, 7),
         _r(20, "DeleteTopics", 1, 6),
         _r(21, "DeleteRecords", 0, 2),
+        _r(22, "InitProducerId", 0, 5),
         _r(32, "DescribeConfigs", 1, 4),
         _r(33, "AlterConfigs", 0, 2),
         _r(37, "CreatePartitions", 0, 3),

@@ -14,6 +14,7 @@ from service.kafka.apis import (
     describe_cluster, describe_configs, fetch, incremental_alter_configs, list_offsets, metadata,
     produce,
 )
+from service.kafka.apis import init_producer_id
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
@@ -26,6 +27,7 @@ HANDLERS: dict[int, Handler] = {
     19: create_topics.handle,
     20: delete_topics.handle,
     21: delete_records.handle,
+    22: init_producer_id.handle,
     32: describe_configs.handle,
     33: alter_configs.handle,
     37: create_partitions.handle,

@@ -20,6 +20,8 @@ from tiering.log.partition import OffsetOutOfRangeError
 from service.kafka.context import FileRange, RequestContext
 from service.kafka.splice import new_marker, splice
 
+READ_COMMITTED = 1
+
 
 @dataclass
 class _Part:
@@ -31,6 +33,8 @@ class _Part:
     error: int = 0
     hw: int = -1
     log_start: int = -1
+    lso: int = -1
+    aborted: list[tuple[int, int]] | None = None  # (producer id, first offset); read_committed only
     data: FileRange | None = None
 
 
@@ -44,8 +48,9 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     max_wait_s = req.max_wait.total_seconds()
     deadline = time.monotonic() + max_wait_s
     min_bytes = int(req.min_bytes)
+    committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
     while True:
-        total, any_error = _read_all(ctx, parts, max_bytes)
+        total, any_error = _read_all(ctx, parts, max_bytes, committed)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or any_error or remaining <= 0:
             break
@@ -69,7 +74,10 @@ def _resolve(ctx: RequestContext, req: Any) -> list[_Part]:
     return parts
 
 
-def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int) -> tuple[int, bool]:
+def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
+              committed: bool = False) -> tuple[int, bool]:
+    """With committed (read_committed), reads stop at the last stable offset and each partition
+    lists the aborted transactions overlapping what it returns."""
     total, any_error = 0, False
     for p in parts:
         log = ctx.broker.log(p.name, p.partition)
@@ -79,17 +87,22 @@ def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int) -> tuple[
             any_error = True
             continue
         p.hw, p.log_start = log.high_watermark, log.log_start_offset
+        p.lso = log.last_stable_offset
+        p.aborted = [] if committed else None
         budget = min(p.max_bytes, max_bytes - total)
         if budget <= 0 and total > 0:
             continue
         try:
-            sl = log.read(p.offset, max(budget, 0), min_one=(total == 0))
+            sl = log.read(p.offset, max(budget, 0), min_one=(total == 0),
+                          upto_offset=p.lso if committed else None)
         except OffsetOutOfRangeError:
             p.error = ErrorCode.offset_out_of_range
             any_error = True
             continue
         if sl is None or sl.size == 0:
             continue
+        if committed:
+            p.aborted = log.aborted_transactions(p.offset, log.slice_end_offset(sl))
         p.data = FileRange(os.dup(sl.fileno), sl.position, sl.size)
         total += sl.size
     return total, any_error
@@ -113,8 +126,10 @@ def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
             ranges.append((records, p.data))
         by_topic.setdefault((p.name, p.topic_id), []).append(s(
             "PartitionData", partition_index=p.partition, error_code=p.error,
-            high_watermark=p.hw, last_stable_offset=p.hw, log_start_offset=p.log_start,
-            aborted_transactions=None if p.error else (), preferred_read_replica=-1,
+            high_watermark=p.hw, last_stable_offset=p.lso, log_start_offset=p.log_start,
+            aborted_transactions=None if p.error or p.aborted is None else tuple(
+                s("AbortedTransaction", producer_id=pid, first_offset=first) for pid, first in p.aborted),
+            preferred_read_replica=-1,
             records=records))
     responses = tuple(
         s("FetchableTopicResponse", topic=name, topic_id=topic_id, partitions=tuple(ps))

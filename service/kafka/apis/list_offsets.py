@@ -9,19 +9,22 @@ from kio.schema.errors import ErrorCode
 from service.kafka.context import RequestContext
 
 EARLIEST, LATEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -2, -1, -3, -4
+READ_COMMITTED = 1
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     topics = []
     for t in req.topics:
-        parts = tuple(s("ListOffsetsPartitionResponse", **_lookup(ctx, t.name, p)) for p in t.partitions)
+        committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
+        parts = tuple(s("ListOffsetsPartitionResponse", **_lookup(ctx, t.name, p, committed))
+                      for p in t.partitions)
         topics.append(s("ListOffsetsTopicResponse", name=t.name, partitions=parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name for t in req.topics)
     return s.response(throttle_time=0, topics=tuple(topics))
 
 
-def _lookup(ctx: RequestContext, topic: str, p: Any) -> dict[str, Any]:
+def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = False) -> dict[str, Any]:
     index = int(p.partition_index)
     log = ctx.broker.log(topic, index)
     if log is None:
@@ -32,7 +35,7 @@ def _lookup(ctx: RequestContext, topic: str, p: Any) -> dict[str, Any]:
     if ts == EARLIEST or ts == EARLIEST_LOCAL:
         found = (log.log_start_offset, -1)
     elif ts == LATEST:
-        found = (log.high_watermark, -1)
+        found = (log.last_stable_offset if committed else log.high_watermark, -1)
     elif ts == MAX_TIMESTAMP:
         found = log.max_timestamp()
     elif ts < 0:

@@ -59,8 +59,9 @@ def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
         result = log.append(pd.records, now_ms=now_ms)
     except InvalidRecordError as e:
         return error(e.error_code, str(e))
-    ctx.broker.wake(topic, pd.index)
-    to_flush.append((log, result.last_offset))
+    if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
+        ctx.broker.wake(topic, pd.index)
+    to_flush.append((log, result.last_offset))  # a duplicate still waits for its original's fsync
     return dict(index=pd.index, error_code=0, base_offset=result.base_offset,
                 log_append_time=result.log_append_time_ms, log_start_offset=result.log_start_offset,
                 error_message=None)

@@ -1,0 +1,35 @@
+"""InitProducerId (key 22): a producer id and epoch for idempotent and transactional producers.
+
+Without a transactional id (an idempotent producer) every call gets a fresh producer id with
+epoch 0, as Kafka does; the id given in v3+ requests is ignored then. Ids come from a durable
+counter in the metadata store (reserved in blocks), so a restart never hands one out twice.
+With a transactional id the transaction coordinator (`broker.txn`) answers: it owns the
+transactional id's producer id, fences older epochs and aborts a dangling transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s = ctx.schema
+    transactional_id = req.transactional_id
+    if transactional_id is not None:
+        ctx.span_attributes["messaging.kafka.transactional_id"] = str(transactional_id)
+        txn = getattr(ctx.broker, "txn", None)
+        if txn is None:
+            return s.response(throttle_time=0, error_code=ErrorCode.coordinator_not_available,
+                              producer_id=-1, producer_epoch=-1)
+        timeout = req.transaction_timeout
+        timeout_ms = int(timeout.total_seconds() * 1000) if hasattr(timeout, "total_seconds") else int(timeout)
+        error, producer_id, epoch = await txn.init_producer_id(
+            str(transactional_id), timeout_ms,
+            int(getattr(req, "producer_id", -1)), int(getattr(req, "producer_epoch", -1)))
+        return s.response(throttle_time=0, error_code=error, producer_id=producer_id, producer_epoch=epoch)
+    producer_id = await ctx.broker.allocate_producer_id()
+    return s.response(throttle_time=0, error_code=0, producer_id=producer_id, producer_epoch=0)
