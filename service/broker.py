@@ -18,6 +18,7 @@ from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
 
 from service.config import BrokerConfig, Listener
+from service.groups import GroupCoordinator
 from service.errors import (
     INVALID_CONFIG, INVALID_PARTITIONS, INVALID_TOPIC, TOPIC_ALREADY_EXISTS, TOPIC_DELETION_DISABLED,
     UNKNOWN_TOPIC_OR_PARTITION, TopicError,
@@ -72,6 +73,7 @@ class Broker:
         self.topics: dict[str, TopicRecord] = {}
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
         self.cluster: ClusterView | None = None
+        self.groups = GroupCoordinator.from_config(self.store, config)
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
@@ -94,6 +96,7 @@ class Broker:
         for topic in await self.store.load_topics():
             self._register(topic)
         await self.logs.start()
+        await self.groups.start()
         for topic in self.topics.values():
             for p in range(topic.partitions):
                 self.logs.create(topic.name, p, self.log_config(topic))  # returns an existing log as is
@@ -108,6 +111,7 @@ class Broker:
         await self.kafka.close()
         await self.txn.close()
         await self.http.close()
+        await self.groups.close()
         await self.logs.close()
         await self.store.close()
         self.telemetry.close()

@@ -41,6 +41,21 @@ CREATE TABLE IF NOT EXISTS topics (
     partitions INTEGER NOT NULL,
     configs TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    committed_offset INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    commit_timestamp INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS group_states (
+    group_id TEXT PRIMARY KEY,
+    protocol_type TEXT NOT NULL,
+    empty_since INTEGER
+);
 """
 
 
@@ -118,6 +133,53 @@ class MetadataStore:
         restarts (the unused rest of a block is skipped, as with Kafka's id blocks)."""
         return await asyncio.to_thread(self._allocate, "producer.id.next", count)
 
+    # -- consumer groups: committed offsets and when each group became empty ----------------
+
+    def _run_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        assert self._db is not None, "MetadataStore used before start()"
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    async def load_offsets(self) -> list[tuple[str, str, int, int, int, str, int]]:
+        rows = await self._exec("SELECT group_id, topic, partition, committed_offset, leader_epoch, "
+                                "metadata, commit_timestamp FROM group_offsets")
+        return [(str(g), str(t), int(p), int(o), int(e), str(m), int(ts))  # type: ignore[arg-type]
+                for g, t, p, o, e, m, ts in rows]
+
+    async def put_offsets(self, group_id: str, rows: list[tuple[str, int, int, int, str, int]]) -> None:
+        """(topic, partition, offset, leader_epoch, metadata, commit_timestamp) rows, in one transaction."""
+        await asyncio.to_thread(
+            self._run_many,
+            "INSERT OR REPLACE INTO group_offsets (group_id, topic, partition, committed_offset, "
+            "leader_epoch, metadata, commit_timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(group_id, *r) for r in rows])
+
+    async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None) -> None:
+        """Delete these partitions' offsets of the group, or all of them (None)."""
+        if partitions is None:
+            await self._exec("DELETE FROM group_offsets WHERE group_id = ?", (group_id,))
+            return
+        await asyncio.to_thread(
+            self._run_many, "DELETE FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
+            [(group_id, t, p) for t, p in partitions])
+
+    async def load_group_states(self) -> list[tuple[str, str, int | None]]:
+        rows = await self._exec("SELECT group_id, protocol_type, empty_since FROM group_states")
+        return [(str(g), str(pt), None if e is None else int(e)) for g, pt, e in rows]  # type: ignore[arg-type]
+
+    async def put_group_state(self, group_id: str, protocol_type: str, empty_since: int | None) -> None:
+        await self._exec("INSERT OR REPLACE INTO group_states (group_id, protocol_type, empty_since) "
+                         "VALUES (?, ?, ?)", (group_id, protocol_type, empty_since))
+
+    async def delete_group_state(self, group_id: str) -> None:
+        await self._exec("DELETE FROM group_states WHERE group_id = ?", (group_id,))
+
     async def load_transactions(self) -> list["TxnMetadata"]:
         from service.txn.coordinator import TxnMetadata
 
@@ -127,6 +189,7 @@ class MetadataStore:
             d = json.loads(str(raw))
             d["partitions"] = frozenset((t, p) for t, p in d["partitions"])
             d["groups"] = frozenset(d["groups"])
+            d["offsets"] = tuple(tuple(o) for o in d.get("offsets", ()))
             out.append(TxnMetadata(**d))
         return out
 

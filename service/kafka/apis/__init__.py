@@ -16,6 +16,11 @@ from service.kafka.apis import (
 )
 from service.kafka.apis import init_producer_id
 
+from service.kafka.apis import (
+    delete_groups, describe_groups, find_coordinator, heartbeat, join_group, leave_group, list_groups,
+    offset_commit, offset_delete, offset_fetch, sync_group,
+)
+
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 HANDLERS: dict[int, Handler] = {
@@ -36,6 +41,17 @@ HANDLERS: dict[int, Handler] = {
     25: add_offsets_to_txn.handle,
     26: end_txn.handle,
     28: txn_offset_commit.handle,
+    8: offset_commit.handle,
+    9: offset_fetch.handle,
+    10: find_coordinator.handle,
+    11: join_group.handle,
+    12: heartbeat.handle,
+    13: leave_group.handle,
+    14: sync_group.handle,
+    15: describe_groups.handle,
+    16: list_groups.handle,
+    42: delete_groups.handle,
+    47: offset_delete.handle,
     60: describe_cluster.handle,
     65: describe_transactions.handle,
     66: list_transactions.handle,

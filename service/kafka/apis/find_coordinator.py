@@ -1,0 +1,28 @@
+"""FindCoordinator (key 10): this broker coordinates every group and every transactional id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.context import RequestContext
+
+GROUP, TRANSACTION = 0, 1
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, cluster = ctx.schema, ctx.broker.cluster
+    assert cluster is not None
+    ep = cluster.endpoint_for(ctx.conn.listener_name)
+    key_type = int(getattr(req, "key_type", GROUP))
+    error = 0 if key_type in (GROUP, TRANSACTION) else 42  # INVALID_REQUEST
+    message = None if error == 0 else f"Unknown coordinator key type {key_type}"
+    if ctx.version >= 4:
+        coordinators = tuple(
+            s("Coordinator", key=k, node_id=cluster.node_id if not error else -1,
+              host=ep.host if not error else "", port=ep.port if not error else -1,
+              error_code=error, error_message=message)
+            for k in req.coordinator_keys)
+        return s.response(throttle_time=0, coordinators=coordinators)
+    return s.response(throttle_time=0, error_code=error, error_message=message,
+                      node_id=cluster.node_id if not error else -1,
+                      host=ep.host if not error else "", port=ep.port if not error else -1)

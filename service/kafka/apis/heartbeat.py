@@ -1,0 +1,13 @@
+"""Heartbeat (key 12): keeps a member's session alive; tells it when to rejoin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    error = ctx.broker.groups.heartbeat(req.group_id, int(req.generation_id), req.member_id,
+                                        getattr(req, "group_instance_id", None))
+    return ctx.schema.response(throttle_time=0, error_code=error)

@@ -1,0 +1,19 @@
+"""LeaveGroup (key 13): one member (v0-2) or a batch of members (v3+) leave a group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s = ctx.schema
+    if ctx.version < 3:
+        errors = ctx.broker.groups.leave_group(req.group_id, [(req.member_id, None)])
+        return s.response(throttle_time=0, error_code=errors[0])
+    leaving = [(m.member_id, m.group_instance_id) for m in req.members]
+    errors = ctx.broker.groups.leave_group(req.group_id, leaving)
+    members = tuple(s("MemberResponse", member_id=m, group_instance_id=i, error_code=e)
+                    for (m, i), e in zip(leaving, errors))
+    return s.response(throttle_time=0, error_code=0, members=members)

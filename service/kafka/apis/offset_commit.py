@@ -1,0 +1,39 @@
+"""OffsetCommit (key 8): store a group's offsets durably before answering."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.groups import OffsetAndMetadata
+from service.groups.coordinator import UNKNOWN_TOPIC_OR_PARTITION
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, broker = ctx.schema, ctx.broker
+    now = int(time.time() * 1000)
+    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+    errors: dict[tuple[str, int], int] = {}
+    for t in req.topics:
+        topic = broker.topics.get(t.name)
+        for p in t.partitions:
+            tp = (t.name, int(p.partition_index))
+            if topic is None or not 0 <= tp[1] < topic.partitions:
+                errors[tp] = UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            offsets[tp] = OffsetAndMetadata(int(p.committed_offset),
+                                            int(getattr(p, "committed_leader_epoch", -1)),
+                                            p.committed_metadata or "", now)
+    ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
+    ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name for t in req.topics)
+    errors.update(await broker.groups.commit_offsets(
+        req.group_id, int(req.generation_id_or_member_epoch), req.member_id,
+        getattr(req, "group_instance_id", None), offsets))
+    topics = tuple(
+        s("OffsetCommitResponseTopic", name=t.name, partitions=tuple(
+            s("OffsetCommitResponsePartition", partition_index=p.partition_index,
+              error_code=errors[(t.name, int(p.partition_index))])
+            for p in t.partitions))
+        for t in req.topics)
+    return s.response(throttle_time=0, topics=topics)

@@ -1,0 +1,26 @@
+"""OffsetDelete (key 47): delete committed offsets of partitions the group does not consume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.groups.coordinator import NONE, UNKNOWN_TOPIC_OR_PARTITION
+from service.kafka.context import RequestContext
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, broker = ctx.schema, ctx.broker
+    requested = [(t.name, int(p.partition_index)) for t in req.topics for p in t.partitions]
+    unknown = {tp: UNKNOWN_TOPIC_OR_PARTITION for tp in requested
+               if (topic := broker.topics.get(tp[0])) is None or not 0 <= tp[1] < topic.partitions}
+    error, results = await broker.groups.delete_offsets(
+        req.group_id, [tp for tp in requested if tp not in unknown])
+    if error != NONE:
+        return s.response(throttle_time=0, error_code=error, topics=())
+    results.update(unknown)
+    topics = tuple(
+        s("OffsetDeleteResponseTopic", name=t.name, partitions=tuple(
+            s("OffsetDeleteResponsePartition", partition_index=p.partition_index,
+              error_code=results[(t.name, int(p.partition_index))]) for p in t.partitions))
+        for t in req.topics)
+    return s.response(throttle_time=0, error_code=0, topics=topics)

@@ -1,0 +1,41 @@
+"""OffsetFetch (key 9): a group's committed offsets (v8+: several groups per request)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.groups.coordinator import UNKNOWN_TOPIC_OR_PARTITION
+from service.kafka.context import RequestContext
+
+
+def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stable: bool,
+                  topic_cls: str, partition_cls: str) -> tuple[Any, ...]:
+    s, broker = ctx.schema, ctx.broker
+    wanted = None if topics is None else [(t.name, int(p)) for t in topics for p in t.partition_indexes]
+    found = broker.groups.fetch_offsets(group_id, wanted, require_stable)
+    by_topic: dict[str, list[Any]] = {}
+    for (name, p), (om, error) in found.items():
+        topic = broker.topics.get(name)
+        if wanted is not None and (topic is None or not 0 <= p < topic.partitions):
+            om, error = None, UNKNOWN_TOPIC_OR_PARTITION
+        by_topic.setdefault(name, []).append(s(
+            partition_cls, partition_index=p, committed_offset=om.offset if om else -1,
+            committed_leader_epoch=om.leader_epoch if om else -1,
+            metadata=om.metadata if om else "", error_code=error))
+    return tuple(s(topic_cls, name=n, partitions=tuple(ps)) for n, ps in by_topic.items())
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s = ctx.schema
+    require_stable = bool(getattr(req, "require_stable", False))
+    if ctx.version >= 8:
+        groups = tuple(
+            s("OffsetFetchResponseGroup", group_id=g.group_id, error_code=0,
+              topics=_group_topics(ctx, g.group_id, g.topics, require_stable,
+                                   "OffsetFetchResponseTopics", "OffsetFetchResponsePartitions"))
+            for g in req.groups)
+        return s.response(throttle_time=0, groups=groups)
+    ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
+    topics = _group_topics(ctx, req.group_id, req.topics, require_stable,
+                           "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
+    return s.response(throttle_time=0, topics=topics, error_code=0)
