@@ -68,7 +68,7 @@ class Broker:
             flush_interval_ms=config["log.flush.interval.ms"],
             retention_check_interval_ms=config["log.retention.check.interval.ms"],
             topic_config=self._log_config_by_name,
-            producer_id_expiration_ms=int(config.values.get("producer.id.expiration.ms", 86_400_000)),
+            producer_id_expiration_ms=config["producer.id.expiration.ms"],
         )
         self.topics: dict[str, TopicRecord] = {}
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}

@@ -158,6 +158,8 @@ KEYS: dict[str, Key] = {
             "committed offsets of an Empty group expire this long after it became empty"),
         Key("offsets.retention.check.interval.ms", 600_000, _int(1), "how often offset expiry runs"),
         Key("queued.max.requests", 500, _int(1), "requests in flight per connection before reading pauses"),
+        Key("producer.id.expiration.ms", 86_400_000, _int(1),
+            "how long a partition remembers an idle idempotent producer"),
         Key("transaction.max.timeout.ms", 900_000, _int(1), "largest transaction.timeout.ms a producer may ask for"),
         Key("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10_000, _int(1),
             "how often transactions open past their timeout are aborted"),

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from tiering.records import InvalidRecordError
+
 if TYPE_CHECKING:
     from service.broker import Broker
 
@@ -52,6 +54,9 @@ class TxnMetadata:
     groups: frozenset[str] = frozenset()
     start_ms: int = -1
     update_ms: int = field(default_factory=lambda: _now_ms())
+    # TxnOffsetCommit offsets, kept here so a commit finished after a restart still has them:
+    # (group, topic, partition, offset, leader epoch, metadata, commit time ms).
+    offsets: tuple[tuple[str, str, int, int, int, str, int], ...] = ()
 
 
 def _now_ms() -> int:
@@ -184,6 +189,15 @@ class TransactionCoordinator:
             return INVALID_TXN_STATE
         return NONE
 
+    async def stage_offsets(self, transactional_id: str, group_id: str,
+                            offsets: list[tuple[str, int, int, int, str, int]]) -> None:
+        """Remember TxnOffsetCommit offsets durably with the transaction (after check_offset_commit)."""
+        async with self._lock(transactional_id):
+            txn = self._txns[transactional_id]
+            fresh = {(group_id, t, p) for t, p, *_ in offsets}
+            kept = tuple(o for o in txn.offsets if (o[0], o[1], o[2]) not in fresh)
+            await self._save(replace(txn, offsets=kept + tuple((group_id, *o) for o in offsets)))
+
     # -- EndTxn ------------------------------------------------------------------------------
 
     async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
@@ -213,17 +227,32 @@ class TransactionCoordinator:
             plog = broker.log(topic, partition)
             if plog is None:  # the topic was deleted meanwhile: nothing to mark
                 continue
-            plog.append_control(txn.producer_id, txn.producer_epoch, commit, 0, now)
+            try:
+                plog.append_control(txn.producer_id, txn.producer_epoch, commit, 0, now)
+            except InvalidRecordError as e:  # the partition saw a newer epoch: already fenced
+                log.warning("no %s marker for %s at %s-%d: %s", "commit" if commit else "abort",
+                            txn.transactional_id, topic, partition, e)
+                continue
             written.append((topic, partition, plog))
         await asyncio.gather(*(broker.logs.flush(plog) for _, _, plog in written))
         for topic, partition, _ in written:
             broker.wake(topic, partition)
-        groups = getattr(broker, "groups", None)
-        if groups is not None and txn.groups:
-            await groups.complete_txn_offsets(txn.producer_id, commit)
+        if txn.offsets:
+            await self._complete_offsets(txn, commit)
         done = replace(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,
-                       partitions=frozenset(), groups=frozenset())
+                       partitions=frozenset(), groups=frozenset(), offsets=())
         return await self._save(done)
+
+    async def _complete_offsets(self, txn: TxnMetadata, commit: bool) -> None:
+        from service.groups.coordinator import OffsetAndMetadata
+
+        groups = self._broker.groups
+        by_group: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
+        for group, topic, partition, offset, epoch, metadata, ts in txn.offsets:
+            by_group.setdefault(group, {})[(topic, partition)] = OffsetAndMetadata(offset, epoch, metadata, ts)
+        for group, staged in by_group.items():  # again: after a restart only this record has them
+            groups.stage_txn_offsets(group, txn.producer_id, txn.producer_epoch, staged)
+        await groups.complete_txn_offsets(txn.producer_id, commit)
 
     # -- timeouts ----------------------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from service.groups.coordinator import OffsetAndMetadata
 from service.kafka.context import RequestContext
 
 
@@ -25,12 +27,14 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             if pcode == 0 and broker.log(t.name, int(p.partition_index)) is None:
                 pcode = ErrorCode.unknown_topic_or_partition
             if pcode == 0:
-                staged[(t.name, int(p.partition_index))] = broker.groups.offset_and_metadata(
+                staged[(t.name, int(p.partition_index))] = OffsetAndMetadata(
                     int(p.committed_offset), int(getattr(p, "committed_leader_epoch", -1)),
-                    p.committed_metadata)
+                    p.committed_metadata or "", int(time.time() * 1000))
             parts.append(s("TxnOffsetCommitResponsePartition", partition_index=p.partition_index,
                            error_code=pcode))
         topics.append(s("TxnOffsetCommitResponseTopic", name=t.name, partitions=tuple(parts)))
     if staged:
+        await broker.txn.stage_offsets(req.transactional_id, req.group_id, [
+            (t, p, o.offset, o.leader_epoch, o.metadata, o.commit_timestamp) for (t, p), o in staged.items()])
         broker.groups.stage_txn_offsets(req.group_id, int(req.producer_id), int(req.producer_epoch), staged)
     return s.response(throttle_time=0, topics=tuple(topics))
