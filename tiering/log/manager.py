@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from tiering.log.config import LogConfig
+from tiering.log.files import fsync_dir
 from tiering.log.partition import UnifiedLog
 from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.segment import LogSegment
@@ -53,12 +54,6 @@ def _flush_and_close(logs: list[UnifiedLog]) -> None:
         lg.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LogManager:
@@ -136,7 +131,7 @@ class LogManager:
         if clean:
             # From here on a crash is unclean again; make the removal itself durable.
             marker.unlink()
-            await asyncio.to_thread(_fsync_dir, self.data_dir)
+            await asyncio.to_thread(fsync_dir, self.data_dir)
         self._started = True
         self._background = [
             asyncio.create_task(self._every(self.retention_check_interval_ms, self.run_retention)),
@@ -170,7 +165,7 @@ class LogManager:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.data_dir)
+        fsync_dir(self.data_dir)
 
     # --- partitions --------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ appends on the loop: it only reads segment lists and per-segment dirty flags.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from bisect import bisect_right
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from tiering.log.config import LogConfig
+from tiering.log.files import write_atomically
 from tiering.log.producer_state import CompletedTxn, ProducerStateManager
 from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from tiering.log.txn_index import AbortedTxn
@@ -583,21 +583,7 @@ def _read_checkpoint(path: Path) -> int | None:
 
 
 def _write_checkpoint(path: Path, value: int, *, durable: bool) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, f"{value}\n".encode())
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if durable:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomically(path, f"{value}\n".encode(), durable=durable)
 
 
 def _remove_orphan_indexes(directory: Path, bases: set[int]) -> None:

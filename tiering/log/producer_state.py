@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiering.log.files import fsync_dir, write_atomically
 from tiering.records import (
     INVALID_PRODUCER_EPOCH,
     INVALID_RECORD,
@@ -36,7 +37,6 @@ from tiering.records import (
     InvalidRecordError,
     crc32c,
     in_sequence,
-    increment_sequence,
 )
 
 SNAPSHOT_SUFFIX = ".snapshot"
@@ -344,20 +344,8 @@ class ProducerStateManager:
         }, separators=(",", ":")).encode()
         data = b"%s %d %08x\n" % (_SNAPSHOT_MAGIC, SNAPSHOT_VERSION, crc32c(body)) + body
         path = self.dir / snapshot_name(offset)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        if sync:
-            _fsync_dir(self.dir)
-        else:
+        write_atomically(path, data, durable=sync)
+        if not sync:
             self._unsynced.append(path)
         self._trim_snapshots()
         return path
@@ -376,7 +364,7 @@ class ProducerStateManager:
             finally:
                 os.close(fd)
         if synced:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
     def _trim_snapshots(self) -> None:
         offsets = self.snapshot_offsets()
@@ -431,9 +419,3 @@ class ProducerStateManager:
                 self._ongoing[entry.producer_id] = entry.txn_first_offset
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
