@@ -1,0 +1,176 @@
+"""Partition manifests (tiering/remote/manifest.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from security.keys import WrappedKey
+from tiering.remote.manifest import (
+    ManifestError,
+    PartitionManifest,
+    SegmentEntry,
+    SegmentState,
+    manifest_key,
+    segment_key,
+)
+
+TOPIC_ID = "5Xn3bKq0TmW6f1v9Y2cP8A"
+U1 = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+U2 = "6fa459ea-ee8a-3ca4-894e-db77e160355e"
+U3 = "886313e1-3b8a-5372-9b90-0c9aee199e5d"
+
+
+def entry(uuid: str, base: int, last: int, state=SegmentState.COPY_STARTED, created_ms: int = 1_700_000_000_000,
+          **kw) -> SegmentEntry:
+    return SegmentEntry(uuid, base, last, max_timestamp=5_000 + last, max_timestamp_offset=last,
+                        size=1000, object_size=400, state=state, created_ms=created_ms, **kw)
+
+
+def test_object_keys_exact():
+    e = entry(U1, 1234, 2000)
+    assert e.log_key("tier", "orders", TOPIC_ID, 3) == (
+        f"tier/orders-{TOPIC_ID}/3/00000000000000001234-{U1}.log")
+    assert e.indexes_key("tier/", "orders", TOPIC_ID, 3) == (
+        f"tier/orders-{TOPIC_ID}/3/00000000000000001234-{U1}.indexes")
+    assert e.log_key("", "orders", TOPIC_ID, 0) == f"orders-{TOPIC_ID}/0/00000000000000001234-{U1}.log"
+    assert segment_key("a/b", "t", TOPIC_ID, 12, 0, U2) == f"a/b/t-{TOPIC_ID}/12/00000000000000000000-{U2}.log"
+    assert manifest_key("tier", "orders", TOPIC_ID, 3) == f"tier/orders-{TOPIC_ID}/3/manifest.json"
+    m = PartitionManifest("orders", TOPIC_ID, 3)
+    assert m.key("tier") == f"tier/orders-{TOPIC_ID}/3/manifest.json"
+    assert m.keys_for(e, "tier") == (f"tier/orders-{TOPIC_ID}/3/00000000000000001234-{U1}.log",
+                                     f"tier/orders-{TOPIC_ID}/3/00000000000000001234-{U1}.indexes")
+
+
+def test_entries_sorted_and_duplicates_refused():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    m.add(entry(U2, 100, 199))
+    m.add(entry(U1, 0, 99))
+    m.add(entry(U3, 200, 299))
+    assert [e.base_offset for e in m.entries] == [0, 100, 200]
+    assert m.version == 3
+    with pytest.raises(ManifestError, match="already in the manifest"):
+        m.add(entry(U1, 0, 99))
+    assert m.version == 3
+
+
+def test_state_transitions():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    m.add(entry(U1, 0, 99))
+    assert m.get(U1).state is SegmentState.COPY_STARTED
+    assert m.mark(U1, SegmentState.COPY_FINISHED).state is SegmentState.COPY_FINISHED
+    assert m.version == 2
+    m.mark(U1, "COPY_FINISHED")  # retry: no-op
+    assert m.version == 2
+    with pytest.raises(ManifestError, match="COPY_FINISHED -> COPY_STARTED is not allowed"):
+        m.mark(U1, SegmentState.COPY_STARTED)
+    with pytest.raises(ManifestError, match="COPY_FINISHED -> DELETE_FINISHED is not allowed"):
+        m.mark(U1, SegmentState.DELETE_FINISHED)
+    m.mark(U1, SegmentState.DELETE_STARTED)
+    m.mark(U1, SegmentState.DELETE_FINISHED)
+    assert m.get(U1).state is SegmentState.DELETE_FINISHED
+    assert m.version == 4
+    with pytest.raises(ManifestError, match="DELETE_FINISHED -> COPY_FINISHED"):
+        m.mark(U1, SegmentState.COPY_FINISHED)
+    with pytest.raises(ManifestError, match="no segment"):
+        m.mark(U2, SegmentState.COPY_FINISHED)
+    # An abandoned copy goes straight to deletion.
+    m.add(entry(U2, 100, 199))
+    m.mark(U2, SegmentState.DELETE_STARTED)
+    assert [e.segment_uuid for e in m.prune_deleted()] == [U1]
+    assert [e.segment_uuid for e in m.entries] == [U2]
+
+
+def test_committed_excludes_copy_started_and_deletes():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    m.add(entry(U1, 0, 99))
+    m.add(entry(U2, 100, 199))
+    m.add(entry(U3, 200, 299))
+    assert m.committed() == []
+    assert m.log_start_offset is None
+    assert m.remote_end_offset is None
+    assert m.segment_for_offset(0) is None
+    m.mark(U2, SegmentState.COPY_FINISHED)
+    m.mark(U3, SegmentState.COPY_FINISHED)
+    assert [e.segment_uuid for e in m.committed()] == [U2, U3]
+    assert m.log_start_offset == 100
+    assert m.remote_end_offset == 299
+    m.mark(U2, SegmentState.DELETE_STARTED)
+    assert [e.segment_uuid for e in m.committed()] == [U3]
+    assert m.log_start_offset == 200
+
+
+def test_segment_for_offset():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    for u, base, last in ((U1, 10, 99), (U2, 100, 199), (U3, 250, 299)):  # gap 200..249
+        m.add(entry(u, base, last))
+        m.mark(u, SegmentState.COPY_FINISHED)
+    assert m.segment_for_offset(9) is None
+    assert m.segment_for_offset(10).segment_uuid == U1
+    assert m.segment_for_offset(99).segment_uuid == U1
+    assert m.segment_for_offset(100).segment_uuid == U2
+    assert m.segment_for_offset(220).segment_uuid == U3
+    assert m.segment_for_offset(299).segment_uuid == U3
+    assert m.segment_for_offset(300) is None
+
+
+def test_json_round_trip_with_wrapped_key():
+    m = PartitionManifest("orders", TOPIC_ID, 7)
+    wrapped = WrappedKey("k-0011223344556677", bytes(range(60)))
+    m.add(entry(U1, 0, 99, codec="lz4", chunk_size=1 << 20).with_wrapped(wrapped))
+    m.add(entry(U2, 100, 199, codec="none"))
+    m.mark(U1, SegmentState.COPY_FINISHED)
+    text = m.to_json()
+    doc = json.loads(text)
+    assert doc["format_version"] == 1
+    assert doc["version"] == 3
+    assert doc["checksum"].startswith("sha256:")
+    assert doc["segments"][0] == {
+        "segment_uuid": U1, "base_offset": 0, "last_offset": 99, "max_timestamp": 5099,
+        "max_timestamp_offset": 99, "size": 1000, "object_size": 400, "state": "COPY_FINISHED",
+        "codec": "lz4", "chunk_size": 1048576, "key_id": "k-0011223344556677",
+        "wrapped_key": wrapped.blob_b64(), "created_ms": 1_700_000_000_000,
+    }
+    back = PartitionManifest.from_json(text)
+    assert back == m
+    assert back.version == 3
+    assert back.get(U1).wrapped() == wrapped
+    assert back.get(U1).encrypted
+    assert back.get(U2).wrapped() is None
+    assert back.get(U1).state is SegmentState.COPY_FINISHED
+
+
+def test_checksum_mismatch_raises():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    m.add(entry(U1, 0, 99))
+    doc = json.loads(m.to_json())
+    doc["segments"][0]["state"] = "COPY_FINISHED"
+    with pytest.raises(ManifestError, match="checksum mismatch"):
+        PartitionManifest.from_json(json.dumps(doc))
+    del doc["checksum"]
+    with pytest.raises(ManifestError, match="no checksum"):
+        PartitionManifest.from_json(json.dumps(doc))
+
+
+def test_bad_json_and_format():
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        PartitionManifest.from_json("{oops")
+    doc = json.loads(PartitionManifest("t", TOPIC_ID, 0).to_json())
+    doc["format_version"] = 99
+    with pytest.raises(ManifestError, match="format_version 99"):
+        PartitionManifest.from_json(json.dumps(doc))
+
+
+def test_entry_validation_and_rewrap():
+    with pytest.raises(ManifestError, match="last offset 5 < base offset 10"):
+        entry(U1, 10, 5)
+    with pytest.raises(ManifestError, match="go together"):
+        entry(U1, 0, 5, key_id="k-1")
+    m = PartitionManifest("t", TOPIC_ID, 0)
+    m.add(entry(U1, 0, 5).with_wrapped(WrappedKey("k-1", b"a" * 60)))
+    m.replace_entry(m.get(U1).with_wrapped(WrappedKey("k-2", b"b" * 60)))
+    assert m.get(U1).key_id == "k-2"
+    assert m.version == 2
+    with pytest.raises(ManifestError, match="may not change"):
+        m.replace_entry(entry(U1, 0, 6))
