@@ -45,16 +45,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config key, e.g. --set num.partitions=3 (repeatable)")
     serve.add_argument("--log-level", default="INFO")
+    keys = sub.add_parser("keys", help="manage the local key ring for tiered-storage encryption")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="create a new key ring file (never overwrites)")
+    gen.add_argument("file", help="key ring path (written with mode 0600)")
+    rot = keys_sub.add_parser("rotate", help="add a new current key; older keys stay for reading")
+    rot.add_argument("file", help="key ring path")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+    logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return serve(args)
+    if args.command == "keys":
+        return keys_command(args)
     return 2
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    from security.keys import KeyRingError, generate_keyring, rotate_keyring
+
+    try:
+        if args.keys_command == "generate":
+            ring = generate_keyring(args.file)
+            print(f"created key ring {args.file} with key {ring.current_id}")
+        else:
+            key_id = rotate_keyring(args.file)
+            print(f"key ring {args.file}: new current key {key_id}")
+    except (KeyRingError, OSError) as e:
+        print(f"sediment: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:

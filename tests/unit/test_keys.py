@@ -203,3 +203,20 @@ async def test_local_provider(ring_path):
     assert await provider.unwrap(wrapped) == dk
     with pytest.raises(UnknownKey):
         await provider.unwrap(WrappedKey("k-missing", wrapped.blob))
+
+
+def test_cli_generate_and_rotate(ring_path, capsys):
+    from service.cli import main
+
+    assert main(["keys", "generate", str(ring_path)]) == 0
+    first = load_keyring(ring_path).current_id
+    assert f"created key ring {ring_path} with key {first}" in capsys.readouterr().out
+    assert main(["keys", "generate", str(ring_path)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["keys", "rotate", str(ring_path)]) == 0
+    ring = load_keyring(ring_path)
+    assert ring.ids[0] == first and len(ring.ids) == 2
+    assert f"new current key {ring.current_id}" in capsys.readouterr().out
+    os.chmod(ring_path, 0o644)
+    assert main(["keys", "rotate", str(ring_path)]) == 1
+    assert "too open" in capsys.readouterr().err
