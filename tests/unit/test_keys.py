@@ -220,3 +220,79 @@ def test_cli_generate_and_rotate(ring_path, capsys):
     os.chmod(ring_path, 0o644)
     assert main(["keys", "rotate", str(ring_path)]) == 1
     assert "too open" in capsys.readouterr().err
+
+
+# -- KMS, against moto's server mode (a real HTTP endpoint)
+
+
+@pytest.fixture(scope="module")
+def kms_url():
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists() and not shutil.which("moto_server"):
+        pytest.skip("moto_server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(exe) if exe.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_kms_provider_round_trip_and_failures(kms_url):
+    from aiobotocore.session import get_session
+    from botocore.exceptions import ClientError
+
+    from security.keys import KmsKeyProvider
+
+    async with get_session().create_client(
+        "kms", region_name="us-east-1", endpoint_url=kms_url,
+        aws_access_key_id="test", aws_secret_access_key="test",
+    ) as client:
+        k1 = (await client.create_key())["KeyMetadata"]
+        k2 = (await client.create_key())["KeyMetadata"]
+        provider = KmsKeyProvider(client, k1["KeyId"])
+        assert isinstance(provider, KeyProvider)
+        dk = new_data_key()
+        wrapped = await provider.wrap(dk)
+        assert wrapped.key_id == k1["Arn"]
+        assert dk not in wrapped.blob
+        assert await provider.unwrap(wrapped) == dk
+        # Another provider (same key) reads it: unwrapping needs only what the manifest stores.
+        assert await KmsKeyProvider(client, k2["KeyId"]).unwrap(wrapped) == dk
+
+        blob = bytearray(wrapped.blob)
+        blob[-1] ^= 1
+        with pytest.raises(DecryptionError):
+            await provider.unwrap(WrappedKey(wrapped.key_id, bytes(blob)))
+        with pytest.raises(DecryptionError):
+            await KmsKeyProvider(client, k1["KeyId"], {"purpose": "other"}).unwrap(wrapped)
+        with pytest.raises((DecryptionError, ClientError)):
+            await provider.unwrap(WrappedKey(k2["Arn"], wrapped.blob))
+        missing = k1["Arn"].rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+        with pytest.raises(UnknownKey):
+            await provider.unwrap(WrappedKey(missing, wrapped.blob))
