@@ -1,0 +1,164 @@
+"""Test helpers: moto's S3 server as a subprocess, and a fault-injecting HTTP proxy for it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """`moto_server` on a free 127.0.0.1 port; `url` once started."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        exe = Path(sys.executable).parent / "moto_server"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        self.proc = subprocess.Popen(
+            cmd + ["-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answers
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto_server did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class FaultProxy:
+    """An HTTP proxy in front of `upstream` that fails the first `fail_next` requests.
+
+    Failed requests get `fail_status` with an S3 SlowDown body (or an InternalError for 500).
+    Every connection carries one request (the proxy asks both sides to close), which keeps the
+    counting exact even though the client pools connections.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.fail_next = 0
+        self.fail_status = 503
+        self.requests = 0
+        self.failed = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        self.requests += 1
+        lines = head[:-4].split(b"\r\n")
+        headers = [l for l in lines[1:] if not l.lower().startswith(b"connection:")]
+        fields = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip() for l in headers}
+        try:
+            if self.fail_next != 0:
+                if self.fail_next > 0:
+                    self.fail_next -= 1
+                self.failed += 1
+                if b"100-continue" not in fields.get(b"expect", b"").lower():
+                    length = int(fields.get(b"content-length", b"0"))
+                    if length:
+                        await reader.readexactly(length)
+                if self.fail_status == 500:
+                    status, body = b"500 Internal Server Error", SLOW_DOWN.replace(
+                        b"SlowDown", b"InternalError"
+                    )
+                else:
+                    status, body = b"503 Slow Down", SLOW_DOWN
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+                )
+                await writer.drain()
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            up_writer.write(b"\r\n".join([lines[0], *headers, b"Connection: close"]) + b"\r\n\r\n")
+            to_upstream = asyncio.create_task(_pipe(reader, up_writer))
+            try:
+                while True:  # interim 100 Continue answers, then the final head
+                    rhead = await up_reader.readuntil(b"\r\n\r\n")
+                    rlines = rhead[:-4].split(b"\r\n")
+                    if b" 100 " in rlines[0] + b" ":
+                        writer.write(rhead)
+                        continue
+                    rlines = [rlines[0]] + [
+                        l for l in rlines[1:] if not l.lower().startswith(b"connection:")
+                    ] + [b"Connection: close"]
+                    writer.write(b"\r\n".join(rlines) + b"\r\n\r\n")
+                    break
+                while chunk := await up_reader.read(65536):
+                    writer.write(chunk)
+                    await writer.drain()
+            finally:
+                to_upstream.cancel()
+                up_writer.close()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
