@@ -1,0 +1,137 @@
+"""Offload of real sealed segments to a directory store: exact round trip, nothing in plaintext,
+crash-safe states and clean-up, wrong keys fail loudly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from security.keys import DecryptionError, LocalKeyProvider, UnknownKey, generate_keyring, rotate_keyring, load_keyring
+from tests.unit.conftest import make_batch
+from tiering.log.config import LogConfig
+from tiering.log.partition import UnifiedLog
+from tiering.remote.localfs import FileStore
+from tiering.remote.manifest import PartitionManifest, SegmentState
+from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
+
+NOW = 1_700_000_000_000
+TOPIC_ID = "7b1c0d2e-0000-4000-8000-000000000001"
+
+
+def _sealed_segment(tmp_path: Path, values: list[bytes]) -> tuple[UnifiedLog, SegmentFiles]:
+    log = UnifiedLog.open(tmp_path / "log" / "orders-0", "orders", 0, LogConfig(index_interval_bytes=64),
+                          recover=False)
+    for i in range(0, len(values), 3):
+        log.append(make_batch(values[i:i + 3], base_timestamp=NOW + i), now_ms=NOW)
+    seg = log.active_segment
+    log.roll()
+    return log, SegmentFiles(seg.base_offset, seg.next_offset - 1, seg.max_timestamp, seg.offset_of_max_timestamp,
+                             seg.log_path, seg.index_path, seg.time_index_path)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = FileStore(str(tmp_path / "bucket"))
+    await s.start()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    generate_keyring(tmp_path / "ring.json")
+    return LocalKeyProvider.from_file(tmp_path / "ring.json")
+
+
+def _all_object_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+async def test_upload_round_trips_exactly_and_hides_values(tmp_path, store, keys):
+    values = [b"secret-card-number-%04d" % i + os.urandom(8).hex().encode() for i in range(200)]
+    log, seg = _sealed_segment(tmp_path, values)
+    up = SegmentUploader(store, keys, UploadSettings(prefix="tenant-a", chunk_size=1024))
+    manifest = PartitionManifest("orders", TOPIC_ID, 0)
+    entry = await up.upload(manifest, seg)
+
+    assert entry.state is SegmentState.COPY_FINISHED
+    assert (entry.base_offset, entry.last_offset, entry.size) == (0, 199, seg.log_path.stat().st_size)
+    stored = PartitionManifest.from_json(await store.get(manifest.key("tenant-a")))
+    assert [e.segment_uuid for e in stored.committed()] == [entry.segment_uuid]
+    log_key, indexes_key = manifest.keys_for(entry, "tenant-a")
+    assert log_key == f"tenant-a/orders-{TOPIC_ID}/0/{0:020d}-{entry.segment_uuid}.log"
+    assert sorted(o.key for o in await store.list("tenant-a/")) == sorted(
+        [log_key, indexes_key, manifest.key("tenant-a")])
+
+    assert await up.download(stored, entry) == seg.log_path.read_bytes()
+    ix = await up.read_indexes(stored, entry)
+    assert ix.offset_index == seg.index_path.read_bytes() and ix.offset_index  # sparse index went up
+    assert ix.time_index == seg.time_index_path.read_bytes()
+    assert len(ix.chunks) > 1  # 1 KiB chunks: several
+
+    blob = _all_object_bytes(tmp_path / "bucket")
+    for v in values[::17]:
+        assert v[:24] not in blob
+    log.close()
+
+
+async def test_crash_between_started_and_finished_is_cleaned_up(tmp_path, store, keys):
+    log, seg = _sealed_segment(tmp_path, [b"v%d" % i for i in range(30)])
+    up = SegmentUploader(store, keys, UploadSettings(prefix="p"))
+    manifest = PartitionManifest("orders", TOPIC_ID, 0)
+
+    real_put = store.put
+
+    async def put_dies_on_indexes(key, data):
+        if key.endswith(".indexes"):
+            raise ConnectionError("broker killed mid-upload")
+        await real_put(key, data)
+
+    store.put = put_dies_on_indexes
+    with pytest.raises(ConnectionError):
+        await up.upload(manifest, seg)
+    store.put = real_put
+
+    # What a restarted broker finds: the entry is COPY_STARTED, the .log object is there.
+    found = await up.load_manifest("orders", TOPIC_ID, 0)
+    (started,) = found.entries
+    assert started.state is SegmentState.COPY_STARTED and found.committed() == []
+    stray = PartitionManifest("orders", TOPIC_ID, 0).key("p").rsplit("/", 1)[0] + "/stray.log"
+    await store.put(stray, b"left by something else")
+    deleted = await up.clean_up(found)
+    assert sorted(deleted) == sorted([found.keys_for(started, "p")[0], found.keys_for(started, "p")[1], stray])
+    assert found.entries == []
+    assert [o.key for o in await store.list("p/")] == [found.key("p")]
+
+    entry = await up.upload(found, seg)  # the re-upload counts once
+    assert [e.segment_uuid for e in found.committed()] == [entry.segment_uuid]
+    assert await up.download(found, entry) == seg.log_path.read_bytes()
+    log.close()
+
+
+async def test_wrong_keys_fail_loudly_and_rotation_keeps_old_data_readable(tmp_path, store, keys):
+    log, seg = _sealed_segment(tmp_path, [b"v%d" % i for i in range(30)])
+    manifest = PartitionManifest("orders", TOPIC_ID, 0)
+    entry = await SegmentUploader(store, keys, UploadSettings()).upload(manifest, seg)
+
+    rotate_keyring(tmp_path / "ring.json")  # key 2 becomes current; key 1 stays in the ring
+    rotated = LocalKeyProvider(load_keyring(tmp_path / "ring.json"))
+    assert rotated.current_id != entry.key_id
+    assert await SegmentUploader(store, rotated, UploadSettings()).download(manifest, entry) == \
+        seg.log_path.read_bytes()
+
+    generate_keyring(tmp_path / "other.json")
+    stranger = LocalKeyProvider.from_file(tmp_path / "other.json")
+    with pytest.raises(UnknownKey):
+        await SegmentUploader(store, stranger, UploadSettings()).download(manifest, entry)
+    with pytest.raises(ValueError):
+        await SegmentUploader(store, None, UploadSettings()).download(manifest, entry)
+    log_key, _ = manifest.keys_for(entry, "")
+    data = bytearray(await store.get(log_key))
+    data[len(data) // 2] ^= 1
+    await store.put(log_key, bytes(data))
+    with pytest.raises(DecryptionError):
+        await SegmentUploader(store, keys, UploadSettings()).download(manifest, entry)
+    log.close()

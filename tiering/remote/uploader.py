@@ -1,0 +1,193 @@
+"""Offload one sealed segment: chunk -> compress -> encrypt -> PUT, then commit it in the manifest.
+
+Crash safety follows KIP-405's states. The manifest records COPY_STARTED before any object is
+written and COPY_FINISHED only after both objects are complete, so a broker killed mid-upload
+leaves an entry that `clean_up` deletes (objects and entry), never a half-counted segment.
+Only a COPY_FINISHED segment may be deleted locally.
+
+The `.indexes` object holds, behind one AES-GCM seal under the segment's data key: the chunk
+map, the offset index, the time index, the transaction index and the producer snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from security.keys import KeyProvider, WrappedKey, new_data_key
+
+from tiering.remote.manifest import PartitionManifest, SegmentEntry, SegmentState
+from tiering.remote.store import ObjectStore
+from tiering.remote.transform import ChunkIndex, decrypt, encrypt, restore_range, transform_segment
+
+_INDEXES_MAGIC = b"SDIX"
+_INDEXES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SegmentFiles:
+    """What the local log hands over for one sealed segment (tiering/log is not imported here)."""
+
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    max_timestamp_offset: int
+    log_path: Path
+    index_path: Path | None = None
+    time_index_path: Path | None = None
+    txn_index_path: Path | None = None
+    producer_snapshot_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    prefix: str = ""
+    codec: str = "zstd"
+    chunk_size: int = 4 * 1024 * 1024
+    level: int | None = None
+
+
+@dataclass(frozen=True)
+class SegmentIndexes:
+    chunks: ChunkIndex
+    offset_index: bytes
+    time_index: bytes
+    txn_index: bytes
+    producer_snapshot: bytes
+
+
+_SECTIONS = ("chunks", "offset_index", "time_index", "txn_index", "producer_snapshot")
+
+
+def _indexes_aad(segment_uuid: str) -> bytes:
+    return f"{segment_uuid}:indexes".encode()
+
+
+def pack_indexes(ix: SegmentIndexes, data_key: bytes | None, segment_uuid: str) -> bytes:
+    parts = [ix.chunks.to_bytes(), ix.offset_index, ix.time_index, ix.txn_index, ix.producer_snapshot]
+    body = struct.pack(">5I", *(len(p) for p in parts)) + b"".join(parts)
+    if data_key is not None:
+        body = encrypt(body, data_key, _indexes_aad(segment_uuid))
+    return _INDEXES_MAGIC + bytes([_INDEXES_VERSION, data_key is not None]) + body
+
+
+def unpack_indexes(blob: bytes, data_key: bytes | None, segment_uuid: str) -> SegmentIndexes:
+    if blob[:4] != _INDEXES_MAGIC or blob[4] != _INDEXES_VERSION:
+        raise ValueError(f"segment {segment_uuid}: not an indexes object (version {blob[4:5]!r})")
+    body = blob[6:]
+    if blob[5]:
+        if data_key is None:
+            raise ValueError(f"segment {segment_uuid}: indexes are encrypted but no data key was given")
+        body = decrypt(body, data_key, _indexes_aad(segment_uuid))
+    sizes = struct.unpack_from(">5I", body)
+    pos, fields = 20, []
+    for size in sizes:
+        fields.append(bytes(body[pos:pos + size]))
+        pos += size
+    return SegmentIndexes(ChunkIndex.from_bytes(fields[0]), *fields[1:])
+
+
+def _read(path: Path | None) -> bytes:
+    return path.read_bytes() if path is not None and path.exists() else b""
+
+
+class SegmentUploader:
+    def __init__(self, store: ObjectStore, keys: KeyProvider | None, settings: UploadSettings) -> None:
+        self._store = store
+        self._keys = keys
+        self._settings = settings
+
+    async def save_manifest(self, manifest: PartitionManifest) -> None:
+        await self._store.put(manifest.key(self._settings.prefix), manifest.to_json().encode())
+
+    async def load_manifest(self, topic: str, topic_id: object, partition: int) -> PartitionManifest:
+        probe = PartitionManifest(topic, topic_id, partition)
+        info = await self._store.head(probe.key(self._settings.prefix))
+        if info is None:
+            return probe
+        return PartitionManifest.from_json(await self._store.get(probe.key(self._settings.prefix)))
+
+    async def upload(self, manifest: PartitionManifest, seg: SegmentFiles) -> SegmentEntry:
+        """Copy one sealed segment and commit it. The manifest object is rewritten twice:
+        COPY_STARTED before the first byte, COPY_FINISHED after the last."""
+        s = self._settings
+        segment_uuid = str(uuid.uuid4())
+        data_key = new_data_key() if self._keys is not None else None
+        wrapped: WrappedKey | None = await self._keys.wrap(data_key) if self._keys and data_key else None
+        raw = await asyncio.to_thread(seg.log_path.read_bytes)
+        entry = SegmentEntry(segment_uuid, seg.base_offset, seg.last_offset, seg.max_timestamp,
+                             seg.max_timestamp_offset, len(raw), 0, SegmentState.COPY_STARTED, s.codec,
+                             s.chunk_size, wrapped.key_id if wrapped else None,
+                             wrapped.blob_b64() if wrapped else None)
+        manifest.add(entry)
+        await self.save_manifest(manifest)
+
+        parts, chunks = await asyncio.to_thread(transform_segment, raw, data_key, segment_uuid, s.codec,
+                                                s.chunk_size, s.level)
+        del raw
+        indexes = SegmentIndexes(chunks, *await asyncio.to_thread(
+            lambda: tuple(_read(p) for p in (seg.index_path, seg.time_index_path, seg.txn_index_path,
+                                            seg.producer_snapshot_path))))
+        log_key, indexes_key = manifest.keys_for(entry, s.prefix)
+
+        async def stream() -> AsyncIterator[bytes]:
+            for part in parts:
+                yield part
+
+        await self._store.put_stream(log_key, stream())
+        await self._store.put(indexes_key, pack_indexes(indexes, data_key, segment_uuid))
+        manifest.replace_entry(replace(entry, object_size=chunks.object_size))
+        done = manifest.mark(segment_uuid, SegmentState.COPY_FINISHED)
+        await self.save_manifest(manifest)
+        return done
+
+    async def clean_up(self, manifest: PartitionManifest) -> list[str]:
+        """Delete what crashed uploads left: COPY_STARTED entries and their objects, and objects
+        in the partition's directory that no entry names. Returns the deleted keys."""
+        s = self._settings
+        deleted: list[str] = []
+        for entry in manifest.entries:
+            if entry.state is SegmentState.COPY_STARTED:
+                keys = list(manifest.keys_for(entry, s.prefix))
+                manifest.mark(entry.segment_uuid, SegmentState.DELETE_STARTED)
+                await self.save_manifest(manifest)
+                await self._store.delete(keys)
+                manifest.mark(entry.segment_uuid, SegmentState.DELETE_FINISHED)
+                deleted += keys
+        manifest.prune_deleted()
+        await self.save_manifest(manifest)
+        known = {manifest.key(s.prefix)}
+        for entry in manifest.entries:
+            known.update(manifest.keys_for(entry, s.prefix))
+        directory = manifest.key(s.prefix).rsplit("/", 1)[0] + "/"
+        orphans = [o.key for o in await self._store.list(directory) if o.key not in known]
+        if orphans:
+            await self._store.delete(orphans)
+        return deleted + orphans
+
+    async def data_key(self, entry: SegmentEntry) -> bytes | None:
+        wrapped = entry.wrapped()
+        if wrapped is None:
+            return None
+        if self._keys is None:
+            raise ValueError(f"segment {entry.segment_uuid} is encrypted under key {wrapped.key_id}, "
+                             "but no key provider is configured")
+        return await self._keys.unwrap(wrapped)
+
+    async def read_indexes(self, manifest: PartitionManifest, entry: SegmentEntry) -> SegmentIndexes:
+        _, indexes_key = manifest.keys_for(entry, self._settings.prefix)
+        return unpack_indexes(await self._store.get(indexes_key), await self.data_key(entry), entry.segment_uuid)
+
+    async def download(self, manifest: PartitionManifest, entry: SegmentEntry) -> bytes:
+        """The whole original segment, back through decrypt and decompress (recovery, tests)."""
+        log_key, _ = manifest.keys_for(entry, self._settings.prefix)
+        ix = await self.read_indexes(manifest, entry)
+        key = await self.data_key(entry)
+        blob = await self._store.get(log_key)
+        chunks = await asyncio.to_thread(restore_range, blob, 0, ix.chunks.entries, key, entry.segment_uuid)
+        return b"".join(chunks)
+
