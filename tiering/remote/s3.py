@@ -86,7 +86,13 @@ def _http_status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+class _PartialDelete(Exception):
+    """DeleteObjects answered, but some keys failed with a retryable per-key error."""
+
+
 def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _PartialDelete):
+        return True
     if isinstance(exc, ClientError):
         status = _http_status(exc)
         return _error_code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
@@ -167,6 +173,7 @@ class S3Store:
         attempt_timeout: float = 60.0,
         call_timeout: float | None = None,
         part_size: int = 8 * MIB,
+        upload_concurrency: int = 2,
         upload_rate_bytes: float = 0,
         max_pool_connections: int = 32,
         checksums: str = "when_supported",
@@ -195,6 +202,9 @@ class S3Store:
         self.attempt_timeout = attempt_timeout
         self.call_timeout = call_timeout
         self.part_size = part_size
+        if upload_concurrency < 1:
+            raise ValueError("upload_concurrency must be >= 1")
+        self.upload_concurrency = upload_concurrency
         self.limiter = RateLimiter(upload_rate_bytes)
         self.max_pool_connections = max_pool_connections
         self.checksums = checksums
@@ -213,7 +223,12 @@ class S3Store:
         session = get_session()
         if self.profile:
             session.set_config_variable("profile", self.profile)
-        region = self.region or session.get_config_variable("region") or "us-east-1"
+        region = (
+            self.region
+            or session.get_config_variable("region")  # AWS_DEFAULT_REGION, then the profile
+            or os.environ.get("AWS_REGION")
+            or "us-east-1"
+        )
         style = self.addressing_style
         if style is None:
             # Custom endpoints (MinIO, Ceph, moto, ...) rarely resolve bucket subdomains.
@@ -257,30 +272,40 @@ class S3Store:
         return random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
 
     async def _call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run `op` with retries; `op` is one whole attempt, body read included."""
+        """Run `op` with retries; `op` is one whole attempt, body read included.
+
+        A ClientError that is not worth retrying is raised as is (callers map 404 and the
+        like); any other failure that is not worth retrying becomes a StoreError.
+        """
         deadline = None if self.call_timeout is None else time.monotonic() + self.call_timeout
         last: BaseException | None = None
-        for attempt in range(self.max_attempts):
+        attempts = 0
+        while attempts < self.max_attempts:
             timeout = self.attempt_timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
                 if timeout <= 0:
                     break
+            attempts += 1
             try:
                 async with asyncio.timeout(timeout):
                     return await op()
-            except (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except ClientError as exc:
                 if not is_retryable(exc):
                     raise
                 last = exc
-            if attempt + 1 < self.max_attempts:
-                pause = self._backoff(attempt)
+            except (_PartialDelete, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if not is_retryable(exc):
+                    raise StoreError(f"{what} on s3://{self.bucket} failed: {exc!r}") from exc
+                last = exc
+            if attempts < self.max_attempts:
+                pause = self._backoff(attempts - 1)
                 if deadline is not None:
                     pause = min(pause, max(0.0, deadline - time.monotonic()))
-                log.debug("%s: attempt %d failed (%r); retrying in %.3fs", what, attempt + 1, last, pause)
+                log.debug("%s: attempt %d failed (%r); retrying in %.3fs", what, attempts, last, pause)
                 await asyncio.sleep(pause)
         raise StoreUnavailable(
-            f"{what} on s3://{self.bucket}: gave up after {attempt + 1} attempt(s): {last!r}"
+            f"{what} on s3://{self.bucket}: gave up after {attempts} attempt(s): {last!r}"
         ) from last
 
     @staticmethod
@@ -301,14 +326,27 @@ class S3Store:
 
         try:
             await self._call(f"PutObject {full}", attempt)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
             raise self._wrap(f"PutObject {full}", exc) from exc
 
     async def put_stream(self, key: str, parts: AsyncIterator[bytes]) -> None:
+        """Buffer chunks into parts of `part_size`; up to `upload_concurrency` parts are in
+        flight while the next one is read. Streams that end before one part fills go up as a
+        single PutObject."""
         full = self._key(key)
         buf = bytearray()
         upload_id: str | None = None
         done: list[dict] = []
+        inflight: set[asyncio.Task] = set()
+        number = 0
+
+        async def settle(limit: int) -> None:
+            while len(inflight) > limit:
+                finished, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    inflight.discard(task)
+                    done.append(task.result())  # raises the part's failure
+
         try:
             async for chunk in parts:
                 buf += chunk
@@ -317,17 +355,26 @@ class S3Store:
                         upload_id = await self._create_upload(full)
                     piece = bytes(buf[: self.part_size])
                     del buf[: self.part_size]
-                    done.append(await self._upload_part(full, upload_id, len(done) + 1, piece))
+                    await settle(self.upload_concurrency - 1)
+                    number += 1
+                    inflight.add(asyncio.create_task(self._upload_part(full, upload_id, number, piece)))
             if upload_id is None:
-                # Small enough for a single request.
                 await self.put(key, bytes(buf))
                 return
-            done.append(await self._upload_part(full, upload_id, len(done) + 1, bytes(buf)))
+            number += 1
+            inflight.add(asyncio.create_task(self._upload_part(full, upload_id, number, bytes(buf))))
+            del buf[:]
+            await settle(0)
+            done.sort(key=lambda part: part["PartNumber"])
             await self._complete_upload(full, upload_id, done)
         except BaseException as exc:
+            for task in inflight:
+                task.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
             if upload_id is not None:
                 await asyncio.shield(self._abort_upload(full, upload_id))
-            if isinstance(exc, (ClientError, BotoCoreError)):
+            if isinstance(exc, ClientError):
                 raise self._wrap(f"multipart upload {full}", exc) from exc
             raise
 
@@ -403,8 +450,6 @@ class S3Store:
             if code == "InvalidRange" or status == 416:
                 return b""  # the object exists but is shorter than `start`
             raise self._wrap(f"GetObject {full}", exc) from exc
-        except BotoCoreError as exc:
-            raise self._wrap(f"GetObject {full}", exc) from exc
 
     async def head(self, key: str) -> ObjectInfo | None:
         full = self._key(key)
@@ -417,8 +462,6 @@ class S3Store:
         except ClientError as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound") or _http_status(exc) == 404:
                 return None
-            raise self._wrap(f"HeadObject {full}", exc) from exc
-        except BotoCoreError as exc:
             raise self._wrap(f"HeadObject {full}", exc) from exc
         return ObjectInfo(
             key,
@@ -443,7 +486,7 @@ class S3Store:
 
             try:
                 resp = await self._call(f"ListObjectsV2 {full_prefix}", attempt)
-            except (ClientError, BotoCoreError) as exc:
+            except ClientError as exc:
                 raise self._wrap(f"ListObjectsV2 {full_prefix}", exc) from exc
             for item in resp.get("Contents", ()):
                 out.append(
@@ -467,22 +510,30 @@ class S3Store:
     async def delete(self, keys: list[str]) -> None:
         fulls = list(dict.fromkeys(self._key(k) for k in keys))
         for i in range(0, len(fulls), self.delete_batch):
-            batch = fulls[i : i + self.delete_batch]
+            pending = fulls[i : i + self.delete_batch]
+            failed: list[dict] = []
 
-            async def attempt(batch=batch):
-                return await self.client.delete_objects(
+            async def attempt():
+                nonlocal pending, failed
+                resp = await self.client.delete_objects(
                     Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                    Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True},
                 )
+                errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
+                retry = [e for e in errors if e.get("Code") in RETRYABLE_CODES]
+                failed.extend(e for e in errors if e.get("Code") not in RETRYABLE_CODES)
+                if retry:
+                    # Only the keys that were throttled or hit an internal error go again.
+                    pending = [e["Key"] for e in retry]
+                    raise _PartialDelete(f"{len(retry)} key(s) failed, e.g. {retry[0].get('Code')}")
 
             try:
-                resp = await self._call(f"DeleteObjects ({len(batch)} keys)", attempt)
-            except (ClientError, BotoCoreError) as exc:
+                await self._call(f"DeleteObjects ({len(pending)} keys)", attempt)
+            except ClientError as exc:
                 raise self._wrap("DeleteObjects", exc) from exc
-            errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
-            if errors:
-                first = errors[0]
+            if failed:
+                first = failed[0]
                 raise StoreError(
-                    f"DeleteObjects: {len(errors)} key(s) not deleted, e.g. "
+                    f"DeleteObjects: {len(failed)} key(s) not deleted, e.g. "
                     f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
                 )
