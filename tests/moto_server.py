@@ -77,7 +77,10 @@ class FaultProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.fail_next = 0
+        self.fail_next = 0  # fail this many next requests; -1: fail all
+        self.fail_every = 0  # when > 0, also fail every fail_every-th request
+        self.fail_when = None  # or a predicate on the request line, e.g. a part number
+        self._handlers: set[asyncio.Task] = set()
         self.fail_status = 503
         self.requests = 0
         self.failed = 0
@@ -95,9 +98,20 @@ class FaultProxy:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self.server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -108,8 +122,10 @@ class FaultProxy:
         headers = [l for l in lines[1:] if not l.lower().startswith(b"connection:")]
         fields = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip() for l in headers}
         try:
-            if self.fail_next != 0:
-                if self.fail_next > 0:
+            every = self.fail_every > 0 and self.requests % self.fail_every == 0
+            every = every or (self.fail_when is not None and self.fail_when(lines[0]))
+            if self.fail_next != 0 or every:
+                if self.fail_next > 0 and not every:
                     self.fail_next -= 1
                 self.failed += 1
                 if b"100-continue" not in fields.get(b"expect", b"").lower():

@@ -224,7 +224,7 @@ async def test_retries_then_succeeds(proxy, bucket, status):
 
 
 async def test_multipart_retries_each_step(proxy, bucket, s3):
-    s = await through(proxy, bucket)
+    s = await through(proxy, bucket, upload_concurrency=1)
     data = bytes(range(256)) * (11 * MIB // 256)
 
     async def chunks():
@@ -238,6 +238,46 @@ async def test_multipart_retries_each_step(proxy, bucket, s3):
         proxy.fail_next = 0
         assert await s.get("m") == data
         assert proxy.failed == 3  # CreateMultipartUpload, UploadPart #2, UploadPart #3
+        assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    finally:
+        await s.close()
+
+
+async def test_concurrent_parts_with_faults(proxy, bucket, s3):
+    s = await through(proxy, bucket, upload_concurrency=3)
+    data = bytes((i * 13) & 0xFF for i in range(23 * MIB))
+
+    async def chunks():
+        for i in range(0, len(data), 3 * MIB):
+            yield data[i : i + 3 * MIB]
+
+    try:
+        proxy.fail_every = 3
+        await s.put_stream("c", chunks())
+        proxy.fail_every = 0
+        assert await s.get("c") == data
+        assert proxy.failed >= 2
+        head = await s3.head_object(Bucket=bucket, Key="pfx/c")
+        assert head["ETag"].strip('"').endswith("-5")  # 4 x 5 MiB + 3 MiB
+        assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+    finally:
+        await s.close()
+
+
+async def test_failed_part_aborts_the_upload(proxy, bucket, s3):
+    s = await through(proxy, bucket, upload_concurrency=2, max_attempts=2)
+
+    async def chunks():
+        for i in range(4):
+            yield bytes([i]) * (3 * MIB)
+
+    proxy.fail_when = lambda line: b"partNumber=2" in line  # every attempt at part 2
+    try:
+        with pytest.raises(StoreUnavailable):
+            await s.put_stream("doomed", chunks())
+        assert proxy.failed == 2
+        proxy.fail_when = None
+        assert await s.list("") == []
         assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
     finally:
         await s.close()
