@@ -131,6 +131,9 @@ async def test_ranges(store):
     assert await store.get("r", 7, 7) == b""
     assert await store.get("r", len(data)) == b""
     assert await store.get("r", len(data) + 10, len(data) + 20) == b""
+    await store.put("empty", b"")
+    assert await store.get("empty", 0, 10) == b""
+    assert await store.get("empty", 5) == b""
 
 
 async def test_list_paginates_and_delete_batches(store, monkeypatch):
@@ -188,6 +191,13 @@ async def test_failed_stream_leaves_nothing(store, s3, bucket):
 
     with pytest.raises(RuntimeError, match="vanished"):
         await store.put_stream("big/broken.log", chunks())
+
+    async def short():
+        yield b"q" * 1000
+        raise RuntimeError("vanished early")
+
+    with pytest.raises(RuntimeError, match="vanished"):
+        await store.put_stream("small/broken.log", short())
     assert await store.list("") == []
     assert await raw_keys(s3, bucket) == []
     uploads = await s3.list_multipart_uploads(Bucket=bucket)
