@@ -101,6 +101,10 @@ class SegmentUploader:
         self._keys = keys
         self._settings = settings
 
+    @property
+    def store(self) -> ObjectStore:
+        return self._store
+
     async def save_manifest(self, manifest: PartitionManifest) -> None:
         await self._store.put(manifest.key(self._settings.prefix), manifest.to_json().encode())
 
