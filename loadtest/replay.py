@@ -537,7 +537,7 @@ async def raw_get(store_cfg: Store, view: RemoteView, keyring: Path, parallel: i
 
 
 def replay(bootstrap: str, topic: str, partitions: int, messages: int, *, deadline: float,
-           check: Callable[[], None]) -> dict[str, Any]:
+           check: Callable[[], None], isolation: str = "read_committed") -> dict[str, Any]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer({
@@ -553,6 +553,7 @@ def replay(bootstrap: str, topic: str, partitions: int, messages: int, *, deadli
         "queued.min.messages": 1_000_000,
         "fetch.wait.max.ms": 500,
         "fetch.min.bytes": 1,
+        "isolation.level": isolation,
     })
     try:
         low = {}
@@ -604,6 +605,36 @@ def generate_keyring(path: Path) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if r.returncode != 0 or not path.exists():
         raise BenchError(f"{shlex.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout).strip()}")
+
+
+def start_profile(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen | None:
+    """py-spy record of `pid` (collapsed stacks, idle time left out) into --profile DIR."""
+    if not args.profile:
+        return None
+    out = Path(args.profile) / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
+           "--threads", "--format", "raw", "--output", str(out)]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise BenchError(f"cannot run {args.py_spy}: {e}") from None
+    time.sleep(1.0)  # py-spy attaches before the clock starts
+    if proc.poll() is not None:
+        raise BenchError(f"py-spy exited at once: {proc.stderr.read().decode(errors='replace').strip()}")
+    print(f"profiling the broker into {out}", flush=True)
+    return proc
+
+
+def stop_profile(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def broker_key_known(key: str) -> bool:
@@ -738,9 +769,14 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
             broker.settings[cache_key] = str(work / "cache-replay")
         broker.proc = None
         broker.start(timeout=60)
+        spy = start_profile(args, broker.pid, f"broker-replay-run{i}")
         d = time.monotonic() + phase_timeout
-        with CpuMeter({"broker": broker.pid, "moto": store.pid}) as cpu:
-            run.update(replay(broker.bootstrap, topic, args.partitions, messages, deadline=d, check=check))
+        try:
+            with CpuMeter({"broker": broker.pid, "moto": store.pid}) as cpu:
+                run.update(replay(broker.bootstrap, topic, args.partitions, messages, deadline=d, check=check,
+                                   isolation=args.isolation))
+        finally:
+            stop_profile(spy)
         run["replay_cpu"] = cpu.pct
         run["broker_peak_rss_mib"] = broker.peak_rss_mib()
         run["remote_metrics"] = remote_metrics(broker.http_url)
@@ -831,7 +867,8 @@ def format_report(runs: list[dict[str, Any]], summary: dict[str, Any], config: d
         f"store: {config['store_desc']}",
         f"data: {config['mb']} MiB of {config['value_kind']} values ({config['value_bytes']} B) in "
         f"{config['partitions']} partitions, segments {config['segment_mb']} MiB, "
-        f"remote.compression={config['compression']}, raw GETs {config['parallel']} at a time",
+        f"remote.compression={config['compression']}, raw GETs {config['parallel']} at a time, "
+        f"consumer {config['isolation']}",
         f"revision {config['revision']}, {config['cpus']} cores, python {config['python']}, "
         f"librdkafka {config['librdkafka']}",
         "MiB/s (2^20 B/s). obj = bytes of the stored objects, log = logical (uncompressed segment) "
@@ -903,12 +940,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--parallel", type=int, default=parallel,
                     help="raw GETs in flight, also given to the broker as remote.fetch.parallelism "
                     f"(default {parallel}, the broker's default)")
+    ap.add_argument("--isolation", choices=("read_committed", "read_uncommitted"), default="read_committed",
+                    help="isolation.level of the replaying consumer (read_committed, librdkafka's default)")
     ap.add_argument("--max-local-segments", type=int, default=2,
                     help="wait until at most this many segments per partition are local (2)")
     ap.add_argument("--broker-set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra --set for the broker (repeatable)")
     ap.add_argument("--phase-timeout", type=float, default=None,
                     help="seconds allowed per phase (default 120 + 2 s per MiB)")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="record the broker with py-spy during each replay (collapsed stacks in DIR)")
+    ap.add_argument("--py-spy", default="py-spy", metavar="EXE", help="py-spy to use with --profile")
     ap.add_argument("--keep-data", action="store_true", help="keep each run's work dir")
     ap.add_argument("--check", action="store_true", help="exit 3 when a median ratio misses the target")
     args = ap.parse_args(argv)
@@ -953,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
         "store_desc": "moto S3 server (subprocess, same machine)" if args.store == "s3"
         else "a local directory (file://)",
         "value_kind": "random (incompressible)" if args.incompressible else "random-word text",
-        "segment_mb": args.segment_mb, "compression": args.compression, "parallel": args.parallel,
+        "isolation": args.isolation, "segment_mb": args.segment_mb, "compression": args.compression, "parallel": args.parallel,
         "chunk_bytes": args.chunk_bytes or None, "phase_timeout_s": phase_timeout,
         "cpus": os.cpu_count(), "revision": _source_revision(), "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0],
