@@ -82,6 +82,12 @@ class FaultProxy:
         self.fail_when = None  # or a predicate on the request line, e.g. a part number
         self._handlers: set[asyncio.Task] = set()
         self.fail_status = 503
+        # Slow store: hold matching requests this long before serving them (0: never). With
+        # delay_when None every request is held; a delay longer than the client's timeout is a
+        # timeout as the client sees it.
+        self.delay_s = 0.0
+        self.delay_when = None
+        self.delayed = 0
         self.requests = 0
         self.failed = 0
         self.server: asyncio.AbstractServer | None = None
@@ -119,6 +125,9 @@ class FaultProxy:
             return
         self.requests += 1
         lines = head[:-4].split(b"\r\n")
+        if self.delay_s > 0 and (self.delay_when is None or self.delay_when(lines[0])):
+            self.delayed += 1
+            await asyncio.sleep(self.delay_s)
         headers = [l for l in lines[1:] if not l.lower().startswith(b"connection:")]
         fields = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip() for l in headers}
         try:
@@ -178,3 +187,42 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):
         pass
+
+
+class ThreadedFaultProxy(FaultProxy):
+    """A FaultProxy on its own event loop in a daemon thread, for synchronous tests (a broker
+    process talks to it). Set the fault attributes from the test thread; `stop()` at the end."""
+
+    def start_in_thread(self) -> "ThreadedFaultProxy":
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self.start())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fault-proxy", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        return self
+
+    def clear_faults(self) -> None:
+        self.fail_next = 0
+        self.fail_every = 0
+        self.fail_when = None
+        self.delay_s = 0.0
+        self.delay_when = None
+
+    def stop_thread(self) -> None:
+        self.clear_faults()
+        future = asyncio.run_coroutine_threadsafe(self.stop(), self._loop)
+        try:
+            future.result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
