@@ -1,0 +1,180 @@
+"""Store faults between the broker and S3 (moto behind a fault-injecting proxy): throttling,
+server errors and a slow store delay uploads but lose or duplicate nothing; readers of remote
+data get retries, errors or an empty answer in time, never wrong bytes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from tests.moto_server import ThreadedFaultProxy
+
+from . import ck
+from .helpers import unique_topic
+from .test_tiering_helpers import (
+    TIERED_TOPIC,
+    RemoteView,
+    clear_cache,
+    expected_by_partition,
+    moto,
+    new_keyring,
+    offsets,
+    produce,
+    text_plan,
+    tiered_factory,  # noqa: F401 - fixture
+    wait_offloaded,
+    wait_settled,
+)
+
+
+@pytest.fixture
+def proxy():
+    p = ThreadedFaultProxy(moto().port).start_in_thread()
+    yield p
+    p.stop_thread()
+
+
+@pytest.fixture
+def remote():
+    return RemoteView.s3()
+
+
+def _broker(tiered_factory, remote, proxy, tmp_path, **settings):
+    ring = tmp_path / "keys" / "ring.json"
+    new_keyring(ring)
+    return tiered_factory(remote, ring, settings=settings, endpoint=proxy.url)
+
+
+def _poll_window(b, assignments, seconds: float):
+    """Consume for `seconds`; returns ({partition: [(offset, key, value, headers, arrival s)]},
+    [errors]) with arrival times measured from the start."""
+    c = ck.consumer(b.bootstrap, **{"fetch.error.backoff.ms": 100})
+    got: dict[int, list] = {}
+    errors = []
+    started = time.monotonic()
+    try:
+        c.assign([TopicPartition(t, p, off) for t, p, off in assignments])
+        while time.monotonic() - started < seconds:
+            msg = c.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    errors.append(msg.error())
+                continue
+            got.setdefault(msg.partition(), []).append(
+                (msg.offset(), msg.key(), msg.value(), [(k, v) for k, v in (msg.headers() or [])],
+                 time.monotonic() - started))
+    finally:
+        c.close()
+    return got, errors
+
+
+@pytest.mark.parametrize("fault", ["slowdown-503", "internal-500", "slow-puts"])
+def test_upload_faults_delay_but_lose_nothing(tiered_factory, tmp_path, remote, proxy, fault):
+    b = _broker(tiered_factory, remote, proxy, tmp_path)
+    topic = unique_topic("tier-upfault")
+    ck.create_topic(b.bootstrap, topic, 1, TIERED_TOPIC)
+    if fault == "slow-puts":
+        proxy.delay_s = 0.5
+        proxy.delay_when = lambda line: line.startswith(b"PUT")
+    else:
+        proxy.fail_status = 503 if fault == "slowdown-503" else 500
+        proxy.fail_every = 3
+    plan = text_plan(b"UPFAULT", 1, 300)
+    produce(b, topic, plan)
+    n = plan.count(0)
+    wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7), timeout=90)
+    assert proxy.failed + proxy.delayed > 5, "the faults never hit the uploads"
+    proxy.clear_faults()
+
+    m = wait_settled(b, remote, topic, 0)
+    committed = m.committed()
+    assert committed[0].base_offset == 0
+    for a, c in zip(committed, committed[1:]):
+        assert c.base_offset == a.last_offset + 1, f"gap or overlap: {a} then {c}"
+    got = ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0, timeout=60))
+    assert got == plan.expected()
+
+
+def test_reads_retry_through_errors_and_never_return_wrong_bytes(tiered_factory, tmp_path, remote, proxy):
+    b = _broker(tiered_factory, remote, proxy, tmp_path)
+    topic = unique_topic("tier-readfault")
+    ck.create_topic(b.bootstrap, topic, 2, TIERED_TOPIC)
+    plan = text_plan(b"READFAULT", 1, 300)
+    produce(b, topic, plan)
+    n = plan.count(0)
+    o = wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
+    expected = expected_by_partition(plan)[0]
+    p = ck.producer(b.bootstrap)
+    for i in range(5):
+        p.produce(topic, value=b"local-%d" % i, partition=1)
+    assert p.flush(15) == 0
+
+    # Every other request to the store fails: retries get everything through, exactly.
+    b.stop()
+    clear_cache(b)
+    b.start(30)
+    proxy.fail_status = 503
+    proxy.fail_every = 2
+    got = ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0, timeout=90))
+    assert got == expected
+    assert proxy.failed > 0
+
+    # The store fails everything: no remote record arrives, and certainly no wrong one.
+    b.stop()
+    proxy.clear_faults()
+    clear_cache(b)
+    b.start(30)
+    proxy.fail_status = 500
+    proxy.fail_next = -1
+    failed_before = proxy.failed
+    got, _ = _poll_window(b, [(topic, 0, 0), (topic, 1, 0)], 8)
+    for off, key, value, headers, _ in got.get(0, []):
+        assert (0, off, key, value, headers) == expected[off], f"wrong record at offset {off}"
+    assert proxy.failed > failed_before, "the reads never reached the store"
+    assert b.running
+    # The failing store costs partition 0 its remote records, not partition 1 (local, same
+    # fetch) its records: the failure is that partition's, not the connection's.
+    assert [r[2] for r in got.get(1, [])] == [b"local-%d" % i for i in range(5)]
+
+    # The store is back: everything, exactly.
+    proxy.clear_faults()
+    got = ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0, timeout=90))
+    assert got == expected
+    assert offsets(b.bootstrap, topic, 0)["earliest_local"] >= o["earliest_local"]
+
+
+def test_slow_store_does_not_hold_up_local_partitions(tiered_factory, tmp_path, remote, proxy):
+    b = _broker(tiered_factory, remote, proxy, tmp_path, **{"remote.fetch.max.wait.ms": 1000})
+    topic = unique_topic("tier-slow")
+    ck.create_topic(b.bootstrap, topic, 2, TIERED_TOPIC)
+    plan = text_plan(b"SLOW", 1, 300)
+    produce(b, topic, plan)
+    n = plan.count(0)
+    wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
+    p = ck.producer(b.bootstrap)
+    for i in range(5):
+        p.produce(topic, value=b"local-%d" % i, partition=1)
+    assert p.flush(15) == 0
+    expected = expected_by_partition(plan)[0]
+
+    b.stop()
+    clear_cache(b)
+    b.start(30)
+    proxy.delay_s = 10
+    proxy.delay_when = lambda line: line.startswith(b"GET")
+    # One consumer, one fetch for both partitions: partition 1 is local and must keep flowing
+    # while partition 0's store reads hang (the broker answers within remote.fetch.max.wait.ms).
+    got, _ = _poll_window(b, [(topic, 0, 0), (topic, 1, 0)], 6)
+    assert [r[2] for r in got.get(1, [])] == [b"local-%d" % i for i in range(5)]
+    assert got[1][-1][4] < 5, f"local records waited {got[1][-1][4]:.1f}s behind the slow store"
+    assert proxy.delayed > 0, "the remote reads never reached the store"
+    for off, key, value, headers, _ in got.get(0, []):
+        assert (0, off, key, value, headers) == expected[off], f"wrong record at offset {off}"
+
+    proxy.clear_faults()
+    got = ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0, timeout=90))
+    assert got == expected
