@@ -21,8 +21,13 @@ kcat:
 	  else echo "kcat not installed: run 'sudo apt-get install kcat' to enable the kcat tests"; fi; \
 	fi
 
+# The key ring that encrypts tiered segments lives beside ./data, never inside it.
+KEYRING ?= ./keyring.json
+
 run: $(STAMP)
-	$(VENV)/bin/sediment serve --data-dir ./data --listeners PLAINTEXT://127.0.0.1:9092 --http 127.0.0.1:8080
+	@[ -f $(KEYRING) ] || $(VENV)/bin/sediment keys generate $(KEYRING)
+	$(VENV)/bin/sediment serve --data-dir ./data --listeners PLAINTEXT://127.0.0.1:9092 --http 127.0.0.1:8080 \
+	  --keyring $(KEYRING)
 
 test: $(STAMP) kcat
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests

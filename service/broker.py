@@ -16,6 +16,9 @@ from tiering.log.config import ConfigError as TopicConfigError
 from tiering.log.config import LogConfig, validate_topic_configs
 from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
+from tiering.remote.reader import ChunkCache
+from tiering.remote.store import ObjectStore
+from tiering.tier import TierManager, TieredTopic
 
 from service.config import BrokerConfig, Listener
 from service.groups import GroupCoordinator
@@ -26,7 +29,9 @@ from service.errors import (
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
 from service.metadata import MetadataStore, TopicRecord
+from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
+from service.tiering import open_key_provider, open_object_store, tier_cache_dir, tier_settings
 from service.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger("sediment.broker")
@@ -69,7 +74,11 @@ class Broker:
             retention_check_interval_ms=config["log.retention.check.interval.ms"],
             topic_config=self._log_config_by_name,
             producer_id_expiration_ms=config["producer.id.expiration.ms"],
+            retention_guard=lambda lg: self.tier.retention_guard(lg) if self.tier is not None else None,
         )
+        self.objects: ObjectStore | None = None
+        self.tier: TierManager | None = None
+        self.snapshots: ClusterSnapshots | None = None
         self.topics: dict[str, TopicRecord] = {}
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
         self.cluster: ClusterView | None = None
@@ -87,6 +96,9 @@ class Broker:
 
     async def start(self) -> None:
         await self.store.start()
+        self.objects = await open_object_store(self.config)
+        self.snapshots = ClusterSnapshots(self.store, self.objects, self.config["remote.snapshot.interval.ms"])
+        await self.snapshots.restore_if_fresh()
         cluster_id = self.config["cluster.id"] or await self.store.get_meta("cluster.id")
         if not cluster_id:
             cluster_id = _new_cluster_id()
@@ -100,7 +112,12 @@ class Broker:
         for topic in self.topics.values():
             for p in range(topic.partitions):
                 self.logs.create(topic.name, p, self.log_config(topic))  # returns an existing log as is
+        self.tier = TierManager(self.logs, self.objects, await open_key_provider(self.config),
+                                ChunkCache(tier_cache_dir(self.config), self.config["remote.cache.bytes"]),
+                                tier_settings(self.config), self.tiered_topics)
+        await self.tier.start()
         await self.txn.start()  # after logs (and groups): it finishes prepared transactions
+        await self.snapshots.start()
         await self.http.start()
         await self.kafka.start()
         self.ready = True
@@ -112,7 +129,13 @@ class Broker:
         await self.txn.close()
         await self.http.close()
         await self.groups.close()
+        if self.tier is not None:
+            await self.tier.close()
         await self.logs.close()
+        if self.snapshots is not None:
+            await self.snapshots.close()
+        if self.objects is not None:
+            await self.objects.close()
         await self.store.close()
         self.telemetry.close()
 
@@ -122,12 +145,25 @@ class Broker:
         self.topics[topic.name] = topic
         self.topics_by_id[topic.topic_id] = topic
 
-    def log_config(self, topic: TopicRecord) -> LogConfig:
+    def topic_config(self, topic: TopicRecord) -> LogConfig:
+        """The topic's whole config (for a tiered topic, retention.* covers local + remote)."""
         return LogConfig.from_topic_configs(topic.configs, self.config.topic_defaults())
+
+    def log_config(self, topic: TopicRecord) -> LogConfig:
+        """What the local log acts on: for a tiered topic, local.retention.* as its retention."""
+        return self.topic_config(topic).local()
 
     def _log_config_by_name(self, name: str) -> LogConfig:
         topic = self.topics.get(name)
         return self.log_config(topic) if topic else LogConfig.from_topic_configs({}, self.config.topic_defaults())
+
+    def tiered_topics(self) -> list[TieredTopic]:
+        return [TieredTopic(t.name, str(t.topic_id), t.partitions, self.topic_config(t))
+                for t in self.topics.values()]
+
+    def log_start_offset(self, lg: UnifiedLog) -> int:
+        """The partition's first offset, remote segments included."""
+        return self.tier.log_start_offset(lg) if self.tier is not None else lg.log_start_offset
 
     def log(self, topic: str, partition: int) -> UnifiedLog | None:
         return self.logs.get(topic, partition)
@@ -172,6 +208,12 @@ class Broker:
             self.topics_by_id.pop(topic.topic_id, None)
             await self.store.delete_topic(name)
             await self.logs.delete_topic(name)
+        if self.tier is not None:
+            try:
+                await self.tier.delete_topic(TieredTopic(name, str(topic.topic_id), topic.partitions,
+                                                         self.topic_config(topic)))
+            except Exception as e:  # the topic is gone; leftover objects are logged, not fatal
+                log.warning("could not delete remote objects of %s: %s", name, e)
         self.wake_all(name, topic.partitions)
         log.info("deleted topic %s", name)
 

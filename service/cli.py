@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listeners", help="NAME://HOST:PORT,... (listeners)")
     serve.add_argument("--advertised-listeners", help="what clients connect to (advertised.listeners)")
     serve.add_argument("--http", help="HTTP API HOST:PORT (http.listener)")
+    serve.add_argument("--remote-url", help="object store: s3://bucket/prefix or file:///dir (remote.url)")
+    serve.add_argument("--keyring", help="key ring file, outside the data dir (remote.keyring)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config key, e.g. --set num.partitions=3 (repeatable)")
     serve.add_argument("--log-level", default="INFO")
@@ -85,7 +87,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         overrides = _parse_set(args.set)
         for flag, key in (("data_dir", "data.dir"), ("listeners", "listeners"),
-                          ("advertised_listeners", "advertised.listeners"), ("http", "http.listener")):
+                          ("advertised_listeners", "advertised.listeners"), ("http", "http.listener"),
+                          ("remote_url", "remote.url"), ("keyring", "remote.keyring")):
             if getattr(args, flag) is not None:
                 overrides[key] = getattr(args, flag)
         config = load_config(args.config, overrides)
@@ -94,6 +97,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(_run(config))
+    except ConfigError as e:
+        print(f"sediment: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"sediment: cannot start: {e}", file=sys.stderr)
         return 1

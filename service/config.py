@@ -163,6 +163,24 @@ KEYS: dict[str, Key] = {
         Key("transaction.max.timeout.ms", 900_000, _int(1), "largest transaction.timeout.ms a producer may ask for"),
         Key("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10_000, _int(1),
             "how often transactions open past their timeout are aborted"),
+        Key("remote.url", "", _str, "object store for tiered segments: s3://bucket/prefix or "
+            "file:///dir (empty: file://<data.dir>/remote)"),
+        Key("remote.keyring", "", _str, "key ring file (sediment keys generate); outside data.dir; "
+            "empty: remote objects are compressed but not encrypted"),
+        Key("remote.kms.key.id", "", _str, "AWS KMS key id or ARN wrapping data keys instead of the key ring"),
+        Key("remote.compression", "zstd", _choice("zstd", "lz4", "none"), "codec of remote chunks"),
+        Key("remote.chunk.bytes", 4 * 1024 * 1024, _int(64 * 1024), "target size of remote chunks"),
+        Key("remote.cache.dir", "", _str, "chunk cache directory (empty: <data.dir>/remote-cache)"),
+        Key("remote.cache.bytes", 1 << 30, _int(0), "chunk cache size bound"),
+        Key("remote.fetch.max.wait.ms", 5000, _int(1), "a remote read answers within this, empty if the store is slow"),
+        Key("remote.fetch.parallelism", 8, _int(1), "concurrent ranged GETs of remote reads"),
+        Key("remote.upload.check.interval.ms", 1000, _int(10), "how often sealed segments are looked for"),
+        Key("remote.upload.rate.bytes", 0, _int(0), "upload rate limit in bytes/s (0: none)"),
+        Key("remote.snapshot.interval.ms", 10_000, _int(10), "how often cluster metadata is snapshotted to the bucket"),
+        Key("remote.s3.endpoint", "", _str, "S3 endpoint URL (MinIO, moto, ...); empty: AWS or AWS_ENDPOINT_URL_S3"),
+        Key("remote.s3.region", "", _str, "S3 region (empty: the AWS chain, else us-east-1)"),
+        Key("remote.s3.path.style", False, _bool, "path-style S3 addressing"),
+        Key("log.remote.storage.enable", False, _bool, "default remote.storage.enable of topics"),
         Key("telemetry.exporter", "none", _choice("none", "console", "otlp"), "OpenTelemetry span exporter"),
         Key("telemetry.service.name", "sediment", _str, "OpenTelemetry service.name"),
     ]
@@ -178,6 +196,7 @@ TOPIC_DEFAULT_KEYS = {
     "max.message.bytes": "message.max.bytes",
     "message.timestamp.type": "log.message.timestamp.type",
     "cleanup.policy": "log.cleanup.policy",
+    "remote.storage.enable": "log.remote.storage.enable",
 }
 
 
@@ -274,4 +293,19 @@ def load_config(
     cfg = BrokerConfig(merged, frozenset(values))
     cfg.listeners  # validate eagerly so a bad value stops start-up
     cfg.advertised_listeners
+    _check_remote(cfg)
     return cfg
+
+
+def _check_remote(cfg: BrokerConfig) -> None:
+    url = cfg["remote.url"]
+    if url and not (url.startswith("s3://") or url.startswith("file:///")):
+        raise ConfigError("remote.url", f"{url!r} is not s3://bucket/prefix or file:///absolute/dir")
+    ring = cfg["remote.keyring"]
+    if ring:
+        data_dir = cfg.data_dir.resolve()
+        path = Path(ring).resolve()
+        if path == data_dir or data_dir in path.parents:
+            # A key ring beside the data it protects is lost, or stolen, with it.
+            raise ConfigError("remote.keyring", f"{ring} is inside data.dir ({cfg['data.dir']}): keep the "
+                                                "key ring on another disk than the data it protects")

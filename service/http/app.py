@@ -23,11 +23,53 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "node_id": broker.cluster.node_id if broker.cluster else None})
 
 
+def _metric_lines(broker: "Broker") -> list[str]:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        # A sample's "labels" part is also where a summary's _sum / _count suffix goes.
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {value}" for labels, value in samples)
+
+    tier = broker.tier
+    if tier is not None:
+        m = tier.metrics
+        lag_segments, lag_bytes = tier.upload_lag()
+        metric("sediment_remote_segments_uploaded_total", "counter", "Segments committed to the bucket.",
+               [("", m.segments_uploaded)])
+        metric("sediment_remote_bytes_uploaded_total", "counter", "Object bytes written for segments.",
+               [("", m.bytes_uploaded)])
+        metric("sediment_remote_upload_failures_total", "counter", "Segment uploads that failed and will be retried.",
+               [("", m.upload_failures)])
+        metric("sediment_remote_upload_seconds", "summary", "Time spent uploading segments.",
+               [("_sum", m.upload_seconds), ("_count", m.segments_uploaded)])
+        metric("sediment_remote_upload_lag_segments", "gauge", "Sealed segments not yet in the bucket.",
+               [("", lag_segments)])
+        metric("sediment_remote_upload_lag_bytes", "gauge", "Bytes of sealed segments not yet in the bucket.",
+               [("", lag_bytes)])
+        metric("sediment_remote_segments_deleted_total", "counter", "Remote segments removed by retention.",
+               [("", m.segments_deleted)])
+        metric("sediment_remote_reads_total", "counter", "Reads served from the bucket.", [("", m.remote_reads)])
+        metric("sediment_remote_read_timeouts_total", "counter", "Remote reads past remote.fetch.max.wait.ms.",
+               [("", m.remote_read_timeouts)])
+        metric("sediment_remote_bytes", "gauge", "Object bytes held in the bucket per partition.",
+               [(f'{{topic="{t}",partition="{p}"}}', v) for (t, p), v in sorted(m.remote_bytes.items())])
+    return lines
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition format."""
+    body = "\n".join(_metric_lines(request.app[BROKER_KEY])) + "\n"
+    return web.Response(text=body, content_type="text/plain", charset="utf-8")
+
+
 def make_app(broker: "Broker") -> web.Application:
     app = web.Application()
     app[BROKER_KEY] = broker
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

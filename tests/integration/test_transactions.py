@@ -67,6 +67,7 @@ def _transform_batch(producer: Producer, consumer: Consumer, out_topic: str, n: 
     if commit:
         producer.commit_transaction(30)
     else:
+        producer.flush(10)  # abort_transaction() purges unsent records; these must reach the log
         producer.abort_transaction(30)
         # An aborted batch is processed again: rewind to where it started.
         consumer.seek(TopicPartition(msgs[0].topic(), msgs[0].partition(), msgs[0].offset()))

@@ -6,7 +6,7 @@ CreateTopics/AlterConfigs against; LogConfig is the typed subset the local log a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal, Mapping
 
 ConfigType = Literal["long", "int", "string", "boolean", "double", "list"]
@@ -157,6 +157,8 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _defs(
               "Whether to preallocate segment files."),
     ConfigDef("remote.storage.enable", "boolean", "false", None,
               "Whether sealed segments are tiered to object storage."),
+    ConfigDef("remote.upload.interval.ms", "long", "600000", at_least(1),
+              "Bound on how old unsealed data may get before its segment is rolled and uploaded."),
     ConfigDef("retention.bytes", "long", "-1", None,
               "Largest size of the partition log before old segments are deleted; -1 unlimited."),
     ConfigDef("retention.ms", "long", str(WEEK_MS), at_least(-1),
@@ -209,6 +211,7 @@ class LogConfig:
     local_retention_ms: int = -2
     local_retention_bytes: int = -2
     remote_storage_enable: bool = False
+    remote_upload_interval_ms: int = 600_000
 
     @property
     def log_append_time(self) -> bool:
@@ -240,4 +243,15 @@ class LogConfig:
             local_retention_ms=values["local.retention.ms"],  # type: ignore[arg-type]
             local_retention_bytes=values["local.retention.bytes"],  # type: ignore[arg-type]
             remote_storage_enable=values["remote.storage.enable"],  # type: ignore[arg-type]
+            remote_upload_interval_ms=values["remote.upload.interval.ms"],  # type: ignore[arg-type]
+        )
+
+    def local(self) -> "LogConfig":
+        """What the local log keeps of a tiered topic: local.retention.* (-2: retention.*)."""
+        if not self.remote_storage_enable:
+            return self
+        return replace(
+            self,
+            retention_ms=self.retention_ms if self.local_retention_ms == -2 else self.local_retention_ms,
+            retention_bytes=self.retention_bytes if self.local_retention_bytes == -2 else self.local_retention_bytes,
         )

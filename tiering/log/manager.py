@@ -66,6 +66,7 @@ class LogManager:
         retention_check_interval_ms: int = 300_000,
         roll_check_interval_ms: int = 10_000,
         topic_config: Callable[[str], LogConfig] | None = None,
+        retention_guard: Callable[[UnifiedLog], Callable[[LogSegment], bool] | None] | None = None,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         producer_id_expiration_check_interval_ms: int = 600_000,
     ) -> None:
@@ -81,6 +82,8 @@ class LogManager:
         self.producer_id_expiration_check_interval_ms = producer_id_expiration_check_interval_ms
         # Config for logs found on disk at start-up (topic configs live in the metadata store).
         self._topic_config = topic_config or (lambda topic: LogConfig())
+        # Which segments retention may delete (the tier manager holds back those not yet remote).
+        self._retention_guard = retention_guard or (lambda lg: None)
         self._logs: dict[tuple[str, int], UnifiedLog] = {}
         self._flushing: dict[UnifiedLog, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
@@ -256,7 +259,7 @@ class LogManager:
         now = _wall_ms()
         doomed: list[LogSegment] = []
         for lg in list(self._logs.values()):
-            deleted = lg.apply_retention(now)
+            deleted = lg.apply_retention(now, self._retention_guard(lg))
             if deleted:
                 log.info("retention deleted segments %s of %s", deleted, lg)
             doomed += lg.take_expired_deleted()

@@ -333,6 +333,19 @@ class UnifiedLog:
         self._producers.take_snapshot(new.base_offset)
         return new
 
+    def start_at(self, offset: int) -> None:
+        """Make an empty log continue at `offset` (Kafka's truncateFullyAndStartAt): a broker
+        rebuilt from the bucket appends after the last remote offset."""
+        if self.size_bytes != 0:
+            raise ValueError(f"{self.topic}-{self.partition}: start_at needs an empty log")
+        for seg in self._segments:
+            seg.delete()
+        new = LogSegment.open(self.dir, offset, self._config, create=True)
+        self._segments = [new]
+        self._bases = [offset]
+        self._log_start_offset = self._log_end_offset = self._flushed_offset = offset
+        _write_checkpoint(self.dir / LOG_START_CHECKPOINT, offset, durable=True)
+
     def maybe_roll(self, now_ms: int) -> bool:
         """Roll on segment.ms even without new appends (keeps sealing time-bounded)."""
         if self._segment_expired(self._segments[-1], now_ms):

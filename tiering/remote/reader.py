@@ -108,6 +108,10 @@ class RemoteReader:
             t.cancel()
         await asyncio.gather(*self._prefetching, return_exceptions=True)
 
+    async def indexes(self, manifest: PartitionManifest, entry: SegmentEntry) -> SegmentIndexes:
+        """The segment's indexes object, cached in memory (LRU) with its data key."""
+        return (await self._segment(manifest, entry))[0]
+
     async def _segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
         hit = self._indexes.get(entry.segment_uuid)
         if hit is not None:

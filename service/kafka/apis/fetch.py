@@ -7,6 +7,8 @@ exceed the byte limits by one batch so a consumer never stalls on a large batch.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 import uuid
@@ -16,11 +18,13 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from tiering.log.partition import OffsetOutOfRangeError
+from tiering.records import iter_batches
 
 from service.kafka.context import FileRange, RequestContext
 from service.kafka.splice import new_marker, splice
 
 READ_COMMITTED = 1
+log = logging.getLogger("sediment.fetch")
 
 
 @dataclass
@@ -35,7 +39,7 @@ class _Part:
     log_start: int = -1
     lso: int = -1
     aborted: list[tuple[int, int]] | None = None  # (producer id, first offset); read_committed only
-    data: FileRange | None = None
+    data: FileRange | bytes | None = None  # a local file range (sendfile) or remote bytes
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -50,7 +54,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     min_bytes = int(req.min_bytes)
     committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
     while True:
-        total, any_error = _read_all(ctx, parts, max_bytes, committed)
+        total, any_error = await _read_all(ctx, parts, max_bytes, committed)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or any_error or remaining <= 0:
             break
@@ -74,11 +78,13 @@ def _resolve(ctx: RequestContext, req: Any) -> list[_Part]:
     return parts
 
 
-def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
-              committed: bool = False) -> tuple[int, bool]:
+async def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
+                    committed: bool = False) -> tuple[int, bool]:
     """With committed (read_committed), reads stop at the last stable offset and each partition
-    lists the aborted transactions overlapping what it returns."""
+    lists the aborted transactions overlapping what it returns. Partitions whose offset lies
+    below the local log start are read from the bucket afterwards, all at once."""
     total, any_error = 0, False
+    remote: list[_Part] = []
     for p in parts:
         log = ctx.broker.log(p.name, p.partition)
         if log is None:
@@ -86,7 +92,7 @@ def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
                 else ErrorCode.unknown_topic_or_partition
             any_error = True
             continue
-        p.hw, p.log_start = log.high_watermark, log.log_start_offset
+        p.hw, p.log_start = log.high_watermark, ctx.broker.log_start_offset(log)
         p.lso = log.last_stable_offset
         p.aborted = [] if committed else None
         budget = min(p.max_bytes, max_bytes - total)
@@ -96,6 +102,9 @@ def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
             sl = log.read(p.offset, max(budget, 0), min_one=(total == 0),
                           upto_offset=p.lso if committed else None)
         except OffsetOutOfRangeError:
+            if p.log_start <= p.offset < log.log_start_offset:
+                remote.append(p)
+                continue
             p.error = ErrorCode.offset_out_of_range
             any_error = True
             continue
@@ -105,14 +114,59 @@ def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
             p.aborted = log.aborted_transactions(p.offset, log.slice_end_offset(sl))
         p.data = FileRange(os.dup(sl.fileno), sl.position, sl.size)
         total += sl.size
+    if remote:
+        total += await _read_remote(ctx, remote, max_bytes - total, first=total == 0, committed=committed)
+        any_error = any_error or any(p.error for p in remote)
     return total, any_error
+
+
+async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, first: bool,
+                       committed: bool) -> int:
+    """Remote partitions of one fetch, read concurrently within the bytes left (each gets its
+    share in request order, as a sequential read would)."""
+    tier = ctx.broker.tier
+    assert tier is not None
+    shares = []
+    for p in parts:
+        share = min(p.max_bytes, budget)
+        shares.append(share)
+        budget -= max(share, 0)
+    results = await asyncio.gather(*(
+        tier.read(p.name, p.partition, p.offset, max(share, 0), min_one=first and i == 0)
+        for i, (p, share) in enumerate(zip(parts, shares))), return_exceptions=True)
+    total = 0
+    for p, data in zip(parts, results):
+        if isinstance(data, BaseException):
+            if isinstance(data, asyncio.CancelledError):
+                raise data
+            # The store failed, or the data cannot be decrypted: an error for this partition
+            # only (retriable for clients), never bytes that are not the record's.
+            log.warning("remote read of %s-%d at %d failed: %s", p.name, p.partition, p.offset, data)
+            p.error = ErrorCode.kafka_storage_error
+            continue
+        if data is None:  # deleted from the bucket meanwhile
+            p.error = ErrorCode.offset_out_of_range
+            continue
+        if not data:
+            continue
+        if committed:
+            batches = list(iter_batches(data))
+            lg = ctx.broker.log(p.name, p.partition)
+            if lg is not None and batches:
+                lso_cut = [b for b in batches if b.last_offset < p.lso]
+                data = data[:sum(b.size for b in lso_cut)]
+                if lso_cut:
+                    p.aborted = await tier.aborted_transactions(lg, p.offset, lso_cut[-1].next_offset)
+        p.data = bytes(data)
+        total += len(data)
+    return total
 
 
 def _release(parts: list[_Part]) -> None:
     for p in parts:
-        if p.data is not None:
+        if isinstance(p.data, FileRange):
             p.data.close()
-            p.data = None
+        p.data = None
 
 
 def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
@@ -120,8 +174,8 @@ def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
     by_topic: dict[tuple[str, uuid.UUID | None], list[Any]] = {}
     ranges: list[tuple[bytes, FileRange]] = []
     for p in parts:
-        records = b""
-        if p.data is not None:
+        records = p.data if isinstance(p.data, bytes) else b""
+        if isinstance(p.data, FileRange):
             records = new_marker()
             ranges.append((records, p.data))
         by_topic.setdefault((p.name, p.topic_id), []).append(s(

@@ -17,14 +17,14 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     topics = []
     for t in req.topics:
         committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
-        parts = tuple(s("ListOffsetsPartitionResponse", **_lookup(ctx, t.name, p, committed))
-                      for p in t.partitions)
+        parts = tuple([s("ListOffsetsPartitionResponse", **await _lookup(ctx, t.name, p, committed))
+                       for p in t.partitions])
         topics.append(s("ListOffsetsTopicResponse", name=t.name, partitions=parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name for t in req.topics)
     return s.response(throttle_time=0, topics=tuple(topics))
 
 
-def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = False) -> dict[str, Any]:
+async def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = False) -> dict[str, Any]:
     index = int(p.partition_index)
     log = ctx.broker.log(topic, index)
     if log is None:
@@ -32,17 +32,27 @@ def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = False) ->
                     timestamp=-1, offset=-1, leader_epoch=-1)
     ts = int(p.timestamp)
     found: tuple[int, int] | None
-    if ts == EARLIEST or ts == EARLIEST_LOCAL:
+    tier = ctx.broker.tier
+    if ts == EARLIEST:
+        found = (ctx.broker.log_start_offset(log), -1)
+    elif ts == EARLIEST_LOCAL:
         found = (log.log_start_offset, -1)
     elif ts == LATEST:
         found = (log.last_stable_offset if committed else log.high_watermark, -1)
     elif ts == MAX_TIMESTAMP:
         found = log.max_timestamp()
+        remote = tier.max_timestamp(topic, index) if tier is not None else None
+        if remote is not None and (found is None or found[0] < 0 or remote[1] > found[1]):
+            found = remote
     elif ts < 0:
         return dict(partition_index=index, error_code=ErrorCode.unsupported_version,
                     timestamp=-1, offset=-1, leader_epoch=-1)
-    else:
-        found = log.offset_for_timestamp(ts)
+    else:  # the bucket first: remote segments below the local start hold the earlier records
+        found = None
+        if tier is not None and tier.remote_range(topic, index) is not None:
+            found = await tier.offset_for_timestamp(topic, index, ts, below=log.log_start_offset)
+        if found is None:
+            found = log.offset_for_timestamp(ts)
     offset, timestamp = found if found is not None else (-1, -1)
     return dict(partition_index=index, error_code=0, timestamp=timestamp, offset=offset,
                 leader_epoch=0 if offset >= 0 else -1)

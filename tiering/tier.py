@@ -1,0 +1,352 @@
+"""TierManager: composes the local log (tiering/log) with the object-store tier (tiering/remote).
+
+It uploads sealed segments of tiered topics in offset order, rolls active segments whose data is
+older than remote.upload.interval.ms (so unsealed data in the bucket is never older than that),
+lets local retention delete only segments the manifest has committed, applies the topic's total
+retention to remote segments, and serves reads and timestamp lookups below the local log start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from security.keys import KeyProvider
+
+from tiering.log.config import LogConfig
+from tiering.log.manager import LogManager
+from tiering.log.partition import UnifiedLog
+from tiering.log.segment import LogSegment
+from tiering.log.txn_index import ENTRY as TXN_ENTRY
+from tiering.records import iter_batches, record_timestamps
+from tiering.remote.manifest import PartitionManifest, SegmentEntry, SegmentState
+from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
+from tiering.remote.store import ObjectStore, StoreError
+from tiering.remote.transform import TransformError
+from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
+
+log = logging.getLogger("sediment.tier")
+
+_TIME_ENTRY = 12  # time index entry: int64 timestamp, int32 relative offset
+
+
+@dataclass(frozen=True)
+class TieredTopic:
+    name: str
+    topic_id: str
+    partitions: int
+    config: LogConfig  # the topic's whole config (total retention, not the local one)
+
+
+@dataclass
+class TierMetrics:
+    segments_uploaded: int = 0
+    bytes_uploaded: int = 0  # object bytes written
+    upload_seconds: float = 0.0
+    upload_failures: int = 0
+    segments_deleted: int = 0
+    remote_reads: int = 0
+    remote_read_timeouts: int = 0
+    remote_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    upload: UploadSettings
+    read: ReadSettings
+    check_interval_ms: int = 1000
+    fetch_max_wait_ms: int = 5000
+
+
+class TierManager:
+    def __init__(self, logs: LogManager, store: ObjectStore, keys: KeyProvider | None, cache: ChunkCache,
+                 settings: TierSettings, topics: Callable[[], list[TieredTopic]]) -> None:
+        self._logs = logs
+        self._store = store
+        self._settings = settings
+        self._topics = topics
+        self._uploader = SegmentUploader(store, keys, settings.upload)
+        self._cache = cache
+        self._reader = RemoteReader(self._uploader, settings.upload.prefix, cache, settings.read)
+        self._manifests: dict[tuple[str, int], PartitionManifest] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.metrics = TierMetrics()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every tiered partition's manifest, clean up after crashed uploads, and let an
+        empty local log continue after the remote end (a broker rebuilt from the bucket)."""
+        self._cache.start()
+        for topic in self._topics():
+            if not topic.config.remote_storage_enable:
+                continue
+            for p in range(topic.partitions):
+                m = await self.manifest(topic, p)
+                removed = await self._uploader.clean_up(m)
+                if removed:
+                    log.info("removed %d objects of interrupted uploads of %s-%d", len(removed), topic.name, p)
+                lg = self._logs.get(topic.name, p)
+                end = m.remote_end_offset
+                if lg is not None and end is not None and lg.size_bytes == 0 and lg.log_end_offset <= end:
+                    lg.start_at(end + 1)
+                    log.info("%s-%d continues at offset %d after its remote segments", topic.name, p, end + 1)
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._reader.close()
+
+    async def manifest(self, topic: TieredTopic, partition: int) -> PartitionManifest:
+        key = (topic.name, partition)
+        m = self._manifests.get(key)
+        if m is None:
+            m = await self._uploader.load_manifest(topic.name, topic.topic_id, partition)
+            self._manifests[key] = m
+            self.metrics.remote_bytes[key] = sum(e.object_size for e in m.committed())
+        return m
+
+    def _lock(self, key: tuple[str, int]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    # -- what local retention may delete ---------------------------------------------------
+
+    def retention_guard(self, lg: UnifiedLog) -> Callable[[LogSegment], bool] | None:
+        """For a tiered partition: only segments the manifest has committed may go locally."""
+        m = self._manifests.get((lg.topic, lg.partition))
+        if m is None:
+            return None if not lg.config.remote_storage_enable else (lambda seg: False)
+        end = m.remote_end_offset
+        return lambda seg: end is not None and seg.next_offset - 1 <= end
+
+    # -- the upload loop -------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        interval = self._settings.check_interval_ms / 1000
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("tiering pass failed")
+            await asyncio.sleep(interval)
+
+    async def run_once(self, now_ms: int | None = None) -> None:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        for topic in self._topics():
+            if not topic.config.remote_storage_enable:
+                continue
+            for p in range(topic.partitions):
+                lg = self._logs.get(topic.name, p)
+                if lg is None:
+                    continue
+                async with self._lock((topic.name, p)):
+                    self._roll_if_stale(lg, topic.config, now)
+                    await self._upload_sealed(topic, p, lg)
+                    await self._apply_remote_retention(topic, p, lg, now)
+
+    @staticmethod
+    def _roll_if_stale(lg: UnifiedLog, config: LogConfig, now: int) -> None:
+        active = lg.active_segment
+        basis = active.rolling_basis_ms
+        if active.size > 0 and basis is not None and now - basis >= config.remote_upload_interval_ms:
+            lg.roll()
+
+    async def _upload_sealed(self, topic: TieredTopic, p: int, lg: UnifiedLog) -> None:
+        m = await self.manifest(topic, p)
+        for seg in lg.sealed_segments():
+            end = m.remote_end_offset
+            if seg.size == 0 or (end is not None and seg.next_offset - 1 <= end):
+                continue
+            files = SegmentFiles(seg.base_offset, seg.next_offset - 1, seg.max_timestamp,
+                                 seg.offset_of_max_timestamp, seg.log_path, seg.index_path,
+                                 seg.time_index_path, seg.txn_index_path,
+                                 lg.dir / f"{seg.next_offset:020d}.snapshot")
+            started = time.monotonic()
+            try:
+                entry = await self._uploader.upload(m, files)
+            except (StoreError, OSError, TransformError) as e:
+                self.metrics.upload_failures += 1
+                log.warning("upload of %s-%d segment %d failed (will retry): %s", topic.name, p, seg.base_offset, e)
+                await self._reload(topic, p)
+                return
+            self.metrics.segments_uploaded += 1
+            self.metrics.bytes_uploaded += entry.object_size
+            self.metrics.upload_seconds += time.monotonic() - started
+            self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
+
+    async def _reload(self, topic: TieredTopic, p: int) -> None:
+        """After a failed upload: re-read the manifest and remove what the attempt left."""
+        self._manifests.pop((topic.name, p), None)
+        try:
+            m = await self.manifest(topic, p)
+            await self._uploader.clean_up(m)
+        except (StoreError, OSError) as e:
+            self._manifests.pop((topic.name, p), None)
+            log.warning("clean-up of %s-%d deferred: %s", topic.name, p, e)
+
+    async def _apply_remote_retention(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
+        cfg = topic.config
+        if not cfg.deletes:
+            return
+        m = await self.manifest(topic, p)
+        committed = m.committed()
+        doomed: list[SegmentEntry] = []
+        if cfg.retention_ms >= 0:
+            for e in committed:
+                if now - e.max_timestamp <= cfg.retention_ms:
+                    break
+                doomed.append(e)
+        if cfg.retention_bytes >= 0:
+            end = -1 if m.remote_end_offset is None else m.remote_end_offset
+            local_only = sum(s.size for s in lg.segments if s.base_offset > end)
+            total = sum(e.size for e in committed) + local_only
+            for e in committed:
+                if total <= cfg.retention_bytes:
+                    break
+                if e not in doomed:
+                    doomed.append(e)
+                total -= e.size
+        for e in doomed:
+            await self._delete_entry(m, e)
+            self.metrics.segments_deleted += 1
+        if doomed:
+            self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
+            log.info("remote retention deleted %d segments of %s-%d", len(doomed), topic.name, p)
+
+    async def _delete_entry(self, m: PartitionManifest, e: SegmentEntry) -> None:
+        m.mark(e.segment_uuid, SegmentState.DELETE_STARTED)
+        await self._uploader.save_manifest(m)
+        await self._store.delete(list(m.keys_for(e, self._settings.upload.prefix)))
+        m.mark(e.segment_uuid, SegmentState.DELETE_FINISHED)
+        m.prune_deleted()
+        await self._uploader.save_manifest(m)
+
+    async def delete_topic(self, topic: TieredTopic) -> None:
+        """Remove every object of the topic (all partitions' segments and manifests)."""
+        for p in range(topic.partitions):
+            m = self._manifests.pop((topic.name, p), None) or PartitionManifest(topic.name, topic.topic_id, p)
+            self.metrics.remote_bytes.pop((topic.name, p), None)
+            directory = m.key(self._settings.upload.prefix).rsplit("/", 1)[0] + "/"
+            keys = [o.key for o in await self._store.list(directory)]
+            if keys:
+                await self._store.delete(keys)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def remote_range(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(first, last) offsets held remotely, None when nothing is."""
+        m = self._manifests.get((topic, partition))
+        if m is None or m.log_start_offset is None:
+            return None
+        return m.log_start_offset, m.remote_end_offset  # type: ignore[return-value]
+
+    def log_start_offset(self, lg: UnifiedLog) -> int:
+        remote = self.remote_range(lg.topic, lg.partition)
+        return lg.log_start_offset if remote is None else min(remote[0], lg.log_start_offset)
+
+    async def read(self, topic: str, partition: int, offset: int, max_bytes: int, min_one: bool) -> bytes | None:
+        """Whole batches from the remote segment holding offset; None when the offset is not
+        remote; b"" when the store did not answer within remote.fetch.max.wait.ms."""
+        m = self._manifests.get((topic, partition))
+        entry = m.segment_for_offset(offset) if m is not None else None
+        if m is None or entry is None:
+            return None
+        self.metrics.remote_reads += 1
+        try:
+            return await asyncio.wait_for(self._reader.read(m, entry, offset, max_bytes, min_one),
+                                          self._settings.fetch_max_wait_ms / 1000)
+        except asyncio.TimeoutError:
+            self.metrics.remote_read_timeouts += 1
+            log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
+            return b""
+
+    async def aborted_transactions(self, lg: UnifiedLog, fetch_offset: int,
+                                   upper_offset: int) -> list[tuple[int, int]]:
+        """Kafka's collectAbortedTransactions across the tiers: the transaction indexes of the
+        remote segments from the one holding fetch_offset on, then the local ones, until an
+        abort at or past upper_offset shows that later segments cannot matter."""
+        out: list[tuple[int, int]] = []
+        m = self._manifests.get((lg.topic, lg.partition))
+        if m is not None:
+            for entry in m.committed():
+                if entry.last_offset < fetch_offset:
+                    continue
+                ix = await self._reader.indexes(m, entry)
+                t = ix.txn_index
+                for pos in range(0, len(t) - len(t) % TXN_ENTRY.size, TXN_ENTRY.size):
+                    _, pid, first, last, _lso = TXN_ENTRY.unpack_from(t, pos)
+                    if last >= fetch_offset and first < upper_offset:
+                        out.append((pid, first))
+                    if last >= upper_offset:
+                        return out
+        return out + lg.aborted_transactions(max(fetch_offset, lg.log_start_offset), upper_offset)
+
+    async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int,
+                                   below: int | None = None) -> tuple[int, int] | None:
+        """First record at or after timestamp among remote segments: the manifest picks the
+        segment, its time index the starting batch, then records of one batch are decoded."""
+        m = self._manifests.get((topic, partition))
+        if m is None:
+            return None
+        for entry in m.committed():
+            if below is not None and entry.base_offset >= below:
+                break
+            if entry.max_timestamp < timestamp:
+                continue
+            ix = await self._reader.indexes(m, entry)
+            start = entry.base_offset
+            t = ix.time_index
+            for pos in range(0, len(t) - len(t) % _TIME_ENTRY, _TIME_ENTRY):
+                ts = int.from_bytes(t[pos:pos + 8], "big", signed=True)
+                if ts >= timestamp:
+                    break
+                start = entry.base_offset + int.from_bytes(t[pos + 8:pos + 12], "big", signed=True)
+            offset = start
+            while offset <= entry.last_offset:
+                data = await self._reader.read(m, entry, offset, 1 << 20, True)
+                if not data:
+                    break
+                for h in iter_batches(data):
+                    if h.max_timestamp >= timestamp:
+                        for o, ts in record_timestamps(data[h.position:h.position + h.size]):
+                            if ts >= timestamp:
+                                return o, ts
+                    offset = h.last_offset + 1
+        return None
+
+    def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
+        m = self._manifests.get((topic, partition))
+        committed = m.committed() if m is not None else []
+        if not committed:
+            return None
+        best = max(committed, key=lambda e: (e.max_timestamp, -e.base_offset))
+        return best.max_timestamp_offset, best.max_timestamp
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def upload_lag(self) -> tuple[int, int]:
+        """(segments, bytes) sealed locally but not yet committed remotely."""
+        segments = size = 0
+        for topic in self._topics():
+            if not topic.config.remote_storage_enable:
+                continue
+            for p in range(topic.partitions):
+                lg = self._logs.get(topic.name, p)
+                m = self._manifests.get((topic.name, p))
+                if lg is None:
+                    continue
+                end = m.remote_end_offset if m is not None else None
+                for seg in lg.sealed_segments():
+                    if seg.size and (end is None or seg.next_offset - 1 > end):
+                        segments += 1
+                        size += seg.size
+        return segments, size
