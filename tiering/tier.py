@@ -219,6 +219,10 @@ class TierManager:
             await self._delete_entry(m, e)
             self.metrics.segments_deleted += 1
         if doomed:
+            # The partition's start moves with its oldest data: local copies below go too.
+            start = m.log_start_offset if m.log_start_offset is not None else doomed[-1].last_offset + 1
+            if lg.log_start_offset < start <= lg.high_watermark:
+                lg.delete_records_before(start)
             self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
             log.info("remote retention deleted %d segments of %s-%d", len(doomed), topic.name, p)
 
