@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import signal
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds
 from .report import add_ratios, format_report, summarize
+from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .stats import MIB, percentiles, rate_mib_s
 
 BATCH_SIZE = 1_000_000  # librdkafka caps a batch at message.max.bytes (default 1000000)
@@ -41,23 +41,6 @@ class BenchError(RuntimeError):
 # CPU accounting
 
 
-def _self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _machine_cpu() -> tuple[float, float] | None:
-    """(busy, total) jiffies of all cores from /proc/stat; iowait counts as idle."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [float(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    total = sum(fields[:8])
-    return total - idle, total
-
-
 class CpuMeter:
     """CPU seconds of this process and of the broker over one phase, as % of one core."""
 
@@ -66,17 +49,17 @@ class CpuMeter:
 
     def __enter__(self) -> "CpuMeter":
         self.t0 = time.perf_counter()
-        self.c0 = _self_cpu()
+        self.c0 = self_cpu()
         self.m0 = time.thread_time()  # the Python loop alone (librdkafka runs in other threads)
-        self.s0 = _machine_cpu()
+        self.s0 = machine_cpu()
         self.b0 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self.t0
-        self.client_pct = 100.0 * (_self_cpu() - self.c0) / wall if wall > 0 else None
+        self.client_pct = 100.0 * (self_cpu() - self.c0) / wall if wall > 0 else None
         self.main_pct = 100.0 * (time.thread_time() - self.m0) / wall if wall > 0 else None
-        s1 = _machine_cpu()
+        s1 = machine_cpu()
         self.machine_pct = None
         if self.s0 is not None and s1 is not None and s1[1] > self.s0[1]:
             # Busy share of all cores, in % of one core (kernel writeback included).
@@ -435,30 +418,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _source_revision() -> str | None:
-    """The checkout's commit (with '+dirty' for uncommitted changes): the broker under test."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
-             "service", "tiering", "security"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return rev + ("+dirty" if dirty else "")
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(
@@ -467,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     messages = -(-args.mb * MIB // args.value_bytes)
     phase_timeout = args.phase_timeout or 120.0 + 2.0 * args.mb
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_interrupt_on_sigterm)
 
     import confluent_kafka
 
@@ -507,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "phase_timeout_s": phase_timeout,
             "queue_messages": args.queue_messages,
-            "revision": _source_revision(),
+            "revision": source_revision(),
             "python": platform.python_version(),
             "confluent_kafka": confluent_kafka.version()[0],
             "librdkafka": confluent_kafka.libversion()[0],

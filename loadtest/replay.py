@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds, sediment_command
+from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .stats import MIB, median, rate_mib_s, ratio
 
 RATIO_TARGET = 0.5
@@ -55,22 +56,6 @@ class BenchError(RuntimeError):
 # CPU accounting
 
 
-def _self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _machine_cpu() -> tuple[float, float] | None:
-    """(busy, total) jiffies of all cores from /proc/stat; iowait counts as idle."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [float(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    return sum(fields[:8]) - idle, sum(fields[:8])
-
-
 class CpuMeter:
     """CPU of this process and of other processes (by pid) over one phase, % of one core."""
 
@@ -79,8 +64,8 @@ class CpuMeter:
 
     def __enter__(self) -> "CpuMeter":
         self.t0 = time.perf_counter()
-        self.c0 = _self_cpu()
-        self.m0 = _machine_cpu()
+        self.c0 = self_cpu()
+        self.m0 = machine_cpu()
         self.p0 = {k: process_cpu_seconds(pid) for k, pid in self.pids.items()}
         return self
 
@@ -89,11 +74,11 @@ class CpuMeter:
         self.pct: dict[str, float | None] = {}
         if wall <= 0:
             return
-        self.pct["client"] = 100.0 * (_self_cpu() - self.c0) / wall
+        self.pct["client"] = 100.0 * (self_cpu() - self.c0) / wall
         for k, pid in self.pids.items():
             a, b = self.p0.get(k), process_cpu_seconds(pid)
             self.pct[k] = None if a is None or b is None else 100.0 * (b - a) / wall
-        m1 = _machine_cpu()
+        m1 = machine_cpu()
         if self.m0 is not None and m1 is not None and m1[1] > self.m0[1]:
             cores = os.cpu_count() or 1
             self.pct["machine"] = 100.0 * cores * (m1[0] - self.m0[0]) / (m1[1] - self.m0[1])
@@ -963,26 +948,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _source_revision() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
-                                "service", "tiering", "security"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return rev + ("+dirty" if dirty else "")
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_interrupt_on_sigterm)
     command = shlex.join([sys.executable, "-m", "loadtest.replay", *(sys.argv[1:] if argv is None else argv)])
     print(f"command: {command}", flush=True)
     import confluent_kafka
@@ -997,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         "value_kind": "random (incompressible)" if args.incompressible else "random-word text",
         "isolation": args.isolation, "segment_mb": args.segment_mb, "compression": args.compression, "parallel": args.parallel,
         "chunk_bytes": args.chunk_bytes or None, "phase_timeout_s": phase_timeout,
-        "cpus": os.cpu_count(), "revision": _source_revision(), "python": platform.python_version(),
+        "cpus": os.cpu_count(), "revision": source_revision(), "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0],
     }
     blob = make_blob(min(max(args.mb, 8), 64) * MIB + args.value_bytes, args.incompressible)
