@@ -8,7 +8,6 @@ another implementation of the same methods.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sqlite3
 import threading
@@ -181,21 +180,14 @@ class MetadataStore:
         await self._exec("DELETE FROM group_states WHERE group_id = ?", (group_id,))
 
     async def load_transactions(self) -> list["TxnMetadata"]:
-        from service.txn.coordinator import TxnMetadata
+        from service.txn.coordinator import txn_from_json
 
         rows = await self._exec("SELECT state FROM transactions")
-        out = []
-        for (raw,) in rows:
-            d = json.loads(str(raw))
-            d["partitions"] = frozenset((t, p) for t, p in d["partitions"])
-            d["groups"] = frozenset(d["groups"])
-            d["offsets"] = tuple(tuple(o) for o in d.get("offsets", ()))
-            out.append(TxnMetadata(**d))
-        return out
+        return [txn_from_json(json.loads(str(raw))) for (raw,) in rows]
 
     async def put_transaction(self, txn: "TxnMetadata") -> None:
-        d = dataclasses.asdict(txn)
-        d["partitions"] = sorted(txn.partitions)
-        d["groups"] = sorted(txn.groups)
+        from service.txn.coordinator import txn_to_json
+
+        d = txn_to_json(txn)
         await self._exec("INSERT OR REPLACE INTO transactions (transactional_id, state) VALUES (?, ?)",
                          (txn.transactional_id, json.dumps(d)))

@@ -10,7 +10,6 @@ unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +18,7 @@ import uuid
 from tiering.remote.store import ObjectStore
 
 from service.metadata import MetadataStore, TopicRecord
+from service.txn.coordinator import txn_from_json, txn_to_json
 
 log = logging.getLogger("sediment.snapshot")
 
@@ -40,12 +40,7 @@ class ClusterSnapshots:
         topics = [{"name": t.name, "topic_id": str(t.topic_id), "partitions": t.partitions, "configs": t.configs}
                   for t in sorted(await self._store.load_topics(), key=lambda t: t.name)]
         offsets = [list(row) for row in sorted(await self._store.load_offsets())]
-        txns = []
-        for t in await self._store.load_transactions():
-            d = dataclasses.asdict(t)
-            d["partitions"] = sorted(t.partitions)
-            d["groups"] = sorted(t.groups)
-            txns.append(d)
+        txns = [txn_to_json(t) for t in await self._store.load_transactions()]
         return {"format_version": FORMAT_VERSION, "meta": {k: v for k, v in meta.items() if v is not None},
                 "topics": topics, "offsets": offsets, "transactions": txns}
 
@@ -78,14 +73,8 @@ class ClusterSnapshots:
             by_group.setdefault(group, []).append((topic, int(partition), int(offset), int(epoch), metadata, int(ts)))
         for group, rows in by_group.items():
             await self._store.put_offsets(group, rows)
-        if snap.get("transactions"):
-            from service.txn.coordinator import TxnMetadata
-
-            for d in snap["transactions"]:
-                d["partitions"] = frozenset((t, p) for t, p in d["partitions"])
-                d["groups"] = frozenset(d["groups"])
-                d["offsets"] = tuple(tuple(o) for o in d.get("offsets", ()))
-                await self._store.put_transaction(TxnMetadata(**d))
+        for d in snap.get("transactions", ()):
+            await self._store.put_transaction(txn_from_json(d))
         log.info("restored %d topics and the offsets of %d groups from the bucket's snapshot",
                  len(snap["topics"]), len(by_group))
         return True

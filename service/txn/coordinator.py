@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tiering.records import InvalidRecordError
@@ -57,6 +57,22 @@ class TxnMetadata:
     # TxnOffsetCommit offsets, kept here so a commit finished after a restart still has them:
     # (group, topic, partition, offset, leader epoch, metadata, commit time ms).
     offsets: tuple[tuple[str, str, int, int, int, str, int], ...] = ()
+
+
+def txn_to_json(txn: TxnMetadata) -> dict[str, object]:
+    """The stored form (MetadataStore row, bucket snapshot): sets become sorted lists."""
+    d = asdict(txn)
+    d["partitions"] = sorted(txn.partitions)
+    d["groups"] = sorted(txn.groups)
+    return d
+
+
+def txn_from_json(d: dict[str, object]) -> TxnMetadata:
+    d = dict(d)
+    d["partitions"] = frozenset((t, p) for t, p in d["partitions"])  # type: ignore[union-attr]
+    d["groups"] = frozenset(d["groups"])  # type: ignore[arg-type]
+    d["offsets"] = tuple(tuple(o) for o in d.get("offsets", ()))  # type: ignore[union-attr]
+    return TxnMetadata(**d)  # type: ignore[arg-type]
 
 
 def _now_ms() -> int:
