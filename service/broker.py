@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tiering.log.config import ConfigError as TopicConfigError
 from tiering.log.config import LogConfig, validate_topic_configs
 from tiering.log.manager import LogManager
-from tiering.log.partition import UnifiedLog
+from tiering.log.partition import OffsetOutOfRangeError, UnifiedLog
 from tiering.remote.reader import ChunkCache
 from tiering.remote.store import ObjectStore
 from tiering.tier import TierManager, TieredTopic
@@ -216,6 +216,23 @@ class Broker:
                 log.warning("could not delete remote objects of %s: %s", name, e)
         self.wake_all(name, topic.partitions)
         log.info("deleted topic %s", name)
+
+    async def delete_records(self, lg: UnifiedLog, offset: int) -> int:
+        """DeleteRecords on one partition (offset -1 = high watermark); returns the new low
+        watermark. On a tiered topic the remote start moves too, so no tier serves older data."""
+        if offset == -1:
+            offset = lg.high_watermark
+        if not 0 <= offset <= lg.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {offset}: high watermark is {lg.high_watermark}",
+                log_start_offset=lg.log_start_offset, log_end_offset=lg.log_end_offset)
+        topic = self.topics.get(lg.topic)
+        if self.tier is not None and topic is not None:
+            cfg = self.topic_config(topic)
+            if cfg.remote_storage_enable:
+                tiered = TieredTopic(topic.name, str(topic.topic_id), topic.partitions, cfg)
+                return await self.tier.delete_records(tiered, lg.partition, lg, offset)
+        return lg.delete_records_before(offset)
 
     async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
         async with self._topic_lock:

@@ -215,6 +215,7 @@ class TierManager:
                 if e not in doomed:
                     doomed.append(e)
                 total -= e.size
+        doomed += [e for e in m.below_start() if e not in doomed]
         for e in doomed:
             await self._delete_entry(m, e)
             self.metrics.segments_deleted += 1
@@ -225,6 +226,22 @@ class TierManager:
                 lg.delete_records_before(start)
             self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
             log.info("remote retention deleted %d segments of %s-%d", len(doomed), topic.name, p)
+
+    async def delete_records(self, topic: TieredTopic, p: int, lg: UnifiedLog, offset: int) -> int:
+        """DeleteRecords across the tiers: the manifest's start floor moves to offset (saved
+        before answering), remote segments wholly below it are deleted, and the local log start
+        moves too. offset must be within [0, high watermark]. Returns the partition's new start."""
+        async with self._lock((topic.name, p)):
+            m = await self.manifest(topic, p)
+            if m.committed() and m.raise_start(offset):
+                await self._uploader.save_manifest(m)
+                for e in m.below_start():
+                    await self._delete_entry(m, e)
+                    self.metrics.segments_deleted += 1
+                self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
+            if offset > lg.log_start_offset:
+                lg.delete_records_before(offset)
+            return self.log_start_offset(lg)
 
     async def _delete_entry(self, m: PartitionManifest, e: SegmentEntry) -> None:
         m.mark(e.segment_uuid, SegmentState.DELETE_STARTED)
@@ -301,9 +318,12 @@ class TierManager:
         m = self._manifests.get((topic, partition))
         if m is None:
             return None
+        start = m.log_start_offset
         for entry in m.committed():
             if below is not None and entry.base_offset >= below:
                 break
+            if start is None or entry.last_offset < start:
+                continue
             if entry.max_timestamp < timestamp:
                 continue
             ix = await self._reader.indexes(m, entry)
@@ -322,7 +342,7 @@ class TierManager:
                 for h in iter_batches(data):
                     if h.max_timestamp >= timestamp:
                         for o, ts in record_timestamps(data[h.position:h.position + h.size]):
-                            if ts >= timestamp:
+                            if ts >= timestamp and o >= start:
                                 return o, ts
                     offset = h.last_offset + 1
         return None
@@ -330,6 +350,10 @@ class TierManager:
     def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
         m = self._manifests.get((topic, partition))
         committed = m.committed() if m is not None else []
+        if not committed:
+            return None
+        start = m.log_start_offset if m is not None else None
+        committed = [e for e in committed if start is not None and e.max_timestamp_offset >= start]
         if not committed:
             return None
         best = max(committed, key=lambda e: (e.max_timestamp, -e.base_offset))

@@ -115,6 +115,29 @@ def test_segment_for_offset():
     assert m.segment_for_offset(300) is None
 
 
+def test_start_floor_hides_offsets_below_it_and_round_trips():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    for u, base, last in ((U1, 10, 99), (U2, 100, 199)):
+        m.add(entry(u, base, last))
+        m.mark(u, SegmentState.COPY_FINISHED)
+    assert "start_floor" not in json.loads(m.to_json())
+    assert m.raise_start(120) is True
+    assert m.raise_start(50) is False  # never down
+    assert m.start_floor == 120
+    assert m.log_start_offset == 120
+    assert m.remote_end_offset == 199
+    assert [e.segment_uuid for e in m.below_start()] == [U1]
+    assert m.segment_for_offset(119) is None
+    assert m.segment_for_offset(120).segment_uuid == U2
+    back = PartitionManifest.from_json(m.to_json())
+    assert back == m and back.start_floor == 120
+    # A floor past everything committed: nothing is readable remotely.
+    m.raise_start(200)
+    assert m.log_start_offset is None
+    assert m.segment_for_offset(199) is None
+    assert [e.segment_uuid for e in m.below_start()] == [U1, U2]
+
+
 def test_json_round_trip_with_wrapped_key():
     m = PartitionManifest("orders", TOPIC_ID, 7)
     wrapped = WrappedKey("k-0011223344556677", bytes(range(60)))

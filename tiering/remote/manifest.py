@@ -126,11 +126,14 @@ class SegmentEntry:
 
 class PartitionManifest:
     def __init__(self, topic: str, topic_id: object, partition: int,
-                 entries: list[SegmentEntry] | None = None, version: int = 0) -> None:
+                 entries: list[SegmentEntry] | None = None, version: int = 0,
+                 start_floor: int | None = None) -> None:
         self.topic = topic
         self.topic_id = str(topic_id)
         self.partition = int(partition)
         self.version = version
+        # Set by DeleteRecords: nothing below it is readable, even inside a committed segment.
+        self.start_floor = start_floor
         self._entries: list[SegmentEntry] = []
         for e in entries or []:
             self._insert(e)
@@ -155,15 +158,25 @@ class PartitionManifest:
 
     @property
     def log_start_offset(self) -> int | None:
-        """First offset held remotely, None when nothing is committed."""
+        """First offset readable remotely, None when nothing is."""
         c = self.committed()
-        return min(e.base_offset for e in c) if c else None
+        if not c:
+            return None
+        start = min(e.base_offset for e in c)
+        if self.start_floor is not None:
+            start = max(start, self.start_floor)
+        return start if start <= max(e.last_offset for e in c) else None
 
     @property
     def remote_end_offset(self) -> int | None:
         """Last offset held remotely (Kafka's highest remote offset), None when nothing is."""
         c = self.committed()
         return max(e.last_offset for e in c) if c else None
+
+    def below_start(self) -> list[SegmentEntry]:
+        """Committed segments wholly below the start floor: nothing in them is readable."""
+        floor = self.start_floor
+        return [] if floor is None else [e for e in self.committed() if e.last_offset < floor]
 
     def segment_for_offset(self, offset: int) -> SegmentEntry | None:
         """The committed segment holding offset; inside a gap between segments, the next one
@@ -209,6 +222,14 @@ class PartitionManifest:
                 return new
         raise ManifestError(f"no segment {key} in {self.topic}-{self.partition}")
 
+    def raise_start(self, offset: int) -> bool:
+        """Move the start floor up to offset (never down); True when it moved."""
+        if self.start_floor is not None and offset <= self.start_floor:
+            return False
+        self.start_floor = offset
+        self.version += 1
+        return True
+
     def replace_entry(self, entry: SegmentEntry) -> None:
         """Swap in an updated entry with the same uuid and offsets (e.g. a re-wrapped key)."""
         old = self.get(entry.segment_uuid)
@@ -232,7 +253,7 @@ class PartitionManifest:
     # -- JSON
 
     def _body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "version": self.version,
             "topic": self.topic,
@@ -240,6 +261,9 @@ class PartitionManifest:
             "partition": self.partition,
             "segments": [e.to_dict() for e in self._entries],
         }
+        if self.start_floor is not None:
+            body["start_floor"] = self.start_floor
+        return body
 
     @staticmethod
     def _checksum(body: dict[str, Any]) -> str:
@@ -269,7 +293,8 @@ class PartitionManifest:
             raise ManifestError("manifest checksum mismatch")
         try:
             return cls(doc["topic"], doc["topic_id"], doc["partition"],
-                       [SegmentEntry.from_dict(s) for s in doc["segments"]], int(doc["version"]))
+                       [SegmentEntry.from_dict(s) for s in doc["segments"]], int(doc["version"]),
+                       None if doc.get("start_floor") is None else int(doc["start_floor"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ManifestError(f"malformed manifest ({type(e).__name__}: {e})") from None
 

@@ -17,18 +17,18 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            low, code = _delete(ctx, t.name, int(p.partition_index), int(p.offset))
+            low, code = await _delete(ctx, t.name, int(p.partition_index), int(p.offset))
             parts.append(s("DeleteRecordsPartitionResult", partition_index=p.partition_index,
                            low_watermark=low, error_code=code))
         topics.append(s("DeleteRecordsTopicResult", name=t.name, partitions=tuple(parts)))
     return s.response(throttle_time=0, topics=tuple(topics))
 
 
-def _delete(ctx: RequestContext, topic: str, partition: int, offset: int) -> tuple[int, int]:
+async def _delete(ctx: RequestContext, topic: str, partition: int, offset: int) -> tuple[int, int]:
     log = ctx.broker.log(topic, partition)
     if log is None:
         return -1, ErrorCode.unknown_topic_or_partition
     try:
-        return log.delete_records_before(offset), 0
+        return await ctx.broker.delete_records(log, offset), 0
     except OffsetOutOfRangeError:
         return -1, ErrorCode.offset_out_of_range
