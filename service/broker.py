@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from security.acl import AclBinding, AclFilter, Authorizer, parse_super_users
+from security.audit import AuditLog
 from tiering.log.config import ConfigError as TopicConfigError
 from tiering.log.config import LogConfig, validate_topic_configs
 from tiering.log.manager import LogManager
@@ -83,6 +85,12 @@ class Broker:
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
         self.cluster: ClusterView | None = None
         self.groups = GroupCoordinator.from_config(self.store, config)
+        self.audit = AuditLog(config["audit.log.file"] or None)
+        self.authorizer = Authorizer(enabled=config["authorizer.enable"],
+                                     super_users=parse_super_users(config["super.users"]),
+                                     allow_if_no_acl=config["allow.everyone.if.no.acl.found"],
+                                     on_denied=self.audit.denied)
+        self._acl_lock = asyncio.Lock()
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
@@ -99,6 +107,8 @@ class Broker:
         self.objects = await open_object_store(self.config)
         self.snapshots = ClusterSnapshots(self.store, self.objects, self.config["remote.snapshot.interval.ms"])
         await self.snapshots.restore_if_fresh()
+        await self.audit.start()
+        self.authorizer.add(await self.store.load_acls())
         cluster_id = self.config["cluster.id"] or await self.store.get_meta("cluster.id")
         if not cluster_id:
             cluster_id = _new_cluster_id()
@@ -137,6 +147,7 @@ class Broker:
         if self.objects is not None:
             await self.objects.close()
         await self.store.close()
+        await self.audit.close()
         self.telemetry.close()
 
     # -- topics ----------------------------------------------------------------------------
@@ -268,6 +279,28 @@ class Broker:
             await self.store.put_topic(updated)
             self._register(updated)
             self.logs.update_topic_config(name, self.log_config(updated))
+
+    # -- ACLs ------------------------------------------------------------------------------
+
+    async def create_acls(self, bindings: list[AclBinding], principal: str, host: str) -> None:
+        """Store, then apply: the answer goes out only once the bindings are durable."""
+        async with self._acl_lock:
+            await self.store.put_acls(bindings)
+            self.authorizer.add(bindings)
+        for b in bindings:
+            self.audit.acl_change("CREATE", b, principal, host)
+
+    async def delete_acls(self, filters: list[AclFilter], principal: str, host: str) -> list[list[AclBinding]]:
+        """The bindings each filter matched, all deleted (durably) before returning."""
+        async with self._acl_lock:
+            matched = [self.authorizer.matching(f) for f in filters]
+            gone = list({b: None for found in matched for b in found})
+            if gone:
+                await self.store.delete_acls(gone)
+                self.authorizer.remove(gone)
+        for b in gone:
+            self.audit.acl_change("DELETE", b, principal, host)
+        return matched
 
     # -- producer ids ----------------------------------------------------------------------
 

@@ -181,6 +181,12 @@ KEYS: dict[str, Key] = {
         Key("remote.s3.region", "", _str, "S3 region (empty: the AWS chain, else us-east-1)"),
         Key("remote.s3.path.style", False, _bool, "path-style S3 addressing"),
         Key("log.remote.storage.enable", False, _bool, "default remote.storage.enable of topics"),
+        Key("authorizer.enable", False, _bool, "check ACLs on every request (false: everything is allowed)"),
+        Key("super.users", "", _str, "principals allowed everything, ';'-separated, e.g. User:admin;User:ops"),
+        Key("allow.everyone.if.no.acl.found", False, _bool,
+            "with the authorizer on, allow access to resources that have no ACL at all"),
+        Key("audit.log.file", "", _str, "append authorization denials and ACL changes here as JSON lines "
+            "(empty: only the sediment.audit logger)"),
         Key("telemetry.exporter", "none", _choice("none", "console", "otlp"), "OpenTelemetry span exporter"),
         Key("telemetry.service.name", "sediment", _str, "OpenTelemetry service.name"),
     ]

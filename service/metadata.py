@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from security.acl import AclBinding
+
 if TYPE_CHECKING:
     from service.txn.coordinator import TxnMetadata
 
@@ -54,6 +56,16 @@ CREATE TABLE IF NOT EXISTS group_states (
     group_id TEXT PRIMARY KEY,
     protocol_type TEXT NOT NULL,
     empty_since INTEGER
+);
+CREATE TABLE IF NOT EXISTS acls (
+    resource_type INTEGER NOT NULL,
+    resource_name TEXT NOT NULL,
+    pattern_type INTEGER NOT NULL,
+    principal TEXT NOT NULL,
+    host TEXT NOT NULL,
+    operation INTEGER NOT NULL,
+    permission INTEGER NOT NULL,
+    PRIMARY KEY (resource_type, resource_name, pattern_type, principal, host, operation, permission)
 );
 """
 
@@ -191,3 +203,23 @@ class MetadataStore:
         d = txn_to_json(txn)
         await self._exec("INSERT OR REPLACE INTO transactions (transactional_id, state) VALUES (?, ?)",
                          (txn.transactional_id, json.dumps(d)))
+
+    # -- ACLs ----------------------------------------------------------------------------------
+
+    async def load_acls(self) -> list[AclBinding]:
+        rows = await self._exec("SELECT resource_type, resource_name, pattern_type, principal, host, "
+                                "operation, permission FROM acls")
+        return [AclBinding.from_row(r) for r in rows]
+
+    async def put_acls(self, bindings: list[AclBinding]) -> None:
+        """Add bindings in one transaction (existing ones stay as they are)."""
+        await asyncio.to_thread(
+            self._run_many, "INSERT OR IGNORE INTO acls (resource_type, resource_name, pattern_type, "
+            "principal, host, operation, permission) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [b.as_row() for b in bindings])
+
+    async def delete_acls(self, bindings: list[AclBinding]) -> None:
+        await asyncio.to_thread(
+            self._run_many, "DELETE FROM acls WHERE resource_type = ? AND resource_name = ? AND "
+            "pattern_type = ? AND principal = ? AND host = ? AND operation = ? AND permission = ?",
+            [b.as_row() for b in bindings])

@@ -1,7 +1,7 @@
 """Cluster metadata snapshots in the bucket (`_cluster/metadata.json`), and restoring from one.
 
 The snapshot is an export of the MetadataStore (cluster id, producer-id high mark, topics with
-ids and configs, committed offsets, transactions), so a broker started on an empty data dir with
+ids and configs, committed offsets, transactions, ACLs), so a broker started on an empty data dir with
 the same bucket comes back with every topic and the offsets of the last snapshot. What is lost
 with a disk: committed offsets newer than the last snapshot (remote.snapshot.interval.ms) and the
 unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 
+from security.acl import AclBinding
 from tiering.remote.store import ObjectStore
 
 from service.metadata import MetadataStore, TopicRecord
@@ -41,8 +42,9 @@ class ClusterSnapshots:
                   for t in sorted(await self._store.load_topics(), key=lambda t: t.name)]
         offsets = [list(row) for row in sorted(await self._store.load_offsets())]
         txns = [txn_to_json(t) for t in await self._store.load_transactions()]
+        acls = sorted(list(b.as_row()) for b in await self._store.load_acls())
         return {"format_version": FORMAT_VERSION, "meta": {k: v for k, v in meta.items() if v is not None},
-                "topics": topics, "offsets": offsets, "transactions": txns}
+                "topics": topics, "offsets": offsets, "transactions": txns, "acls": acls}
 
     async def write(self) -> bool:
         """Upload a snapshot if anything changed since the last one; True when one was written."""
@@ -75,6 +77,7 @@ class ClusterSnapshots:
             await self._store.put_offsets(group, rows)
         for d in snap.get("transactions", ()):
             await self._store.put_transaction(txn_from_json(d))
+        await self._store.put_acls([AclBinding.from_row(row) for row in snap.get("acls", ())])
         log.info("restored %d topics and the offsets of %d groups from the bucket's snapshot",
                  len(snap["topics"]), len(by_group))
         return True

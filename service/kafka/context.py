@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ class RequestContext:
     client_id: str | None
     schema: Schema  # the response classes of this version
     span_attributes: dict[str, Any] = field(default_factory=dict)
+
+    def authorize(self, op: AclOperation, rtype: ResourceType, name: str, *, audit: bool = True) -> bool:
+        """May this connection's principal do `op` on the resource (always, with no authorizer)?"""
+        return self.broker.authorizer.authorize(self.conn.principal, self.conn.client_host, op, rtype, name,
+                                                audit=audit)
 
 
 @dataclass

@@ -59,6 +59,9 @@ API_RANGES: dict[int, ApiRange] = {
         _r(60, "DescribeCluster", 0, 1),
         _r(65, "DescribeTransactions", 0, 0),
         _r(66, "ListTransactions", 0, 1),
+        _r(29, "DescribeAcls", 1, 3),
+        _r(30, "CreateAcls", 1, 3),
+        _r(31, "DeleteAcls", 1, 3),
     ]
 }
 

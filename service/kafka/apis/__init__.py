@@ -15,6 +15,7 @@ from service.kafka.apis import (
     produce,
 )
 from service.kafka.apis import init_producer_id
+from service.kafka.apis import create_acls, delete_acls, describe_acls
 
 from service.kafka.apis import (
     delete_groups, describe_groups, find_coordinator, heartbeat, join_group, leave_group, list_groups,
@@ -55,4 +56,7 @@ HANDLERS: dict[int, Handler] = {
     60: describe_cluster.handle,
     65: describe_transactions.handle,
     66: list_transactions.handle,
+    29: describe_acls.handle,
+    30: create_acls.handle,
+    31: delete_acls.handle,
 }
