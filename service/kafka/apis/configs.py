@@ -6,17 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from security.acl import CLUSTER_NAME, AclOperation
 from tiering.log.config import TOPIC_CONFIGS
 
 from service.config import KEYS, TOPIC_DEFAULT_KEYS
 from service.errors import INVALID_REQUEST, UNKNOWN_TOPIC_OR_PARTITION, TopicError
+from service.kafka.apis.authz import ALTER_CONFIGS, CLUSTER, GROUP, TOPIC, check
 
 if TYPE_CHECKING:
     from service.broker import Broker
     from service.kafka.context import RequestContext
 
 # Kafka's resource types and config sources, as on the wire.
-RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER = 2, 4, 8
+RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_GROUP = 2, 4, 8, 32
 DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5
 # ConfigEntry.ConfigType ids (DescribeConfigs v3+).
 CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6, "list": 7}
@@ -30,6 +32,18 @@ class Entry:
     type: int
     doc: str
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
+
+
+def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str) -> int:
+    """0, or the authorization error of this config resource: topics need `op` on the topic,
+    groups on the group, broker (and logger) configs on the cluster."""
+    if rtype == RESOURCE_TOPIC:
+        return check(ctx, op, TOPIC, name)
+    if rtype == RESOURCE_GROUP:
+        return check(ctx, op, GROUP, name)
+    if rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
+        return check(ctx, op, CLUSTER, CLUSTER_NAME)
+    return 0
 
 
 def topic_config_entries(broker: "Broker", overrides: dict[str, str]) -> list[Entry]:
@@ -65,7 +79,9 @@ async def alter_result(ctx: "RequestContext", r: Any, compute: Callable[[dict[st
     """Apply `compute(old overrides) -> new overrides` to one resource and build its result."""
     rtype, name = int(r.resource_type), r.resource_name
     code, message = 0, None
-    if rtype == RESOURCE_TOPIC:
+    if denied := config_denied(ctx, ALTER_CONFIGS, rtype, name):
+        code = denied
+    elif rtype == RESOURCE_TOPIC:
         topic = ctx.broker.topics.get(name)
         try:
             if topic is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.errors import TopicError
+from service.kafka.apis.authz import ALTER, TOPIC, check
 from service.kafka.context import RequestContext
 
 
@@ -12,9 +13,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s, broker = ctx.schema, ctx.broker
     results = []
     for t in req.topics:
+        code, message = check(ctx, ALTER, TOPIC, t.name), None
         try:
-            await broker.create_partitions(t.name, int(t.count), validate_only=bool(req.validate_only))
-            code, message = 0, None
+            if not code:
+                await broker.create_partitions(t.name, int(t.count), validate_only=bool(req.validate_only))
         except TopicError as e:
             code, message = e.code, e.message
         results.append(s("CreatePartitionsTopicResult", name=t.name, error_code=code, error_message=message))

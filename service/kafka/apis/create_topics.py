@@ -9,6 +9,9 @@ from kio.schema.errors import ErrorCode
 
 from service.errors import TopicError
 from service.kafka.apis.configs import topic_config_entries
+from service.kafka.apis.authz import (
+    CREATE, DESCRIBE_CONFIGS, TOPIC, TOPIC_AUTHORIZATION_FAILED, cluster_allows,
+)
 from service.kafka.context import RequestContext
 
 
@@ -16,10 +19,14 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     counts = Counter(t.name for t in req.topics)
     results = []
+    cluster_create = cluster_allows(ctx, CREATE, audit=False)  # else CREATE on each topic
     for t in req.topics:
         if counts[t.name] > 1:
             results.append(_error(ctx, t.name, ErrorCode.invalid_request,
                                    f"Create topics request contains topic '{t.name}' more than once."))
+            continue
+        if not cluster_create and not ctx.authorize(CREATE, TOPIC, t.name):
+            results.append(_error(ctx, t.name, TOPIC_AUTHORIZATION_FAILED, "Authorization failed."))
             continue
         results.append(await _create(ctx, t, bool(getattr(req, "validate_only", False))))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(counts)
@@ -47,8 +54,11 @@ async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
     entries = () if not s.has("CreatableTopicConfigs") else tuple(s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
                       config_source=e.source, is_sensitive=False)
                     for e in topic_config_entries(broker, topic.configs))
+    config_error = 0
+    if entries and not ctx.authorize(DESCRIBE_CONFIGS, TOPIC, t.name, audit=False):
+        entries, config_error = None, TOPIC_AUTHORIZATION_FAILED  # created, but its configs stay hidden
     return s("CreatableTopicResult", name=t.name, topic_id=topic.topic_id, error_code=0,
-             error_message=None, topic_config_error_code=0, num_partitions=topic.partitions,
+             error_message=None, topic_config_error_code=config_error, num_partitions=topic.partitions,
              replication_factor=1, configs=entries)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.apis.authz import DELETE, GROUP, check
 from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
-    results = await ctx.broker.groups.delete_groups(list(req.groups_names))
+    denied = {g: code for g in req.groups_names if (code := check(ctx, DELETE, GROUP, g))}
+    results = await ctx.broker.groups.delete_groups([g for g in req.groups_names if g not in denied])
+    results.update(denied)
     return s.response(throttle_time=0, results=tuple(
-        s("DeletableGroupResult", group_id=g, error_code=e) for g, e in results.items()))
+        s("DeletableGroupResult", group_id=g, error_code=results[g]) for g in dict.fromkeys(req.groups_names)))

@@ -8,16 +8,19 @@ from kio.schema.errors import ErrorCode
 
 from tiering.log.partition import OffsetOutOfRangeError
 
+from service.kafka.apis.authz import DELETE, TopicChecks
 from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     topics = []
+    denied = TopicChecks(ctx, DELETE)
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            low, code = await _delete(ctx, t.name, int(p.partition_index), int(p.offset))
+            code = denied(t.name)
+            low, code = (-1, code) if code else await _delete(ctx, t.name, int(p.partition_index), int(p.offset))
             parts.append(s("DeleteRecordsPartitionResult", partition_index=p.partition_index,
                            low_watermark=low, error_code=code))
         topics.append(s("DeleteRecordsTopicResult", name=t.name, partitions=tuple(parts)))

@@ -7,6 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from service.errors import TopicError
+from service.kafka.apis.authz import DELETE, TOPIC, check
 from service.kafka.context import RequestContext
 
 
@@ -26,9 +27,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                 continue
             name = rec.name
         rec = broker.topics.get(name)
+        code, message = check(ctx, DELETE, TOPIC, name), None
         try:
-            await broker.delete_topic(name)
-            code, message = 0, None
+            if not code:
+                await broker.delete_topic(name)
         except TopicError as e:
             code, message = e.code, e.message
         results.append(s("DeletableTopicResult", name=name,

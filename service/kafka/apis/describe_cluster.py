@@ -6,6 +6,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from security.acl import CLUSTER_NAME
+
+from service.kafka.apis.authz import CLUSTER, authorized_ops
 from service.kafka.context import RequestContext
 
 BROKERS_ENDPOINT = 1
@@ -24,4 +27,6 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     brokers = (s("DescribeClusterBroker", broker_id=cluster.node_id, host=ep.host, port=ep.port, rack=None),)
     return s.response(throttle_time=0, error_code=0, error_message=None, endpoint_type=endpoint_type,
                       cluster_id=cluster.cluster_id, controller_id=cluster.node_id, brokers=brokers,
-                      cluster_authorized_operations=-(2**31))
+                      cluster_authorized_operations=authorized_ops(
+                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),
+                          CLUSTER, CLUSTER_NAME))

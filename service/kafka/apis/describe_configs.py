@@ -6,8 +6,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from service.kafka.apis.authz import DESCRIBE_CONFIGS
 from service.kafka.apis.configs import (
-    RESOURCE_BROKER, RESOURCE_TOPIC, Entry, broker_config_entries, topic_config_entries,
+    RESOURCE_BROKER, RESOURCE_TOPIC, Entry, broker_config_entries, config_denied, topic_config_entries,
 )
 from service.kafka.context import RequestContext
 
@@ -35,6 +36,8 @@ def _describe(ctx: RequestContext, r: Any, synonyms: bool, docs: bool) -> Any:
         return s("DescribeConfigsResult", error_code=code, error_message=message, resource_type=rtype,
                  resource_name=name, configs=configs)
 
+    if denied := config_denied(ctx, DESCRIBE_CONFIGS, rtype, name):
+        return result(denied, None, [])
     if rtype == RESOURCE_TOPIC:
         topic = broker.topics.get(name)
         if topic is None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from service.kafka.apis.authz import DESCRIBE, TXN_ID, check
 from service.kafka.context import RequestContext
 
 
@@ -13,9 +14,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     states = []
     for tid in req.transactional_ids:
-        txn = ctx.broker.txn.describe(tid)
+        denied = check(ctx, DESCRIBE, TXN_ID, tid)
+        txn = None if denied else ctx.broker.txn.describe(tid)
         if txn is None:
-            states.append(s("TransactionState", error_code=ErrorCode.transactional_id_not_found,
+            states.append(s("TransactionState", error_code=denied or ErrorCode.transactional_id_not_found,
                             transactional_id=tid, transaction_state="", transaction_timeout=0,
                             transaction_start_time=-1, producer_id=-1, producer_epoch=-1, topics=()))
             continue

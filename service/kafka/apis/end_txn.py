@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.apis.authz import TXN_ID, WRITE, check
 from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
+    if code := check(ctx, WRITE, TXN_ID, req.transactional_id):
+        return ctx.schema.response(throttle_time=0, error_code=code)
     code = await ctx.broker.txn.end_txn(req.transactional_id, int(req.producer_id),
                                         int(req.producer_epoch), bool(req.committed))
     return ctx.schema.response(throttle_time=0, error_code=code)

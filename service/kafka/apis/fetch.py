@@ -20,6 +20,9 @@ from kio.schema.errors import ErrorCode
 from tiering.log.partition import OffsetOutOfRangeError
 from tiering.records import iter_batches
 
+from service.kafka.apis.authz import (
+    CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
+)
 from service.kafka.context import FileRange, RequestContext
 from service.kafka.splice import new_marker, splice
 
@@ -48,19 +51,41 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         return _top_error(ctx, ErrorCode.fetch_session_id_not_found)
     parts = _resolve(ctx, req)
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(sorted({p.name for p in parts}))
+    readable = _authorize(ctx, req, parts)
+    if not readable:
+        return _respond(ctx, parts)
     max_bytes = min(int(req.max_bytes), int(broker.config["fetch.max.bytes"]))
     max_wait_s = req.max_wait.total_seconds()
     deadline = time.monotonic() + max_wait_s
     min_bytes = int(req.min_bytes)
     committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
     while True:
-        total, any_error = await _read_all(ctx, parts, max_bytes, committed)
+        total, any_error = await _read_all(ctx, readable, max_bytes, committed)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or any_error or remaining <= 0:
             break
-        _release(parts)
-        await broker.wait_for_data(((p.name, p.partition) for p in parts), remaining)
+        _release(readable)
+        await broker.wait_for_data(((p.name, p.partition) for p in readable), remaining)
     return _respond(ctx, parts)
+
+
+def _authorize(ctx: RequestContext, req: Any, parts: list[_Part]) -> list[_Part]:
+    """Marks the partitions this principal may not read (29) and returns the others. A follower
+    (replica id >= 0) needs CLUSTER_ACTION on the cluster instead."""
+    replica_state = getattr(req, "replica_state", None)
+    replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
+    if replica_id >= 0:
+        allowed = cluster_allows(ctx, CLUSTER_ACTION)
+        denied = lambda _name: 0 if allowed else TOPIC_AUTHORIZATION_FAILED  # noqa: E731
+    else:
+        denied = TopicChecks(ctx, READ)
+    readable = []
+    for p in parts:
+        if p.name and (code := denied(p.name)):
+            p.error = code
+        else:
+            readable.append(p)
+    return readable
 
 
 def _resolve(ctx: RequestContext, req: Any) -> list[_Part]:

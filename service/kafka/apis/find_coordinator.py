@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.apis.authz import DESCRIBE, GROUP as GROUP_RESOURCE, TXN_ID, check
 from service.kafka.context import RequestContext
 
 GROUP, TRANSACTION = 0, 1
@@ -14,15 +15,23 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     assert cluster is not None
     ep = cluster.endpoint_for(ctx.conn.listener_name)
     key_type = int(getattr(req, "key_type", GROUP))
-    error = 0 if key_type in (GROUP, TRANSACTION) else 42  # INVALID_REQUEST
-    message = None if error == 0 else f"Unknown coordinator key type {key_type}"
+    valid = 0 if key_type in (GROUP, TRANSACTION) else 42  # INVALID_REQUEST
+    resource = GROUP_RESOURCE if key_type == GROUP else TXN_ID
+
+    def error_of(key: str) -> tuple[int, str | None]:
+        if valid:
+            return valid, f"Unknown coordinator key type {key_type}"
+        return check(ctx, DESCRIBE, resource, key), None
+
     if ctx.version >= 4:
-        coordinators = tuple(
-            s("Coordinator", key=k, node_id=cluster.node_id if not error else -1,
-              host=ep.host if not error else "", port=ep.port if not error else -1,
-              error_code=error, error_message=message)
-            for k in req.coordinator_keys)
-        return s.response(throttle_time=0, coordinators=coordinators)
+        coordinators = []
+        for k in req.coordinator_keys:
+            error, message = error_of(k)
+            coordinators.append(s("Coordinator", key=k, node_id=cluster.node_id if not error else -1,
+                                  host=ep.host if not error else "", port=ep.port if not error else -1,
+                                  error_code=error, error_message=message))
+        return s.response(throttle_time=0, coordinators=tuple(coordinators))
+    error, message = error_of(req.key)
     return s.response(throttle_time=0, error_code=error, error_message=message,
                       node_id=cluster.node_id if not error else -1,
                       host=ep.host if not error else "", port=ep.port if not error else -1)

@@ -13,6 +13,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from service.kafka.apis.authz import (
+    CLUSTER_AUTHORIZATION_FAILED, IDEMPOTENT_WRITE, TOPIC, TXN_ID, WRITE, check, cluster_allows,
+)
 from service.kafka.context import RequestContext
 
 
@@ -21,6 +24,8 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     transactional_id = req.transactional_id
     if transactional_id is not None:
         ctx.span_attributes["messaging.kafka.transactional_id"] = str(transactional_id)
+        if code := check(ctx, WRITE, TXN_ID, str(transactional_id)):
+            return s.response(throttle_time=0, error_code=code, producer_id=-1, producer_epoch=-1)
         txn = getattr(ctx.broker, "txn", None)
         if txn is None:
             return s.response(throttle_time=0, error_code=ErrorCode.coordinator_not_available,
@@ -31,5 +36,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             str(transactional_id), timeout_ms,
             int(getattr(req, "producer_id", -1)), int(getattr(req, "producer_epoch", -1)))
         return s.response(throttle_time=0, error_code=error, producer_id=producer_id, producer_epoch=epoch)
+    # An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    if not (cluster_allows(ctx, IDEMPOTENT_WRITE, audit=False) or ctx.broker.authorizer.authorize_any(
+            ctx.conn.principal, ctx.conn.client_host, WRITE, TOPIC)):
+        cluster_allows(ctx, IDEMPOTENT_WRITE)  # audited once the fallback failed too
+        return s.response(throttle_time=0, error_code=CLUSTER_AUTHORIZATION_FAILED, producer_id=-1,
+                          producer_epoch=-1)
     producer_id = await ctx.broker.allocate_producer_id()
     return s.response(throttle_time=0, error_code=0, producer_id=producer_id, producer_epoch=0)

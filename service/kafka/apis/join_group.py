@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.apis.authz import GROUP, READ, check
 from service.kafka.context import RequestContext
 
 
@@ -14,6 +15,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None and ctx.version >= 1 \
         else session_ms
     ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
+    if code := check(ctx, READ, GROUP, req.group_id):
+        return s.response(throttle_time=0, error_code=code, generation_id=-1, protocol_type=None,
+                          protocol_name=None if ctx.version >= 7 else "", leader="", skip_assignment=False,
+                          member_id=req.member_id, members=())
     result = await ctx.broker.groups.join_group(
         req.group_id, req.member_id, getattr(req, "group_instance_id", None),
         client_id=ctx.client_id or "", client_host=f"/{ctx.conn.client_host}",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.apis.authz import GROUP, READ, check
 from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
+    if code := check(ctx, READ, GROUP, req.group_id):
+        return s.response(throttle_time=0, error_code=code, members=())
     if ctx.version < 3:
         errors = ctx.broker.groups.leave_group(req.group_id, [(req.member_id, None)])
         return s.response(throttle_time=0, error_code=errors[0])

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from service.kafka.apis.authz import DESCRIBE, TopicChecks
 from service.kafka.context import RequestContext
 
 EARLIEST, LATEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -2, -1, -3, -4
@@ -15,10 +16,13 @@ READ_COMMITTED = 1
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     topics = []
+    denied = TopicChecks(ctx, DESCRIBE)
     for t in req.topics:
         committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
-        parts = tuple([s("ListOffsetsPartitionResponse", **await _lookup(ctx, t.name, p, committed))
-                       for p in t.partitions])
+        code = denied(t.name)
+        parts = tuple([s("ListOffsetsPartitionResponse", **(
+            dict(partition_index=p.partition_index, error_code=code, timestamp=-1, offset=-1, leader_epoch=-1)
+            if code else await _lookup(ctx, t.name, p, committed))) for p in t.partitions])
         topics.append(s("ListOffsetsTopicResponse", name=t.name, partitions=parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name for t in req.topics)
     return s.response(throttle_time=0, topics=tuple(topics))

@@ -1,4 +1,9 @@
-"""Metadata (key 3): brokers, cluster id, topics and partition leaders; auto-creates topics."""
+"""Metadata (key 3): brokers, cluster id, topics and partition leaders; auto-creates topics.
+
+Only topics the principal may DESCRIBE are listed: an all-topics request omits the others, a
+named one comes back with TOPIC_AUTHORIZATION_FAILED (whether it exists is not revealed).
+Auto-creation needs CREATE on the cluster or on the topic.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,18 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from security.acl import CLUSTER_NAME
+
 from service.errors import TopicError
+from service.kafka.apis.authz import (
+    AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, TOPIC_AUTHORIZATION_FAILED, authorized_ops,
+    cluster_allows,
+)
 from service.kafka.context import RequestContext
 from service.metadata import TopicRecord
 
-_AUTH_OPS_OMITTED = -(2**31)
 
-
-def _topic(ctx: RequestContext, topic: TopicRecord) -> Any:
+def _topic(ctx: RequestContext, topic: TopicRecord, want_ops: bool = False) -> Any:
     s, cluster = ctx.schema, ctx.broker.cluster
     assert cluster is not None
     partitions = []
@@ -24,13 +33,13 @@ def _topic(ctx: RequestContext, topic: TopicRecord) -> Any:
                             isr_nodes=(leader,), offline_replicas=()))
     return s("MetadataResponseTopic", error_code=0, name=topic.name, topic_id=topic.topic_id,
              is_internal=False, partitions=tuple(partitions),
-             topic_authorized_operations=_AUTH_OPS_OMITTED)
+             topic_authorized_operations=authorized_ops(ctx, want_ops, TOPIC, topic.name))
 
 
 def _error(ctx: RequestContext, code: int, name: str | None, topic_id: Any = None) -> Any:
     return ctx.schema("MetadataResponseTopic", error_code=code, name=name, topic_id=topic_id,
                       is_internal=False, partitions=(),
-                      topic_authorized_operations=_AUTH_OPS_OMITTED)
+                      topic_authorized_operations=AUTH_OPS_OMITTED)
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -38,22 +47,26 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     cluster = broker.cluster
     assert cluster is not None
     requested = req.topics
+    ops = bool(getattr(req, "include_topic_authorized_operations", False))
     if requested is None or (ctx.version == 0 and not requested):
-        topics = [_topic(ctx, t) for t in sorted(broker.topics.values(), key=lambda t: t.name)]
+        topics = [_topic(ctx, t, ops) for t in sorted(broker.topics.values(), key=lambda t: t.name)
+                  if ctx.authorize(DESCRIBE, TOPIC, t.name, audit=False)]
     else:
         auto = broker.config["auto.create.topics.enable"] and getattr(req, "allow_auto_topic_creation", True)
         topics = []
         for item in requested:
-            topics.append(await _lookup(ctx, item, auto))
+            topics.append(await _lookup(ctx, item, auto, ops))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name or "" for t in topics)
     ep = cluster.endpoint_for(ctx.conn.listener_name)
     brokers = (s("MetadataResponseBroker", node_id=cluster.node_id, host=ep.host, port=ep.port, rack=None),)
     return s.response(throttle_time=0, brokers=brokers, cluster_id=cluster.cluster_id,
                       controller_id=cluster.node_id, topics=tuple(topics),
-                      cluster_authorized_operations=_AUTH_OPS_OMITTED)
+                      cluster_authorized_operations=authorized_ops(
+                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),
+                          CLUSTER, CLUSTER_NAME))
 
 
-async def _lookup(ctx: RequestContext, item: Any, auto_create: bool) -> Any:
+async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) -> Any:
     broker = ctx.broker
     name = getattr(item, "name", None)
     topic_id = getattr(item, "topic_id", None)
@@ -61,16 +74,22 @@ async def _lookup(ctx: RequestContext, item: Any, auto_create: bool) -> Any:
         topic = broker.topics_by_id.get(topic_id) if topic_id is not None else None
         if topic is None:
             return _error(ctx, ErrorCode.unknown_topic_id, None, topic_id)
-        return _topic(ctx, topic)
+        if not ctx.authorize(DESCRIBE, TOPIC, topic.name):  # ids are not secret; the name is
+            return _error(ctx, TOPIC_AUTHORIZATION_FAILED, None, topic_id)
+        return _topic(ctx, topic, ops)
+    if not ctx.authorize(DESCRIBE, TOPIC, name):
+        return _error(ctx, TOPIC_AUTHORIZATION_FAILED, name)
     topic = broker.topics.get(name)
     if topic is not None:
-        return _topic(ctx, topic)
+        return _topic(ctx, topic, ops)
     if not auto_create:
         return _error(ctx, ErrorCode.unknown_topic_or_partition, name)
+    if not (cluster_allows(ctx, CREATE, audit=False) or ctx.authorize(CREATE, TOPIC, name)):
+        return _error(ctx, TOPIC_AUTHORIZATION_FAILED, name)
     try:
         topic = await broker.create_topic(name, -1)
     except TopicError as e:
         if e.code == ErrorCode.topic_already_exists:  # created by a concurrent request
-            return _topic(ctx, broker.topics[name])
+            return _topic(ctx, broker.topics[name], ops)
         return _error(ctx, e.code, name)
-    return _topic(ctx, topic)
+    return _topic(ctx, topic, ops)

@@ -7,6 +7,7 @@ from typing import Any
 
 from service.groups import OffsetAndMetadata
 from service.groups.coordinator import UNKNOWN_TOPIC_OR_PARTITION
+from service.kafka.apis.authz import GROUP, READ, TopicChecks, check
 from service.kafka.context import RequestContext
 
 
@@ -15,10 +16,15 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     now = int(time.time() * 1000)
     offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
     errors: dict[tuple[str, int], int] = {}
+    group_denied = check(ctx, READ, GROUP, req.group_id)
+    topic_denied = TopicChecks(ctx, READ)
     for t in req.topics:
         topic = broker.topics.get(t.name)
         for p in t.partitions:
             tp = (t.name, int(p.partition_index))
+            if code := group_denied or topic_denied(t.name):
+                errors[tp] = code
+                continue
             if topic is None or not 0 <= tp[1] < topic.partitions:
                 errors[tp] = UNKNOWN_TOPIC_OR_PARTITION
                 continue
@@ -27,9 +33,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                                             p.committed_metadata or "", now)
     ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name for t in req.topics)
-    errors.update(await broker.groups.commit_offsets(
-        req.group_id, int(req.generation_id_or_member_epoch), req.member_id,
-        getattr(req, "group_instance_id", None), offsets))
+    if not group_denied:
+        errors.update(await broker.groups.commit_offsets(
+            req.group_id, int(req.generation_id_or_member_epoch), req.member_id,
+            getattr(req, "group_instance_id", None), offsets))
     topics = tuple(
         s("OffsetCommitResponseTopic", name=t.name, partitions=tuple(
             s("OffsetCommitResponsePartition", partition_index=p.partition_index,

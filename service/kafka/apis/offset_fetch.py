@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.groups.coordinator import UNKNOWN_TOPIC_OR_PARTITION
+from service.kafka.apis.authz import DESCRIBE, GROUP, TOPIC, TopicChecks, check
 from service.kafka.context import RequestContext
 
 
@@ -13,10 +14,15 @@ def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stabl
     s, broker = ctx.schema, ctx.broker
     wanted = None if topics is None else [(t.name, int(p)) for t in topics for p in t.partition_indexes]
     found = broker.groups.fetch_offsets(group_id, wanted, require_stable)
+    denied = TopicChecks(ctx, DESCRIBE)
     by_topic: dict[str, list[Any]] = {}
     for (name, p), (om, error) in found.items():
         topic = broker.topics.get(name)
-        if wanted is not None and (topic is None or not 0 <= p < topic.partitions):
+        if wanted is None and not ctx.authorize(DESCRIBE, TOPIC, name, audit=False):
+            continue  # all-topics mode: topics this principal may not describe are left out
+        if wanted is not None and (code := denied(name)):
+            om, error = None, code
+        elif wanted is not None and (topic is None or not 0 <= p < topic.partitions):
             om, error = None, UNKNOWN_TOPIC_OR_PARTITION
         by_topic.setdefault(name, []).append(s(
             partition_cls, partition_index=p, committed_offset=om.offset if om else -1,
@@ -29,13 +35,17 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     require_stable = bool(getattr(req, "require_stable", False))
     if ctx.version >= 8:
-        groups = tuple(
-            s("OffsetFetchResponseGroup", group_id=g.group_id, error_code=0,
-              topics=_group_topics(ctx, g.group_id, g.topics, require_stable,
-                                   "OffsetFetchResponseTopics", "OffsetFetchResponsePartitions"))
-            for g in req.groups)
-        return s.response(throttle_time=0, groups=groups)
+        groups = []
+        for g in req.groups:
+            code = check(ctx, DESCRIBE, GROUP, g.group_id)
+            groups.append(s("OffsetFetchResponseGroup", group_id=g.group_id, error_code=code,
+                            topics=() if code else _group_topics(
+                                ctx, g.group_id, g.topics, require_stable,
+                                "OffsetFetchResponseTopics", "OffsetFetchResponsePartitions")))
+        return s.response(throttle_time=0, groups=tuple(groups))
     ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
+    if code := check(ctx, DESCRIBE, GROUP, req.group_id):
+        return s.response(throttle_time=0, topics=(), error_code=code)
     topics = _group_topics(ctx, req.group_id, req.topics, require_stable,
                            "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
     return s.response(throttle_time=0, topics=topics, error_code=0)

@@ -15,6 +15,7 @@ from kio.schema.errors import ErrorCode
 
 from tiering.records import InvalidRecordError
 
+from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 
 
@@ -24,10 +25,16 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     now_ms = int(time.time() * 1000)
     to_flush: list[tuple[Any, int]] = []
     topics = []
+    # A transactional producer needs WRITE on its id, else every partition fails; then WRITE on
+    # each topic, checked before existence so that unknown topics are not revealed.
+    tid = getattr(req, "transactional_id", None)
+    txn_denied = check(ctx, WRITE, TXN_ID, tid) if tid is not None else 0
+    topic_denied = TopicChecks(ctx, WRITE)
     for td in req.topic_data:
         parts = []
         for pd in td.partition_data:
-            parts.append(_append(ctx, td.name, pd, acks, now_ms, to_flush))
+            denied = txn_denied or topic_denied(td.name)
+            parts.append(_denied(pd, denied) if denied else _append(ctx, td.name, pd, acks, now_ms, to_flush))
         topics.append((td.name, parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
     if acks == -1 and to_flush:
@@ -40,6 +47,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         for name, parts in topics
     )
     return s.response(responses=responses, throttle_time=0)
+
+
+def _denied(pd: Any, code: int) -> dict[str, Any]:
+    return dict(index=pd.index, error_code=code, base_offset=-1, log_append_time=-1, log_start_offset=-1,
+                error_message=None)
 
 
 def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,

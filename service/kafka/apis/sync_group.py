@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.apis.authz import GROUP, READ, check
 from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
+    if code := check(ctx, READ, GROUP, req.group_id):
+        return ctx.schema.response(throttle_time=0, error_code=code, protocol_type=None, protocol_name=None,
+                                   assignment=b"")
     result = await ctx.broker.groups.sync_group(
         req.group_id, int(req.generation_id), req.member_id, getattr(req, "group_instance_id", None),
         getattr(req, "protocol_type", None), getattr(req, "protocol_name", None),

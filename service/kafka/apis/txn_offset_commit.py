@@ -8,22 +8,26 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from service.groups.coordinator import OffsetAndMetadata
+from service.kafka.apis.authz import GROUP, READ, TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s, broker = ctx.schema, ctx.broker
-    code = broker.txn.check_offset_commit(req.transactional_id, int(req.producer_id),
-                                          int(req.producer_epoch), req.group_id)
+    code = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
+    if code == 0:
+        code = broker.txn.check_offset_commit(req.transactional_id, int(req.producer_id),
+                                              int(req.producer_epoch), req.group_id)
     if code == 0 and ctx.version >= 3:
         code = broker.groups.validate_txn_member(req.group_id, req.member_id, int(req.generation_id),
                                                  req.group_instance_id)
     staged = {}
     topics = []
+    denied = TopicChecks(ctx, READ)
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            pcode = code
+            pcode = code or denied(t.name)
             if pcode == 0 and broker.log(t.name, int(p.partition_index)) is None:
                 pcode = ErrorCode.unknown_topic_or_partition
             if pcode == 0:
