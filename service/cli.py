@@ -1,4 +1,4 @@
-"""`sediment`: the one entry point (serve, and later topics/users/acls/keys)."""
+"""`sediment`: the one entry point (serve, keys, acls, and later topics/users)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("file", help="key ring path (written with mode 0600)")
     rot = keys_sub.add_parser("rotate", help="add a new current key; older keys stay for reading")
     rot.add_argument("file", help="key ring path")
+    # -- sediment acls (service/acl_cli.py) --
+    from service.acl_cli import add_parser as add_acls_parser
+    add_acls_parser(sub)
     return p
 
 
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "keys":
         return keys_command(args)
+    if args.command == "acls":
+        from service.acl_cli import acls_command
+        return acls_command(args)
     return 2
 
 
