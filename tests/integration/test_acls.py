@@ -1,0 +1,300 @@
+"""Authorization with ACLs: AdminClient create/describe/delete, persistence across a restart, and
+what a principal with only READ on topic `a` and group `g` can and cannot do, with confluent-kafka,
+aiokafka and kafka-python. The principal is User:ANONYMOUS on the PLAINTEXT listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AclBinding, AclBindingFilter, AclOperation as Op, AclPermissionType as Perm, AdminClient,
+    ResourcePatternType as PT, ResourceType as RT,
+)
+
+from .ck import consumer, create_topic, producer
+from .conftest import sediment_command
+
+ME = "User:ANONYMOUS"
+TOPIC_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED = 29, 30, 31
+ANY_FILTER = AclBindingFilter(RT.ANY, None, PT.ANY, None, None, Op.ANY, Perm.ANY)
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def _key(b) -> tuple:
+    return (b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> list[KafkaError | None]:
+    p = producer(bootstrap)
+    errors: list = []
+    for v in values:
+        p.produce(topic, v, on_delivery=lambda err, msg: errors.append(err))
+    assert p.flush(30) == 0
+    return errors
+
+
+def _consume_assigned(bootstrap: str, topic: str, count: int) -> tuple[list[bytes], list[int]]:
+    """Values read from partition 0 from offset 0 (group g, nothing committed), and error codes."""
+    c = consumer(bootstrap, **{"group.id": "g"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    values, errors = [], []
+    deadline = time.monotonic() + 15
+    try:
+        while time.monotonic() < deadline and len(values) < count and not errors:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    errors.append(m.error().code())
+                continue
+            values.append(m.value())
+    finally:
+        c.close()
+    return values, errors
+
+
+def _audit(path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        assert rec.pop("time").endswith("Z")
+        out.append(rec)
+    return out
+
+
+def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factory, tmp_path):
+    audit_file = tmp_path / "audit.log"
+    b = broker_factory({"authorizer.enable": "true", "super.users": ME, "audit.log.file": audit_file})
+    for t in ("a", "b", "orders-eu", "orders-secret"):
+        create_topic(b.bootstrap, t)
+    data = [f"a-{i}".encode() for i in range(7)]
+    assert _produce(b.bootstrap, "a", data) == [None] * 7
+    assert _produce(b.bootstrap, "orders-eu", [b"eu-0", b"eu-1"]) == [None, None]
+    assert _produce(b.bootstrap, "orders-secret", [b"s-0"]) == [None]
+
+    admin = _admin(b.bootstrap)
+    wanted = [
+        AclBinding(RT.TOPIC, "a", PT.LITERAL, ME, "*", Op.READ, Perm.ALLOW),
+        AclBinding(RT.GROUP, "g", PT.LITERAL, ME, "*", Op.READ, Perm.ALLOW),
+        AclBinding(RT.TOPIC, "orders-", PT.PREFIXED, ME, "*", Op.READ, Perm.ALLOW),
+        AclBinding(RT.TOPIC, "orders-secret", PT.LITERAL, ME, "*", Op.READ, Perm.DENY),
+        AclBinding(RT.TOPIC, "b", PT.LITERAL, "User:bob", "10.1.2.3", Op.WRITE, Perm.ALLOW),
+    ]
+    for fut in admin.create_acls(wanted, request_timeout=10).values():
+        assert fut.result(15) is None
+    # bad input is refused per binding: a principal without a type
+    bad = AclBinding(RT.TOPIC, "x", PT.LITERAL, "bob", "*", Op.READ, Perm.ALLOW)
+    [fut] = admin.create_acls([bad], request_timeout=10).values()
+    with pytest.raises(KafkaException) as e:
+        fut.result(15)
+    assert e.value.args[0].code() == KafkaError.INVALID_REQUEST
+
+    assert sorted(map(_key, admin.describe_acls(ANY_FILTER, request_timeout=10).result(15))) == \
+        sorted(map(_key, wanted))
+    match = AclBindingFilter(RT.TOPIC, "orders-secret", PT.MATCH, None, None, Op.ANY, Perm.ANY)
+    assert sorted(map(_key, admin.describe_acls(match, request_timeout=10).result(15))) == \
+        sorted(map(_key, wanted[2:4]))
+    literal_only = AclBindingFilter(RT.TOPIC, None, PT.LITERAL, ME, None, Op.ANY, Perm.ANY)
+    assert sorted(map(_key, admin.describe_acls(literal_only, request_timeout=10).result(15))) == \
+        sorted(map(_key, [wanted[0], wanted[3]]))
+    bob = AclBindingFilter(RT.ANY, None, PT.ANY, "User:bob", None, Op.ANY, Perm.ANY)
+    nothing = AclBindingFilter(RT.GROUP, "zzz", PT.ANY, None, None, Op.ANY, Perm.ANY)
+    deleted = admin.delete_acls([bob, nothing], request_timeout=10)
+    assert [_key(x) for x in deleted[bob].result(15)] == [_key(wanted[4])]
+    assert deleted[nothing].result(15) == []
+    assert sorted(map(_key, admin.describe_acls(ANY_FILTER, request_timeout=10).result(15))) == \
+        sorted(map(_key, wanted[:4]))
+
+    # Restart without super users: the ACLs are all this principal has now.
+    b.settings["super.users"] = ""
+    b.restart()
+    admin = _admin(b.bootstrap)
+
+    # READ on `a` and group `g`: a group consumer gets exactly what was produced
+    c = consumer(b.bootstrap, **{"group.id": "g", "auto.offset.reset": "earliest", "enable.partition.eof": False})
+    c.subscribe(["a"])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(got) < len(data):
+        m = c.poll(0.5)
+        if m is not None:
+            assert m.error() is None, m.error()
+            got.append(m.value())
+    assert got == data
+    c.commit(offsets=[TopicPartition("a", 0, len(data))], asynchronous=False)  # OffsetCommit: READ g, READ a
+    [committed] = c.committed([TopicPartition("a", 0)], timeout=10)  # OffsetFetch: DESCRIBE g, DESCRIBE a
+    assert committed.offset == len(data) and committed.error is None
+    c.close()
+
+    # ... but may not produce to it (confluent-kafka, aiokafka, kafka-python)
+    [err] = _produce(b.bootstrap, "a", [b"nope"])
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    _aiokafka_produce_fails(b.bootstrap)
+    _kafka_python_produce_fails(b.bootstrap)
+
+    # Metadata: `b` is not listed, and named explicitly it is 29
+    md = admin.list_topics(timeout=10)
+    assert sorted(md.topics) == ["a", "orders-eu", "orders-secret"]  # DESCRIBE implied by READ
+    md_b = admin.list_topics(topic="b", timeout=10)
+    assert md_b.topics["b"].error is not None
+    assert md_b.topics["b"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert md_b.topics["b"].partitions == {}
+
+    # PREFIXED ALLOW + LITERAL DENY: orders-eu reads, orders-secret is refused
+    assert _consume_assigned(b.bootstrap, "orders-eu", 2) == ([b"eu-0", b"eu-1"], [])
+    values, errors = _consume_assigned(b.bootstrap, "orders-secret", 1)
+    assert values == [] and errors == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+    # another group: GROUP_AUTHORIZATION_FAILED
+    _kafka_python_group_fails(b.bootstrap)
+
+    # no ALTER / DESCRIBE on the cluster: the ACL APIs answer 31
+    [fut] = admin.create_acls([AclBinding(RT.TOPIC, "b", PT.LITERAL, ME, "*", Op.ALL, Perm.ALLOW)],
+                              request_timeout=10).values()
+    with pytest.raises(KafkaException) as e:
+        fut.result(15)
+    assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    # librdkafka drops DescribeAcls' top-level error (nothing is listed); kafka-python raises it
+    assert admin.describe_acls(ANY_FILTER, request_timeout=10).result(15) == []
+    _kafka_python_describe_acls_fails(b.bootstrap)
+    with pytest.raises(KafkaException) as e:
+        admin.delete_acls([ANY_FILTER], request_timeout=10)[ANY_FILTER].result(15)
+    assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+
+    b.stop()
+    records = _audit(audit_file)
+    changes = [r for r in records if "change" in r]
+    created = [{"principal": ME, "host": "127.0.0.1", "change": "CREATE", "resource_type": rt,
+                "resource_name": name, "pattern": pt, "acl_principal": p, "acl_host": h, "operation": op,
+                "permission": perm}
+               for rt, name, pt, p, h, op, perm in [
+                   ("TOPIC", "a", "LITERAL", ME, "*", "READ", "ALLOW"),
+                   ("GROUP", "g", "LITERAL", ME, "*", "READ", "ALLOW"),
+                   ("TOPIC", "orders-", "PREFIXED", ME, "*", "READ", "ALLOW"),
+                   ("TOPIC", "orders-secret", "LITERAL", ME, "*", "READ", "DENY"),
+                   ("TOPIC", "b", "LITERAL", "User:bob", "10.1.2.3", "WRITE", "ALLOW")]]
+    assert changes == created + [dict(created[4], change="DELETE")]
+    denials = {tuple(sorted(r.items())) for r in records if "result" in r}
+    for op, rt, name in [("WRITE", "TOPIC", "a"), ("DESCRIBE", "TOPIC", "b"), ("READ", "TOPIC", "orders-secret"),
+                         ("DESCRIBE", "GROUP", "other"), ("ALTER", "CLUSTER", "kafka-cluster"),
+                         ("DESCRIBE", "CLUSTER", "kafka-cluster")]:
+        want = {"principal": ME, "host": "127.0.0.1", "operation": op, "resource_type": rt,
+                "resource_name": name, "pattern": "LITERAL", "result": "DENIED"}
+        assert tuple(sorted(want.items())) in denials, (want, records)
+    # allowed checks are never logged, and every line is a denial or a change
+    assert all(("result" in r) != ("change" in r) for r in records)
+    assert not any(r["resource_name"] == "a" and r["operation"] == "READ" for r in records if "result" in r)
+
+
+def _aiokafka_produce_fails(bootstrap: str) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    async def run() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        await p.start()
+        try:
+            with pytest.raises(TopicAuthorizationFailedError):
+                await p.send_and_wait("a", b"nope")
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+
+
+def _kafka_python_produce_fails(bootstrap: str) -> None:
+    from kafka import KafkaProducer
+    from kafka.errors import TopicAuthorizationFailedError
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, retries=0, max_block_ms=10000)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            p.send("a", b"nope").get(timeout=15)
+    finally:
+        p.close(timeout=5)
+
+
+def _kafka_python_describe_acls_fails(bootstrap: str) -> None:
+    from kafka.admin import (
+        ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient,
+        ResourcePatternFilter, ResourceType,
+    )
+    from kafka.errors import ClusterAuthorizationFailedError
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        with pytest.raises(ClusterAuthorizationFailedError):
+            a.describe_acls(ACLFilter(principal=None, host=None, operation=ACLOperation.ANY,
+                                      permission_type=ACLPermissionType.ANY,
+                                      resource_pattern=ResourcePatternFilter(ResourceType.ANY, None,
+                                                                             ACLResourcePatternType.ANY)))
+    finally:
+        a.close()
+
+
+def _kafka_python_group_fails(bootstrap: str) -> None:
+    from kafka import KafkaConsumer
+    from kafka.errors import GroupAuthorizationFailedError
+
+    c = KafkaConsumer("a", bootstrap_servers=bootstrap, group_id="other", auto_offset_reset="earliest",
+                      consumer_timeout_ms=10000)
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            c.poll(timeout_ms=10000)
+    finally:
+        c.close(autocommit=False)
+
+
+def test_cli_grants_access_before_start(broker_factory, tmp_path):
+    b = broker_factory({"authorizer.enable": "true"})
+    b.stop()
+    for args in (["--allow-principal", ME, "--operation", "All", "--topic", "c"],
+                 ["--allow-principal", ME, "--operation", "Read", "--group", "cg-", "--resource-pattern-type",
+                  "prefixed"]):
+        out = subprocess.run(sediment_command() + ["acls", "add", "--data-dir", str(b.data_dir), *args],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+    listed = subprocess.run(sediment_command() + ["acls", "list", "--data-dir", str(b.data_dir)],
+                            capture_output=True, text=True, timeout=30)
+    assert listed.stdout.splitlines() == [
+        "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=c, patternType=LITERAL)`:",
+        f" \t(principal={ME}, host=*, operation=ALL, permissionType=ALLOW)",
+        "",
+        "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=cg-, patternType=PREFIXED)`:",
+        f" \t(principal={ME}, host=*, operation=READ, permissionType=ALLOW)",
+        "",
+    ]
+    b.start()
+    # ALL on topic c: auto-created by Metadata (CREATE on the topic), then written by an
+    # idempotent producer (InitProducerId allowed through WRITE on a topic) and read in group cg-1
+    p = producer(b.bootstrap, **{"enable.idempotence": True})
+    errors: list = []
+    for i in range(3):
+        p.produce("c", f"c-{i}".encode(), on_delivery=lambda err, msg: errors.append(err))
+    assert p.flush(30) == 0
+    assert errors == [None, None, None]
+    c = consumer(b.bootstrap, **{"group.id": "cg-1", "auto.offset.reset": "earliest", "enable.partition.eof": False})
+    c.subscribe(["c"])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(got) < 3:
+        m = c.poll(0.5)
+        if m is not None:
+            assert m.error() is None, m.error()
+            got.append(m.value())
+    c.close()
+    assert got == [b"c-0", b"c-1", b"c-2"]
+    # nothing on topic d: neither auto-created nor written
+    [err] = _produce(b.bootstrap, "d", [b"x"])
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert sorted(_admin(b.bootstrap).list_topics(timeout=10).topics) == ["c"]
