@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import (
     AclBinding, AclBindingFilter, AclOperation as Op, AclPermissionType as Perm, AdminClient,
     ResourcePatternType as PT, ResourceType as RT,
@@ -89,6 +89,7 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
         AclBinding(RT.TOPIC, "orders-", PT.PREFIXED, ME, "*", Op.READ, Perm.ALLOW),
         AclBinding(RT.TOPIC, "orders-secret", PT.LITERAL, ME, "*", Op.READ, Perm.DENY),
         AclBinding(RT.TOPIC, "b", PT.LITERAL, "User:bob", "10.1.2.3", Op.WRITE, Perm.ALLOW),
+        AclBinding(RT.BROKER, "kafka-cluster", PT.LITERAL, ME, "*", Op.DESCRIBE_CONFIGS, Perm.ALLOW),
     ]
     for fut in admin.create_acls(wanted, request_timeout=10).values():
         assert fut.result(15) is None
@@ -113,7 +114,7 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert [_key(x) for x in deleted[bob].result(15)] == [_key(wanted[4])]
     assert deleted[nothing].result(15) == []
     assert sorted(map(_key, admin.describe_acls(ANY_FILTER, request_timeout=10).result(15))) == \
-        sorted(map(_key, wanted[:4]))
+        sorted(map(_key, wanted[:4] + wanted[5:]))
 
     # Restart without super users: the ACLs are all this principal has now.
     b.settings["super.users"] = ""
@@ -150,6 +151,16 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert md_b.topics["b"].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert md_b.topics["b"].partitions == {}
 
+    # authorized operations, when asked for (Metadata, DescribeGroups, DescribeCluster)
+    [topic_fut] = admin.describe_topics(TopicCollection(["a"]), request_timeout=10,
+                                        include_authorized_operations=True).values()
+    assert sorted(topic_fut.result(15).authorized_operations) == [Op.READ, Op.DESCRIBE]
+    [group_fut] = admin.describe_consumer_groups(["g"], request_timeout=10,
+                                                 include_authorized_operations=True).values()
+    assert sorted(group_fut.result(15).authorized_operations) == [Op.READ, Op.DESCRIBE]
+    assert admin.describe_cluster(request_timeout=10, include_authorized_operations=True) \
+        .result(15).authorized_operations == [Op.DESCRIBE_CONFIGS]
+
     # PREFIXED ALLOW + LITERAL DENY: orders-eu reads, orders-secret is refused
     assert _consume_assigned(b.bootstrap, "orders-eu", 2) == ([b"eu-0", b"eu-1"], [])
     values, errors = _consume_assigned(b.bootstrap, "orders-secret", 1)
@@ -182,7 +193,8 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
                    ("GROUP", "g", "LITERAL", ME, "*", "READ", "ALLOW"),
                    ("TOPIC", "orders-", "PREFIXED", ME, "*", "READ", "ALLOW"),
                    ("TOPIC", "orders-secret", "LITERAL", ME, "*", "READ", "DENY"),
-                   ("TOPIC", "b", "LITERAL", "User:bob", "10.1.2.3", "WRITE", "ALLOW")]]
+                   ("TOPIC", "b", "LITERAL", "User:bob", "10.1.2.3", "WRITE", "ALLOW"),
+                   ("CLUSTER", "kafka-cluster", "LITERAL", ME, "*", "DESCRIBE_CONFIGS", "ALLOW")]]
     assert changes == created + [dict(created[4], change="DELETE")]
     denials = {tuple(sorted(r.items())) for r in records if "result" in r}
     for op, rt, name in [("WRITE", "TOPIC", "a"), ("DESCRIBE", "TOPIC", "b"), ("READ", "TOPIC", "orders-secret"),
