@@ -14,10 +14,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import (
     AclBinding, AclBindingFilter, AclOperation as Op, AclPermissionType as Perm, AdminClient,
-    ResourcePatternType as PT, ResourceType as RT,
+    AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourcePatternType as PT, ResourceType as RT,
 )
 
-from .ck import consumer, create_topic, producer
+from .ck import consumer, create_topic, future_error_code, producer
 from .conftest import sediment_command
 
 ME = "User:ANONYMOUS"
@@ -166,6 +166,27 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     values, errors = _consume_assigned(b.bootstrap, "orders-secret", 1)
     assert values == [] and errors == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
 
+    # admin operations the READ grant does not cover; broker configs are readable through the
+    # cluster's DESCRIBE_CONFIGS
+    [fut] = admin.create_topics([NewTopic("newt", 1, 1)], request_timeout=10).values()
+    assert future_error_code(fut) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    [fut] = admin.delete_topics(["a"], request_timeout=10).values()
+    assert future_error_code(fut) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    [fut] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "a")], request_timeout=10).values()
+    assert future_error_code(fut) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    [fut] = admin.describe_configs([ConfigResource(ConfigResource.Type.BROKER, "0")], request_timeout=10).values()
+    assert fut.result(15)["authorizer.enable"].value == "true"
+    [fut] = admin.incremental_alter_configs([ConfigResource(ConfigResource.Type.BROKER, "0", incremental_configs=[
+        ConfigEntry("num.partitions", "2", incremental_operation=AlterConfigOpType.SET)])],
+        request_timeout=10).values()
+    assert future_error_code(fut) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    # a transactional producer needs WRITE on its transactional id, an idempotent one WRITE somewhere
+    tp = producer(b.bootstrap, **{"transactional.id": "tx-1", "enable.idempotence": True})
+    with pytest.raises(KafkaException) as e:
+        tp.init_transactions(15)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    _aiokafka_idempotent_fails(b.bootstrap)
+
     # another group: GROUP_AUTHORIZATION_FAILED
     _kafka_python_group_fails(b.bootstrap)
 
@@ -199,7 +220,10 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     denials = {tuple(sorted(r.items())) for r in records if "result" in r}
     for op, rt, name in [("WRITE", "TOPIC", "a"), ("DESCRIBE", "TOPIC", "b"), ("READ", "TOPIC", "orders-secret"),
                          ("DESCRIBE", "GROUP", "other"), ("ALTER", "CLUSTER", "kafka-cluster"),
-                         ("DESCRIBE", "CLUSTER", "kafka-cluster")]:
+                         ("DESCRIBE", "CLUSTER", "kafka-cluster"), ("CREATE", "TOPIC", "newt"),
+                         ("DELETE", "TOPIC", "a"), ("DESCRIBE_CONFIGS", "TOPIC", "a"),
+                         ("ALTER_CONFIGS", "CLUSTER", "kafka-cluster"), ("DESCRIBE", "TRANSACTIONAL_ID", "tx-1"),
+                         ("IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster")]:
         want = {"principal": ME, "host": "127.0.0.1", "operation": op, "resource_type": rt,
                 "resource_name": name, "pattern": "LITERAL", "result": "DENIED"}
         assert tuple(sorted(want.items())) in denials, (want, records)
@@ -218,6 +242,21 @@ def _aiokafka_produce_fails(bootstrap: str) -> None:
         try:
             with pytest.raises(TopicAuthorizationFailedError):
                 await p.send_and_wait("a", b"nope")
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+
+
+def _aiokafka_idempotent_fails(bootstrap: str) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import ClusterAuthorizationFailedError
+
+    async def run() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, request_timeout_ms=10000)
+        try:
+            with pytest.raises(ClusterAuthorizationFailedError):  # InitProducerId at start
+                await p.start()
         finally:
             await p.stop()
 
