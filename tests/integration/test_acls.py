@@ -6,7 +6,10 @@ aiokafka and kafka-python. The principal is User:ANONYMOUS on the PLAINTEXT list
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import socket
+import struct
 import subprocess
 import time
 
@@ -310,6 +313,7 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
     b = broker_factory({"authorizer.enable": "true"})
     b.stop()
     for args in (["--allow-principal", ME, "--operation", "All", "--topic", "c"],
+                 ["--allow-principal", ME, "--operation", "Alter", "--cluster"],
                  ["--allow-principal", ME, "--operation", "Read", "--group", "cg-", "--resource-pattern-type",
                   "prefixed"]):
         out = subprocess.run(sediment_command() + ["acls", "add", "--data-dir", str(b.data_dir), *args],
@@ -324,8 +328,12 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
         "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=cg-, patternType=PREFIXED)`:",
         f" \t(principal={ME}, host=*, operation=READ, permissionType=ALLOW)",
         "",
+        "Current ACLs for resource `ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, patternType=LITERAL)`:",
+        f" \t(principal={ME}, host=*, operation=ALTER, permissionType=ALLOW)",
+        "",
     ]
     b.start()
+    _bad_acl_requests_get_per_binding_errors(b.bootstrap)
     # ALL on topic c: auto-created by Metadata (CREATE on the topic), then written by an
     # idempotent producer (InitProducerId allowed through WRITE on a topic) and read in group cg-1
     p = producer(b.bootstrap, **{"enable.idempotence": True})
@@ -349,3 +357,66 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
     [err] = _produce(b.bootstrap, "d", [b"x"])
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert sorted(_admin(b.bootstrap).list_topics(timeout=10).topics) == ["c"]
+
+
+def _call(bootstrap: str, request, api_key: int, version: int):
+    """One kio-encoded request on a raw socket; the decoded response."""
+    from kio.index import load_response_schema
+    from kio.schema.request_header.v2.header import RequestHeader
+    from kio.serial import entity_reader, entity_writer
+
+    buf = io.BytesIO()
+    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=api_key, request_api_version=version,
+                                                    correlation_id=5, client_id="raw"))
+    entity_writer(type(request))(buf, request)
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        body = s.recv(size, socket.MSG_WAITALL)
+    assert struct.unpack_from(">i", body)[0] == 5
+    resp, _ = entity_reader(load_response_schema(api_key, version))(body[5:], 0)
+    return resp
+
+
+def _bad_acl_requests_get_per_binding_errors(bootstrap: str) -> None:
+    """Input clients would refuse to send: every binding gets its own answer, the good one is kept."""
+    from kio.schema.create_acls.v3.request import AclCreation, CreateAclsRequest
+    from kio.schema.delete_acls.v3.request import DeleteAclsFilter, DeleteAclsRequest
+    from kio.schema.describe_acls.v3.request import DescribeAclsRequest
+    from kio.static.primitive import i8
+
+    def creation(rt=2, name="bad", pt=3, principal="User:x", op=3, perm=3) -> AclCreation:
+        return AclCreation(resource_type=i8(rt), resource_name=name, resource_pattern_type=i8(pt),
+                           principal=principal, host="*", operation=i8(op), permission_type=i8(perm))
+
+    req = CreateAclsRequest(creations=(
+        creation(rt=1), creation(rt=9), creation(pt=2), creation(pt=1), creation(op=1), creation(perm=1),
+        creation(name=""), creation(rt=4, name="other-cluster"), creation(name="good-one")))
+    resp = _call(bootstrap, req, 30, 3)
+    assert [int(r.error_code) for r in resp.results] == [42] * 8 + [0]
+    assert [r.error_message for r in resp.results] == [
+        "Invalid resourceType ANY", "Invalid resourceType UNKNOWN", "Invalid patternType MATCH",
+        "Invalid patternType ANY", "Invalid operation ANY", "Invalid permissionType ANY",
+        "Resource name should not be empty",
+        "The only valid name for the CLUSTER resource is kafka-cluster", None]
+    # DescribeAcls needs DESCRIBE on the cluster, implied by the ALTER granted: the good one is there
+    described = _call(bootstrap, DescribeAclsRequest(
+        resource_type_filter=i8(2), resource_name_filter="good-one", pattern_type_filter=i8(3),
+        principal_filter=None, host_filter=None, operation=i8(1), permission_type=i8(1)), 29, 3)
+    assert int(described.error_code) == 0
+    assert [(r.resource_name, [(a.principal, int(a.operation)) for a in r.acls]) for r in described.resources] == \
+        [("good-one", [("User:x", 3)])]
+    unknown = _call(bootstrap, DescribeAclsRequest(
+        resource_type_filter=i8(0), resource_name_filter=None, pattern_type_filter=i8(1),
+        principal_filter=None, host_filter=None, operation=i8(1), permission_type=i8(1)), 29, 3)
+    assert int(unknown.error_code) == 42
+    deleted = _call(bootstrap, DeleteAclsRequest(filters=(
+        DeleteAclsFilter(resource_type_filter=i8(2), resource_name_filter=None, pattern_type_filter=i8(1),
+                         principal_filter=None, host_filter=None, operation=i8(0), permission_type=i8(1)),
+        DeleteAclsFilter(resource_type_filter=i8(2), resource_name_filter="good-one", pattern_type_filter=i8(2),
+                         principal_filter="User:x", host_filter=None, operation=i8(1), permission_type=i8(1)))),
+        31, 3)
+    assert [int(r.error_code) for r in deleted.filter_results] == [42, 0]
+    assert [[(a.resource_name, a.principal) for a in r.matching_acls] for r in deleted.filter_results] == \
+        [[], [("good-one", "User:x")]]
