@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.kafka.apis.authz import DESCRIBE, GROUP, authorized_ops, check
+from service.kafka.apis.authz import AUTH_OPS_OMITTED, DESCRIBE, GROUP, authorized_ops, check
 from service.kafka.context import RequestContext
 
 
@@ -16,7 +16,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         if code := check(ctx, DESCRIBE, GROUP, group_id):
             groups.append(s("DescribedGroup", error_code=code, group_id=group_id, group_state="",
                             protocol_type="", protocol_data="", members=(),
-                            authorized_operations=authorized_ops(ctx, False, GROUP, group_id)))
+                            authorized_operations=AUTH_OPS_OMITTED))
             continue
         g = ctx.broker.groups.describe(group_id)
         members = tuple(s("DescribedGroupMember", member_id=m.member_id, group_instance_id=m.group_instance_id,

@@ -74,14 +74,14 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[_Part]) -> list[_Part]
     (replica id >= 0) needs CLUSTER_ACTION on the cluster instead."""
     replica_state = getattr(req, "replica_state", None)
     replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
-    if replica_id >= 0:
-        allowed = cluster_allows(ctx, CLUSTER_ACTION)
-        denied = lambda _name: 0 if allowed else TOPIC_AUTHORIZATION_FAILED  # noqa: E731
-    else:
-        denied = TopicChecks(ctx, READ)
+    follower_code = None
+    if replica_id >= 0:  # a follower may read everything or nothing
+        follower_code = 0 if cluster_allows(ctx, CLUSTER_ACTION) else TOPIC_AUTHORIZATION_FAILED
+    topic_denied = TopicChecks(ctx, READ)
     readable = []
     for p in parts:
-        if p.name and (code := denied(p.name)):
+        code = follower_code if follower_code is not None else topic_denied(p.name) if p.name else 0
+        if code:
             p.error = code
         else:
             readable.append(p)
