@@ -314,6 +314,7 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
     b.stop()
     for args in (["--allow-principal", ME, "--operation", "All", "--topic", "c"],
                  ["--allow-principal", ME, "--operation", "Alter", "--cluster"],
+                 ["--allow-principal", ME, "--operation", "Write", "--transactional-id", "tx-c"],
                  ["--allow-principal", ME, "--operation", "Read", "--group", "cg-", "--resource-pattern-type",
                   "prefixed"]):
         out = subprocess.run(sediment_command() + ["acls", "add", "--data-dir", str(b.data_dir), *args],
@@ -330,6 +331,8 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
         "",
         "Current ACLs for resource `ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, patternType=LITERAL)`:",
         f" \t(principal={ME}, host=*, operation=ALTER, permissionType=ALLOW)",
+        "",    "Current ACLs for resource `ResourcePattern(resourceType=TRANSACTIONAL_ID, name=tx-c, patternType=LITERAL)`:",
+        f" \t(principal={ME}, host=*, operation=WRITE, permissionType=ALLOW)",
         "",
     ]
     b.start()
@@ -351,8 +354,28 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
         if m is not None:
             assert m.error() is None, m.error()
             got.append(m.value())
-    c.close()
     assert got == [b"c-0", b"c-1", b"c-2"]
+    # a transaction with WRITE on its id, WRITE on c and READ on the group: AddPartitionsToTxn,
+    # AddOffsetsToTxn, TxnOffsetCommit and EndTxn all pass
+    tp = producer(b.bootstrap, **{"transactional.id": "tx-c", "enable.idempotence": True})
+    tp.init_transactions(15)
+    tp.begin_transaction()
+    tp.produce("c", b"c-txn")
+    tp.send_offsets_to_transaction([TopicPartition("c", 0, 3)], c.consumer_group_metadata(), 15)
+    tp.commit_transaction(15)
+    [committed] = c.committed([TopicPartition("c", 0)], timeout=10)
+    assert committed.offset == 3
+    c.close()
+    rc = consumer(b.bootstrap, **{"group.id": "cg-2", "isolation.level": "read_committed"})
+    rc.assign([TopicPartition("c", 0, 0)])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(seen) < 4:
+        m = rc.poll(0.5)
+        if m is not None and not m.error():
+            seen.append(m.value())
+    rc.close()
+    assert seen == [b"c-0", b"c-1", b"c-2", b"c-txn"]
     # nothing on topic d: neither auto-created nor written
     [err] = _produce(b.bootstrap, "d", [b"x"])
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
