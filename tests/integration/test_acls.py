@@ -85,6 +85,9 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert _produce(b.bootstrap, "orders-eu", [b"eu-0", b"eu-1"]) == [None, None]
     assert _produce(b.bootstrap, "orders-secret", [b"s-0"]) == [None]
 
+    hidden = consumer(b.bootstrap, **{"group.id": "hidden"})  # a group the principal will not see
+    hidden.commit(offsets=[TopicPartition("a", 0, 1)], asynchronous=False)
+    hidden.close()
     admin = _admin(b.bootstrap)
     wanted = [
         AclBinding(RT.TOPIC, "a", PT.LITERAL, ME, "*", Op.READ, Perm.ALLOW),
@@ -164,6 +167,12 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert admin.describe_cluster(request_timeout=10, include_authorized_operations=True) \
         .result(15).authorized_operations == [Op.DESCRIBE_CONFIGS]
 
+    # ListGroups lists only the groups it may describe; DescribeGroups refuses the others
+    listed = admin.list_consumer_groups(request_timeout=10).result(15)
+    assert sorted(g.group_id for g in listed.valid) == ["g"]
+    [hidden_fut] = admin.describe_consumer_groups(["hidden"], request_timeout=10).values()
+    assert future_error_code(hidden_fut) == KafkaError.GROUP_AUTHORIZATION_FAILED
+
     # PREFIXED ALLOW + LITERAL DENY: orders-eu reads, orders-secret is refused
     assert _consume_assigned(b.bootstrap, "orders-eu", 2) == ([b"eu-0", b"eu-1"], [])
     values, errors = _consume_assigned(b.bootstrap, "orders-secret", 1)
@@ -222,7 +231,7 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert changes == created + [dict(created[4], change="DELETE")]
     denials = {tuple(sorted(r.items())) for r in records if "result" in r}
     for op, rt, name in [("WRITE", "TOPIC", "a"), ("DESCRIBE", "TOPIC", "b"), ("READ", "TOPIC", "orders-secret"),
-                         ("DESCRIBE", "GROUP", "other"), ("ALTER", "CLUSTER", "kafka-cluster"),
+                         ("DESCRIBE", "GROUP", "other"), ("DESCRIBE", "GROUP", "hidden"), ("ALTER", "CLUSTER", "kafka-cluster"),
                          ("DESCRIBE", "CLUSTER", "kafka-cluster"), ("CREATE", "TOPIC", "newt"),
                          ("DELETE", "TOPIC", "a"), ("DESCRIBE_CONFIGS", "TOPIC", "a"),
                          ("ALTER_CONFIGS", "CLUSTER", "kafka-cluster"), ("DESCRIBE", "TRANSACTIONAL_ID", "tx-1"),
@@ -376,29 +385,34 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
             seen.append(m.value())
     rc.close()
     assert seen == [b"c-0", b"c-1", b"c-2", b"c-txn"]
+    _denials_over_the_wire(b.bootstrap)
     # nothing on topic d: neither auto-created nor written
     [err] = _produce(b.bootstrap, "d", [b"x"])
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert sorted(_admin(b.bootstrap).list_topics(timeout=10).topics) == ["c"]
 
 
-def _call(bootstrap: str, request, api_key: int, version: int):
-    """One kio-encoded request on a raw socket; the decoded response."""
+def _call(bootstrap: str, request, api_key: int, version: int, *, raw: bool = False):
+    """One kio-encoded request on a raw socket; the decoded response (or its bytes after the header)."""
     from kio.index import load_response_schema
-    from kio.schema.request_header.v2.header import RequestHeader
     from kio.serial import entity_reader, entity_writer
 
+    header_cls = type(request).__header_schema__
     buf = io.BytesIO()
-    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=api_key, request_api_version=version,
-                                                    correlation_id=5, client_id="raw"))
+    entity_writer(header_cls)(buf, header_cls(request_api_key=api_key, request_api_version=version,
+                                              correlation_id=5, client_id="raw"))
     entity_writer(type(request))(buf, request)
     host, port = bootstrap.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
         size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
         body = s.recv(size, socket.MSG_WAITALL)
-    assert struct.unpack_from(">i", body)[0] == 5
-    resp, _ = entity_reader(load_response_schema(api_key, version))(body[5:], 0)
+    response_cls = load_response_schema(api_key, version)
+    header, offset = entity_reader(response_cls.__header_schema__)(body, 0)
+    assert header.correlation_id == 5
+    if raw:
+        return body[offset:]
+    resp, _ = entity_reader(response_cls)(body, offset)
     return resp
 
 
@@ -443,3 +457,142 @@ def _bad_acl_requests_get_per_binding_errors(bootstrap: str) -> None:
     assert [int(r.error_code) for r in deleted.filter_results] == [42, 0]
     assert [[(a.resource_name, a.principal) for a in r.matching_acls] for r in deleted.filter_results] == \
         [[], [("good-one", "User:x")]]
+
+
+def _denials_over_the_wire(bootstrap: str) -> None:
+    """Each group, transaction and topic API answers a denial with Kafka's code in its own shape.
+    The principal may use topic c, groups cg-*, transactional id tx-c; not zzz, tx-other, nope."""
+    import datetime
+
+    from kio.schema.add_offsets_to_txn.v3.request import AddOffsetsToTxnRequest
+    from kio.schema.add_partitions_to_txn.v3.request import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
+    from kio.schema.create_partitions.v3.request import CreatePartitionsRequest, CreatePartitionsTopic
+    from kio.schema.delete_groups.v2.request import DeleteGroupsRequest
+    from kio.schema.delete_records.v2.request import (
+        DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+    )
+    from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
+    from kio.schema.describe_transactions.v0.request import DescribeTransactionsRequest
+    from kio.schema.end_txn.v3.request import EndTxnRequest
+    from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
+    from kio.schema.heartbeat.v4.request import HeartbeatRequest
+    from kio.schema.join_group.v9.request import JoinGroupRequest, JoinGroupRequestProtocol
+    from kio.schema.leave_group.v5.request import LeaveGroupRequest, MemberIdentity
+    from kio.schema.list_offsets.v8.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
+    from kio.schema.offset_commit.v8.request import (
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    )
+    from kio.schema.offset_delete.v0.request import (
+        OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    )
+    from kio.schema.offset_fetch.v7.request import OffsetFetchRequest as OffsetFetch7
+    from kio.schema.offset_fetch.v8.request import OffsetFetchRequest, OffsetFetchRequestGroup
+    from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+    from kio.schema.sync_group.v5.request import SyncGroupRequest
+    from kio.schema.txn_offset_commit.v3.request import (
+        TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    )
+    from kio.static.primitive import i8, i16, i32, i64
+
+    ms = datetime.timedelta(milliseconds=10000)
+    group_apis = [
+        (11, 9, JoinGroupRequest(group_id="zzz", session_timeout=ms, rebalance_timeout=ms, member_id="",
+                                 protocol_type="consumer",
+                                 protocols=(JoinGroupRequestProtocol(name="range", metadata=b""),)),
+         lambda r: r.error_code),
+        (14, 5, SyncGroupRequest(group_id="zzz", generation_id=i32(1), member_id="m", assignments=()),
+         lambda r: r.error_code),
+        (12, 4, HeartbeatRequest(group_id="zzz", generation_id=i32(1), member_id="m"), lambda r: r.error_code),
+        (13, 5, LeaveGroupRequest(group_id="zzz", members=(MemberIdentity(member_id="m"),)), lambda r: r.error_code),
+        (8, 8, OffsetCommitRequest(group_id="zzz", member_id="", topics=(OffsetCommitRequestTopic(
+            name="c", partitions=(OffsetCommitRequestPartition(partition_index=i32(0), committed_offset=i64(1),
+                                                               committed_metadata=""),)),)),
+         lambda r: [p.error_code for t in r.topics for p in t.partitions]),
+        (9, 8, OffsetFetchRequest(groups=(OffsetFetchRequestGroup(group_id="zzz", topics=None),
+                                          OffsetFetchRequestGroup(group_id="cg-1", topics=None))),
+         lambda r: [(g.error_code, [t.name for t in g.topics]) for g in r.groups]),
+        (9, 7, OffsetFetch7(group_id="zzz", topics=None), lambda r: r.error_code),
+        (15, 5, DescribeGroupsRequest(groups=("zzz", "cg-1"), include_authorized_operations=True),
+         lambda r: [(g.error_code, g.authorized_operations) for g in r.groups]),
+        (42, 2, DeleteGroupsRequest(groups_names=("zzz",)), lambda r: [x.error_code for x in r.results]),
+        (47, 0, OffsetDeleteRequest(group_id="zzz", topics=(OffsetDeleteRequestTopic(
+            name="c", partitions=(OffsetDeleteRequestPartition(partition_index=i32(0)),)),)),
+         lambda r: r.error_code),
+    ]
+    assert [int_codes(get(_call(bootstrap, req, key, version))) for key, version, req, get in group_apis] == [
+        30, 30, 30, 30, [30],
+        [(30, []), (0, ["c"])],  # cg-1 committed c in the transaction test
+        30,
+        [(30, -(2**31)), (0, (1 << 3) | (1 << 8))],  # READ (and DESCRIBE) on cg-*
+        [30], 30]
+
+    txn_apis = [
+        (24, 3, AddPartitionsToTxnRequest(v3_and_below_transactional_id="tx-other", v3_and_below_producer_id=i64(1),
+                                          v3_and_below_producer_epoch=i16(0), v3_and_below_topics=(
+            AddPartitionsToTxnTopic(name="c", partitions=(i32(0),)),)),
+         lambda r: [p.partition_error_code for t in r.results_by_topic_v3_and_below for p in t.results_by_partition]),
+        (24, 3, AddPartitionsToTxnRequest(v3_and_below_transactional_id="tx-c", v3_and_below_producer_id=i64(1),
+                                          v3_and_below_producer_epoch=i16(0), v3_and_below_topics=(
+            AddPartitionsToTxnTopic(name="c", partitions=(i32(0),)),
+            AddPartitionsToTxnTopic(name="nope", partitions=(i32(0),)))),
+         lambda r: {t.name: [p.partition_error_code for p in t.results_by_partition]
+                    for t in r.results_by_topic_v3_and_below}),
+        (25, 3, AddOffsetsToTxnRequest(transactional_id="tx-other", producer_id=i64(1), producer_epoch=i16(0),
+                                       group_id="cg-1"), lambda r: r.error_code),
+        (25, 3, AddOffsetsToTxnRequest(transactional_id="tx-c", producer_id=i64(1), producer_epoch=i16(0),
+                                       group_id="zzz"), lambda r: r.error_code),
+        (28, 3, TxnOffsetCommitRequest(transactional_id="tx-c", group_id="cg-1", producer_id=i64(1),
+                                       producer_epoch=i16(0), topics=(TxnOffsetCommitRequestTopic(
+            name="nope", partitions=(TxnOffsetCommitRequestPartition(
+                partition_index=i32(0), committed_offset=i64(1), committed_metadata=""),)),)),
+         lambda r: [p.error_code for t in r.topics for p in t.partitions]),
+        (26, 3, EndTxnRequest(transactional_id="tx-other", producer_id=i64(1), producer_epoch=i16(0), committed=True),
+         lambda r: r.error_code),
+    ]
+    got = [int_codes(get(_call(bootstrap, req, key, version))) for key, version, req, get in txn_apis]
+    assert got[0] == [53]
+    assert got[1] == {"c": [55], "nope": [29]}  # the allowed partition is not attempted
+    assert got[2:] == [53, 30, [29], 53]
+    # DescribeTransactions (kio cannot read the -1 start time back): throttle, one state, its code
+    body = _call(bootstrap, DescribeTransactionsRequest(transactional_ids=("tx-other",)), 65, 0, raw=True)
+    assert body[4] == 2 and struct.unpack_from(">h", body, 5)[0] == 53
+
+    topic_apis = [
+        (2, 8, ListOffsetsRequest(replica_id=i32(-1), isolation_level=i8(0), topics=(ListOffsetsTopic(
+            name="nope", partitions=(ListOffsetsPartition(partition_index=i32(0), timestamp=i64(-1)),)),)),
+         lambda r: [p.error_code for t in r.topics for p in t.partitions]),
+        (21, 2, DeleteRecordsRequest(topics=(DeleteRecordsTopic(name="nope", partitions=(
+            DeleteRecordsPartition(partition_index=i32(0), offset=i64(0)),)),), timeout=ms),
+         lambda r: [p.error_code for t in r.topics for p in t.partitions]),
+        (37, 3, CreatePartitionsRequest(topics=(CreatePartitionsTopic(name="nope", count=i32(2), assignments=None),),
+                                        timeout=ms, validate_only=False),
+         lambda r: [x.error_code for x in r.results]),
+        (0, 9, ProduceRequest(acks=i16(1), timeout=ms, topic_data=(
+            TopicProduceData(name="nope", partition_data=(PartitionProduceData(index=i32(0), records=b"x"),)),)),
+         lambda r: [p.error_code for t in r.responses for p in t.partition_responses]),
+        (0, 9, ProduceRequest(transactional_id="tx-other", acks=i16(1), timeout=ms, topic_data=(
+            TopicProduceData(name="c", partition_data=(PartitionProduceData(index=i32(0), records=b"x"),)),)),
+         lambda r: [p.error_code for t in r.responses for p in t.partition_responses]),
+        (1, 12, FetchRequest(max_wait=ms, min_bytes=i32(1), topics=(
+            FetchTopic(topic="nope", partitions=(FetchPartition(partition=i32(0), fetch_offset=i64(0),
+                                                                partition_max_bytes=i32(1 << 20)),)),),
+                             forgotten_topics_data=()),
+         lambda r: (r.error_code, [p.error_code for t in r.responses for p in t.partitions])),
+    ]
+    started = time.monotonic()
+    assert [int_codes(get(_call(bootstrap, req, key, version))) for key, version, req, get in topic_apis] == [
+        [29], [29], [29], [29], [53], (0, [29])]
+    assert time.monotonic() - started < 5  # a fetch of nothing readable answers at once
+
+
+def int_codes(value):
+    """Error codes (kio ErrorCode enums) as plain ints, through lists, tuples and dicts."""
+    if isinstance(value, dict):
+        return {k: int_codes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [int_codes(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(int_codes(v) for v in value)
+    if isinstance(value, str):
+        return value
+    return int(value)

@@ -14,7 +14,9 @@ from service.kafka.context import RequestContext
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s, broker = ctx.schema, ctx.broker
-    code = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
+    # Authorization comes first: the id, the group, then each topic (before the coordinator's checks).
+    auth = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
+    code = auth
     if code == 0:
         code = broker.txn.check_offset_commit(req.transactional_id, int(req.producer_id),
                                               int(req.producer_epoch), req.group_id)
@@ -27,7 +29,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            pcode = code or denied(t.name)
+            pcode = auth or denied(t.name) or code
             if pcode == 0 and broker.log(t.name, int(p.partition_index)) is None:
                 pcode = ErrorCode.unknown_topic_or_partition
             if pcode == 0:
