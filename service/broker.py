@@ -22,7 +22,7 @@ from tiering.remote.reader import ChunkCache
 from tiering.remote.store import ObjectStore
 from tiering.tier import TierManager, TieredTopic
 
-from service.config import BrokerConfig, Listener
+from service.config import BrokerConfig, ConfigError, Listener
 from service.groups import GroupCoordinator
 from service.errors import (
     INVALID_CONFIG, INVALID_PARTITIONS, INVALID_TOPIC, TOPIC_ALREADY_EXISTS, TOPIC_DELETION_DISABLED,
@@ -107,7 +107,10 @@ class Broker:
         self.objects = await open_object_store(self.config)
         self.snapshots = ClusterSnapshots(self.store, self.objects, self.config["remote.snapshot.interval.ms"])
         await self.snapshots.restore_if_fresh()
-        await self.audit.start()
+        try:
+            await self.audit.start()
+        except OSError as e:
+            raise ConfigError("audit.log.file", f"cannot open {self.config['audit.log.file']}: {e.strerror}") from None
         self.authorizer.add(await self.store.load_acls())
         cluster_id = self.config["cluster.id"] or await self.store.get_meta("cluster.id")
         if not cluster_id:
