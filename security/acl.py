@@ -285,28 +285,33 @@ class Authorizer:
         return allowed
 
     def authorize_any(self, principal: str, host: str, op: AclOperation, rtype: ResourceType) -> bool:
-        """Is `op` allowed on at least one resource of this type (Kafka's authorizeByResourceType,
-        used by InitProducerId: WRITE on any topic)? Never audited: it is a fallback check."""
-        if not self.enabled or principal in self.super_users:
+        """Is `op` allowed on at least one resource of this type? Kafka's authorizeByResourceType
+        (InitProducerId: WRITE on any topic). Never audited: it is a fallback check."""
+        if not self.enabled:
             return True
-        if not self._by_type.get(rtype):
-            return self.allow_if_no_acl
-        mine = [b for b in self._all if b.resource_type == rtype and b.principal in (principal, WILDCARD_PRINCIPAL)
-                and b.host in (host, WILDCARD) and b.operation in (op, AclOperation.ALL)]
-        denied_literal = {b.resource_name for b in mine
-                          if b.permission == AclPermission.DENY and b.pattern_type == PatternType.LITERAL}
-        denied_prefix = [b.resource_name for b in mine
-                         if b.permission == AclPermission.DENY and b.pattern_type == PatternType.PREFIXED]
-        if WILDCARD in denied_literal:
-            return False
-        for b in mine:
-            if b.permission != AclPermission.ALLOW:
-                continue
-            if any(b.resource_name.startswith(p) for p in denied_prefix):
-                continue
-            if b.pattern_type == PatternType.LITERAL and b.resource_name in denied_literal:
-                continue
+        # As Kafka: a made-up name covers super users and allow.everyone.if.no.acl.found.
+        if self._decide(principal, host, op, rtype, "hardcode"):
             return True
+        deny_literal: set[str] = set()
+        deny_prefix: set[str] = set()
+        allows: list[AclBinding] = []
+        for b in self._all:
+            if (b.resource_type != rtype or b.principal not in (principal, WILDCARD_PRINCIPAL)
+                    or b.host not in (host, WILDCARD) or b.operation not in (op, AclOperation.ALL)):
+                continue
+            if b.permission == AclPermission.DENY:
+                if b.pattern_type == PatternType.LITERAL and b.resource_name == WILDCARD:
+                    return False
+                (deny_literal if b.pattern_type == PatternType.LITERAL else deny_prefix).add(b.resource_name)
+            else:
+                allows.append(b)
+        if any(b.pattern_type == PatternType.LITERAL and b.resource_name == WILDCARD for b in allows):
+            return True
+        for b in allows:
+            if b.pattern_type == PatternType.LITERAL and b.resource_name in deny_literal:
+                continue
+            if not any(b.resource_name[:i] in deny_prefix for i in range(1, len(b.resource_name) + 1)):
+                return True
         return False
 
     def authorized_operations(self, principal: str, host: str, rtype: ResourceType, name: str) -> int:

@@ -170,6 +170,19 @@ def test_authorize_any_for_idempotent_producers():
     assert not c.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
     d, _ = authz(acl(RT.TOPIC, "t", Op.WRITE), acl(RT.TOPIC, "*", Op.WRITE, Perm.DENY))
     assert not d.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
+    # no ACL at all on some topic name: allow.everyone.if.no.acl.found lets it through, as in Kafka
+    e, _ = authz(acl(RT.TOPIC, "t", Op.READ, principal=BOB), allow_if_no_acl=True)
+    assert e.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
+    f, _ = authz(acl(RT.TOPIC, "*", Op.READ, principal=BOB), allow_if_no_acl=True)
+    assert not f.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
+    # super users; a wildcard ALLOW; READ does not count for WRITE; other hosts do not count
+    g, _ = authz(super_users={ALICE})
+    assert g.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
+    h, _ = authz(acl(RT.TOPIC, "*", Op.WRITE, principal="User:*"), acl(RT.TOPIC, "x", Op.READ, principal=BOB))
+    assert h.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
+    i, _ = authz(acl(RT.TOPIC, "t", Op.READ), acl(RT.TOPIC, "u", Op.WRITE, host="10.9.9.9"))
+    assert not i.authorize_any(ALICE, HOST, Op.WRITE, RT.TOPIC)
+    assert i.authorize_any(ALICE, "10.9.9.9", Op.WRITE, RT.TOPIC)
 
 
 def test_authorized_operations_bit_field():
