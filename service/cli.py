@@ -1,4 +1,4 @@
-"""`sediment`: the one entry point (serve, keys, acls, and later topics/users)."""
+"""`sediment`: the one entry point (serve, and later topics/users/acls/keys)."""
 
 from __future__ import annotations
 
