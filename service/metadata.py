@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from security.credentials import ScramCredential
+
 if TYPE_CHECKING:
     from service.txn.coordinator import TxnMetadata
 
@@ -54,6 +56,15 @@ CREATE TABLE IF NOT EXISTS group_states (
     group_id TEXT PRIMARY KEY,
     protocol_type TEXT NOT NULL,
     empty_since INTEGER
+);
+CREATE TABLE IF NOT EXISTS scram_credentials (  -- salted forms only, never passwords
+    name TEXT NOT NULL,
+    mechanism TEXT NOT NULL,  -- SCRAM-SHA-256 | SCRAM-SHA-512
+    salt BLOB NOT NULL,
+    stored_key BLOB NOT NULL,
+    server_key BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    PRIMARY KEY (name, mechanism)
 );
 """
 
@@ -191,3 +202,25 @@ class MetadataStore:
         d = txn_to_json(txn)
         await self._exec("INSERT OR REPLACE INTO transactions (transactional_id, state) VALUES (?, ?)",
                          (txn.transactional_id, json.dumps(d)))
+
+    # -- SCRAM credentials ---------------------------------------------------------------------
+
+    async def load_scram_credentials(self) -> list[tuple[str, str, ScramCredential]]:
+        rows = await self._exec("SELECT name, mechanism, salt, stored_key, server_key, iterations "
+                                "FROM scram_credentials ORDER BY name, mechanism")
+        return [(str(n), str(m), ScramCredential(bytes(s), bytes(sk), bytes(vk), int(i)))  # type: ignore[arg-type]
+                for n, m, s, sk, vk, i in rows]
+
+    async def put_scram_credential(self, name: str, mechanism: str, cred: ScramCredential) -> None:
+        await self._exec("INSERT OR REPLACE INTO scram_credentials (name, mechanism, salt, stored_key, server_key, "
+                         "iterations) VALUES (?, ?, ?, ?, ?, ?)",
+                         (name, mechanism, cred.salt, cred.stored_key, cred.server_key, cred.iterations))
+
+    async def delete_scram_credential(self, name: str, mechanism: str | None = None) -> int:
+        """Delete one mechanism's credential of the user, or all of them (None); returns how many."""
+        if mechanism is None:
+            rows = await self._exec("DELETE FROM scram_credentials WHERE name = ? RETURNING name", (name,))
+        else:
+            rows = await self._exec("DELETE FROM scram_credentials WHERE name = ? AND mechanism = ? RETURNING name",
+                                    (name, mechanism))
+        return len(rows)

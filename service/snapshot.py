@@ -1,7 +1,7 @@
 """Cluster metadata snapshots in the bucket (`_cluster/metadata.json`), and restoring from one.
 
 The snapshot is an export of the MetadataStore (cluster id, producer-id high mark, topics with
-ids and configs, committed offsets, transactions), so a broker started on an empty data dir with
+ids and configs, committed offsets, transactions, salted SCRAM credentials), so a broker started on an empty data dir with
 the same bucket comes back with every topic and the offsets of the last snapshot. What is lost
 with a disk: committed offsets newer than the last snapshot (remote.snapshot.interval.ms) and the
 unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
@@ -10,12 +10,15 @@ unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
 import uuid
 
 from tiering.remote.store import ObjectStore
+
+from security.credentials import ScramCredential
 
 from service.metadata import MetadataStore, TopicRecord
 from service.txn.coordinator import txn_from_json, txn_to_json
@@ -41,8 +44,9 @@ class ClusterSnapshots:
                   for t in sorted(await self._store.load_topics(), key=lambda t: t.name)]
         offsets = [list(row) for row in sorted(await self._store.load_offsets())]
         txns = [txn_to_json(t) for t in await self._store.load_transactions()]
+        credentials = [_credential_to_json(n, m, c) for n, m, c in await self._store.load_scram_credentials()]
         return {"format_version": FORMAT_VERSION, "meta": {k: v for k, v in meta.items() if v is not None},
-                "topics": topics, "offsets": offsets, "transactions": txns}
+                "topics": topics, "offsets": offsets, "transactions": txns, "credentials": credentials}
 
     async def write(self) -> bool:
         """Upload a snapshot if anything changed since the last one; True when one was written."""
@@ -75,6 +79,10 @@ class ClusterSnapshots:
             await self._store.put_offsets(group, rows)
         for d in snap.get("transactions", ()):
             await self._store.put_transaction(txn_from_json(d))
+        have = {(n, m) for n, m, _ in await self._store.load_scram_credentials()}
+        for d in snap.get("credentials", ()):
+            if (d["name"], d["mechanism"]) not in have:  # users added offline before this start win
+                await self._store.put_scram_credential(d["name"], d["mechanism"], _credential_from_json(d))
         log.info("restored %d topics and the offsets of %d groups from the bucket's snapshot",
                  len(snap["topics"]), len(by_group))
         return True
@@ -99,3 +107,14 @@ class ClusterSnapshots:
             await self.write()
         except Exception as e:
             log.warning("final cluster snapshot failed: %s", e)
+
+
+def _credential_to_json(name: str, mechanism: str, cred: ScramCredential) -> dict[str, object]:
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return {"name": name, "mechanism": mechanism, "salt": b64(cred.salt), "stored_key": b64(cred.stored_key),
+            "server_key": b64(cred.server_key), "iterations": cred.iterations}
+
+
+def _credential_from_json(d: dict[str, object]) -> ScramCredential:
+    return ScramCredential(base64.b64decode(str(d["salt"])), base64.b64decode(str(d["stored_key"])),
+                           base64.b64decode(str(d["server_key"])), int(d["iterations"]))  # type: ignore[call-overload]

@@ -59,6 +59,10 @@ API_RANGES: dict[int, ApiRange] = {
         _r(60, "DescribeCluster", 0, 1),
         _r(65, "DescribeTransactions", 0, 0),
         _r(66, "ListTransactions", 0, 1),
+        _r(17, "SaslHandshake", 0, 1),
+        _r(36, "SaslAuthenticate", 0, 2),
+        _r(50, "DescribeUserScramCredentials", 0, 0),
+        _r(51, "AlterUserScramCredentials", 0, 0),
     ]
 }
 

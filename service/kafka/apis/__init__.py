@@ -21,6 +21,10 @@ from service.kafka.apis import (
     offset_commit, offset_delete, offset_fetch, sync_group,
 )
 
+from service.kafka.apis import (
+    alter_user_scram_credentials, describe_user_scram_credentials, sasl_authenticate, sasl_handshake,
+)
+
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 HANDLERS: dict[int, Handler] = {
@@ -55,4 +59,8 @@ HANDLERS: dict[int, Handler] = {
     60: describe_cluster.handle,
     65: describe_transactions.handle,
     66: list_transactions.handle,
+    17: sasl_handshake.handle,
+    36: sasl_authenticate.handle,
+    50: describe_user_scram_credentials.handle,
+    51: alter_user_scram_credentials.handle,
 }
