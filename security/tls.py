@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography import x509
 
@@ -86,21 +86,31 @@ def _stamp(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class ServerContexts:
+    with_client_auth: ssl.SSLContext  # SSL listeners: ssl.client.auth as configured
+    without_client_auth: ssl.SSLContext  # SASL_SSL listeners: SASL authenticates, as in Kafka
+
+
+def build_server_contexts(settings: TlsSettings) -> ServerContexts:
+    return ServerContexts(build_server_context(settings), build_server_context(replace(settings, client_auth="none")))
+
+
 class ReloadingTlsContext:
-    """The current server context, rebuilt when the certificate, key or CA files change."""
+    """The current server contexts, rebuilt when the certificate, key or CA files change."""
 
     def __init__(self, settings: TlsSettings, check_interval_s: float = 2.0) -> None:
         self._settings = settings
         self._interval = check_interval_s
         self._paths = tuple(p for p in (settings.certfile, settings.keyfile, settings.cafile) if p)
         self._stamp = _stamp(self._paths)
-        self._context = build_server_context(settings)  # raises TlsError at start-up
+        self._contexts = build_server_contexts(settings)  # raises TlsError at start-up
         self._failed_stamp: tuple[tuple[int, int, int], ...] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def current(self) -> ssl.SSLContext:
-        return self._context
+    def current(self, client_auth: bool) -> ssl.SSLContext:
+        """The context for a new connection; `client_auth` False for SASL_SSL listeners."""
+        return self._contexts.with_client_auth if client_auth else self._contexts.without_client_auth
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
@@ -122,14 +132,14 @@ class ReloadingTlsContext:
         if stamp == self._stamp or stamp == self._failed_stamp:
             return False
         try:
-            ctx = await asyncio.to_thread(build_server_context, self._settings)
+            contexts = await asyncio.to_thread(build_server_contexts, self._settings)
         except TlsError as e:
             # Often a half-replaced pair (new cert, old key): keep serving the old one, retry on change.
             self._failed_stamp = stamp
             log.warning("TLS files changed but cannot be loaded, keeping the previous ones: %s: %s",
                         e.key, e.message)
             return False
-        self._context, self._stamp, self._failed_stamp = ctx, stamp, None
+        self._contexts, self._stamp, self._failed_stamp = contexts, stamp, None
         log.info("reloaded TLS certificate %s", self._settings.certfile)
         return True
 

@@ -114,7 +114,7 @@ class ScramServer:
             raise SaslAuthenticationError("Invalid SCRAM client final message", user=self.user) from None
         if binding != self._gs2.encode():
             raise SaslAuthenticationError("Invalid SCRAM channel binding", user=self.user)
-        if m["nonce"] != self._nonce:
+        if not m["nonce"].endswith(self._nonce):  # Kafka's check: some librdkafka versions repeat cnonce
             raise SaslAuthenticationError("Invalid SCRAM nonce", user=self.user)
         cred = self._cred
         assert cred is not None

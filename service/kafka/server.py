@@ -44,7 +44,8 @@ _SIZE = struct.Struct(">i")
 _read_header_v1 = entity_reader(RequestHeaderV1)
 _read_header_v2 = entity_reader(RequestHeaderV2)
 _TLS_HANDSHAKE_TIMEOUT_S = 10.0
-_COPY_CHUNK = 1 << 20  # file ranges sent over TLS are copied this much at a time
+_COPY_CHUNK = 1 << 20
+_LINGER_S = 1.0  # after a failed authentication's answer, before closing  # file ranges sent over TLS are copied this much at a time
 
 
 class _Close(Exception):
@@ -106,7 +107,7 @@ class KafkaServer:
         framed = self._framed(listener)
         try:
             tls_transport = await asyncio.get_running_loop().start_tls(
-                transport, framed, tls.current, server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
+                transport, framed, tls.current(client_auth=listener.security_protocol == "SSL"), server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as e:
             # An untrusted or missing client certificate ends here (the client sees the alert).
             log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
@@ -262,6 +263,7 @@ class KafkaServer:
                     if isinstance(answer, bytes):
                         writer.write(_SIZE.pack(len(answer)) + answer)
                         await writer.drain()
+                    await self._linger(writer)
                     break
                 if answer is None:  # acks=0 produce: no response at all
                     continue
@@ -278,6 +280,17 @@ class KafkaServer:
         finally:
             self._cancel_pending(pending)
             writer.close()
+
+    @staticmethod
+    async def _linger(framed: FramedConnection) -> None:
+        """Let the client read a failure answer and close first: some clients drop an answer
+        that arrives together with the server's close. Frames sent meanwhile are ignored."""
+        try:
+            async with asyncio.timeout(_LINGER_S):
+                while True:
+                    await framed.read_frame()
+        except (ConnectionError, FrameTooLarge, TimeoutError):
+            pass
 
     @staticmethod
     async def _send_spliced(loop: asyncio.AbstractEventLoop, writer: FramedConnection,
