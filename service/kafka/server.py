@@ -43,9 +43,10 @@ _HEAD = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
 _read_header_v1 = entity_reader(RequestHeaderV1)
 _read_header_v2 = entity_reader(RequestHeaderV2)
+_SASL_HANDSHAKE_KEY = SASL_HANDSHAKE.to_bytes(2, "big")  # a re-authentication starts with it
 _TLS_HANDSHAKE_TIMEOUT_S = 10.0
-_COPY_CHUNK = 1 << 20
-_LINGER_S = 1.0  # after a failed authentication's answer, before closing  # file ranges sent over TLS are copied this much at a time
+_COPY_CHUNK = 1 << 20  # file ranges sent over TLS are copied this much at a time
+_LINGER_S = 1.0  # after a failed authentication's answer, how long the client may take to close
 
 
 class _Close(Exception):
@@ -105,9 +106,10 @@ class KafkaServer:
         assert tls is not None, "TLS listener without a TLS context"
         peer = transport.get_extra_info("peername") or ("?", 0)
         framed = self._framed(listener)
+        context = tls.current(client_auth=listener.security_protocol == "SSL")
         try:
             tls_transport = await asyncio.get_running_loop().start_tls(
-                transport, framed, tls.current(client_auth=listener.security_protocol == "SSL"), server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
+                transport, framed, context, server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as e:
             # An untrusted or missing client certificate ends here (the client sees the alert).
             log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
@@ -167,7 +169,7 @@ class KafkaServer:
             while not sender.done():
                 frame = await framed.read_frame()
                 sasl = conn.sasl
-                serial = sasl is not None and (sasl.serial or bytes(frame[:2]) == SASL_HANDSHAKE.to_bytes(2, "big"))
+                serial = sasl is not None and (sasl.serial or bytes(frame[:2]) == _SASL_HANDSHAKE_KEY)
                 try:
                     fut = self._dispatch(conn, frame)
                     await pending.put(fut)
