@@ -160,6 +160,7 @@ class KafkaServer:
                 log.warning("authentication failed: client %s:%d on %s: %s", conn.client_host, conn.client_port,
                             listener.name, e)
                 return False
+            log.debug("client %s:%d on %s is %s", conn.client_host, conn.client_port, listener.name, conn.principal)
         return True
 
     async def _serve(self, conn: Connection, framed: FramedConnection) -> None:
