@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from security.acl import AclBinding, AclFilter, Authorizer, parse_super_users
 from security.audit import AuditLog
+from security.credentials import CredentialCache, ScramCredential
 from tiering.log.config import ConfigError as TopicConfigError
 from tiering.log.config import LogConfig, validate_topic_configs
 from tiering.log.manager import LogManager
@@ -22,6 +23,7 @@ from tiering.remote.reader import ChunkCache
 from tiering.remote.store import ObjectStore
 from tiering.tier import TierManager, TieredTopic
 
+from service.auth import build_authentication
 from service.config import BrokerConfig, ConfigError, Listener
 from service.groups import GroupCoordinator
 from service.errors import (
@@ -91,6 +93,10 @@ class Broker:
                                      allow_if_no_acl=config["allow.everyone.if.no.acl.found"],
                                      on_denied=self.audit.denied)
         self._acl_lock = asyncio.Lock()
+        # Authentication: built here so that a bad certificate or key set stops start-up at once.
+        self.credentials = CredentialCache()
+        auth = build_authentication(config, self.credentials)
+        self.tls, self.principal_mapper, self.sasl = auth.tls, auth.principal_mapper, auth.sasl
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
@@ -132,6 +138,10 @@ class Broker:
         await self.txn.start()  # after logs (and groups): it finishes prepared transactions
         await self.snapshots.start()
         await self.http.start()
+        for user, mechanism, cred in await self.store.load_scram_credentials():
+            self.credentials.put(user, mechanism, cred)
+        if self.tls is not None:
+            await self.tls.start()
         await self.kafka.start()
         self.ready = True
         log.info("broker %d of cluster %s ready", self.cluster.node_id, cluster_id)
@@ -139,6 +149,8 @@ class Broker:
     async def close(self) -> None:
         self.ready = False
         await self.kafka.close()
+        if self.tls is not None:
+            await self.tls.close()
         await self.txn.close()
         await self.http.close()
         await self.groups.close()
@@ -316,6 +328,16 @@ class Broker:
             pid = self._next_producer_id
             self._next_producer_id += 1
             return pid
+
+    # -- SCRAM credentials (AlterUserScramCredentials) --------------------------------------
+
+    async def put_scram_credential(self, user: str, mechanism: str, cred: ScramCredential) -> None:
+        await self.store.put_scram_credential(user, mechanism, cred)
+        self.credentials.put(user, mechanism, cred)
+
+    async def delete_scram_credential(self, user: str, mechanism: str) -> None:
+        await self.store.delete_scram_credential(user, mechanism)
+        self.credentials.remove(user, mechanism)
 
     # -- waiting fetches -------------------------------------------------------------------
 

@@ -56,7 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     # -- sediment acls (service/acl_cli.py) --
     from service.acl_cli import add_parser as add_acls_parser
     add_acls_parser(sub)
+    _add_users_parser(sub)
     return p
+
+
+def _add_users_parser(sub: Any) -> None:
+    users = sub.add_parser("users", help="manage SCRAM users in a data dir (offline, broker stopped)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="add or replace a user's SCRAM credential")
+    add.add_argument("name")
+    add.add_argument("--mechanism", default="SCRAM-SHA-512", choices=["SCRAM-SHA-256", "SCRAM-SHA-512"])
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (first line)")
+    add.add_argument("--iterations", type=int, default=None, help="4096..16384 (default 4096)")
+    add.add_argument("--data-dir", required=True)
+    ls = users_sub.add_parser("list", help="users with their mechanisms and iterations")
+    ls.add_argument("--data-dir", required=True)
+    rm = users_sub.add_parser("delete", help="delete a user's credentials (all mechanisms by default)")
+    rm.add_argument("name")
+    rm.add_argument("--mechanism", choices=["SCRAM-SHA-256", "SCRAM-SHA-512"])
+    rm.add_argument("--data-dir", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +88,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "acls":
         from service.acl_cli import acls_command
         return acls_command(args)
+    if args.command == "users":
+        return users_command(args)
     return 2
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise ValueError("the passwords differ")
+        return first
+    raise ValueError("give the password with --password-stdin")
+
+
+def users_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from security.credentials import CredentialError, mechanism, new_credential
+    from service.metadata import MetadataStore
+
+    async def run(op: Any) -> Any:
+        store = MetadataStore(Path(args.data_dir) / "metadata.db")
+        await store.start()
+        try:
+            return await op(store)
+        finally:
+            await store.close()
+
+    try:
+        if args.users_command == "add":
+            if not args.name:
+                raise ValueError("the user name is empty")
+            mech = mechanism(args.mechanism)
+            cred = new_credential(mech, _read_password(args), args.iterations)
+            asyncio.run(run(lambda st: st.put_scram_credential(args.name, mech.name, cred)))
+            print(f"user {args.name}: {mech.name} credential stored ({cred.iterations} iterations)")
+        elif args.users_command == "list":
+            for name, mech_name, cred in asyncio.run(run(lambda st: st.load_scram_credentials())):
+                print(f"{name}\t{mech_name}\titerations={cred.iterations}")
+        else:
+            n = asyncio.run(run(lambda st: st.delete_scram_credential(args.name, args.mechanism)))
+            if not n:
+                print(f"sediment: no credential of user {args.name!r}"
+                      + (f" for {args.mechanism}" if args.mechanism else ""), file=sys.stderr)
+                return 1
+            print(f"user {args.name}: {n} credential(s) deleted")
+    except (CredentialError, ValueError, OSError) as e:
+        print(f"sediment: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def keys_command(args: argparse.Namespace) -> int:

@@ -103,6 +103,19 @@ def _str(key: str, v: Any) -> str:
     return str(v)
 
 
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+
+def _mechanisms(key: str, v: Any) -> str:
+    names = [m.strip().upper() for m in str(v).split(",") if m.strip()]
+    if not names:
+        raise ConfigError(key, f"at least one of {', '.join(SASL_MECHANISMS)} is required")
+    bad = [m for m in names if m not in SASL_MECHANISMS]
+    if bad:
+        raise ConfigError(key, f"{', '.join(bad)} not supported; use {', '.join(SASL_MECHANISMS)}")
+    return ",".join(dict.fromkeys(names))
+
+
 def _hostport(key: str, v: Any) -> str:
     host, colon, port = str(v).rpartition(":")
     if not colon or not port.isdigit():
@@ -187,6 +200,23 @@ KEYS: dict[str, Key] = {
             "with the authorizer on, allow access to resources that have no ACL at all"),
         Key("audit.log.file", "", _str, "append authorization denials and ACL changes here as JSON lines "
             "(empty: only the sediment.audit logger)"),
+        # -- transport security and authentication --
+        Key("ssl.certfile", "", _str, "PEM certificate (chain) of SSL and SASL_SSL listeners; reloaded on change"),
+        Key("ssl.keyfile", "", _str, "PEM private key of ssl.certfile"),
+        Key("ssl.cafile", "", _str, "PEM CA bundle that client certificates must chain to"),
+        Key("ssl.client.auth", "none", _choice("none", "requested", "required"),
+            "client certificates on SSL listeners (mTLS)"),
+        Key("ssl.principal.mapping.rules", "DEFAULT", _str,
+            "client certificate DN -> principal: RULE:pattern/replacement/[L|U],...,DEFAULT"),
+        Key("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", _mechanisms,
+            "mechanisms of SASL_PLAINTEXT and SASL_SSL listeners"),
+        Key("connections.max.reauth.ms", 0, _int(0), "SASL session lifetime before re-authentication (0: off)"),
+        Key("connection.failed.authentication.delay.ms", 100, _int(0),
+            "delay before answering and closing a failed authentication"),
+        Key("sasl.oauthbearer.jwks.file", "", _str, "JSON Web Key Set that OAUTHBEARER tokens are checked against"),
+        Key("sasl.oauthbearer.expected.issuer", "", _str, "required iss claim (empty: any)"),
+        Key("sasl.oauthbearer.expected.audience", "", _str, "required aud claim (empty: any)"),
+        Key("sasl.oauthbearer.sub.claim.name", "sub", _str, "the claim naming the principal"),
         Key("telemetry.exporter", "none", _choice("none", "console", "otlp"), "OpenTelemetry span exporter"),
         Key("telemetry.service.name", "sediment", _str, "OpenTelemetry service.name"),
     ]
@@ -300,7 +330,24 @@ def load_config(
     cfg.listeners  # validate eagerly so a bad value stops start-up
     cfg.advertised_listeners
     _check_remote(cfg)
+    _check_security(cfg)
     return cfg
+
+
+def _check_security(cfg: BrokerConfig) -> None:
+    protocols = {l.security_protocol for l in cfg.listeners}
+    if protocols & {"SSL", "SASL_SSL"}:
+        for key in ("ssl.certfile", "ssl.keyfile"):
+            if not cfg[key]:
+                raise ConfigError(key, "required by the SSL/SASL_SSL listeners")
+    if cfg["ssl.client.auth"] != "none" and not cfg["ssl.cafile"]:
+        raise ConfigError("ssl.cafile", f"required when ssl.client.auth={cfg['ssl.client.auth']}")
+    mechanisms = cfg["sasl.enabled.mechanisms"].split(",")
+    if "OAUTHBEARER" in mechanisms and protocols & {"SASL_PLAINTEXT", "SASL_SSL"} \
+            and not cfg["sasl.oauthbearer.jwks.file"]:
+        raise ConfigError("sasl.oauthbearer.jwks.file", "required when OAUTHBEARER is enabled")
+    if not cfg["sasl.oauthbearer.sub.claim.name"].strip():
+        raise ConfigError("sasl.oauthbearer.sub.claim.name", "must name a claim")
 
 
 def _check_remote(cfg: BrokerConfig) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from security.acl import AclBinding
+from security.credentials import ScramCredential
 
 if TYPE_CHECKING:
     from service.txn.coordinator import TxnMetadata
@@ -66,6 +67,15 @@ CREATE TABLE IF NOT EXISTS acls (
     operation INTEGER NOT NULL,
     permission INTEGER NOT NULL,
     PRIMARY KEY (resource_type, resource_name, pattern_type, principal, host, operation, permission)
+);
+CREATE TABLE IF NOT EXISTS scram_credentials (  -- salted forms only, never passwords
+    name TEXT NOT NULL,
+    mechanism TEXT NOT NULL,  -- SCRAM-SHA-256 | SCRAM-SHA-512
+    salt BLOB NOT NULL,
+    stored_key BLOB NOT NULL,
+    server_key BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    PRIMARY KEY (name, mechanism)
 );
 """
 
@@ -223,3 +233,25 @@ class MetadataStore:
             self._run_many, "DELETE FROM acls WHERE resource_type = ? AND resource_name = ? AND "
             "pattern_type = ? AND principal = ? AND host = ? AND operation = ? AND permission = ?",
             [b.as_row() for b in bindings])
+
+    # -- SCRAM credentials ---------------------------------------------------------------------
+
+    async def load_scram_credentials(self) -> list[tuple[str, str, ScramCredential]]:
+        rows = await self._exec("SELECT name, mechanism, salt, stored_key, server_key, iterations "
+                                "FROM scram_credentials ORDER BY name, mechanism")
+        return [(str(n), str(m), ScramCredential(bytes(s), bytes(sk), bytes(vk), int(i)))  # type: ignore[arg-type]
+                for n, m, s, sk, vk, i in rows]
+
+    async def put_scram_credential(self, name: str, mechanism: str, cred: ScramCredential) -> None:
+        await self._exec("INSERT OR REPLACE INTO scram_credentials (name, mechanism, salt, stored_key, server_key, "
+                         "iterations) VALUES (?, ?, ?, ?, ?, ?)",
+                         (name, mechanism, cred.salt, cred.stored_key, cred.server_key, cred.iterations))
+
+    async def delete_scram_credential(self, name: str, mechanism: str | None = None) -> int:
+        """Delete one mechanism's credential of the user, or all of them (None); returns how many."""
+        if mechanism is None:
+            rows = await self._exec("DELETE FROM scram_credentials WHERE name = ? RETURNING name", (name,))
+        else:
+            rows = await self._exec("DELETE FROM scram_credentials WHERE name = ? AND mechanism = ? RETURNING name",
+                                    (name, mechanism))
+        return len(rows)

@@ -1,7 +1,8 @@
 """Cluster metadata snapshots in the bucket (`_cluster/metadata.json`), and restoring from one.
 
 The snapshot is an export of the MetadataStore (cluster id, producer-id high mark, topics with
-ids and configs, committed offsets, transactions, ACLs), so a broker started on an empty data dir with
+ids and configs, committed offsets, transactions, ACLs, salted SCRAM credentials), so a broker
+started on an empty data dir with
 the same bucket comes back with every topic and the offsets of the last snapshot. What is lost
 with a disk: committed offsets newer than the last snapshot (remote.snapshot.interval.ms) and the
 unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
@@ -10,12 +11,14 @@ unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
 import uuid
 
 from security.acl import AclBinding
+from security.credentials import ScramCredential
 from tiering.remote.store import ObjectStore
 
 from service.metadata import MetadataStore, TopicRecord
@@ -43,8 +46,10 @@ class ClusterSnapshots:
         offsets = [list(row) for row in sorted(await self._store.load_offsets())]
         txns = [txn_to_json(t) for t in await self._store.load_transactions()]
         acls = sorted(list(b.as_row()) for b in await self._store.load_acls())
+        credentials = [_credential_to_json(n, m, c) for n, m, c in await self._store.load_scram_credentials()]
         return {"format_version": FORMAT_VERSION, "meta": {k: v for k, v in meta.items() if v is not None},
-                "topics": topics, "offsets": offsets, "transactions": txns, "acls": acls}
+                "topics": topics, "offsets": offsets, "transactions": txns, "acls": acls,
+                "credentials": credentials}
 
     async def write(self) -> bool:
         """Upload a snapshot if anything changed since the last one; True when one was written."""
@@ -78,6 +83,10 @@ class ClusterSnapshots:
         for d in snap.get("transactions", ()):
             await self._store.put_transaction(txn_from_json(d))
         await self._store.put_acls([AclBinding.from_row(row) for row in snap.get("acls", ())])
+        have = {(n, m) for n, m, _ in await self._store.load_scram_credentials()}
+        for d in snap.get("credentials", ()):
+            if (d["name"], d["mechanism"]) not in have:  # users added offline before this start win
+                await self._store.put_scram_credential(d["name"], d["mechanism"], _credential_from_json(d))
         log.info("restored %d topics and the offsets of %d groups from the bucket's snapshot",
                  len(snap["topics"]), len(by_group))
         return True
@@ -102,3 +111,14 @@ class ClusterSnapshots:
             await self.write()
         except Exception as e:
             log.warning("final cluster snapshot failed: %s", e)
+
+
+def _credential_to_json(name: str, mechanism: str, cred: ScramCredential) -> dict[str, object]:
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return {"name": name, "mechanism": mechanism, "salt": b64(cred.salt), "stored_key": b64(cred.stored_key),
+            "server_key": b64(cred.server_key), "iterations": cred.iterations}
+
+
+def _credential_from_json(d: dict[str, object]) -> ScramCredential:
+    return ScramCredential(base64.b64decode(str(d["salt"])), base64.b64decode(str(d["stored_key"])),
+                           base64.b64decode(str(d["server_key"])), int(d["iterations"]))  # type: ignore[call-overload]

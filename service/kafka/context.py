@@ -11,6 +11,7 @@ from service.kafka.messages import Schema
 
 if TYPE_CHECKING:
     from service.broker import Broker
+    from service.kafka.sasl import SaslSession
 
 
 @dataclass
@@ -22,6 +23,10 @@ class Connection:
     client_port: int
     principal: str = "User:ANONYMOUS"
     plaintext: bool = True  # sendfile is possible only without TLS
+    authenticated: bool = True  # False on SASL listeners until the exchange succeeds
+    mechanism: str | None = None  # the SASL mechanism that authenticated this connection
+    session_expiry: float | None = None  # time.monotonic() after which only re-auth is allowed
+    sasl: "SaslSession | None" = None  # the SASL state machine (SASL_* listeners only)
 
 
 @dataclass

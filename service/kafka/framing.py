@@ -84,6 +84,10 @@ class FramedConnection(asyncio.BufferedProtocol):
                 w.set_result(None)
         self._drain_waiters.clear()
 
+    def set_min_frame(self, size: int) -> None:
+        """Raw SASL token frames (SaslHandshake v0) may be shorter than a request header."""
+        self._min_frame = size
+
     # -- frames in -----------------------------------------------------------------------------
 
     def _split(self) -> None:

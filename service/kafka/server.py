@@ -4,13 +4,21 @@ Each connection reads frames as they arrive and starts a handler task per reques
 requests (and their fsyncs) overlap; a sender task writes the answers strictly in request order.
 Handlers that must act in arrival order (produce appends) do so before their first await: tasks
 start in creation order. A frame that is oversized or does not parse closes that connection only.
+
+TLS listeners accept plain TCP and upgrade each connection with the TLS context current at that
+moment, so reloaded certificates apply to new connections. SASL listeners run each connection's
+SASL state machine (service.kafka.sasl) before serving anything else; SSL listeners take the
+principal from the client certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
@@ -23,6 +31,7 @@ from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, RequestContext, SplicedResponse
 from service.kafka.framing import FrameTooLarge, FramedConnection
 from service.kafka.messages import encode_response, request_reader, response_schema
+from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
 from service.kafka.versions import API_RANGES, api_name
 
 if TYPE_CHECKING:
@@ -34,10 +43,28 @@ _HEAD = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
 _read_header_v1 = entity_reader(RequestHeaderV1)
 _read_header_v2 = entity_reader(RequestHeaderV2)
+_SASL_HANDSHAKE_KEY = SASL_HANDSHAKE.to_bytes(2, "big")  # a re-authentication starts with it
+_TLS_HANDSHAKE_TIMEOUT_S = 10.0
+_COPY_CHUNK = 1 << 20  # file ranges sent over TLS are copied this much at a time
+_LINGER_S = 1.0  # after a failed authentication's answer, how long the client may take to close
 
 
 class _Close(Exception):
     """Close this connection (after the answers already queued)."""
+
+
+class _TlsAccept(asyncio.Protocol):
+    """A fresh TCP connection on a TLS listener, until start_tls hands it to the framing."""
+
+    def __init__(self, upgrade: "Callable[[asyncio.Transport], None]") -> None:
+        self._upgrade = upgrade
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]  # start_tls resumes it
+        self._upgrade(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:  # reading is paused until TLS takes over
+        pass
 
 
 class KafkaServer:
@@ -46,6 +73,9 @@ class KafkaServer:
         self._listeners = listeners
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._max_reauth_ms = int(broker.config["connections.max.reauth.ms"])
+        self._failed_auth_delay_ms = int(broker.config["connection.failed.authentication.delay.ms"])
         self._max_request = int(broker.config["socket.request.max.bytes"])
         self._queue_depth = int(broker.config["queued.max.requests"])
         self.bound: dict[str, tuple[str, int]] = {}
@@ -53,18 +83,45 @@ class KafkaServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self._listeners:
-            server = await loop.create_server(
-                lambda l=listener: FramedConnection(self._max_request, _HEAD.size,
-                                                    lambda c, l=l: self._on_connect(l, c)),
-                listener.host, listener.port, reuse_address=True,
-            )
+            factory: Callable[[], asyncio.BaseProtocol]
+            if listener.security_protocol in ("SSL", "SASL_SSL"):
+                factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # noqa: E731
+            else:
+                factory = lambda l=listener: self._framed(l)  # noqa: E731
+            server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
             log.info("listening on %s", listener)
 
+    def _framed(self, listener: Listener) -> FramedConnection:
+        return FramedConnection(self._max_request, _HEAD.size, lambda c: self._on_connect(listener, c))
+
+    def _accept_tls(self, listener: Listener, transport: asyncio.Transport) -> None:
+        task = asyncio.get_running_loop().create_task(self._tls_handshake(listener, transport))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _tls_handshake(self, listener: Listener, transport: asyncio.Transport) -> None:
+        tls = self._broker.tls
+        assert tls is not None, "TLS listener without a TLS context"
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        framed = self._framed(listener)
+        context = tls.current(client_auth=listener.security_protocol == "SSL")
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                transport, framed, context, server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
+        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as e:
+            # An untrusted or missing client certificate ends here (the client sees the alert).
+            log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
+            transport.close()
+            return
+        framed.connection_made(tls_transport)
+
     async def close(self) -> None:
         for server in self._servers:
             server.close()
+        for task in list(self._handshakes):
+            task.cancel()
         for task in list(self._connections):
             task.cancel()
         if self._connections:
@@ -80,10 +137,31 @@ class KafkaServer:
         conn = Connection(listener.name, str(peer[0]), int(peer[1]),
                           plaintext=framed.get_extra_info("sslcontext") is None)
         try:
+            if not self._authenticate_transport(listener, conn, framed):
+                return
             await self._serve(conn, framed)
         finally:
             self._connections.discard(task)
             framed.close()
+
+    def _authenticate_transport(self, listener: Listener, conn: Connection, framed: FramedConnection) -> bool:
+        """Set the connection's principal (SSL: the client certificate) or its SASL state machine."""
+        protocol = listener.security_protocol
+        if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            assert self._broker.sasl is not None, "SASL listener without SASL mechanisms"
+            conn.authenticated = False
+            conn.sasl = SaslSession(self._broker.sasl, self._max_reauth_ms, self._failed_auth_delay_ms)
+        elif protocol == "SSL":
+            ssl_object = framed.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            try:
+                conn.principal = self._broker.principal_mapper.principal_of(der)
+            except ValueError as e:
+                log.warning("authentication failed: client %s:%d on %s: %s", conn.client_host, conn.client_port,
+                            listener.name, e)
+                return False
+            log.debug("client %s:%d on %s is %s", conn.client_host, conn.client_port, listener.name, conn.principal)
+        return True
 
     async def _serve(self, conn: Connection, framed: FramedConnection) -> None:
         pending: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue(self._queue_depth)
@@ -91,11 +169,19 @@ class KafkaServer:
         try:
             while not sender.done():
                 frame = await framed.read_frame()
+                sasl = conn.sasl
+                serial = sasl is not None and (sasl.serial or bytes(frame[:2]) == _SASL_HANDSHAKE_KEY)
                 try:
-                    await pending.put(self._dispatch(conn, frame))
+                    fut = self._dispatch(conn, frame)
+                    await pending.put(fut)
                 except _Close as e:
                     log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, e)
                     break
+                if serial and sasl is not None:
+                    await asyncio.wait([fut])
+                    if sasl.stage is Stage.FAILED:
+                        break
+                    framed.set_min_frame(0 if sasl.stage is Stage.RAW_TOKENS else _HEAD.size)
         except FrameTooLarge as e:
             log.warning("closing %s:%d: frame of %d bytes (socket.request.max.bytes=%d)",
                         conn.client_host, conn.client_port, e.size, self._max_request)
@@ -110,7 +196,14 @@ class KafkaServer:
                 pass
 
     def _dispatch(self, conn: Connection, frame: bytes | memoryview) -> asyncio.Future[Any]:
+        if conn.sasl is not None and conn.sasl.stage is Stage.RAW_TOKENS:
+            return asyncio.create_task(self._raw_token(conn, bytes(frame)))
         api_key, version, correlation_id = _HEAD.unpack_from(frame)
+        if conn.sasl is not None:
+            try:
+                conn.sasl.admit(conn, api_key)
+            except NotAllowed as e:
+                raise _Close(str(e)) from None
         rng = API_RANGES.get(api_key)
         if api_key == 18 and (rng is None or not rng.served(version)):
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -132,6 +225,13 @@ class KafkaServer:
             schema=response_schema(api_key, version),
         )
         return asyncio.create_task(self._run(ctx, request))
+
+    @staticmethod
+    async def _raw_token(conn: Connection, token: bytes) -> bytes | None:
+        """A SASL token without a Kafka header (after SaslHandshake v0); the answer is raw too."""
+        assert conn.sasl is not None
+        out = await conn.sasl.authenticate(conn, token)
+        return None if out.error_code else out.auth_bytes  # a failure just closes (after the delay)
 
     async def _run(self, ctx: RequestContext, request: Any) -> bytes | SplicedResponse | None:
         name = api_name(ctx.api_key)
@@ -160,6 +260,14 @@ class KafkaServer:
                 except _Close as e:
                     log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, e)
                     break
+                if conn.sasl is not None and conn.sasl.close_delay_s is not None:
+                    # Failed authentication: answer late (slows password guessing), then close.
+                    await asyncio.sleep(conn.sasl.close_delay_s)
+                    if isinstance(answer, bytes):
+                        writer.write(_SIZE.pack(len(answer)) + answer)
+                        await writer.drain()
+                    await self._linger(writer)
+                    break
                 if answer is None:  # acks=0 produce: no response at all
                     continue
                 if isinstance(answer, bytes):
@@ -167,7 +275,7 @@ class KafkaServer:
                     await writer.drain()
                     continue
                 try:
-                    await self._send_spliced(loop, writer, answer)
+                    await self._send_spliced(loop, writer, answer, conn.plaintext)
                 finally:
                     answer.close()
         except (ConnectionError, OSError):
@@ -177,14 +285,31 @@ class KafkaServer:
             writer.close()
 
     @staticmethod
+    async def _linger(framed: FramedConnection) -> None:
+        """Let the client read a failure answer and close first: some clients drop an answer
+        that arrives together with the server's close. Frames sent meanwhile are ignored."""
+        try:
+            async with asyncio.timeout(_LINGER_S):
+                while True:
+                    await framed.read_frame()
+        except (ConnectionError, FrameTooLarge, TimeoutError):
+            pass
+
+    @staticmethod
     async def _send_spliced(loop: asyncio.AbstractEventLoop, writer: FramedConnection,
-                            answer: SplicedResponse) -> None:
+                            answer: SplicedResponse, plaintext: bool) -> None:
         writer.write(_SIZE.pack(answer.size))
         for part in answer.parts:
             if isinstance(part, bytes):
                 writer.write(part)
                 continue
             await writer.drain()
+            if not plaintext:  # TLS encrypts in user space: copy the range, a chunk at a time
+                for pos in range(part.position, part.position + part.size, _COPY_CHUNK):
+                    n = min(_COPY_CHUNK, part.position + part.size - pos)
+                    writer.write(await asyncio.to_thread(os.pread, part.fd, n, pos))
+                    await writer.drain()
+                continue
             with open(part.fd, "rb", buffering=0, closefd=False) as f:
                 await loop.sendfile(writer.transport, f, part.position, part.size)
         await writer.drain()

@@ -62,6 +62,10 @@ API_RANGES: dict[int, ApiRange] = {
         _r(29, "DescribeAcls", 1, 3),
         _r(30, "CreateAcls", 1, 3),
         _r(31, "DeleteAcls", 1, 3),
+        _r(17, "SaslHandshake", 0, 1),
+        _r(36, "SaslAuthenticate", 0, 2),
+        _r(50, "DescribeUserScramCredentials", 0, 0),
+        _r(51, "AlterUserScramCredentials", 0, 0),
     ]
 }
 

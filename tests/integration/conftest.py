@@ -47,13 +47,16 @@ class BrokerError(AssertionError):
 class Broker:
     """One `sediment serve` process with a fixed data dir and fixed ports across restarts."""
 
-    def __init__(self, base_dir: Path, settings: dict[str, object] | None = None):
+    def __init__(self, base_dir: Path, settings: dict[str, object] | None = None,
+                 listeners: list[str] | None = None):
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "broker.log"
         self.settings = {k: str(v) for k, v in (settings or {}).items()}
-        self.port = free_port()
+        # Security protocols to listen with (one port each); PLAINTEXT alone by default.
+        self.ports = {name: free_port() for name in (listeners or ["PLAINTEXT"])}
+        self.port = self.ports.get("PLAINTEXT") or next(iter(self.ports.values()))
         self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -67,6 +70,9 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def address(self, listener: str) -> str:
+        return f"127.0.0.1:{self.ports[listener]}"
+
     @property
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
@@ -76,7 +82,7 @@ class Broker:
         cmd = sediment_command() + [
             "serve",
             "--data-dir", str(self.data_dir),
-            "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}",
+            "--listeners", ",".join(f"{name}://127.0.0.1:{port}" for name, port in self.ports.items()),
             "--http", f"127.0.0.1:{self.http_port}",
         ]
         for key, value in self.settings.items():
@@ -195,10 +201,11 @@ def broker_factory(tmp_path):
     or `broker_factory(num_partitions=3)`. All are stopped at the end of the test."""
     started: list[Broker] = []
 
-    def make(settings: dict | None = None, **kwargs) -> Broker:
-        b = Broker(tmp_path / f"broker{len(started)}", _settings(settings, kwargs))
+    def make(settings: dict | None = None, *, listeners: list[str] | None = None, start: bool = True,
+             **kwargs) -> Broker:
+        b = Broker(tmp_path / f"broker{len(started)}", _settings(settings, kwargs), listeners)
         started.append(b)
-        return b.start()
+        return b.start() if start else b
 
     yield make
     for b in started:

@@ -22,6 +22,10 @@ from service.kafka.apis import (
     offset_commit, offset_delete, offset_fetch, sync_group,
 )
 
+from service.kafka.apis import (
+    alter_user_scram_credentials, describe_user_scram_credentials, sasl_authenticate, sasl_handshake,
+)
+
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 HANDLERS: dict[int, Handler] = {
@@ -59,4 +63,8 @@ HANDLERS: dict[int, Handler] = {
     29: describe_acls.handle,
     30: create_acls.handle,
     31: delete_acls.handle,
+    17: sasl_handshake.handle,
+    36: sasl_authenticate.handle,
+    50: describe_user_scram_credentials.handle,
+    51: alter_user_scram_credentials.handle,
 }

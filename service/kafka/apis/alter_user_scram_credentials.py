@@ -1,0 +1,79 @@
+"""AlterUserScramCredentials (key 51, v0): upsert or delete users' SCRAM credentials.
+
+The admin client sends the salted password (it runs Hi itself); only StoredKey and ServerKey
+derived from it are kept. A user's alterations in one request apply all together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from security.credentials import (
+    MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_WIRE_ID, ScramCredential, credential_from_salted,
+)
+
+from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.kafka.context import RequestContext
+
+UNSUPPORTED_SASL_MECHANISM, RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL = 33, 91, 92, 93
+
+
+async def handle(ctx: RequestContext, req: Any) -> Any:
+    s, broker = ctx.schema, ctx.broker
+    if not cluster_allows(ctx, ALTER):
+        users = dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions))
+        return s.response(throttle_time=0, results=tuple(
+            s("AlterUserScramCredentialsResult", user=u, error_code=CLUSTER_AUTHORIZATION_FAILED,
+              error_message="Cluster authorization failed.") for u in users))
+    seen = Counter((a.name, int(a.mechanism)) for a in (*req.deletions, *req.upsertions))
+    errors: dict[str, tuple[int, str]] = {}
+    deletes: dict[str, list[str]] = {}
+    upserts: dict[str, list[tuple[str, ScramCredential]]] = {}
+
+    def fail(user: str, code: int, message: str) -> None:
+        errors.setdefault(user, (code, message))
+
+    for d in req.deletions:
+        mech = SCRAM_BY_WIRE_ID.get(int(d.mechanism))
+        if not d.name:
+            fail(d.name, UNACCEPTABLE_CREDENTIAL, "Username must not be empty")
+        elif mech is None:
+            fail(d.name, UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism")
+        elif seen[(d.name, int(d.mechanism))] > 1:
+            fail(d.name, DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request")
+        elif broker.credentials.get(d.name, mech.name) is None:
+            fail(d.name, RESOURCE_NOT_FOUND, "Attempt to delete a user credential that does not exist")
+        else:
+            deletes.setdefault(d.name, []).append(mech.name)
+    for u in req.upsertions:
+        mech = SCRAM_BY_WIRE_ID.get(int(u.mechanism))
+        iterations = int(u.iterations)
+        if not u.name:
+            fail(u.name, UNACCEPTABLE_CREDENTIAL, "Username must not be empty")
+        elif mech is None:
+            fail(u.name, UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism")
+        elif seen[(u.name, int(u.mechanism))] > 1:
+            fail(u.name, DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request")
+        elif iterations < MIN_ITERATIONS:
+            fail(u.name, UNACCEPTABLE_CREDENTIAL, f"Too few iterations (minimum {MIN_ITERATIONS})")
+        elif iterations > MAX_ITERATIONS:
+            fail(u.name, UNACCEPTABLE_CREDENTIAL, f"Too many iterations (maximum {MAX_ITERATIONS})")
+        elif not u.salt or len(u.salted_password) != mech.digest_size:
+            fail(u.name, UNACCEPTABLE_CREDENTIAL, "Salt or salted password is missing or malformed")
+        else:
+            cred = credential_from_salted(mech, bytes(u.salt), bytes(u.salted_password), iterations)
+            upserts.setdefault(u.name, []).append((mech.name, cred))
+
+    results = []
+    for user in dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions)):
+        if user in errors:
+            code, message = errors[user]
+            results.append(s("AlterUserScramCredentialsResult", user=user, error_code=code, error_message=message))
+            continue
+        for mech_name in deletes.get(user, ()):
+            await broker.delete_scram_credential(user, mech_name)
+        for mech_name, cred in upserts.get(user, ()):
+            await broker.put_scram_credential(user, mech_name, cred)
+        results.append(s("AlterUserScramCredentialsResult", user=user, error_code=0, error_message=None))
+    return s.response(throttle_time=0, results=tuple(results))
