@@ -244,3 +244,43 @@ def test_partition_key_file_create_reopen_rewrap(tmp_path: Path) -> None:
     assert not (tmp_path / "t-1" / KEY_FILE).exists()
     with pytest.raises(DataKeyError):
         asyncio.run(PartitionKeys(None, enabled=False).cipher_for(d))
+
+
+# --- the log manager: sealing off the loop, in arrival order ---------------------------------
+
+
+async def test_large_appends_are_sealed_in_a_thread_and_land_in_arrival_order(tmp_path: Path) -> None:
+    from tiering.log.manager import CRYPTO_INLINE_BYTES, LogManager
+
+    ring = _ring("k1")
+    mgr = LogManager(tmp_path, retention_check_interval_ms=60_000)
+    mgr.keys = PartitionKeys(LocalKeyProvider(ring), enabled=True)
+    await mgr.start()
+    lg = await mgr.open_log("t", 0, LogConfig())
+    assert lg.seal_appends and (tmp_path / "t-0" / KEY_FILE).exists()
+    big = make_batch([MARKER + b"big" + b"x" * 1000] * (CRYPTO_INLINE_BYTES // 1000 + 5), base_timestamp=NOW)
+    small = make_batch([MARKER + b"small"], base_timestamp=NOW)
+    first = mgr.append(lg, big, NOW)
+    second = mgr.append(lg, small, NOW)  # small, but behind a large one still being sealed
+    third = mgr.append(lg, big, NOW)
+    assert all(isinstance(r, asyncio.Task) for r in (first, second, third))
+    results = [await r for r in (first, second, third)]  # type: ignore[misc]
+    n = read_header(big).record_count
+    assert [(r.base_offset, r.last_offset) for r in results] == [(0, n - 1), (n, n), (n + 1, 2 * n)]
+    # Nothing pending any more: a small append is synchronous again.
+    fourth = mgr.append(lg, small, NOW)
+    assert not isinstance(fourth, asyncio.Task) and fourth.base_offset == 2 * n + 1
+    sl = lg.read(n, 1 << 20, True)
+    assert sl is not None
+    opened = await mgr.read_plain(lg, sl)
+    assert MARKER + b"small" in opened and read_header(opened).base_offset == n
+    assert all(MARKER not in p.read_bytes() for p in (tmp_path / "t-0").iterdir())
+    # A bad request in the chain fails alone; later appends still follow in order.
+    bad = bytearray(big)
+    bad[-1] ^= 1
+    failing = mgr.append(lg, bytes(bad), NOW)
+    after = mgr.append(lg, small, NOW)
+    with pytest.raises(Exception):
+        await failing  # type: ignore[misc]
+    assert (await after).base_offset == 2 * n + 2  # type: ignore[misc, union-attr]
+    await mgr.close()
