@@ -29,10 +29,10 @@ from service.errors import (
 )
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
+from service.keywatch import KeyRingWatcher
 from service.metadata import MetadataStore, TopicRecord
 from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
-from service.keywatch import KeyRingWatcher
 from service.tiering import open_key_provider, open_object_store, tier_cache_dir, tier_settings
 from service.txn.coordinator import TransactionCoordinator
 

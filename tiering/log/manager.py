@@ -260,7 +260,7 @@ class LogManager:
             if self._append_tails.get(lg) is done:
                 del self._append_tails[lg]
 
-    async def read_plain(self, lg: UnifiedLog, read_slice: ReadSlice) -> bytes:
+    async def read_plain(self, lg: UnifiedLog, read_slice: ReadSlice) -> bytes | bytearray:
         """A read slice's batches as clients see them, opened in a thread when large."""
         if read_slice.size > CRYPTO_INLINE_BYTES:
             return await asyncio.to_thread(lg.read_bytes, read_slice)

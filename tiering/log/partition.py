@@ -459,7 +459,7 @@ class UnifiedLog:
             return ReadSlice(seg, h.position, size, h.base_offset)
         return None
 
-    def read_bytes(self, read_slice: ReadSlice) -> bytes:
+    def read_bytes(self, read_slice: ReadSlice) -> bytes | bytearray:
         """The slice's batches as clients see them (sealed batches opened)."""
         return read_slice.segment.read_plain(read_slice.position, read_slice.size)
 

@@ -489,7 +489,7 @@ class LogSegment:
         """Stored bytes (sealed batches stay sealed)."""
         return _pread_exact(self._log_fd, size, position)
 
-    def read_plain(self, position: int, size: int) -> bytes:
+    def read_plain(self, position: int, size: int) -> bytes | bytearray:
         """Original bytes of the whole batches in [position, position + size): sealed ones
         opened. Large ranges are CPU work: callers on the event loop use a thread."""
         data = _pread_exact(self._log_fd, size, position)
@@ -497,7 +497,7 @@ class LogSegment:
             return data
         return self.cipher.open_batches(data)
 
-    def plain_log_and_index(self) -> tuple[bytes, bytes]:
+    def plain_log_and_index(self) -> tuple[bytes | bytearray, bytes]:
         """The whole log in original bytes and its offset index translated to them (what
         the uploader ships: remote chunks hold plaintext batches, compressed and encrypted per
         chunk). Blocking: run in a thread."""

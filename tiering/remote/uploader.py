@@ -43,7 +43,7 @@ class SegmentFiles:
     producer_snapshot_path: Path | None = None
     # For a locally encrypted segment: returns (log bytes, offset index bytes) as plaintext
     # batches and positions into them; the chunks are then compressed and encrypted as usual.
-    read_plain: Callable[[], tuple[bytes, bytes]] | None = None
+    read_plain: Callable[[], tuple[bytes | bytearray, bytes]] | None = None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ class _Part:
     log_start: int = -1
     lso: int = -1
     aborted: list[tuple[int, int]] | None = None  # (producer id, first offset); read_committed only
-    data: FileRange | bytes | None = None  # a local file range (sendfile) or remote bytes
+    # A local file range (sendfile), or bytes: remote, or opened from an encrypted segment.
+    data: FileRange | bytes | bytearray | None = None
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -187,7 +188,7 @@ def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
     by_topic: dict[tuple[str, uuid.UUID | None], list[Any]] = {}
     ranges: list[tuple[bytes, FileRange]] = []
     for p in parts:
-        records = p.data if isinstance(p.data, bytes) else b""
+        records = p.data if isinstance(p.data, (bytes, bytearray)) else b""
         if isinstance(p.data, FileRange):
             records = new_marker()
             ranges.append((records, p.data))
