@@ -467,7 +467,8 @@ def run_series(args: argparse.Namespace, variant: Variant, messages: int, phase_
                 k, v = kv.split("=", 1)
                 settings[k] = v
             settings.update(variant.broker_settings)
-            broker = BrokerProcess(settings=settings, keep_data=args.keep_data)
+            broker = BrokerProcess(settings=settings, keep_data=args.keep_data,
+                                   listener_name=variant.listener_name)
             print(f"starting broker ({variant.name}): {broker.data_dir}", flush=True)
             broker.start(timeout=60)
             print(f"broker: {broker.command_line()}  (pid {broker.pid})", flush=True)

@@ -23,6 +23,7 @@ class Variant:
     broker_settings: dict[str, str] = field(default_factory=dict)
     client_conf: dict[str, str] = field(default_factory=dict)
     about: str = ""
+    listener_name: str = "PLAINTEXT"  # the started broker's listener (SSL for a TLS variant)
 
 
 def plain(work_dir: Path) -> Variant:
@@ -41,7 +42,8 @@ def encrypted(work_dir: Path) -> Variant:
 
 
 # Name -> factory. A TLS listener variant registers here (its factory writes a CA and a server
-# certificate into work_dir, sets `listeners` to SSL://..., and gives the clients the CA).
+# certificate into work_dir, returns listener_name="SSL" with the ssl.* broker keys, and gives
+# the clients security.protocol=SSL and the CA).
 VARIANTS: dict[str, Callable[[Path], Variant]] = {
     "encrypt": encrypted,
 }

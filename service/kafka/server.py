@@ -181,7 +181,7 @@ class KafkaServer:
                             answer: SplicedResponse) -> None:
         writer.write(_SIZE.pack(answer.size))
         for part in answer.parts:
-            if isinstance(part, bytes):
+            if isinstance(part, (bytes, bytearray)):
                 writer.write(part)
                 continue
             await writer.drain()
