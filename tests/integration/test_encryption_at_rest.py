@@ -238,6 +238,37 @@ def test_encryption_needs_a_key() -> None:
     assert "log.encryption.enable" in res.stderr and "remote.keyring" in res.stderr
 
 
+def test_pipelined_idempotent_produce_keeps_its_order(tiered_factory, tmp_path):
+    """Large requests are sealed in worker threads; five pipelined requests per connection still
+    land in the order they were sent (else the idempotent producer fails on sequence numbers)."""
+    b, _, _ = _encrypted(tiered_factory, tmp_path)
+    topic = unique_topic("enc-pipeline")
+    ck.create_topic(b.bootstrap, topic, 2, LOCAL_TOPIC)
+    p = ck.producer(b.bootstrap, **{"enable.idempotence": True, "acks": "all", "linger.ms": 2,
+                                    "batch.size": 300_000, "max.in.flight.requests.per.connection": 5})
+    rng = random.Random(3)
+    sent = {0: [], 1: []}
+    errors = []
+    for i in range(3000):
+        part = i % 2
+        value = b"pipe-%06d|" % i + rng.randbytes(rng.choice((40, 400, 1500))).hex().encode()
+        sent[part].append(value)
+        while True:
+            try:
+                p.produce(topic, value=value, partition=part,
+                          on_delivery=lambda err, msg: err and errors.append(err))
+                break
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    assert p.flush(60) == 0 and errors == []
+    got = ck.consume(b.bootstrap, topic, [0, 1], start=0, timeout=60)
+    for part in (0, 1):
+        mine = [g for g in got if g[0] == part]
+        assert [g[1] for g in mine] == list(range(len(sent[part])))
+        assert [g[3] for g in mine] == sent[part]
+
+
 # --- kill -9 -------------------------------------------------------------------------------
 
 
