@@ -269,6 +269,31 @@ def test_pipelined_idempotent_produce_keeps_its_order(tiered_factory, tmp_path):
         assert [g[3] for g in mine] == sent[part]
 
 
+def test_turning_encryption_on_keeps_older_plaintext_readable(tiered_factory, tmp_path):
+    ring = _ring(tmp_path)
+    b, _, _ = _encrypted(tiered_factory, tmp_path, ring=ring, settings={"log.encryption.enable": "false"})
+    topic = unique_topic("enc-mixed")
+    ck.create_topic(b.bootstrap, topic, 1, LOCAL_TOPIC)
+    before, after = _marker(), _marker()
+    p = ck.producer(b.bootstrap, **{"acks": "all"})
+    first = Plan([[Rec(0, b"k%d" % i, before + b"-%d" % i, (("h", b"%d" % i),)) for i in range(30)]])
+    ck.produce_plan(p, topic, first)
+    b.stop()
+    assert not list(b.data_dir.rglob("partition.key"))
+    assert _files_with(b.data_dir, before)  # written in the clear while encryption was off
+    b.settings["log.encryption.enable"] = "true"
+    b.start(30)
+    second = Plan([[Rec(0, b"k%d" % i, after + b"-%d" % i, ()) for i in range(30)]])
+    ck.produce_plan(ck.producer(b.bootstrap, **{"acks": "all"}), topic, second)
+    both = Plan(first.rounds + second.rounds)
+    assert ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0)) == both.expected()
+    b.stop()
+    assert list(b.data_dir.rglob("partition.key"))
+    assert _files_with(b.data_dir, after) == []
+    b.start(30)  # sealed and plaintext batches side by side survive a restart
+    assert ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0)) == both.expected()
+
+
 # --- kill -9 -------------------------------------------------------------------------------
 
 
