@@ -26,7 +26,8 @@ from typing import Any
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds
 from .report import add_ratios, format_report, summarize
 from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
-from .stats import MIB, percentiles, rate_mib_s
+from .stats import MIB, median, percentiles, rate_mib_s, ratio
+from .variants import VARIANTS, Variant, plain
 
 BATCH_SIZE = 1_000_000  # librdkafka caps a batch at message.max.bytes (default 1000000)
 LATENCY_SAMPLE = 16  # messages per delivery report (a power of two)
@@ -116,7 +117,8 @@ def disk_write(directory: Path, nbytes: int, *, fsync_every: int | None, deadlin
 
 
 def ensure_topic(
-    bootstrap: str, topic: str, partitions: int, timeout: float, *, use_admin: bool = True
+    bootstrap: str, topic: str, partitions: int, timeout: float, *, use_admin: bool = True,
+    client_conf: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """Create ``topic`` with CreateTopics (when ``use_admin``); if that fails or is
     skipped, have it auto-created by a producer's metadata request. Returns (its
@@ -127,7 +129,7 @@ def ensure_topic(
     note = ""
     client: Any = None
     if use_admin:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient({"bootstrap.servers": bootstrap, **(client_conf or {})})
         try:
             futures = admin.create_topics(
                 [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
@@ -141,7 +143,7 @@ def ensure_topic(
     else:
         note = "topics auto-created on produce (CreateTopics failed earlier)"
     if client is None:
-        client = Producer({"bootstrap.servers": bootstrap})
+        client = Producer({"bootstrap.servers": bootstrap, **(client_conf or {})})
     # Wait until the metadata shows the topic with every partition led.
     deadline = time.monotonic() + timeout
     last = "no metadata"
@@ -180,6 +182,7 @@ def produce(
     deadline: float,
     queue_messages: int,
     check_broker,
+    client_conf: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     from confluent_kafka import Producer
 
@@ -210,6 +213,7 @@ def produce(
             "queue.buffering.max.messages": queue_messages,
             "queue.buffering.max.kbytes": 2097151,
             "message.timeout.ms": max(1000, int((deadline - time.monotonic()) * 1000)),
+            **(client_conf or {}),
         }
     )
     # Connect and fetch metadata before the clock starts.
@@ -284,6 +288,7 @@ def consume(
     *,
     deadline: float,
     check_broker,
+    client_conf: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -301,6 +306,7 @@ def consume(
             "queued.min.messages": 1_000_000,
             "fetch.wait.max.ms": 100,
             "fetch.min.bytes": 1,
+            **(client_conf or {}),
         }
     )
     try:
@@ -402,6 +408,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100_000,
         help="producer queue.buffering.max.messages (100000, librdkafka's default)",
     )
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        choices=sorted(VARIANTS),
+        help="also run the benchmark against a broker variant and report its medians as a ratio "
+        "to the plain broker's, measured in the same invocation (repeatable)",
+    )
+    ap.add_argument("--encrypt", action="store_true",
+                    help="shorthand for --compare encrypt (log.encryption.enable=true)")
     ap.add_argument("--keep-data", action="store_true", help="keep the started broker's data dir")
     ap.add_argument(
         "--check",
@@ -415,23 +431,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for kv in args.broker_set:
         if "=" not in kv:
             ap.error(f"--broker-set wants KEY=VALUE, got {kv!r}")
+    if args.encrypt and "encrypt" not in args.compare:
+        args.compare.append("encrypt")
+    if args.compare and args.bootstrap:
+        ap.error("--compare/--encrypt start their own brokers: not with --bootstrap")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = shlex.join(
-        [os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable,
-         "-m", "loadtest.bench", *(sys.argv[1:] if argv is None else argv)]
-    )
-    messages = -(-args.mb * MIB // args.value_bytes)
-    phase_timeout = args.phase_timeout or 120.0 + 2.0 * args.mb
-    signal.signal(signal.SIGTERM, raise_interrupt_on_sigterm)
+# Medians compared between a variant and the plain broker: (label, key, higher is better).
+COMPARED = (
+    ("produce MiB/s", "produce_mib_s"),
+    ("produce p50 ms", "produce_p50_ms"),
+    ("produce p99 ms", "produce_p99_ms"),
+    ("consume MiB/s", "consume_mib_s"),
+    ("broker CPU % produce", "produce_broker_cpu_pct"),
+    ("broker CPU % consume", "consume_broker_cpu_pct"),
+)
 
+
+def run_series(args: argparse.Namespace, variant: Variant, messages: int, phase_timeout: float,
+               command: str) -> dict[str, Any]:
+    """All runs against one broker (started here unless --bootstrap): per-run figures, medians,
+    the report. Raises BrokerError/BenchError/KafkaException on failure."""
     import confluent_kafka
 
     broker: BrokerProcess | None = None
-    print(f"command: {command}", flush=True)
     try:
         if args.bootstrap:
             bootstrap = args.bootstrap
@@ -442,8 +466,10 @@ def main(argv: list[str] | None = None) -> int:
             for kv in args.broker_set:
                 k, v = kv.split("=", 1)
                 settings[k] = v
-            broker = BrokerProcess(settings=settings, keep_data=args.keep_data)
-            print(f"starting broker: {broker.data_dir}", flush=True)
+            settings.update(variant.broker_settings)
+            broker = BrokerProcess(settings=settings, keep_data=args.keep_data,
+                                   listener_name=variant.listener_name)
+            print(f"starting broker ({variant.name}): {broker.data_dir}", flush=True)
             broker.start(timeout=60)
             print(f"broker: {broker.command_line()}  (pid {broker.pid})", flush=True)
             bootstrap = broker.bootstrap
@@ -454,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             if broker is not None:
                 broker.check_alive()
 
+        client_conf = dict(variant.client_conf)
         config = {
+            "variant": variant.name,
             "mb": args.mb,
             "messages": messages,
             "value_bytes": args.value_bytes,
@@ -478,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         use_admin = True
         for i in range(1, args.runs + 1):
             run: dict[str, Any] = {"run": i}
-            print(f"\n--- run {i}/{args.runs} ---", flush=True)
+            print(f"\n--- {variant.name}: run {i}/{args.runs} ---", flush=True)
 
             d = time.monotonic() + phase_timeout
             run["disk_end_mib_s"] = disk_write(disk_dir, nbytes, fsync_every=None, deadline=d)
@@ -492,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
 
             topic = f"bench-{stamp}-{uuid.uuid4().hex[:6]}-r{i}"
             partitions, note = ensure_topic(
-                bootstrap, topic, args.partitions, timeout=30, use_admin=use_admin
+                bootstrap, topic, args.partitions, timeout=30, use_admin=use_admin,
+                client_conf=client_conf,
             )
             if note.startswith("CreateTopics failed"):
                 use_admin = False
@@ -507,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                     produce(
                         bootstrap, topic, messages, args.value_bytes,
                         deadline=d, queue_messages=args.queue_messages, check_broker=check_broker,
+                        client_conf=client_conf,
                     )
                 )
             run["produce_client_cpu_pct"] = cpu.client_pct
@@ -524,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.update(
                     consume(
                         bootstrap, topic, partitions, messages,
-                        deadline=d, check_broker=check_broker,
+                        deadline=d, check_broker=check_broker, client_conf=client_conf,
                     )
                 )
             run["consume_client_cpu_pct"] = cpu.client_pct
@@ -541,40 +571,94 @@ def main(argv: list[str] | None = None) -> int:
         broker_cmd = broker.command_line() if broker else None
         if broker is not None:
             config["broker_peak_rss_mib"] = broker.peak_rss_mib()
-        print()
-        print(format_report(runs, summary, command=command, config=config, broker_command=broker_cmd))
-        if config.get("broker_peak_rss_mib"):
-            print(f"broker peak RSS: {config['broker_peak_rss_mib']:.0f} MiB")
-        for note in dict.fromkeys(notes):
-            print(f"note: {note}")
-        if args.json:
-            doc = {
-                "command": command,
-                "broker_command": broker_cmd,
-                "config": config,
-                "runs": runs,
-                "summary": summary,
-                "notes": list(dict.fromkeys(notes)),
-            }
-            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"figures written to {args.json}")
-        if args.check and not all(summary["pass"].values()):
-            return 3
-        return 0
-    except (BrokerError, BenchError, confluent_kafka.KafkaException) as e:
-        print(f"\nbenchmark failed: {e}", file=sys.stderr, flush=True)
-        if broker is not None and not isinstance(e, BrokerError):
+        report = format_report(runs, summary, command=command, config=config, broker_command=broker_cmd)
+        return {"variant": variant.name, "about": variant.about, "broker_command": broker_cmd,
+                "config": config, "runs": runs, "summary": summary,
+                "notes": list(dict.fromkeys(notes)), "report": report}
+    except (BenchError, confluent_kafka.KafkaException):
+        if broker is not None:
             print(broker.log_tail(), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        raise
     finally:
         if broker is not None:
             died = not broker.alive()
             code = broker.stop()
             if not died and code not in (0, None, -signal.SIGTERM):
                 print(f"broker exited with code {code} on stop", file=sys.stderr)
+
+
+def overhead(base: dict[str, Any], other: dict[str, Any]) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(label, plain median, variant median, variant / plain) for the compared figures."""
+    rows = []
+    for label, key in COMPARED:
+        a = [r[key] for r in base["runs"] if r.get(key) is not None]
+        b = [r[key] for r in other["runs"] if r.get(key) is not None]
+        ma = median(a) if a else None
+        mb = median(b) if b else None
+        rows.append((label, ma, mb, ratio(mb, ma) if ma and mb is not None else None))
+    return rows
+
+
+def format_overhead(base: dict[str, Any], other: dict[str, Any]) -> str:
+    lines = [f"=== {other['variant']} vs plain (medians, same invocation): {other['about']} ===",
+             f"{'':24} {'plain':>10} {other['variant']:>10} {'ratio':>8}"]
+    for label, a, b, r in overhead(base, other):
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        lines.append(f"{label:24} {fmt(a):>10} {fmt(b):>10} {'-' if r is None else f'{r:.3f}':>8}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(
+        [os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable,
+         "-m", "loadtest.bench", *(sys.argv[1:] if argv is None else argv)]
+    )
+    messages = -(-args.mb * MIB // args.value_bytes)
+    phase_timeout = args.phase_timeout or 120.0 + 2.0 * args.mb
+    signal.signal(signal.SIGTERM, raise_interrupt_on_sigterm)
+
+    import confluent_kafka
+
+    print(f"command: {command}", flush=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="sediment-bench-variants-"))
+    try:
+        variants = [plain(work_dir)] + [VARIANTS[name](work_dir) for name in args.compare]
+        series = [run_series(args, v, messages, phase_timeout, command) for v in variants]
+        for result in series:
+            print()
+            if len(series) > 1:
+                print(f"##### {result['variant']}: {result['about']}")
+            print(result["report"])
+            if result["config"].get("broker_peak_rss_mib"):
+                print(f"broker peak RSS: {result['config']['broker_peak_rss_mib']:.0f} MiB")
+            for note in result["notes"]:
+                print(f"note: {note}")
+        for other in series[1:]:
+            print()
+            print(format_overhead(series[0], other))
+        if args.json:
+            doc = {"command": command, **{k: v for k, v in series[0].items() if k != "report"}}
+            if len(series) > 1:
+                doc["variants"] = [{k: v for k, v in r.items() if k != "report"} for r in series[1:]]
+                doc["overhead"] = {r["variant"]: {label: {"plain": a, "variant": b, "ratio": q}
+                                                  for label, a, b, q in overhead(series[0], r)}
+                                   for r in series[1:]}
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+            print(f"figures written to {args.json}")
+        if args.check and not all(all(r["summary"]["pass"].values()) for r in series[:1]):
+            return 3
+        return 0
+    except (BrokerError, BenchError, confluent_kafka.KafkaException) as e:
+        print(f"\nbenchmark failed: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

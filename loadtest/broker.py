@@ -96,8 +96,10 @@ class BrokerProcess:
         command: Sequence[str] | None = None,
         keep_data: bool = False,
         env: Mapping[str, str] | None = None,
+        listener_name: str = "PLAINTEXT",
     ) -> None:
         self.host = host
+        self.listener_name = listener_name  # e.g. SSL, with ssl.* keys in settings
         self.settings = dict(settings or {})
         self.command = list(command) if command else sediment_command()
         self.keep_data = keep_data
@@ -144,7 +146,7 @@ class BrokerProcess:
             "--data-dir",
             str(self.data_dir),
             "--listeners",
-            f"PLAINTEXT://{self.host}:{self.kafka_port}",
+            f"{self.listener_name}://{self.host}:{self.kafka_port}",
             "--http",
             f"{self.host}:{self.http_port}",
         ]

@@ -10,7 +10,9 @@ Key ring file: JSON, mode 0600, replaced atomically on every change:
     {"version": 1, "current": "<id>", "keys": [{"id": ..., "created_ms": ..., "key": <base64>}]}
 
 Rotation adds a new current KEK and keeps the old ones, so data keys wrapped earlier still
-unwrap; re-wrapping old data keys under the new KEK is a manifest-level job.
+unwrap. The broker then re-wraps the stored data keys (partition key files of local encryption,
+manifest entries of remote segments) under the new KEK (service/keywatch.py); only after that
+may an old KEK leave the ring.
 """
 
 from __future__ import annotations

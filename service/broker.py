@@ -17,6 +17,7 @@ from security.audit import AuditLog
 from security.credentials import CredentialCache, ScramCredential
 from tiering.log.config import ConfigError as TopicConfigError
 from tiering.log.config import LogConfig, validate_topic_configs
+from tiering.log.data_keys import PartitionKeys
 from tiering.log.manager import LogManager
 from tiering.log.partition import OffsetOutOfRangeError, UnifiedLog
 from tiering.remote.reader import ChunkCache
@@ -32,6 +33,7 @@ from service.errors import (
 )
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
+from service.keywatch import KeyRingWatcher
 from service.metadata import MetadataStore, TopicRecord
 from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
@@ -83,6 +85,7 @@ class Broker:
         self.objects: ObjectStore | None = None
         self.tier: TierManager | None = None
         self.snapshots: ClusterSnapshots | None = None
+        self.key_watcher: KeyRingWatcher | None = None
         self.topics: dict[str, TopicRecord] = {}
         self.topics_by_id: dict[uuid.UUID, TopicRecord] = {}
         self.cluster: ClusterView | None = None
@@ -111,7 +114,10 @@ class Broker:
     async def start(self) -> None:
         await self.store.start()
         self.objects = await open_object_store(self.config)
-        self.snapshots = ClusterSnapshots(self.store, self.objects, self.config["remote.snapshot.interval.ms"])
+        keys = await open_key_provider(self.config)
+        self.logs.keys = PartitionKeys(keys, bool(self.config["log.encryption.enable"]))
+        self.snapshots = ClusterSnapshots(self.store, self.objects, self.config["remote.snapshot.interval.ms"],
+                                          keys=keys)
         await self.snapshots.restore_if_fresh()
         try:
             await self.audit.start()
@@ -130,11 +136,13 @@ class Broker:
         await self.groups.start()
         for topic in self.topics.values():
             for p in range(topic.partitions):
-                self.logs.create(topic.name, p, self.log_config(topic))  # returns an existing log as is
-        self.tier = TierManager(self.logs, self.objects, await open_key_provider(self.config),
+                await self.logs.open_log(topic.name, p, self.log_config(topic))  # an existing log as is
+        self.tier = TierManager(self.logs, self.objects, keys,
                                 ChunkCache(tier_cache_dir(self.config), self.config["remote.cache.bytes"]),
                                 tier_settings(self.config), self.tiered_topics)
         await self.tier.start()
+        self.key_watcher = KeyRingWatcher(self.config, keys, self.logs, self.tier)
+        await self.key_watcher.start()
         await self.txn.start()  # after logs (and groups): it finishes prepared transactions
         await self.snapshots.start()
         await self.http.start()
@@ -154,6 +162,8 @@ class Broker:
         await self.txn.close()
         await self.http.close()
         await self.groups.close()
+        if self.key_watcher is not None:
+            await self.key_watcher.close()
         if self.tier is not None:
             await self.tier.close()
         await self.logs.close()
@@ -220,7 +230,7 @@ class Broker:
             self._register(topic)
             cfg = self.log_config(topic)
             for p in range(partitions):
-                self.logs.create(name, p, cfg)
+                await self.logs.open_log(name, p, cfg)
         log.info("created topic %s with %d partitions", name, partitions)
         return topic
 
@@ -278,7 +288,7 @@ class Broker:
             self._register(updated)
             cfg = self.log_config(updated)
             for p in range(old, count):
-                self.logs.create(name, p, cfg)
+                await self.logs.open_log(name, p, cfg)
 
     async def set_topic_configs(self, name: str, configs: dict[str, str], *,
                                 validate_only: bool = False) -> None:

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("file", help="key ring path (written with mode 0600)")
     rot = keys_sub.add_parser("rotate", help="add a new current key; older keys stay for reading")
     rot.add_argument("file", help="key ring path")
+    rot.add_argument("--data-dir", help="also re-wrap the partition data keys under this data dir "
+                                        "(offline; a running broker re-wraps by itself)")
     # -- sediment acls (service/acl_cli.py) --
     from service.acl_cli import add_parser as add_acls_parser
     add_acls_parser(sub)
@@ -145,7 +147,8 @@ def users_command(args: argparse.Namespace) -> int:
 
 
 def keys_command(args: argparse.Namespace) -> int:
-    from security.keys import KeyRingError, generate_keyring, rotate_keyring
+    from security.keys import KeysError, generate_keyring, rotate_keyring
+    from tiering.log.data_keys import DataKeyError
 
     try:
         if args.keys_command == "generate":
@@ -154,10 +157,29 @@ def keys_command(args: argparse.Namespace) -> int:
         else:
             key_id = rotate_keyring(args.file)
             print(f"key ring {args.file}: new current key {key_id}")
-    except (KeyRingError, OSError) as e:
+            if args.data_dir:
+                count = asyncio.run(_rewrap_data_dir(args.file, args.data_dir))
+                print(f"re-wrapped {count} partition data keys under {args.data_dir} with key {key_id}")
+    except (KeysError, DataKeyError, OSError) as e:
         print(f"sediment: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _rewrap_data_dir(ring_file: str, data_dir: str) -> int:
+    """Rewrap every partition key file under data_dir with the ring's current key. Remote
+    manifest entries need the object store and are re-wrapped by the broker."""
+    from pathlib import Path
+
+    from security.keys import LocalKeyProvider
+    from tiering.log.data_keys import KEY_FILE, rewrap_key_file
+
+    provider = LocalKeyProvider.from_file(ring_file)
+    count = 0
+    for key_file in sorted(Path(data_dir).glob(f"*/{KEY_FILE}")):
+        if await rewrap_key_file(key_file.parent, provider):
+            count += 1
+    return count
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -180,6 +180,10 @@ KEYS: dict[str, Key] = {
             "file:///dir (empty: file://<data.dir>/remote)"),
         Key("remote.keyring", "", _str, "key ring file (sediment keys generate); outside data.dir; "
             "empty: remote objects are compressed but not encrypted"),
+        Key("log.encryption.enable", False, _bool, "seal every batch written to local segments with "
+            "AES-256-GCM under a per-partition data key (needs remote.keyring or remote.kms.key.id)"),
+        Key("remote.keyring.check.interval.ms", 10_000, _int(10),
+            "how often the key ring file is checked for a rotation (then data keys are re-wrapped)"),
         Key("remote.kms.key.id", "", _str, "AWS KMS key id or ARN wrapping data keys instead of the key ring"),
         Key("remote.compression", "zstd", _choice("zstd", "lz4", "none"), "codec of remote chunks"),
         Key("remote.chunk.bytes", 4 * 1024 * 1024, _int(64 * 1024), "target size of remote chunks"),
@@ -355,6 +359,9 @@ def _check_remote(cfg: BrokerConfig) -> None:
     if url and not (url.startswith("s3://") or url.startswith("file:///")):
         raise ConfigError("remote.url", f"{url!r} is not s3://bucket/prefix or file:///absolute/dir")
     ring = cfg["remote.keyring"]
+    if cfg["log.encryption.enable"] and not (ring or cfg["remote.kms.key.id"]):
+        raise ConfigError("log.encryption.enable", "true needs a key-encryption key: set remote.keyring "
+                                                   "(sediment keys generate FILE) or remote.kms.key.id")
     if ring:
         data_dir = cfg.data_dir.resolve()
         path = Path(ring).resolve()

@@ -2,10 +2,15 @@
 
 The snapshot is an export of the MetadataStore (cluster id, producer-id high mark, topics with
 ids and configs, committed offsets, transactions, ACLs, salted SCRAM credentials), so a broker
-started on an empty data dir with
-the same bucket comes back with every topic and the offsets of the last snapshot. What is lost
+started on an empty data dir with the same bucket comes back with every topic and the offsets of
+the last snapshot. What is lost
 with a disk: committed offsets newer than the last snapshot (remote.snapshot.interval.ms) and the
 unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
+
+With a key provider (remote.keyring or remote.kms.key.id) the JSON body is envelope-encrypted:
+a fresh data key per write seals it with AES-256-GCM, and the object under the same key holds
+only a small JSON wrapper (wrapped data key, KEK id, nonce, ciphertext), so the bucket reveals
+no topic name, config or group. Restore reads either form.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import base64
 import hashlib
 import json
 import logging
+import secrets
 import uuid
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from security.acl import AclBinding
 from security.credentials import ScramCredential
+from security.keys import KeyProvider, WrappedKey, new_data_key
 from tiering.remote.store import ObjectStore
 
 from service.metadata import MetadataStore, TopicRecord
@@ -29,11 +39,45 @@ log = logging.getLogger("sediment.snapshot")
 SNAPSHOT_KEY = "_cluster/metadata.json"
 FORMAT_VERSION = 1
 _META_KEYS = ("cluster.id", "producer.id.next")
+ENCRYPTED_FORMAT = "sediment-encrypted-snapshot-v1"
+_AAD = SNAPSHOT_KEY.encode()
+_THREAD_BYTES = 1 << 20  # seal larger bodies in a worker thread
+
+
+async def seal_snapshot(body: bytes, keys: KeyProvider) -> bytes:
+    data_key = new_data_key()
+    wrapped = await keys.wrap(data_key)
+    nonce = secrets.token_bytes(12)
+    seal = lambda: AESGCM(data_key).encrypt(nonce, body, _AAD)  # noqa: E731
+    ciphertext = await asyncio.to_thread(seal) if len(body) > _THREAD_BYTES else seal()
+    return json.dumps({"format": ENCRYPTED_FORMAT, "key_id": wrapped.key_id, "wrapped": wrapped.blob_b64(),
+                       "nonce": base64.b64encode(nonce).decode(),
+                       "ciphertext": base64.b64encode(ciphertext).decode()}).encode()
+
+
+async def open_snapshot(raw: bytes, keys: KeyProvider | None) -> dict[str, object]:
+    """The snapshot's JSON document from the stored object, plain or sealed."""
+    doc = json.loads(raw)
+    if doc.get("format") != ENCRYPTED_FORMAT:
+        return doc
+    if keys is None:
+        raise ValueError(f"{SNAPSHOT_KEY} is encrypted under key {doc.get('key_id')!r}, but no key "
+                         "provider is configured (remote.keyring or remote.kms.key.id)")
+    data_key = await keys.unwrap(WrappedKey.from_b64(str(doc["key_id"]), str(doc["wrapped"])))
+    ciphertext = base64.b64decode(doc["ciphertext"])
+    try:
+        body = AESGCM(data_key).decrypt(base64.b64decode(doc["nonce"]), ciphertext, _AAD)
+    except InvalidTag:
+        raise ValueError(f"{SNAPSHOT_KEY} fails authentication (tampered or another key)") from None
+    return json.loads(body)
 
 
 class ClusterSnapshots:
-    def __init__(self, store: MetadataStore, objects: ObjectStore, interval_ms: int) -> None:
+    def __init__(self, store: MetadataStore, objects: ObjectStore, interval_ms: int,
+                 keys: KeyProvider | None = None) -> None:
         self._store = store
+        self._keys = keys
+        self._written_key_id: str | None = None  # KEK of the last sealed snapshot written
         self._objects = objects
         self._interval = interval_ms / 1000
         self._last_digest: str | None = None
@@ -55,10 +99,13 @@ class ClusterSnapshots:
         """Upload a snapshot if anything changed since the last one; True when one was written."""
         body = json.dumps(await self.export(), sort_keys=True).encode()
         digest = hashlib.sha256(body).hexdigest()
-        if digest == self._last_digest:
-            return False
-        await self._objects.put(SNAPSHOT_KEY, body)
+        current = self._keys.current_id if self._keys is not None else None
+        if digest == self._last_digest and current == self._written_key_id:
+            return False  # unchanged, and (after a key rotation) already under the current key
+        stored = await seal_snapshot(body, self._keys) if self._keys is not None else body
+        await self._objects.put(SNAPSHOT_KEY, stored)
         self._last_digest = digest
+        self._written_key_id = current
         return True
 
     async def restore_if_fresh(self) -> bool:
@@ -67,7 +114,7 @@ class ClusterSnapshots:
             return False
         if await self._objects.head(SNAPSHOT_KEY) is None:
             return False
-        snap = json.loads(await self._objects.get(SNAPSHOT_KEY))
+        snap: dict = await open_snapshot(await self._objects.get(SNAPSHOT_KEY), self._keys)  # type: ignore[type-arg]
         if snap.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{SNAPSHOT_KEY}: unsupported format_version {snap.get('format_version')!r}")
         for key, value in snap["meta"].items():

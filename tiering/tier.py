@@ -169,7 +169,8 @@ class TierManager:
             files = SegmentFiles(seg.base_offset, seg.next_offset - 1, seg.max_timestamp,
                                  seg.offset_of_max_timestamp, seg.log_path, seg.index_path,
                                  seg.time_index_path, seg.txn_index_path,
-                                 lg.dir / f"{seg.next_offset:020d}.snapshot")
+                                 lg.dir / f"{seg.next_offset:020d}.snapshot",
+                                 read_plain=seg.plain_log_and_index if seg.cipher is not None else None)
             started = time.monotonic()
             try:
                 entry = await self._uploader.upload(m, files)
@@ -358,6 +359,34 @@ class TierManager:
             return None
         best = max(committed, key=lambda e: (e.max_timestamp, -e.base_offset))
         return best.max_timestamp_offset, best.max_timestamp
+
+    # -- key re-wrapping ---------------------------------------------------------------------
+
+    async def rewrap_keys(self, keys: KeyProvider) -> int:
+        """Rewrap every manifest entry's data key that is not under the current KEK (after a
+        key ring rotation), saving each changed manifest under the partition's lock. The objects
+        themselves do not change: only the small wrapped key in the manifest. Returns how many
+        entries were rewrapped."""
+        count = 0
+        current = keys.current_id
+        for topic in self._topics():
+            if not topic.config.remote_storage_enable:
+                continue
+            for p in range(topic.partitions):
+                async with self._lock((topic.name, p)):
+                    m = await self.manifest(topic, p)
+                    changed = 0
+                    for entry in m.entries:
+                        wrapped = entry.wrapped()
+                        if wrapped is None or wrapped.key_id == current:
+                            continue
+                        data_key = await keys.unwrap(wrapped)
+                        m.replace_entry(entry.with_wrapped(await keys.wrap(data_key)))
+                        changed += 1
+                    if changed:
+                        await self._uploader.save_manifest(m)
+                        count += changed
+        return count
 
     # -- metrics -----------------------------------------------------------------------------
 

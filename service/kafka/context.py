@@ -62,7 +62,7 @@ class FileRange:
 class SplicedResponse:
     """An encoded response whose record fields are still file ranges: head, then (file|bytes)*."""
 
-    parts: list[bytes | FileRange]
+    parts: list[bytes | bytearray | FileRange]
 
     @property
     def size(self) -> int:

@@ -300,7 +300,7 @@ class KafkaServer:
                             answer: SplicedResponse, plaintext: bool) -> None:
         writer.write(_SIZE.pack(answer.size))
         for part in answer.parts:
-            if isinstance(part, bytes):
+            if isinstance(part, (bytes, bytearray)):
                 writer.write(part)
                 continue
             await writer.drain()

@@ -14,7 +14,7 @@ from tiering.log.partition import UnifiedLog
 from tiering.records import iter_batches
 from tiering.remote.localfs import FileStore
 from tiering.remote.manifest import PartitionManifest
-from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
+from tiering.remote.reader import ChunkCache, OpenedChunks, ReadSettings, RemoteReader
 from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
 
 NOW = 1_700_000_000_000
@@ -95,9 +95,18 @@ async def test_chunks_of_one_read_are_fetched_in_parallel_and_cached(tmp_path, u
     assert store.peak == 4  # bounded by parallel_gets, and more than one at a time
     gets = store.gets
     assert await reader.read(manifest, entry, 0, 60_000) == got
-    assert store.gets == gets  # all from the cache
-    assert cache.hits >= 7
+    assert store.gets == gets  # all from the opened chunks in memory
     await reader.close()
+    # A new reader (nothing opened in memory) on the same disk cache: no GET either.
+    again = RemoteReader(up, "", cache, ReadSettings(parallel_gets=4, prefetch_chunks=0))
+    assert await again.read(manifest, entry, 0, 60_000) == got
+    assert store.gets == gets + 1  # only the segment's indexes object
+    assert cache.hits >= 7
+    await again.close()
+    # The disk cache holds chunks as stored: compressed and encrypted, no record in the clear.
+    files = list((tmp_path / "cache").iterdir())
+    assert files and all(b"value-" not in f.read_bytes() for f in files)
+    assert sum(f.stat().st_size for f in files) < len(got) // 2
 
 
 async def test_prefetch_warms_the_next_chunks_and_the_cache_stays_bounded(tmp_path, uploaded):
@@ -110,14 +119,29 @@ async def test_prefetch_warms_the_next_chunks_and_the_cache_stays_bounded(tmp_pa
     # The indexes object, the first chunk and the one after it (to cover max_bytes), then two
     # more chunks prefetched.
     assert len(cache) == 4 and store.gets == 5
-    hits = cache.hits
     last_offset = list(iter_batches(first))[-1].last_offset
+    ix = await reader.indexes(manifest, entry)
+    first_chunk = ix.chunks.chunks_for_offset(last_offset + 1)
+    needed = ix.chunks.chunks_for_range(last_offset + 1, 12_000 + first_chunk.size)
+    # Every chunk the sequential reader needs next is already opened in memory.
+    assert needed and all(f"{entry.segment_uuid}/{c.index}" in reader._opened for c in needed)
     second = await reader.read(manifest, entry, last_offset + 1, 12_000)
     assert second == _expected(raw, last_offset + 1, 12_000)
-    assert cache.hits - hits == 4  # every chunk the sequential reader needed was already there
     offset = 0
     while offset < 500:  # a full scan through a small cache
         batch = await reader.read(manifest, entry, offset, 16_000)
         offset = list(iter_batches(batch))[-1].last_offset + 1
         assert cache.size <= 40 * 1024
+        assert len(reader._opened) <= ReadSettings().opened_per_partition
     await reader.close()
+
+
+def test_opened_chunks_are_bounded_per_partition_and_in_all() -> None:
+    opened = OpenedChunks(max_bytes=100, per_partition=2)
+    for i in range(3):
+        opened.put("a-0", f"a/{i}", b"x" * 10)
+    assert opened.get("a/0") is None and opened.get("a/1") and opened.get("a/2")
+    opened.put("b-0", "b/0", b"y" * 60)
+    opened.put("c-0", "c/0", b"z" * 30)  # 20 + 60 + 30 > 100: the least recently used goes
+    assert opened.size <= 100 and opened.get("c/0") == b"z" * 30
+    assert opened.get("a/1") is None

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from tiering.log.config import LogConfig
+from tiering.log.data_keys import PartitionKeys
 from tiering.log.files import fsync_dir
-from tiering.log.partition import UnifiedLog
+from tiering.log.partition import AppendResult, ReadSlice, UnifiedLog
+from tiering.log.sealing import BatchCipher
 from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.segment import LogSegment
 
@@ -29,6 +31,10 @@ CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
 DELETE_DIR_SUFFIX = "-delete"
 
 FlushPolicy = Literal["always", "interval"]
+
+# Below this, sealing a produce request or opening a fetch range costs less than a hop to a
+# worker thread (AES-GCM runs at GB/s), so it stays on the loop.
+CRYPTO_INLINE_BYTES = 64 * 1024
 
 
 def parse_log_dir_name(name: str) -> tuple[str, int] | None:
@@ -88,6 +94,10 @@ class LogManager:
         self._flushing: dict[UnifiedLog, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._pending_deletes: set[asyncio.Task[None]] = set()
+        # Encryption at rest (None: no key provider, nothing is sealed); set before start().
+        self.keys: PartitionKeys | None = None
+        # Per encrypted log, the last append still being sealed: appends complete in order.
+        self._append_tails: dict[UnifiedLog, asyncio.Future[None]] = {}
         self._started = False
         self.was_clean_shutdown = False
 
@@ -113,10 +123,12 @@ class LogManager:
                 found.append((path, *parsed))
         for path in leftovers:
             await asyncio.to_thread(shutil.rmtree, path, True)
+        ciphers = [await self._cipher_for(path) for path, _, _ in found]
         results = await asyncio.gather(
             *(
-                asyncio.to_thread(UnifiedLog.open, path, topic, partition, self._topic_config(topic), not clean)
-                for path, topic, partition in found
+                asyncio.to_thread(UnifiedLog.open, path, topic, partition, self._topic_config(topic), not clean,
+                                  cipher, self._sealing)
+                for (path, topic, partition), cipher in zip(found, ciphers)
             ),
             return_exceptions=True,
         )
@@ -175,16 +187,84 @@ class LogManager:
     def get(self, topic: str, partition: int) -> UnifiedLog | None:
         return self._logs.get((topic, partition))
 
-    def create(self, topic: str, partition: int, config: LogConfig) -> UnifiedLog:
-        """Create the partition's log, or return it (with config applied) if it exists."""
+    def create(self, topic: str, partition: int, config: LogConfig,
+               cipher: BatchCipher | None = None) -> UnifiedLog:
+        """Create the partition's log, or return it (with config applied) if it exists.
+        Encrypted partitions are created through open_log, which brings the data key."""
         existing = self._logs.get((topic, partition))
         if existing is not None:
             existing.update_config(config)
             return existing
         path = self.data_dir / log_dir_name(topic, partition)
-        created = UnifiedLog.open(path, topic, partition, config, recover=False)
+        created = UnifiedLog.open(path, topic, partition, config, recover=False,
+                                  cipher=cipher, seal_appends=self._sealing)
         self._logs[(topic, partition)] = created
         return created
+
+    async def open_log(self, topic: str, partition: int, config: LogConfig) -> UnifiedLog:
+        """create(), with the partition's data key made or unwrapped first when encryption at
+        rest is on (a KMS unwrap is a network call, hence async)."""
+        existing = self._logs.get((topic, partition))
+        if existing is not None or self.keys is None:
+            return self.create(topic, partition, config)
+        cipher = await self._cipher_for(self.data_dir / log_dir_name(topic, partition))
+        return self.create(topic, partition, config, cipher)
+
+    @property
+    def _sealing(self) -> bool:
+        return self.keys is not None and self.keys.enabled
+
+    async def _cipher_for(self, path: Path) -> BatchCipher | None:
+        return None if self.keys is None else await self.keys.cipher_for(path)
+
+    async def rewrap_keys(self) -> int:
+        """Rewrap every partition data key not under the current KEK; returns how many."""
+        if self.keys is None:
+            return 0
+        count = 0
+        for lg in list(self._logs.values()):
+            if lg.cipher is not None and await self.keys.rewrap(lg.dir):
+                count += 1
+        return count
+
+    # --- encrypted appends and reads ----------------------------------------------------------
+
+    def append(self, lg: UnifiedLog, records: bytes | bytearray,
+               now_ms: int) -> "AppendResult | asyncio.Task[AppendResult]":
+        """Append one produce request's batches. Synchronous (done before the caller's first
+        await, so pipelined requests land in arrival order) unless the log seals its batches
+        and the request is large or an earlier one is still being sealed: then a task that
+        seals in a worker thread and appends after every earlier append of this log."""
+        prev = self._append_tails.get(lg)
+        if not lg.seal_appends or (prev is None and len(records) <= CRYPTO_INLINE_BYTES):
+            return lg.append(records, now_ms=now_ms)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._append_tails[lg] = done
+        return asyncio.create_task(self._append_in_turn(lg, records, now_ms, prev, done))
+
+    async def _append_in_turn(self, lg: UnifiedLog, records: bytes | bytearray, now_ms: int,
+                              prev: asyncio.Future[None] | None, done: asyncio.Future[None]) -> AppendResult:
+        try:
+            if len(records) > CRYPTO_INLINE_BYTES:
+                prepared = await asyncio.to_thread(lg.prepare_append, records, now_ms=now_ms)
+            else:
+                prepared = lg.prepare_append(records, now_ms=now_ms)
+            if prev is not None:
+                await asyncio.shield(prev)
+            return lg.append_prepared(prepared, now_ms=now_ms)
+        finally:
+            if prev is not None and not prev.done():
+                # Cancelled (or failed) before our turn: keep the order for later appends.
+                await asyncio.gather(asyncio.shield(prev), return_exceptions=True)
+            done.set_result(None)
+            if self._append_tails.get(lg) is done:
+                del self._append_tails[lg]
+
+    async def read_plain(self, lg: UnifiedLog, read_slice: ReadSlice) -> bytes | bytearray:
+        """A read slice's batches as clients see them, opened in a thread when large."""
+        if read_slice.size > CRYPTO_INLINE_BYTES:
+            return await asyncio.to_thread(lg.read_bytes, read_slice)
+        return lg.read_bytes(read_slice)
 
     def logs_for(self, topic: str) -> list[UnifiedLog]:
         return sorted((lg for (t, _), lg in self._logs.items() if t == topic), key=lambda lg: lg.partition)

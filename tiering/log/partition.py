@@ -18,10 +18,12 @@ from typing import Callable
 from tiering.log.config import LogConfig
 from tiering.log.files import write_atomically
 from tiering.log.producer_state import CompletedTxn, ProducerStateManager
+from tiering.log.sealing import BatchCipher
 from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from tiering.log.txn_index import AbortedTxn
 from tiering.records import (
     CONTROL_ABORT,
+    BatchHeader,
     NO_TIMESTAMP,
     InvalidRecordError,
     assign_offsets,
@@ -61,6 +63,17 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedAppend:
+    """Batches of one produce request validated and sealed ahead of their append (sealing is
+    CPU work done in a thread); offsets are assigned by append_prepared, in arrival order."""
+
+    buf: bytearray
+    headers: list[BatchHeader]  # as stored (sealed), positions in buf
+    append_time: int | None  # LogAppendTime already applied, or None
+    plain_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadSlice:
     """Whole batches in one segment file: send with sendfile(fileno, position, size)."""
 
@@ -89,8 +102,14 @@ class UnifiedLog:
         log_start_offset: int,
         recovery_point: int,
         producers: ProducerStateManager | None = None,
+        cipher: BatchCipher | None = None,
+        seal_appends: bool = False,
     ) -> None:
         self.dir = directory
+        # Encryption at rest: with a cipher the partition may hold sealed batches (read paths
+        # open them); seal_appends seals every new batch (log.encryption.enable).
+        self.cipher = cipher
+        self.seal_appends = seal_appends and cipher is not None
         self.topic = topic
         self.partition = partition
         self._config = config
@@ -112,7 +131,8 @@ class UnifiedLog:
 
     @classmethod
     def open(
-        cls, directory: Path, topic: str, partition: int, config: LogConfig, recover: bool
+        cls, directory: Path, topic: str, partition: int, config: LogConfig, recover: bool,
+        cipher: BatchCipher | None = None, seal_appends: bool = False,
     ) -> "UnifiedLog":
         """Load the partition. With recover (unclean shutdown), every segment from the recovery
         point on is fully scanned; the others, and all segments after a clean shutdown, get the
@@ -129,7 +149,7 @@ class UnifiedLog:
         try:
             for i, base in enumerate(bases):
                 full = recover and (recovery_point is None or base >= recovery_point)
-                seg = LogSegment.open(directory, base, config, create=False, recover=full)
+                seg = LogSegment.open(directory, base, config, create=False, recover=full, cipher=cipher)
                 segments.append(seg)
                 if seg.recovered_bytes and i + 1 < len(bases):
                     # Everything after a damaged segment follows a gap: drop it, as Kafka does.
@@ -137,7 +157,8 @@ class UnifiedLog:
                         LogSegment(directory, later, config).delete()
                     break
             if not segments:
-                segments.append(LogSegment.open(directory, start_checkpoint or 0, config, create=True))
+                segments.append(LogSegment.open(directory, start_checkpoint or 0, config, create=True,
+                                                cipher=cipher))
         except BaseException:
             for seg in segments:
                 seg.close()
@@ -153,7 +174,7 @@ class UnifiedLog:
                 seg.close()
             raise
         return cls(directory, topic, partition, config, segments, log_start, recovery_point or 0,
-                   producers)
+                   producers, cipher, seal_appends)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -207,6 +228,8 @@ class UnifiedLog:
         Pass a bytearray to avoid the one copy made to patch offsets in place.
         Raises InvalidRecordError.
         """
+        if self.seal_appends:
+            return self.append_prepared(self.prepare_append(records, now_ms=now_ms), now_ms=now_ms)
         config = self._config
         headers = validate_batches(records, config.max_message_bytes)
         base = self._log_end_offset
@@ -238,6 +261,55 @@ class UnifiedLog:
             log_append_time_ms=-1 if append_time is None else append_time,
             log_start_offset=self._log_start_offset,
             record_bytes=len(buf),
+        )
+
+    def prepare_append(self, records: bytes | bytearray, *, now_ms: int) -> PreparedAppend:
+        """Validate and seal the batches of one produce request without touching the log's
+        state (thread-safe: may run in a worker thread while the loop appends other requests).
+        LogAppendTime is applied before sealing because it changes authenticated header bytes;
+        baseOffset, which is not authenticated, is patched later by append_prepared."""
+        assert self.cipher is not None
+        config = self._config
+        headers = validate_batches(records, config.max_message_bytes)
+        buf = records if isinstance(records, bytearray) else bytearray(records)
+        append_time = now_ms if config.log_append_time else None
+        if append_time is not None:
+            assign_offsets(buf, headers, 0, append_time)
+            headers = [read_header(buf, h.position) for h in headers]
+        sealed, stored = self.cipher.seal_batches(buf, headers)
+        return PreparedAppend(sealed, stored, append_time, len(buf))
+
+    def append_prepared(self, prepared: PreparedAppend, *, now_ms: int) -> AppendResult:
+        """Assign offsets to prepared (sealed) batches and write them: the part of an append
+        that must happen in arrival order, on the loop."""
+        headers, buf, append_time = prepared.headers, prepared.buf, prepared.append_time
+        base = self._log_end_offset
+        pending = self._producers.prepare_append(headers, base, append_time)
+        if pending is not None and pending.duplicate is not None:
+            dup = pending.duplicate
+            return AppendResult(
+                base_offset=dup.first_offset,
+                last_offset=dup.last_offset,
+                log_append_time_ms=dup.timestamp if append_time is not None else -1,
+                log_start_offset=self._log_start_offset,
+                record_bytes=0,
+                duplicate=True,
+            )
+        count = sum(h.last_offset_delta + 1 for h in headers)
+        if self._should_roll(len(buf), base + count - 1, now_ms):
+            self.roll()
+        last = assign_offsets(buf, headers, base, None)
+        stamped = [read_header(buf, h.position) for h in headers]
+        self._segments[-1].append(buf, stamped, now_ms)
+        self._log_end_offset = last + 1
+        if pending is not None:
+            self._producers.commit(pending)
+        return AppendResult(
+            base_offset=base,
+            last_offset=last,
+            log_append_time_ms=-1 if append_time is None else append_time,
+            log_start_offset=self._log_start_offset,
+            record_bytes=prepared.plain_size,
         )
 
     def append_control(
@@ -326,7 +398,7 @@ class UnifiedLog:
         if active.size == 0:
             return active
         active.seal()
-        new = LogSegment.open(self.dir, self._log_end_offset, self._config, create=True)
+        new = LogSegment.open(self.dir, self._log_end_offset, self._config, create=True, cipher=self.cipher)
         self._segments.append(new)
         self._bases.append(new.base_offset)
         # The state after every batch of the sealed segments: a restart replays from here.
@@ -340,7 +412,7 @@ class UnifiedLog:
             raise ValueError(f"{self.topic}-{self.partition}: start_at needs an empty log")
         for seg in self._segments:
             seg.delete()
-        new = LogSegment.open(self.dir, offset, self._config, create=True)
+        new = LogSegment.open(self.dir, offset, self._config, create=True, cipher=self.cipher)
         self._segments = [new]
         self._bases = [offset]
         self._log_start_offset = self._log_end_offset = self._flushed_offset = offset
@@ -387,8 +459,9 @@ class UnifiedLog:
             return ReadSlice(seg, h.position, size, h.base_offset)
         return None
 
-    def read_bytes(self, read_slice: ReadSlice) -> bytes:
-        return read_slice.segment.read_bytes(read_slice.position, read_slice.size)
+    def read_bytes(self, read_slice: ReadSlice) -> bytes | bytearray:
+        """The slice's batches as clients see them (sealed batches opened)."""
+        return read_slice.segment.read_plain(read_slice.position, read_slice.size)
 
     # --- offsets by time (ListOffsets) -----------------------------------------------------
 
@@ -417,7 +490,7 @@ class UnifiedLog:
         batch = seg.batch_for(max(found[0], start))
         if batch is None:
             return max(found[0], start), found[1]
-        for offset, ts in record_timestamps(seg.read_bytes(batch.position, batch.size)):
+        for offset, ts in record_timestamps(seg.read_plain(batch.position, batch.size)):
             if offset >= start and ts >= timestamp:
                 return offset, ts
         return max(found[0], start), found[1]
@@ -433,7 +506,7 @@ class UnifiedLog:
         if best_seg is not None:  # exact record: the first one carrying the max timestamp
             batch = best_seg.batch_for(best[0])
             if batch is not None:
-                for offset, ts in record_timestamps(best_seg.read_bytes(batch.position, batch.size)):
+                for offset, ts in record_timestamps(best_seg.read_plain(batch.position, batch.size)):
                     if ts == best[1]:
                         return offset, ts
         return best

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tiering.log.config import LogConfig
+from tiering.log.sealing import SEALED_EPOCH, BatchCipher, SealError, open_segment
 from tiering.log.txn_index import TXN_INDEX_SUFFIX, AbortedTxn, TransactionIndex
 from tiering.records import (
     ATTRIBUTES_OFFSET,
@@ -61,8 +62,12 @@ def wall_ms() -> int:
 
 
 class LogSegment:
-    def __init__(self, directory: Path, base_offset: int, config: LogConfig) -> None:
+    def __init__(self, directory: Path, base_offset: int, config: LogConfig,
+                 cipher: BatchCipher | None = None) -> None:
         self.dir = directory
+        # The partition's data key when it is encrypted: sealed batches are opened on read
+        # and authenticated by recovery (see sealing.py).
+        self.cipher = cipher
         self.base_offset = base_offset
         self.index_interval_bytes = config.index_interval_bytes
         name = segment_name(base_offset)
@@ -106,10 +111,11 @@ class LogSegment:
         create: bool,
         *,
         recover: bool = False,
+        cipher: BatchCipher | None = None,
     ) -> "LogSegment":
         """Open (or create) a segment. An existing one is recovered when recover is true or
         when its indexes fail the cheap sanity check."""
-        seg = cls(directory, base_offset, config)
+        seg = cls(directory, base_offset, config, cipher)
         flags = os.O_RDWR | os.O_APPEND
         seg._log_fd = os.open(seg.log_path, flags | (os.O_CREAT if create else 0), 0o644)
         try:
@@ -217,7 +223,16 @@ class LogSegment:
                             break
                         if fields[0] + last_delta - self.base_offset > INT32_MAX:
                             break
-                        if crc32c(view[pos + ATTRIBUTES_OFFSET : pos + batch_size]) != crc:
+                        if fields[2] == SEALED_EPOCH:
+                            # A sealed batch: the GCM tag stands in for the CRC (a torn or
+                            # tampered tail fails it). Without the key nothing can be judged, so
+                            # refuse to open rather than cut acknowledged data.
+                            if self.cipher is None:
+                                raise SealError(f"{self.log_path} holds sealed batches but the "
+                                                "partition has no data key")
+                            if not self.cipher.verify(view[pos : pos + batch_size]):
+                                break
+                        elif crc32c(view[pos + ATTRIBUTES_OFFSET : pos + batch_size]) != crc:
                             break
                         h = BatchHeader(pos, *fields)
                         if first_ts is None:
@@ -471,7 +486,23 @@ class LogSegment:
         return stop - position
 
     def read_bytes(self, position: int, size: int) -> bytes:
+        """Stored bytes (sealed batches stay sealed)."""
         return _pread_exact(self._log_fd, size, position)
+
+    def read_plain(self, position: int, size: int) -> bytes | bytearray:
+        """Original bytes of the whole batches in [position, position + size): sealed ones
+        opened. Large ranges are CPU work: callers on the event loop use a thread."""
+        data = _pread_exact(self._log_fd, size, position)
+        if self.cipher is None:
+            return data
+        return self.cipher.open_batches(data)
+
+    def plain_log_and_index(self) -> tuple[bytes | bytearray, bytes]:
+        """The whole log in original bytes and its offset index translated to them (what
+        the uploader ships: remote chunks hold plaintext batches, compressed and encrypted per
+        chunk). Blocking: run in a thread."""
+        raw = _pread_exact(self._log_fd, self._size, 0) if self._size else b""
+        return open_segment(raw, self.cipher, _read_file(self._index_fd))
 
     def find_by_timestamp(self, timestamp: int, min_offset: int = -1) -> tuple[int, int] | None:
         """(base offset, max timestamp) of the first batch whose max timestamp >= timestamp.

@@ -1,8 +1,14 @@
-"""Remote reads: offset -> chunk map -> ranged GETs (in parallel) -> decrypt -> decompress -> cache.
+"""Remote reads: offset -> chunk map -> ranged GETs (in parallel) -> cache -> decrypt -> decompress.
 
 Chunks of one read are fetched concurrently (Aiven's plugin fetches them one after another,
 which caps replays far below the store's bandwidth), sequential readers get the following
-chunks prefetched into the cache, and the cache on local disk is bounded in bytes (LRU).
+chunks prefetched, and the cache on local disk is bounded in bytes (LRU).
+
+The disk cache holds chunks as they came from the store: compressed and, with a key provider,
+encrypted. A copied disk therefore reveals no record from it, and a one-pass replay writes the
+compressed bytes (about a third of the logical ones) instead of the restored chunks. Opened
+chunks are kept only in memory (`OpenedChunks`: a few per partition, 64 MiB in all), which is
+what sequential readers and their prefetches need.
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ from pathlib import Path
 
 from tiering.records import iter_batches
 from tiering.remote.manifest import PartitionManifest, SegmentEntry
-from tiering.remote.transform import ChunkEntry, restore_chunk
+from tiering.remote.transform import ChunkEntry, TransformError, restore_chunk
 from tiering.remote.uploader import SegmentIndexes, SegmentUploader
 
 log = logging.getLogger("sediment.remote")
 
 
 class ChunkCache:
-    """Restored chunks on local disk, evicted least-recently-used past `max_bytes`."""
+    """Chunks as stored remotely (compressed, encrypted), on local disk, evicted
+    least-recently-used past `max_bytes`."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self._dir = directory
@@ -70,6 +77,13 @@ class ChunkCache:
     def _forget(self, key: str) -> None:
         self._total -= self._sizes.pop(key, 0)
 
+    def forget(self, key: str) -> None:
+        self._forget(key)
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         tmp = path.with_suffix(f".{os.urandom(6).hex()}.tmp")
@@ -84,11 +98,61 @@ class ChunkCache:
         return len(self._sizes)
 
 
+class OpenedChunks:
+    """Decrypted, decompressed chunks in memory: LRU, bounded in total bytes and in chunks per
+    partition (so one fast replay cannot evict everyone else's next chunk)."""
+
+    def __init__(self, max_bytes: int = 64 << 20, per_partition: int = 4) -> None:
+        self._max = max_bytes
+        self._per_partition = per_partition
+        self._chunks: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._total = 0
+
+    def get(self, key: str) -> bytes | None:
+        hit = self._chunks.get(key)
+        if hit is None:
+            return None
+        self._chunks.move_to_end(key)
+        return hit[1]
+
+    def put(self, partition: str, key: str, data: bytes) -> None:
+        if key in self._chunks or len(data) > self._max:
+            return
+        if self._counts[partition] >= self._per_partition:
+            oldest = next(k for k, (p, _) in self._chunks.items() if p == partition)
+            self._drop(oldest)
+        self._chunks[key] = (partition, data)
+        self._counts[partition] += 1
+        self._total += len(data)
+        while self._total > self._max:
+            self._drop(next(iter(self._chunks)))
+
+    def _drop(self, key: str) -> None:
+        partition, data = self._chunks.pop(key)
+        self._total -= len(data)
+        self._counts[partition] -= 1
+        if not self._counts[partition]:
+            del self._counts[partition]
+
+    @property
+    def size(self) -> int:
+        return self._total
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._chunks
+
+
 @dataclass(frozen=True)
 class ReadSettings:
     parallel_gets: int = 8
     prefetch_chunks: int = 2
     timeout_s: float = 30.0
+    opened_bytes: int = 64 << 20  # opened chunks kept in memory, in all
+    opened_per_partition: int = 4
 
 
 class RemoteReader:
@@ -97,6 +161,7 @@ class RemoteReader:
         self._up = uploader
         self._prefix = prefix
         self._cache = cache
+        self._opened = OpenedChunks(settings.opened_bytes, settings.opened_per_partition)
         self._settings = settings
         self._gets = asyncio.Semaphore(settings.parallel_gets)
         self._indexes: collections.OrderedDict[str, tuple[SegmentIndexes, bytes | None]] = collections.OrderedDict()
@@ -125,12 +190,12 @@ class RemoteReader:
 
     async def _chunk(self, manifest: PartitionManifest, entry: SegmentEntry, chunk: ChunkEntry,
                      data_key: bytes | None) -> bytes:
-        """One restored chunk: from the cache, from a GET already under way (a prefetch and a
-        read share it), or from a new ranged GET."""
+        """One restored chunk: opened in memory, from a load already under way (a prefetch and
+        a read share it), or loaded from the disk cache or a new ranged GET."""
         cache_key = f"{entry.segment_uuid}/{chunk.index}"
-        cached = await self._cache.get(cache_key)
-        if cached is not None:
-            return cached
+        opened = self._opened.get(cache_key)
+        if opened is not None:
+            return opened
         pending = self._inflight.get(cache_key)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(manifest, entry, chunk, data_key, cache_key))
@@ -140,11 +205,23 @@ class RemoteReader:
 
     async def _fetch(self, manifest: PartitionManifest, entry: SegmentEntry, chunk: ChunkEntry,
                      data_key: bytes | None, cache_key: str) -> bytes:
-        log_key, _ = manifest.keys_for(entry, self._prefix)
-        async with self._gets:
-            blob = await self._up.store.get(log_key, chunk.transformed_position, chunk.transformed_end)
-        data = await asyncio.to_thread(restore_chunk, blob, chunk, data_key, entry.segment_uuid)
-        await self._cache.put(cache_key, data)
+        data: bytes | None = None
+        blob = await self._cache.get(cache_key)
+        if blob is not None:
+            try:
+                data = await asyncio.to_thread(restore_chunk, blob, chunk, data_key, entry.segment_uuid)
+            except TransformError as e:  # a damaged cache file: forget it, GET the chunk again
+                log.warning("cached chunk %s is unusable (%s); fetching it again", cache_key, e)
+                self._cache.forget(cache_key)
+        if data is None:
+            log_key, _ = manifest.keys_for(entry, self._prefix)
+            async with self._gets:
+                blob = await self._up.store.get(log_key, chunk.transformed_position, chunk.transformed_end)
+            # The stored form goes to the disk cache while a worker thread opens it.
+            data, _ = await asyncio.gather(
+                asyncio.to_thread(restore_chunk, blob, chunk, data_key, entry.segment_uuid),
+                self._cache.put(cache_key, blob))
+        self._opened.put(f"{manifest.topic}-{manifest.partition}", cache_key, data)
         return data
 
     async def read(self, manifest: PartitionManifest, entry: SegmentEntry, offset: int, max_bytes: int,

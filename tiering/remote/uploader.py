@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +41,9 @@ class SegmentFiles:
     time_index_path: Path | None = None
     txn_index_path: Path | None = None
     producer_snapshot_path: Path | None = None
+    # For a locally encrypted segment: returns (log bytes, offset index bytes) as plaintext
+    # batches and positions into them; the chunks are then compressed and encrypted as usual.
+    read_plain: Callable[[], tuple[bytes | bytearray, bytes]] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,11 @@ class SegmentUploader:
         segment_uuid = str(uuid.uuid4())
         data_key = new_data_key() if self._keys is not None else None
         wrapped: WrappedKey | None = await self._keys.wrap(data_key) if self._keys and data_key else None
-        raw = await asyncio.to_thread(seg.log_path.read_bytes)
+        offset_index: bytes | None = None
+        if seg.read_plain is not None:
+            raw, offset_index = await asyncio.to_thread(seg.read_plain)
+        else:
+            raw = await asyncio.to_thread(seg.log_path.read_bytes)
         entry = SegmentEntry(segment_uuid, seg.base_offset, seg.last_offset, seg.max_timestamp,
                              seg.max_timestamp_offset, len(raw), 0, SegmentState.COPY_STARTED, s.codec,
                              s.chunk_size, wrapped.key_id if wrapped else None,
@@ -133,9 +140,12 @@ class SegmentUploader:
         parts, chunks = await asyncio.to_thread(transform_segment, raw, data_key, segment_uuid, s.codec,
                                                 s.chunk_size, s.level)
         del raw
-        indexes = SegmentIndexes(chunks, *await asyncio.to_thread(
+        index_files = await asyncio.to_thread(
             lambda: tuple(_read(p) for p in (seg.index_path, seg.time_index_path, seg.txn_index_path,
-                                            seg.producer_snapshot_path))))
+                                            seg.producer_snapshot_path)))
+        if offset_index is not None:
+            index_files = (offset_index,) + index_files[1:]
+        indexes = SegmentIndexes(chunks, *index_files)
         log_key, indexes_key = manifest.keys_for(entry, s.prefix)
 
         async def stream() -> AsyncIterator[bytes]:

@@ -18,6 +18,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from tiering.log.partition import OffsetOutOfRangeError
+from tiering.log.sealing import SealError
 from tiering.records import iter_batches
 
 from service.kafka.apis.authz import (
@@ -28,6 +29,7 @@ from service.kafka.splice import new_marker, splice
 
 READ_COMMITTED = 1
 log = logging.getLogger("sediment.fetch")
+_log = log  # handlers below name their partition log `log`
 
 
 @dataclass
@@ -42,7 +44,8 @@ class _Part:
     log_start: int = -1
     lso: int = -1
     aborted: list[tuple[int, int]] | None = None  # (producer id, first offset); read_committed only
-    data: FileRange | bytes | None = None  # a local file range (sendfile) or remote bytes
+    # A local file range (sendfile), or bytes: remote, or opened from an encrypted segment.
+    data: FileRange | bytes | bytearray | None = None
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -110,6 +113,7 @@ async def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
     below the local log start are read from the bucket afterwards, all at once."""
     total, any_error = 0, False
     remote: list[_Part] = []
+    sealed: list[tuple[_Part, Any, Any]] = []  # (part, log, slice) of encrypted partitions
     for p in parts:
         log = ctx.broker.log(p.name, p.partition)
         if log is None:
@@ -137,12 +141,38 @@ async def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
             continue
         if committed:
             p.aborted = log.aborted_transactions(p.offset, log.slice_end_offset(sl))
-        p.data = FileRange(os.dup(sl.fileno), sl.position, sl.size)
+        if log.cipher is not None:
+            sealed.append((p, log, sl))  # opened below, all at once; stored size as the budget
+        else:
+            p.data = FileRange(os.dup(sl.fileno), sl.position, sl.size)
         total += sl.size
+    if sealed:
+        total += await _open_sealed(ctx, sealed)
+        any_error = any_error or any(p.error for p, _, _ in sealed)
     if remote:
         total += await _read_remote(ctx, remote, max_bytes - total, first=total == 0, committed=committed)
         any_error = any_error or any(p.error for p in remote)
     return total, any_error
+
+
+async def _open_sealed(ctx: RequestContext, sealed: list[tuple[_Part, Any, Any]]) -> int:
+    """Encrypted at rest: no sendfile; the partitions' batches are read and opened concurrently
+    (in worker threads when large). Returns the change to the byte total (opened batches are
+    32 bytes per batch shorter than stored)."""
+    results = await asyncio.gather(*(ctx.broker.logs.read_plain(lg, sl) for _, lg, sl in sealed),
+                                   return_exceptions=True)
+    delta = 0
+    for (p, _, sl), data in zip(sealed, results):
+        delta -= sl.size
+        if isinstance(data, BaseException):
+            if not isinstance(data, (SealError, OSError, EOFError)):
+                raise data
+            _log.error("%s-%d at %d: %s", p.name, p.partition, p.offset, data)
+            p.error = ErrorCode.kafka_storage_error
+            continue
+        p.data = data
+        delta += len(data)
+    return delta
 
 
 async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, first: bool,
@@ -197,10 +227,10 @@ def _release(parts: list[_Part]) -> None:
 def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
     s = ctx.schema
     by_topic: dict[tuple[str, uuid.UUID | None], list[Any]] = {}
-    ranges: list[tuple[bytes, FileRange]] = []
+    ranges: list[tuple[bytes, FileRange | bytearray]] = []
     for p in parts:
         records = p.data if isinstance(p.data, bytes) else b""
-        if isinstance(p.data, FileRange):
+        if isinstance(p.data, (FileRange, bytearray)):  # spliced in after encoding, not copied
             records = new_marker()
             ranges.append((records, p.data))
         by_topic.setdefault((p.name, p.topic_id), []).append(s(

@@ -2,7 +2,8 @@
 
 Every partition is appended before the first await, so pipelined requests from one connection
 land in arrival order. acks=all then waits for a shared (group-commit) fsync when
-log.flush.policy=always.
+log.flush.policy=always. On an encrypted partition a large request is sealed in a worker thread;
+its append slot is still taken before the first await, so the order holds there too.
 """
 
 from __future__ import annotations
@@ -30,13 +31,25 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     tid = getattr(req, "transactional_id", None)
     txn_denied = check(ctx, WRITE, TXN_ID, tid) if tid is not None else 0
     topic_denied = TopicChecks(ctx, WRITE)
+    sealing: list[tuple[dict[str, Any], Any]] = []
     for td in req.topic_data:
         parts = []
         for pd in td.partition_data:
             denied = txn_denied or topic_denied(td.name)
-            parts.append(_denied(pd, denied) if denied else _append(ctx, td.name, pd, acks, now_ms, to_flush))
+            if denied:
+                parts.append(_denied(pd, denied))
+                continue
+            answer = _append(ctx, td.name, pd, acks, now_ms, to_flush)
+            if isinstance(answer, tuple):  # (log, task): being sealed, appended in its turn
+                fields = dict(index=pd.index)
+                sealing.append((fields, answer))
+                answer = fields
+            parts.append(answer)
         topics.append((td.name, parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
+    for fields, (lg, task) in sealing:
+        (result,) = await asyncio.gather(task, return_exceptions=True)
+        fields.update(_finish(ctx, lg, fields["index"], result, to_flush))
     if acks == -1 and to_flush:
         await asyncio.gather(*(broker.logs.flush_for_ack(log, last + 1) for log, last in to_flush))
     if acks == 0:
@@ -55,7 +68,7 @@ def _denied(pd: Any, code: int) -> dict[str, Any]:
 
 
 def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
-            to_flush: list[tuple[Any, int]]) -> dict[str, Any]:
+            to_flush: list[tuple[Any, int]]) -> dict[str, Any] | tuple[Any, Any]:
     def error(code: int, message: str | None = None) -> dict[str, Any]:
         return dict(index=pd.index, error_code=code, base_offset=-1, log_append_time=-1,
                     log_start_offset=-1, error_message=message)
@@ -68,12 +81,30 @@ def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
     if not pd.records:
         return error(ErrorCode.invalid_record, "no record batches")
     try:
-        result = log.append(pd.records, now_ms=now_ms)
+        result = ctx.broker.logs.append(log, pd.records, now_ms)
     except InvalidRecordError as e:
         return error(e.error_code, str(e))
+    if isinstance(result, asyncio.Task):
+        return (log, result)
+    return _appended(ctx, log, topic, pd.index, result, to_flush)
+
+
+def _appended(ctx: RequestContext, log: Any, topic: str, index: int, result: Any,
+              to_flush: list[tuple[Any, int]]) -> dict[str, Any]:
     if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
-        ctx.broker.wake(topic, pd.index)
+        ctx.broker.wake(topic, index)
     to_flush.append((log, result.last_offset))  # a duplicate still waits for its original's fsync
-    return dict(index=pd.index, error_code=0, base_offset=result.base_offset,
+    return dict(index=index, error_code=0, base_offset=result.base_offset,
                 log_append_time=result.log_append_time_ms, log_start_offset=result.log_start_offset,
                 error_message=None)
+
+
+def _finish(ctx: RequestContext, log: Any, index: int, result: Any,
+            to_flush: list[tuple[Any, int]]) -> dict[str, Any]:
+    """The answer for a partition whose batches were sealed in a worker thread."""
+    if isinstance(result, InvalidRecordError):
+        return dict(error_code=result.error_code, base_offset=-1, log_append_time=-1,
+                    log_start_offset=-1, error_message=str(result))
+    if isinstance(result, BaseException):
+        raise result
+    return _appended(ctx, log, log.topic, index, result, to_flush)
