@@ -41,9 +41,44 @@ def encrypted(work_dir: Path) -> Variant:
                    about="log.encryption.enable=true: AES-256-GCM per batch, no sendfile")
 
 
-# Name -> factory. A TLS listener variant registers here (its factory writes a CA and a server
-# certificate into work_dir, returns listener_name="SSL" with the ssl.* broker keys, and gives
-# the clients security.protocol=SSL and the CA).
+def tls(work_dir: Path) -> Variant:
+    """An SSL listener with a self-signed certificate for 127.0.0.1 (TLS 1.3, the default)."""
+    cert, key = work_dir / "bench-tls-cert.pem", work_dir / "bench-tls-key.pem"
+    if not cert.exists():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _self_signed(cert, key)
+    return Variant("tls", {"ssl.certfile": str(cert), "ssl.keyfile": str(key)},
+                   {"security.protocol": "SSL", "ssl.ca.location": str(cert)},
+                   about="SSL listener: TLS on every connection, no sendfile", listener_name="SSL")
+
+
+def _self_signed(cert_path: Path, key_path: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sediment-bench")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 VARIANTS: dict[str, Callable[[Path], Variant]] = {
     "encrypt": encrypted,
+    "tls": tls,
 }

@@ -28,9 +28,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from security.acl import AclBinding
 from security.credentials import ScramCredential
-from security.keys import KeyProvider, WrappedKey, new_data_key
+from security.keys import KeyProvider, KeysError, WrappedKey, new_data_key
 from tiering.remote.store import ObjectStore
 
+from service.config import ConfigError
 from service.metadata import MetadataStore, TopicRecord
 from service.txn.coordinator import txn_from_json, txn_to_json
 
@@ -61,14 +62,15 @@ async def open_snapshot(raw: bytes, keys: KeyProvider | None) -> dict[str, objec
     if doc.get("format") != ENCRYPTED_FORMAT:
         return doc
     if keys is None:
-        raise ValueError(f"{SNAPSHOT_KEY} is encrypted under key {doc.get('key_id')!r}, but no key "
-                         "provider is configured (remote.keyring or remote.kms.key.id)")
-    data_key = await keys.unwrap(WrappedKey.from_b64(str(doc["key_id"]), str(doc["wrapped"])))
-    ciphertext = base64.b64decode(doc["ciphertext"])
+        raise ConfigError("remote.keyring", f"the bucket's {SNAPSHOT_KEY} is encrypted under key "
+                          f"{doc.get('key_id')!r}: configure the key ring (or remote.kms.key.id) "
+                          "that wrote it")
     try:
-        body = AESGCM(data_key).decrypt(base64.b64decode(doc["nonce"]), ciphertext, _AAD)
-    except InvalidTag:
-        raise ValueError(f"{SNAPSHOT_KEY} fails authentication (tampered or another key)") from None
+        data_key = await keys.unwrap(WrappedKey.from_b64(str(doc["key_id"]), str(doc["wrapped"])))
+        body = AESGCM(data_key).decrypt(base64.b64decode(doc["nonce"]), base64.b64decode(doc["ciphertext"]), _AAD)
+    except (KeysError, InvalidTag, ValueError, KeyError) as e:
+        raise ConfigError("remote.keyring", f"the bucket's {SNAPSHOT_KEY} cannot be opened with the "
+                          f"configured keys ({type(e).__name__}: {e or 'authentication failed'})") from None
     return json.loads(body)
 
 
