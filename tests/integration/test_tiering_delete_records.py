@@ -5,6 +5,7 @@ deleted from the bucket, and no consumer can read below it from either tier."""
 from __future__ import annotations
 
 from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from . import ck
 from .helpers import unique_topic
@@ -24,7 +25,9 @@ RECORDS = 300
 
 
 def _delete_records(bootstrap: str, topic: str, offset: int) -> int:
-    fs = ck.admin(bootstrap).delete_records([TopicPartition(topic, 0, offset)], request_timeout=15)
+    # A client of its own: one cached from before a broker restart may still hold stale metadata.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fs = admin.delete_records([TopicPartition(topic, 0, offset)], request_timeout=15)
     [fut] = fs.values()
     return fut.result(20).low_watermark
 
@@ -100,7 +103,8 @@ def test_delete_records_moves_the_start_of_both_tiers(tiered_factory, tmp_path):
     _assert_out_of_range(_first_error(b.bootstrap, topic, 0))
 
     # Beyond the high watermark: OFFSET_OUT_OF_RANGE, nothing changes.
-    fs = ck.admin(b.bootstrap).delete_records([TopicPartition(topic, 0, RECORDS + 1)], request_timeout=15)
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    fs = admin.delete_records([TopicPartition(topic, 0, RECORDS + 1)], request_timeout=15)
     [fut] = fs.values()
     assert ck.future_error_code(fut) == KafkaError.OFFSET_OUT_OF_RANGE
     assert ck.watermarks(b.bootstrap, topic, 0) == (local_cut, RECORDS)
