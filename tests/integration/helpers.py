@@ -262,3 +262,31 @@ def api_versions_roundtrip(bootstrap: str, correlation_id: int = 7) -> dict[int,
     error, keys, _ = parse_api_versions_v3(resp[4:])
     assert error == 0
     return keys
+
+
+def kio_call(bootstrap: str, request, api_key: int, version: int, *, raw: bool = False,
+             timeout: float = 15):
+    """One kio-encoded request on a raw socket: the decoded response, or with raw=True the
+    response bytes after its header (for answers kio cannot read back, e.g. -1 timestamps)."""
+    import io
+
+    from kio.index import load_response_schema
+    from kio.serial import entity_reader, entity_writer
+
+    header_cls = type(request).__header_schema__
+    buf = io.BytesIO()
+    entity_writer(header_cls)(buf, header_cls(request_api_key=api_key, request_api_version=version,
+                                              correlation_id=17, client_id="raw"))
+    entity_writer(type(request))(buf, request)
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        body = s.recv(size, socket.MSG_WAITALL)
+    response_cls = load_response_schema(api_key, version)
+    header, offset = entity_reader(response_cls.__header_schema__)(body, 0)
+    assert header.correlation_id == 17
+    if raw:
+        return body[offset:]
+    resp, _ = entity_reader(response_cls)(body, offset)
+    return resp

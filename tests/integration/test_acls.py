@@ -6,9 +6,7 @@ aiokafka and kafka-python. The principal is User:ANONYMOUS on the PLAINTEXT list
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import socket
 import struct
 import subprocess
 import time
@@ -21,6 +19,7 @@ from confluent_kafka.admin import (
 )
 
 from .ck import consumer, create_topic, future_error_code, producer
+from .helpers import kio_call
 from .conftest import sediment_command
 
 ME = "User:ANONYMOUS"
@@ -392,29 +391,6 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
     assert sorted(_admin(b.bootstrap).list_topics(timeout=10).topics) == ["c"]
 
 
-def _call(bootstrap: str, request, api_key: int, version: int, *, raw: bool = False):
-    """One kio-encoded request on a raw socket; the decoded response (or its bytes after the header)."""
-    from kio.index import load_response_schema
-    from kio.serial import entity_reader, entity_writer
-
-    header_cls = type(request).__header_schema__
-    buf = io.BytesIO()
-    entity_writer(header_cls)(buf, header_cls(request_api_key=api_key, request_api_version=version,
-                                              correlation_id=5, client_id="raw"))
-    entity_writer(type(request))(buf, request)
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
-        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
-        body = s.recv(size, socket.MSG_WAITALL)
-    response_cls = load_response_schema(api_key, version)
-    header, offset = entity_reader(response_cls.__header_schema__)(body, 0)
-    assert header.correlation_id == 5
-    if raw:
-        return body[offset:]
-    resp, _ = entity_reader(response_cls)(body, offset)
-    return resp
-
 
 def _bad_acl_requests_get_per_binding_errors(bootstrap: str) -> None:
     """Input clients would refuse to send: every binding gets its own answer, the good one is kept."""
@@ -430,7 +406,7 @@ def _bad_acl_requests_get_per_binding_errors(bootstrap: str) -> None:
     req = CreateAclsRequest(creations=(
         creation(rt=1), creation(rt=9), creation(pt=2), creation(pt=1), creation(op=1), creation(perm=1),
         creation(name=""), creation(rt=4, name="other-cluster"), creation(name="good-one")))
-    resp = _call(bootstrap, req, 30, 3)
+    resp = kio_call(bootstrap, req, 30, 3)
     assert [int(r.error_code) for r in resp.results] == [42] * 8 + [0]
     assert [r.error_message for r in resp.results] == [
         "Invalid resourceType ANY", "Invalid resourceType UNKNOWN", "Invalid patternType MATCH",
@@ -438,17 +414,17 @@ def _bad_acl_requests_get_per_binding_errors(bootstrap: str) -> None:
         "Resource name should not be empty",
         "The only valid name for the CLUSTER resource is kafka-cluster", None]
     # DescribeAcls needs DESCRIBE on the cluster, implied by the ALTER granted: the good one is there
-    described = _call(bootstrap, DescribeAclsRequest(
+    described = kio_call(bootstrap, DescribeAclsRequest(
         resource_type_filter=i8(2), resource_name_filter="good-one", pattern_type_filter=i8(3),
         principal_filter=None, host_filter=None, operation=i8(1), permission_type=i8(1)), 29, 3)
     assert int(described.error_code) == 0
     assert [(r.resource_name, [(a.principal, int(a.operation)) for a in r.acls]) for r in described.resources] == \
         [("good-one", [("User:x", 3)])]
-    unknown = _call(bootstrap, DescribeAclsRequest(
+    unknown = kio_call(bootstrap, DescribeAclsRequest(
         resource_type_filter=i8(0), resource_name_filter=None, pattern_type_filter=i8(1),
         principal_filter=None, host_filter=None, operation=i8(1), permission_type=i8(1)), 29, 3)
     assert int(unknown.error_code) == 42
-    deleted = _call(bootstrap, DeleteAclsRequest(filters=(
+    deleted = kio_call(bootstrap, DeleteAclsRequest(filters=(
         DeleteAclsFilter(resource_type_filter=i8(2), resource_name_filter=None, pattern_type_filter=i8(1),
                          principal_filter=None, host_filter=None, operation=i8(0), permission_type=i8(1)),
         DeleteAclsFilter(resource_type_filter=i8(2), resource_name_filter="good-one", pattern_type_filter=i8(2),
@@ -519,7 +495,7 @@ def _denials_over_the_wire(bootstrap: str) -> None:
             name="c", partitions=(OffsetDeleteRequestPartition(partition_index=i32(0)),)),)),
          lambda r: r.error_code),
     ]
-    assert [int_codes(get(_call(bootstrap, req, key, version))) for key, version, req, get in group_apis] == [
+    assert [int_codes(get(kio_call(bootstrap, req, key, version))) for key, version, req, get in group_apis] == [
         30, 30, 30, 30, [30],
         [(30, []), (0, ["c"])],  # cg-1 committed c in the transaction test
         30,
@@ -549,12 +525,12 @@ def _denials_over_the_wire(bootstrap: str) -> None:
         (26, 3, EndTxnRequest(transactional_id="tx-other", producer_id=i64(1), producer_epoch=i16(0), committed=True),
          lambda r: r.error_code),
     ]
-    got = [int_codes(get(_call(bootstrap, req, key, version))) for key, version, req, get in txn_apis]
+    got = [int_codes(get(kio_call(bootstrap, req, key, version))) for key, version, req, get in txn_apis]
     assert got[0] == [53]
     assert got[1] == {"c": [55], "nope": [29]}  # the allowed partition is not attempted
     assert got[2:] == [53, 30, [29], 53]
     # DescribeTransactions (kio cannot read the -1 start time back): throttle, one state, its code
-    body = _call(bootstrap, DescribeTransactionsRequest(transactional_ids=("tx-other",)), 65, 0, raw=True)
+    body = kio_call(bootstrap, DescribeTransactionsRequest(transactional_ids=("tx-other",)), 65, 0, raw=True)
     assert body[4] == 2 and struct.unpack_from(">h", body, 5)[0] == 53
 
     topic_apis = [
@@ -580,7 +556,7 @@ def _denials_over_the_wire(bootstrap: str) -> None:
          lambda r: (r.error_code, [p.error_code for t in r.responses for p in t.partitions])),
     ]
     started = time.monotonic()
-    assert [int_codes(get(_call(bootstrap, req, key, version))) for key, version, req, get in topic_apis] == [
+    assert [int_codes(get(kio_call(bootstrap, req, key, version))) for key, version, req, get in topic_apis] == [
         [29], [29], [29], [29], [53], (0, [29])]
     assert time.monotonic() - started < 5  # a fetch of nothing readable answers at once
 

@@ -11,12 +11,9 @@
 from __future__ import annotations
 
 import atexit
-import io
 import json
 import re
 import shutil
-import socket
-import struct
 import subprocess
 import time
 import urllib.request
@@ -30,7 +27,7 @@ from tiering.remote.manifest import PartitionManifest, SegmentState
 
 from . import ck
 from .conftest import Broker, BrokerError, sediment_command
-from .helpers import Plan, Rec, wait_until
+from .helpers import Plan, Rec, kio_call, wait_until
 
 EARLIEST = -2
 LATEST = -1
@@ -306,24 +303,6 @@ def rotate_keyring(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _call(bootstrap: str, request, api_key: int, version: int):
-    from kio.index import load_response_schema
-    from kio.schema.request_header.v2.header import RequestHeader
-    from kio.serial import entity_reader, entity_writer
-
-    buf = io.BytesIO()
-    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=api_key, request_api_version=version,
-                                                    correlation_id=23, client_id="tier-it"))
-    entity_writer(type(request))(buf, request)
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=15) as s:
-        s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
-        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
-        body = s.recv(size, socket.MSG_WAITALL)
-    assert struct.unpack_from(">i", body)[0] == 23
-    resp, _ = entity_reader(load_response_schema(api_key, version))(body[5:], 0)
-    return resp
-
 
 def list_offset(bootstrap: str, topic: str, partition: int, timestamp: int) -> tuple[int, int, int]:
     """(error_code, offset, timestamp) of ListOffsets v8 for one partition."""
@@ -332,7 +311,7 @@ def list_offset(bootstrap: str, topic: str, partition: int, timestamp: int) -> t
     req = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(
         ListOffsetsTopic(name=topic, partitions=(
             ListOffsetsPartition(partition_index=partition, timestamp=timestamp),)),))
-    resp = _call(bootstrap, req, 2, 8)
+    resp = kio_call(bootstrap, req, 2, 8)
     [t] = resp.topics
     [p] = t.partitions
     return int(p.error_code), int(p.offset), int(p.timestamp)

@@ -3,10 +3,7 @@ read_committed against read_uncommitted, fencing, and a restart in the middle of
 
 from __future__ import annotations
 
-import io
-import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -16,11 +13,9 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from kio.schema.end_txn.v3.request import EndTxnRequest
-from kio.schema.request_header.v2.header import RequestHeader
-from kio.serial import entity_reader, entity_writer
 
 from tests.integration import ck
-from tests.integration.helpers import unique_topic
+from tests.integration.helpers import kio_call, unique_topic
 
 BROKER_SETTINGS = {
     "group.initial.rebalance.delay.ms": 0,
@@ -170,31 +165,11 @@ def test_restart_keeps_committed_results_and_aborts_nothing_twice(module_broker)
     assert [v for _, v in _read_all(b.bootstrap, out_topic, "read_uncommitted")] == [b"committed", b"in-flight"]
 
 
-def _call_raw(bootstrap: str, request, api_key: int, version: int) -> bytes:
-    """One request on a raw socket (kio-encoded); the response body after the header."""
-    buf = io.BytesIO()
-    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=api_key, request_api_version=version,
-                                                    correlation_id=11, client_id="raw"))
-    entity_writer(type(request))(buf, request)
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
-        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
-        body = s.recv(size, socket.MSG_WAITALL)
-    assert struct.unpack_from(">i", body)[0] == 11
-    return body[5:]  # correlation id + empty tagged fields (these APIs are all flexible)
-
-
-def _call(bootstrap: str, request, api_key: int, version: int):
-    from kio.index import load_response_schema
-
-    resp, _ = entity_reader(load_response_schema(api_key, version))(_call_raw(bootstrap, request, api_key, version), 0)
-    return resp
 
 
 def _end_txn_raw(bootstrap: str, txn_id: str, producer_id: int, epoch: int) -> int:
     req = EndTxnRequest(transactional_id=txn_id, producer_id=producer_id, producer_epoch=epoch, committed=True)
-    return int(_call(bootstrap, req, 26, 3).error_code)
+    return int(kio_call(bootstrap, req, 26, 3).error_code)
 
 
 def test_fenced_producer_gets_producer_fenced(module_broker):
@@ -252,7 +227,7 @@ def test_describe_and_list_transactions(module_broker):
     p.produce(topic, value=b"a", partition=0)
     p.produce(topic, value=b"b", partition=1)
     p.flush(10)
-    resp = _call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=(txn_id,)), 65, 0)
+    resp = kio_call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=(txn_id,)), 65, 0)
     (state,) = resp.transaction_states
     assert (state.error_code, state.transactional_id, state.transaction_state) == (0, txn_id, "Ongoing")
     assert state.transaction_timeout.total_seconds() == 45
@@ -260,16 +235,16 @@ def test_describe_and_list_transactions(module_broker):
     assert state.producer_epoch >= 0 and state.producer_id >= 0
     # An unknown id: error 105 and start time -1 (which the codec will not read back, so by hand:
     # throttle int32, array length 2 as uvarint, then error int16 and the id as a compact string).
-    raw = _call_raw(b.bootstrap, DescribeTransactionsRequest(transactional_ids=("no-such-id",)), 65, 0)
+    raw = kio_call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=("no-such-id",)), 65, 0, raw=True)
     assert raw[4] == 2 and struct.unpack_from(">h", raw, 5)[0] == 105
     assert raw[7] == len("no-such-id") + 1 and raw[8:18] == b"no-such-id"
 
-    listed = _call(b.bootstrap, ListTransactionsRequest(state_filters=("Ongoing", "Bogus"),
+    listed = kio_call(b.bootstrap, ListTransactionsRequest(state_filters=("Ongoing", "Bogus"),
                                                         producer_id_filters=(), duration_filter=-1), 66, 1)
     assert listed.error_code == 0 and tuple(listed.unknown_state_filters) == ("Bogus",)
     assert (txn_id, state.producer_id, "Ongoing") in [
         (t.transactional_id, t.producer_id, t.transaction_state) for t in listed.transaction_states]
     p.commit_transaction(30)
-    resp = _call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=(txn_id,)), 65, 0)
+    resp = kio_call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=(txn_id,)), 65, 0)
     assert resp.transaction_states[0].transaction_state == "CompleteCommit"
     assert resp.transaction_states[0].topics == ()

@@ -232,36 +232,10 @@ class UnifiedLog:
             return self.append_prepared(self.prepare_append(records, now_ms=now_ms), now_ms=now_ms)
         config = self._config
         headers = validate_batches(records, config.max_message_bytes)
-        base = self._log_end_offset
-        append_time = now_ms if config.log_append_time else None
-        pending = self._producers.prepare_append(headers, base, append_time)
-        if pending is not None and pending.duplicate is not None:
-            dup = pending.duplicate
-            return AppendResult(
-                base_offset=dup.first_offset,
-                last_offset=dup.last_offset,
-                log_append_time_ms=dup.timestamp if config.log_append_time else -1,
-                log_start_offset=self._log_start_offset,
-                record_bytes=0,
-                duplicate=True,
-            )
         buf = records if isinstance(records, bytearray) else bytearray(records)
-        count = sum(h.last_offset_delta + 1 for h in headers)
-        if self._should_roll(len(buf), base + count - 1, now_ms):
-            self.roll()
-        last = assign_offsets(buf, headers, base, append_time)
-        stamped = [read_header(buf, h.position) for h in headers]
-        self._segments[-1].append(buf, stamped, now_ms)
-        self._log_end_offset = last + 1
-        if pending is not None:
-            self._producers.commit(pending)
-        return AppendResult(
-            base_offset=base,
-            last_offset=last,
-            log_append_time_ms=-1 if append_time is None else append_time,
-            log_start_offset=self._log_start_offset,
-            record_bytes=len(buf),
-        )
+        append_time = now_ms if config.log_append_time else None
+        return self._append_validated(buf, headers, append_time, stamp=append_time,
+                                      record_bytes=len(buf), now_ms=now_ms)
 
     def prepare_append(self, records: bytes | bytearray, *, now_ms: int) -> PreparedAppend:
         """Validate and seal the batches of one produce request without touching the log's
@@ -282,7 +256,12 @@ class UnifiedLog:
     def append_prepared(self, prepared: PreparedAppend, *, now_ms: int) -> AppendResult:
         """Assign offsets to prepared (sealed) batches and write them: the part of an append
         that must happen in arrival order, on the loop."""
-        headers, buf, append_time = prepared.headers, prepared.buf, prepared.append_time
+        return self._append_validated(prepared.buf, prepared.headers, prepared.append_time, stamp=None,
+                                      record_bytes=prepared.plain_size, now_ms=now_ms)
+
+    def _append_validated(self, buf: bytearray, headers: list[BatchHeader], append_time: int | None, *,
+                          stamp: int | None, record_bytes: int, now_ms: int) -> AppendResult:
+        """Producer-state check, offsets (and LogAppendTime when stamp is set), one write."""
         base = self._log_end_offset
         pending = self._producers.prepare_append(headers, base, append_time)
         if pending is not None and pending.duplicate is not None:
@@ -298,7 +277,7 @@ class UnifiedLog:
         count = sum(h.last_offset_delta + 1 for h in headers)
         if self._should_roll(len(buf), base + count - 1, now_ms):
             self.roll()
-        last = assign_offsets(buf, headers, base, None)
+        last = assign_offsets(buf, headers, base, stamp)
         stamped = [read_header(buf, h.position) for h in headers]
         self._segments[-1].append(buf, stamped, now_ms)
         self._log_end_offset = last + 1
@@ -309,7 +288,7 @@ class UnifiedLog:
             last_offset=last,
             log_append_time_ms=-1 if append_time is None else append_time,
             log_start_offset=self._log_start_offset,
-            record_bytes=prepared.plain_size,
+            record_bytes=record_bytes,
         )
 
     def append_control(

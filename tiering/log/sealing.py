@@ -38,7 +38,7 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tiering.records import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, iter_batches, read_header
+from tiering.records import HEADER_SIZE, BatchHeader, iter_batches, read_header
 
 SEALED_EPOCH = -(1 << 31)
 NONCE_SIZE = 12

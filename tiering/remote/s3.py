@@ -514,7 +514,7 @@ class S3Store:
             failed: list[dict] = []
 
             async def attempt():
-                nonlocal pending, failed
+                nonlocal pending
                 resp = await self.client.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True},
