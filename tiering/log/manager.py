@@ -163,6 +163,10 @@ class LogManager:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background = []
+        # Sealed appends still in a worker thread finish before their logs close.
+        tails = list(self._append_tails.values())
+        if tails:
+            await asyncio.gather(*tails, return_exceptions=True)
         await self.flush_all()
         for task in list(self._pending_deletes):
             task.cancel()
