@@ -47,6 +47,12 @@ def admin(bootstrap: str) -> AdminClient:
     return _ADMINS[bootstrap]
 
 
+def forget_admins(addresses) -> None:
+    """Drop the cached admin clients of a stopped broker: they would keep reconnecting to it."""
+    for a in addresses:
+        _ADMINS.pop(a, None)
+
+
 def error_code(exc: BaseException) -> int:
     assert isinstance(exc, KafkaException), f"expected a KafkaException, got {exc!r}"
     err = exc.args[0]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from . import ck
+
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 
@@ -72,6 +74,9 @@ class Broker:
 
     def address(self, listener: str) -> str:
         return f"127.0.0.1:{self.ports[listener]}"
+
+    def addresses(self) -> list[str]:
+        return [self.address(name) for name in self.ports]
 
     @property
     def http_base(self) -> str:
@@ -141,6 +146,7 @@ class Broker:
         """SIGTERM and wait; returns the exit code. Kills and raises if it does not exit."""
         if self.proc is None:
             return None
+        ck.forget_admins(self.addresses())
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -156,6 +162,7 @@ class Broker:
         """SIGKILL, no chance to flush anything."""
         if self.proc is None:
             return None
+        ck.forget_admins(self.addresses())
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
