@@ -275,7 +275,8 @@ class TierManager:
         remote = self.remote_range(lg.topic, lg.partition)
         return lg.log_start_offset if remote is None else min(remote[0], lg.log_start_offset)
 
-    async def read(self, topic: str, partition: int, offset: int, max_bytes: int, min_one: bool) -> bytes | None:
+    async def read(self, topic: str, partition: int, offset: int, max_bytes: int,
+                   min_one: bool) -> bytes | memoryview | None:
         """Whole batches from the remote segment holding offset; None when the offset is not
         remote; b"" when the store did not answer within remote.fetch.max.wait.ms."""
         m = self._manifests.get((topic, partition))

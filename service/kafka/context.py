@@ -62,7 +62,7 @@ class FileRange:
 class SplicedResponse:
     """An encoded response whose record fields are still file ranges: head, then (file|bytes)*."""
 
-    parts: list[bytes | bytearray | FileRange]
+    parts: list[bytes | bytearray | memoryview | FileRange]
 
     @property
     def size(self) -> int:

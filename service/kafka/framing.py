@@ -156,7 +156,7 @@ class FramedConnection(asyncio.BufferedProtocol):
 
     # -- bytes out -----------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self.transport is not None
         self.transport.write(data)
 

@@ -28,7 +28,7 @@ from kio.serial import entity_reader
 from service.config import Listener
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
-from service.kafka.context import Connection, RequestContext, SplicedResponse
+from service.kafka.context import Connection, FileRange, RequestContext, SplicedResponse
 from service.kafka.framing import FrameTooLarge, FramedConnection
 from service.kafka.messages import encode_response, request_reader, response_schema
 from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
@@ -300,7 +300,7 @@ class KafkaServer:
                             answer: SplicedResponse, plaintext: bool) -> None:
         writer.write(_SIZE.pack(answer.size))
         for part in answer.parts:
-            if isinstance(part, (bytes, bytearray)):
+            if not isinstance(part, FileRange):  # bytes, or a view of opened/remote bytes
                 writer.write(part)
                 continue
             await writer.drain()

@@ -31,16 +31,17 @@ def _uvarint(n: int) -> bytes:
 
 
 def splice(correlation_id: int, response: Any, flexible: bool,
-           ranges: list[tuple[bytes, FileRange | bytearray]]) -> SplicedResponse:
-    """`ranges` are (marker, file range or bytes opened from an encrypted segment) in the order
-    their fields appear in the response; bytes are sent as they are, without another copy."""
+           ranges: list[tuple[bytes, FileRange | bytearray | memoryview]]) -> SplicedResponse:
+    """`ranges` are (marker, file range, or bytes: opened from an encrypted segment or read
+    remotely) in the order their fields appear in the response; bytes are sent as they are,
+    without another copy."""
     encoded = encode_response(correlation_id, response)
     old_prefix = 1 if flexible else 4  # compact bytes: uvarint(17) is one byte; legacy: int32
-    parts: list[bytes | FileRange] = []
+    parts: list[bytes | bytearray | memoryview | FileRange] = []
     pos = 0
     for marker, file_range in ranges:
         at = encoded.index(marker, pos)
-        size = len(file_range) if isinstance(file_range, bytearray) else file_range.size
+        size = file_range.size if isinstance(file_range, FileRange) else len(file_range)
         new_prefix = _uvarint(size + 1) if flexible else struct.pack(">i", size)
         parts.append(encoded[pos:at - old_prefix] + new_prefix)
         parts.append(file_range)

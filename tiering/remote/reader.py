@@ -225,14 +225,14 @@ class RemoteReader:
         return data
 
     async def read(self, manifest: PartitionManifest, entry: SegmentEntry, offset: int, max_bytes: int,
-                   min_one: bool = True) -> bytes:
+                   min_one: bool = True) -> bytes | memoryview:
         """Whole batches from the one holding `offset` (at most max_bytes, but at least one
         batch when min_one), all from this remote segment."""
         return await asyncio.wait_for(self._read(manifest, entry, offset, max_bytes, min_one),
                                       self._settings.timeout_s)
 
     async def _read(self, manifest: PartitionManifest, entry: SegmentEntry, offset: int, max_bytes: int,
-                    min_one: bool) -> bytes:
+                    min_one: bool) -> bytes | memoryview:
         ix, data_key = await self._segment(manifest, entry)
         first = ix.chunks.chunks_for_offset(offset)
         if first is None:
@@ -252,7 +252,8 @@ class RemoteReader:
             if h.position + h.size - start > max_bytes and not (min_one and end is None):
                 break
             end = h.position + h.size
-        return b"" if start is None or end is None else data[start:end]
+        # A view, not a copy: the fetch response sends it as it is.
+        return b"" if start is None or end is None else memoryview(data)[start:end]
 
     def _prefetch(self, manifest: PartitionManifest, entry: SegmentEntry, ix: SegmentIndexes, first: int,
                   data_key: bytes | None) -> None:

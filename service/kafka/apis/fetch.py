@@ -212,7 +212,7 @@ async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, 
                 data = data[:sum(b.size for b in lso_cut)]
                 if lso_cut:
                     p.aborted = await tier.aborted_transactions(lg, p.offset, lso_cut[-1].next_offset)
-        p.data = bytes(data)
+        p.data = memoryview(data)  # spliced into the response, not copied through the encoder
         total += len(data)
     return total
 
@@ -227,10 +227,10 @@ def _release(parts: list[_Part]) -> None:
 def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
     s = ctx.schema
     by_topic: dict[tuple[str, uuid.UUID | None], list[Any]] = {}
-    ranges: list[tuple[bytes, FileRange | bytearray]] = []
+    ranges: list[tuple[bytes, FileRange | bytearray | memoryview]] = []
     for p in parts:
         records = p.data if isinstance(p.data, bytes) else b""
-        if isinstance(p.data, (FileRange, bytearray)):  # spliced in after encoding, not copied
+        if isinstance(p.data, (FileRange, bytearray, memoryview)):  # spliced in after encoding, not copied
             records = new_marker()
             ranges.append((records, p.data))
         by_topic.setdefault((p.name, p.topic_id), []).append(s(
