@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from security.files import FileStamp, file_stamp
 
 _RSA_ALGS = {"RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
 _EC_ALGS = {"ES256": (hashes.SHA256, "P-256", 32), "ES384": (hashes.SHA384, "P-384", 48),
@@ -93,21 +94,19 @@ def parse_jwks(text: str) -> list[Jwk]:
 
 
 class JwksFile:
-    """A key set file, re-read whenever its modification time or size changes."""
+    """A key set file, re-read whenever it is rewritten or replaced."""
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: FileStamp | None = None
         self._keys: list[Jwk] = []
 
     def keys(self) -> list[Jwk]:
-        try:
-            st = os.stat(self._path)
-        except OSError as e:
+        stamp = file_stamp(self._path)
+        if stamp is None:
             if self._keys:
                 return self._keys  # keep the last good set while the file is being replaced
-            raise JwksError(f"cannot read {self._path}: {e.strerror}") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+            raise JwksError(f"cannot read {self._path}")
         if stamp != self._stamp:
             try:
                 keys = parse_jwks(self._path.read_text())

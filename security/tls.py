@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 
 from cryptography import x509
 
+from security.files import FileStamp, file_stamp
+
 log = logging.getLogger("sediment.tls")
 
 CLIENT_AUTH = ("none", "requested", "required")
@@ -75,15 +77,8 @@ def build_server_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
-def _stamp(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
-    out = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append((0, 0, 0))
-    return tuple(out)
+def _stamp(paths: tuple[str, ...]) -> tuple[FileStamp | None, ...]:
+    return tuple(file_stamp(p) for p in paths)
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,7 @@ class ReloadingTlsContext:
         self._paths = tuple(p for p in (settings.certfile, settings.keyfile, settings.cafile) if p)
         self._stamp = _stamp(self._paths)
         self._contexts = build_server_contexts(settings)  # raises TlsError at start-up
-        self._failed_stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._failed_stamp: tuple[FileStamp | None, ...] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def current(self, client_auth: bool) -> ssl.SSLContext:

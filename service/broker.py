@@ -19,7 +19,7 @@ from tiering.log.config import ConfigError as TopicConfigError
 from tiering.log.config import LogConfig, validate_topic_configs
 from tiering.log.data_keys import PartitionKeys
 from tiering.log.manager import LogManager
-from tiering.log.partition import OffsetOutOfRangeError, UnifiedLog
+from tiering.log.partition import UnifiedLog
 from tiering.remote.reader import ChunkCache
 from tiering.remote.store import ObjectStore
 from tiering.tier import TierManager, TieredTopic
@@ -256,12 +256,7 @@ class Broker:
     async def delete_records(self, lg: UnifiedLog, offset: int) -> int:
         """DeleteRecords on one partition (offset -1 = high watermark); returns the new low
         watermark. On a tiered topic the remote start moves too, so no tier serves older data."""
-        if offset == -1:
-            offset = lg.high_watermark
-        if not 0 <= offset <= lg.high_watermark:
-            raise OffsetOutOfRangeError(
-                f"cannot delete records before {offset}: high watermark is {lg.high_watermark}",
-                log_start_offset=lg.log_start_offset, log_end_offset=lg.log_end_offset)
+        offset = lg.delete_records_target(offset)
         topic = self.topics.get(lg.topic)
         if self.tier is not None and topic is not None:
             cfg = self.topic_config(topic)

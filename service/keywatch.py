@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
+from security.files import FileStamp, file_stamp
 from security.keys import KeyProvider, KeysError, LocalKeyProvider, load_keyring
 
 from tiering.log.data_keys import DataKeyError
@@ -36,13 +36,13 @@ class KeyRingWatcher:
         self._keys = keys
         self._logs = logs
         self._tier = tier
-        self._mtime: tuple[int, int] | None = None
+        self._mtime: FileStamp | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not isinstance(self._keys, LocalKeyProvider) or self._path is None:
             return
-        self._mtime = self._stat()
+        self._mtime = file_stamp(self._path)  # type: ignore[arg-type]
         self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
@@ -51,20 +51,12 @@ class KeyRingWatcher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def _stat(self) -> tuple[int, int] | None:
-        # Rotation replaces the file by rename: the inode changes even within one mtime tick.
-        try:
-            st = os.stat(self._path)  # type: ignore[arg-type]
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_ino
-
     async def _loop(self) -> None:
         pending = True  # a pass at start: a rotation while the broker was down
         while True:
             if not pending:
                 await asyncio.sleep(self._interval)
-                mtime = self._stat()
+                mtime = file_stamp(self._path)  # type: ignore[arg-type]
                 if mtime is None or mtime == self._mtime:
                     continue
                 self._mtime = mtime

@@ -110,8 +110,11 @@ class TierManager:
         if m is None:
             m = await self._uploader.load_manifest(topic.name, topic.topic_id, partition)
             self._manifests[key] = m
-            self.metrics.remote_bytes[key] = sum(e.object_size for e in m.committed())
+            self._count_remote_bytes(m)
         return m
+
+    def _count_remote_bytes(self, m: PartitionManifest) -> None:
+        self.metrics.remote_bytes[(m.topic, m.partition)] = sum(e.object_size for e in m.committed())
 
     def _lock(self, key: tuple[str, int]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -182,7 +185,7 @@ class TierManager:
             self.metrics.segments_uploaded += 1
             self.metrics.bytes_uploaded += entry.object_size
             self.metrics.upload_seconds += time.monotonic() - started
-            self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
+            self._count_remote_bytes(m)
 
     async def _reload(self, topic: TieredTopic, p: int) -> None:
         """After a failed upload: re-read the manifest and remove what the attempt left."""
@@ -225,7 +228,7 @@ class TierManager:
             start = m.log_start_offset if m.log_start_offset is not None else doomed[-1].last_offset + 1
             if lg.log_start_offset < start <= lg.high_watermark:
                 lg.delete_records_before(start)
-            self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
+            self._count_remote_bytes(m)
             log.info("remote retention deleted %d segments of %s-%d", len(doomed), topic.name, p)
 
     async def delete_records(self, topic: TieredTopic, p: int, lg: UnifiedLog, offset: int) -> int:
@@ -239,7 +242,7 @@ class TierManager:
                 for e in m.below_start():
                     await self._delete_entry(m, e)
                     self.metrics.segments_deleted += 1
-                self.metrics.remote_bytes[(topic.name, p)] = sum(e.object_size for e in m.committed())
+                self._count_remote_bytes(m)
             if offset > lg.log_start_offset:
                 lg.delete_records_before(offset)
             return self.log_start_offset(lg)
@@ -351,11 +354,10 @@ class TierManager:
 
     def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
         m = self._manifests.get((topic, partition))
-        committed = m.committed() if m is not None else []
-        if not committed:
-            return None
         start = m.log_start_offset if m is not None else None
-        committed = [e for e in committed if start is not None and e.max_timestamp_offset >= start]
+        if m is None or start is None:
+            return None
+        committed = [e for e in m.committed() if e.max_timestamp_offset >= start]
         if not committed:
             return None
         best = max(committed, key=lambda e: (e.max_timestamp, -e.base_offset))

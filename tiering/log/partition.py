@@ -492,17 +492,23 @@ class UnifiedLog:
 
     # --- deletion --------------------------------------------------------------------------
 
-    def delete_records_before(self, offset: int) -> int:
-        """DeleteRecords: move the log start to offset (-1 = high watermark), checkpoint it
-        (fsync: blocking), and drop the segments wholly below it. Returns the new log start."""
+    def delete_records_target(self, offset: int) -> int:
+        """DeleteRecords' offset checked against the high watermark (-1 means the high
+        watermark); raises OffsetOutOfRangeError outside [0, high watermark]."""
         if offset == -1:
-            offset = self.high_watermark
+            return self.high_watermark
         if offset < 0 or offset > self.high_watermark:
             raise OffsetOutOfRangeError(
                 f"cannot delete records before {offset}: high watermark is {self.high_watermark}",
                 log_start_offset=self._log_start_offset,
                 log_end_offset=self._log_end_offset,
             )
+        return offset
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start to offset (-1 = high watermark), checkpoint it
+        (fsync: blocking), and drop the segments wholly below it. Returns the new log start."""
+        offset = self.delete_records_target(offset)
         if offset > self._log_start_offset:
             self._log_start_offset = offset
             _write_checkpoint(self.dir / LOG_START_CHECKPOINT, offset, durable=True)

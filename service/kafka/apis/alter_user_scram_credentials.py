@@ -36,31 +36,19 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
 
     for d in req.deletions:
         mech = SCRAM_BY_WIRE_ID.get(int(d.mechanism))
-        if not d.name:
-            fail(d.name, UNACCEPTABLE_CREDENTIAL, "Username must not be empty")
-        elif mech is None:
-            fail(d.name, UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism")
-        elif seen[(d.name, int(d.mechanism))] > 1:
-            fail(d.name, DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request")
-        elif broker.credentials.get(d.name, mech.name) is None:
-            fail(d.name, RESOURCE_NOT_FOUND, "Attempt to delete a user credential that does not exist")
+        error = _shared_error(d, mech, seen)
+        if error is None and broker.credentials.get(d.name, mech.name) is None:
+            error = RESOURCE_NOT_FOUND, "Attempt to delete a user credential that does not exist"
+        if error is not None:
+            fail(d.name, *error)
         else:
             deletes.setdefault(d.name, []).append(mech.name)
     for u in req.upsertions:
         mech = SCRAM_BY_WIRE_ID.get(int(u.mechanism))
         iterations = int(u.iterations)
-        if not u.name:
-            fail(u.name, UNACCEPTABLE_CREDENTIAL, "Username must not be empty")
-        elif mech is None:
-            fail(u.name, UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism")
-        elif seen[(u.name, int(u.mechanism))] > 1:
-            fail(u.name, DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request")
-        elif iterations < MIN_ITERATIONS:
-            fail(u.name, UNACCEPTABLE_CREDENTIAL, f"Too few iterations (minimum {MIN_ITERATIONS})")
-        elif iterations > MAX_ITERATIONS:
-            fail(u.name, UNACCEPTABLE_CREDENTIAL, f"Too many iterations (maximum {MAX_ITERATIONS})")
-        elif not u.salt or len(u.salted_password) != mech.digest_size:
-            fail(u.name, UNACCEPTABLE_CREDENTIAL, "Salt or salted password is missing or malformed")
+        error = _shared_error(u, mech, seen) or _credential_error(u, mech, iterations)
+        if error is not None:
+            fail(u.name, *error)
         else:
             cred = credential_from_salted(mech, bytes(u.salt), bytes(u.salted_password), iterations)
             upserts.setdefault(u.name, []).append((mech.name, cred))
@@ -77,3 +65,24 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             await broker.put_scram_credential(user, mech_name, cred)
         results.append(s("AlterUserScramCredentialsResult", user=user, error_code=0, error_message=None))
     return s.response(throttle_time=0, results=tuple(results))
+
+
+def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[int, str] | None:
+    """The checks deletions and upsertions share: a name, a known mechanism, once per request."""
+    if not alteration.name:
+        return UNACCEPTABLE_CREDENTIAL, "Username must not be empty"
+    if mech is None:
+        return UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism"
+    if seen[(alteration.name, int(alteration.mechanism))] > 1:
+        return DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request"
+    return None
+
+
+def _credential_error(u: Any, mech: Any, iterations: int) -> tuple[int, str] | None:
+    if iterations < MIN_ITERATIONS:
+        return UNACCEPTABLE_CREDENTIAL, f"Too few iterations (minimum {MIN_ITERATIONS})"
+    if iterations > MAX_ITERATIONS:
+        return UNACCEPTABLE_CREDENTIAL, f"Too many iterations (maximum {MAX_ITERATIONS})"
+    if not u.salt or len(u.salted_password) != mech.digest_size:
+        return UNACCEPTABLE_CREDENTIAL, "Salt or salted password is missing or malformed"
+    return None
