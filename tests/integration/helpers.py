@@ -281,8 +281,9 @@ def kio_call(bootstrap: str, request, api_key: int, version: int, *, raw: bool =
     host, port = bootstrap.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as s:
         s.sendall(struct.pack(">i", len(buf.getvalue())) + buf.getvalue())
-        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
-        body = s.recv(size, socket.MSG_WAITALL)
+        # Not recv(MSG_WAITALL): a socket with a timeout is non-blocking underneath, so that
+        # returns early when a response arrives in pieces (header, then sendfile'd records).
+        body = recv_frame(s)
     response_cls = load_response_schema(api_key, version)
     header, offset = entity_reader(response_cls.__header_schema__)(body, 0)
     assert header.correlation_id == 17

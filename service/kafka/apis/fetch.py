@@ -226,14 +226,19 @@ def _release(parts: list[_Part]) -> None:
 
 def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
     s = ctx.schema
-    by_topic: dict[tuple[str, uuid.UUID | None], list[Any]] = {}
+    # As Kafka's FetchResponse.of: partitions keep the request's order, and a topic gets a new
+    # entry whenever the topic changes (a request may list A-0, B-0, A-1). The splice below
+    # needs the record fields in exactly the order they are encoded.
+    topics: list[tuple[str, uuid.UUID | None, list[Any]]] = []
     ranges: list[tuple[bytes, FileRange | bytearray | memoryview]] = []
     for p in parts:
         records = p.data if isinstance(p.data, bytes) else b""
         if isinstance(p.data, (FileRange, bytearray, memoryview)):  # spliced in after encoding, not copied
             records = new_marker()
             ranges.append((records, p.data))
-        by_topic.setdefault((p.name, p.topic_id), []).append(s(
+        if not topics or topics[-1][:2] != (p.name, p.topic_id):
+            topics.append((p.name, p.topic_id, []))
+        topics[-1][2].append(s(
             "PartitionData", partition_index=p.partition, error_code=p.error,
             high_watermark=p.hw, last_stable_offset=p.lso, log_start_offset=p.log_start,
             aborted_transactions=None if p.error or p.aborted is None else tuple(
@@ -242,7 +247,7 @@ def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
             records=records))
     responses = tuple(
         s("FetchableTopicResponse", topic=name, topic_id=topic_id, partitions=tuple(ps))
-        for (name, topic_id), ps in by_topic.items()
+        for name, topic_id, ps in topics
     )
     response = s.response(throttle_time=0, error_code=0, session_id=0, responses=responses)
     try:
