@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import pytest
@@ -313,16 +314,18 @@ async def test_gives_up_after_max_attempts(proxy, bucket):
 
 
 async def test_unreachable_endpoint_is_unavailable(bucket):
-    from tests.moto_server import free_port
-
-    s = S3Store(bucket, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=2,
-                backoff_base=0.01, connect_timeout=1)
-    await s.start()
-    try:
-        with pytest.raises(StoreUnavailable):
-            await s.head("x")
-    finally:
-        await s.close()
+    # A port bound but never listened on refuses connections, and while we hold it no other
+    # process can start serving on it.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        s = S3Store(bucket, endpoint_url=f"http://127.0.0.1:{held.getsockname()[1]}", max_attempts=2,
+                    backoff_base=0.01, connect_timeout=1)
+        await s.start()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await s.head("x")
+        finally:
+            await s.close()
 
 
 async def test_upload_rate_limit(moto, bucket):
