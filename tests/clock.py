@@ -1,8 +1,9 @@
-"""A fake clock for tests: time moves only when a sleep or the test moves it."""
+"""Fake clocks for tests: time moves only when a sleep or the test moves it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class FakeClock:
@@ -22,3 +23,33 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)  # still a suspension point, as a real sleep is
+
+
+class LoopClock:
+    """Stands in for a running event loop's clock: loop time moves only when advanced, so
+    call_later timers (session timeouts, rebalance delays) fire exactly when a test says.
+
+    Nothing may sleep on the loop while it is installed: a sleep would never end.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.now = loop.time()
+
+    def time(self) -> float:
+        return self.now
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        # Due timers run in the next loop iteration; the second yield lets them finish.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], max_yields: int = 1000) -> None:
+    """Yield to the loop until predicate holds: for tasks that need a few loop iterations
+    to get going. Counts iterations, not time, so a busy machine cannot break it."""
+    for _ in range(max_yields):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not true after {max_yields} loop iterations")
