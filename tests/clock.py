@@ -1,8 +1,9 @@
-"""Fake clocks for tests: time moves only when a sleep or the test moves it."""
+"""Fake clocks and condition waits for tests: no test measures the wall clock."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 
@@ -53,3 +54,14 @@ async def until(predicate: Callable[[], bool], max_yields: int = 1000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"not true after {max_yields} loop iterations")
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Wait until predicate holds, for work done by threads or timers on the real clock: the
+    asyncio twin of wait_until in tests/integration/helpers.py. The timeout only bounds a
+    failing test; a passing one returns as soon as the condition holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true after {timeout}s")
+        await asyncio.sleep(interval)
