@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from security.acl import AclBinding, AclFilter, Authorizer, parse_super_users
 from security.audit import AuditLog
@@ -151,6 +151,7 @@ class Broker:
         if self.tls is not None:
             await self.tls.start()
         await self.kafka.start()
+        self.cluster = replace(self.cluster, advertised=_with_bound_ports(self.cluster.advertised, self.kafka.bound))
         self.ready = True
         log.info("broker %d of cluster %s ready", self.cluster.node_id, cluster_id)
 
@@ -374,6 +375,12 @@ class Broker:
                     waiting.discard(fut)
                     if not waiting:
                         del self._waiters[k]
+
+
+def _with_bound_ports(advertised: dict[str, Listener], bound: dict[str, tuple[str, int]]) -> dict[str, Listener]:
+    """A listener on port 0 gets a port from the system; advertise that one, as Kafka does."""
+    return {name: replace(l, port=bound[name][1]) if l.port == 0 and name in bound else l
+            for name, l in advertised.items()}
 
 
 def _new_cluster_id() -> str:

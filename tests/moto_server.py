@@ -4,51 +4,72 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
+import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from typing import IO
 
 
 class MotoServer:
-    """`moto_server` on a free 127.0.0.1 port; `url` once started."""
+    """`moto_server` on a free 127.0.0.1 port; `port` and `url` once started."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
         self.proc: subprocess.Popen | None = None
+        self._output: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
+        """moto binds port 0 itself and prints the port it got: no other process can take a
+        port between our choosing it and moto binding it."""
         exe = Path(sys.executable).parent / "moto_server"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        # Its output goes to a file, not a pipe nobody reads: moto logs every request.
+        self._output = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            cmd + ["-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            cmd + ["-H", "127.0.0.1", "-p", "0"],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+                break
+            self.port = self.port or self._announced_port()
+            if self.port and self._answers():
                 return
-            except urllib.error.HTTPError:
-                return  # it answers
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)  # poll interval while it boots
+        output = self._printed()
         self.stop()
-        raise RuntimeError("moto_server did not answer in time")
+        raise RuntimeError(f"moto_server did not answer in time: {output[-400:]!r}")
+
+    def _printed(self) -> bytes:
+        assert self._output is not None
+        self._output.seek(0)
+        return self._output.read()
+
+    def _announced_port(self) -> int:
+        """The port from werkzeug's ` * Running on http://127.0.0.1:PORT` line; 0 until then."""
+        found = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", self._printed())
+        return int(found.group(1)) if found else 0
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+        except urllib.error.HTTPError:
+            return True  # an error status is an answer
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -59,6 +80,9 @@ class MotoServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
 
 SLOW_DOWN = (

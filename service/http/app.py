@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
     from service.broker import Broker
+
+log = logging.getLogger("sediment.http")
 
 BROKER_KEY: web.AppKey["Broker"] = web.AppKey("broker")
 
@@ -77,12 +80,15 @@ class HttpServer:
     def __init__(self, broker: "Broker", host: str, port: int) -> None:
         self._app = make_app(broker)
         self._host, self._port = host, port
+        self.port = port
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port, reuse_address=True).start()
+        self.port = self._runner.addresses[0][1]  # the real one when port 0 was asked for
+        log.info("HTTP API on %s:%d", self._host, self.port)
 
     async def close(self) -> None:
         if self._runner is not None:

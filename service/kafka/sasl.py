@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from security.sasl import SaslAuthenticationError, SaslExchange, SaslMechanisms
@@ -55,6 +56,7 @@ class SaslSession:
     exchange: SaslExchange | None = None
     reauthenticating: bool = False
     close_delay_s: float | None = None  # set on failure: close (after this delay) once answered
+    monotonic: Callable[[], float] = time.monotonic  # session expiry's clock; tests pass their own
 
     # -- which requests may pass ---------------------------------------------------------------
 
@@ -63,7 +65,7 @@ class SaslSession:
         stage = self.stage
         if stage is Stage.DONE:
             if api_key != SASL_HANDSHAKE and conn.session_expiry is not None \
-                    and time.monotonic() >= conn.session_expiry:
+                    and self.monotonic() >= conn.session_expiry:
                 raise NotAllowed(f"SASL session of {conn.principal} expired: re-authentication required")
             return
         if stage is Stage.HANDSHAKE and api_key in (API_VERSIONS, SASL_HANDSHAKE):
@@ -139,7 +141,7 @@ class SaslSession:
         conn.principal = step.principal
         conn.mechanism = exchange.mechanism
         conn.authenticated = True
-        conn.session_expiry = None if lifetime is None else time.monotonic() + lifetime / 1000
+        conn.session_expiry = None if lifetime is None else self.monotonic() + lifetime / 1000
         log.debug("authenticated %s with %s from %s:%d%s", step.principal, exchange.mechanism,
                   conn.client_host, conn.client_port, f" for {lifetime} ms" if lifetime is not None else "")
         self.stage, self.exchange, self.reauthenticating = Stage.DONE, None, False

@@ -91,7 +91,7 @@ class KafkaServer:
             server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
-            log.info("listening on %s", listener)
+            log.info("listening on %s://%s:%d", listener.name, *self.bound[listener.name])
 
     def _framed(self, listener: Listener) -> FramedConnection:
         return FramedConnection(self._max_request, _HEAD.size, lambda c: self._on_connect(listener, c))

@@ -7,6 +7,7 @@ the data dir. Failing tests get the tail of that log attached to their report.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 from . import ck
 
 READY_TIMEOUT_S = 20.0
+READY_LINE = re.compile(rb"broker \d+ of cluster \S+ ready")  # service/broker.py, end of start()
 STOP_TIMEOUT_S = 15.0
 
 
@@ -57,11 +59,17 @@ class Broker:
         self.log_path = self.base_dir / "broker.log"
         self.settings = {k: str(v) for k, v in (settings or {}).items()}
         # Security protocols to listen with (one port each); PLAINTEXT alone by default.
-        self.ports = {name: free_port() for name in (listeners or ["PLAINTEXT"])}
-        self.port = self.ports.get("PLAINTEXT") or next(iter(self.ports.values()))
-        self.http_port = free_port()
+        self._listener_names = listeners or ["PLAINTEXT"]
+        self._pick_ports()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.served = False  # once it has served, its ports are known to clients and stay
+        self._log_mark = 0
+
+    def _pick_ports(self) -> None:
+        self.ports = {name: free_port() for name in self._listener_names}
+        self.port = self.ports.get("PLAINTEXT") or next(iter(self.ports.values()))
+        self.http_port = free_port()
 
     # -- addresses -------------------------------------------------------------------------
     @property
@@ -95,11 +103,44 @@ class Broker:
         return cmd
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> "Broker":
+        """Start and wait until ready. A free port can be taken by another process between
+        picking it and the broker binding it: then start again, on new ports if no client
+        knows the old ones yet, else on the same ports once their holder lets go."""
         assert not self.running, "broker already running"
+        deadline = time.monotonic() + timeout
+        while True:
+            self._launch()
+            try:
+                self.wait_ready(max(deadline - time.monotonic(), 0.0))
+            except BrokerError:
+                if not self._lost_port_race() or time.monotonic() >= deadline:
+                    raise
+                if not self.served:
+                    self._pick_ports()
+                continue
+            self.served = True
+            return self
+
+    def _log_since_start(self) -> bytes:
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_mark)
+            return log.read()
+
+    def _logged_ready(self) -> bool:
+        return READY_LINE.search(self._log_since_start()) is not None
+
+    def _lost_port_race(self) -> bool:
+        """Whether the last start failed because a port was in use."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        return b"address already in use" in self._log_since_start().lower()
+
+    def _launch(self) -> None:
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
             log.flush()
+            self._log_mark = log.tell()
             env = dict(os.environ)
             env.setdefault("PYTHONUNBUFFERED", "1")
             self.proc = subprocess.Popen(
@@ -111,8 +152,6 @@ class Broker:
                 env=env,
                 start_new_session=True,
             )
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -125,7 +164,9 @@ class Broker:
                 )
             try:
                 with urllib.request.urlopen(self.http_base + "/health/ready", timeout=1) as r:
-                    if r.status == 200:
+                    # Another process may have taken our port and be the one answering: only
+                    # our own broker's log line says that it bound its ports and is ready.
+                    if r.status == 200 and self._logged_ready():
                         return
                     last = f"HTTP {r.status}"
             except urllib.error.HTTPError as e:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, TopicPartition
@@ -208,6 +207,10 @@ def test_three_mixed_members_share_partitions_then_survive_a_leave_and_a_kill(mo
         survivor.stop()
 
 
+def rebalances_logged(broker, group: str) -> int:
+    return broker.log_path.read_text().count(f"group {group} preparing to rebalance")
+
+
 def test_static_member_restart_keeps_its_partitions_without_a_rebalance(module_broker):
     bs = module_broker.bootstrap
     topic, group = create_topic(bs, 6), unique_topic("g")
@@ -225,6 +228,8 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(module_b
         other_id = next(m.member_id for m in before.members if m.group_instance_id is None)
         events = list(other.events)
         assert events == ["assign"]
+        rebalances = rebalances_logged(module_broker, group)
+        assert rebalances > 0  # forming the group was logged, so the count below can move
         static.stop()  # a static member does not leave the group on close
         after_close = describe(bs, group)
         assert len(after_close.members) == 2 and after_close.state.name == "STABLE"
@@ -234,7 +239,9 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(module_b
         try:
             wait_until(lambda: restarted.assigned, 20, what="the restarted member's assignment")
             assert restarted.assigned == static_share
-            time.sleep(1.0)  # a rebalance, if one were (wrongly) started, would show by now
+            # The broker logs a rebalance as it starts one, so one started by the rejoin
+            # would be logged by the time the rejoined member has its assignment.
+            assert rebalances_logged(module_broker, group) == rebalances
             assert other.events == events  # no revoke, no new assignment
             now = describe(bs, group)
             assert other_id in {m.member_id for m in now.members}

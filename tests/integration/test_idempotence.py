@@ -17,7 +17,6 @@ import uuid
 import pytest
 
 from . import ck
-from .conftest import free_port
 
 PRODUCE = 0
 INIT_PRODUCER_ID = 22
@@ -62,6 +61,7 @@ class DroppingProxy:
 
         async def boot() -> None:
             self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
 
         self._loop.run_until_complete(boot())
@@ -117,10 +117,12 @@ def proxied(broker_factory):
     proxies: list[DroppingProxy] = []
 
     def make(drops: int, **settings) -> tuple[object, DroppingProxy]:
-        port = free_port()
-        b = broker_factory({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}", **settings})
-        proxy = DroppingProxy(port, b.port, drops).start()
+        # The proxy binds first, on a port of its own choosing, so no other process can take
+        # the advertised port meanwhile; it learns the broker's port once the broker is up.
+        proxy = DroppingProxy(0, 0, drops).start()
         proxies.append(proxy)
+        b = broker_factory({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy.port}", **settings})
+        proxy.broker_port = b.port
         return b, proxy
 
     yield make

@@ -213,9 +213,7 @@ def test_small_garbage_frame_close_connection(module_broker, healthy):
 def test_oversized_frame_closes_connection_without_reading_it(module_broker, healthy):
     with connect(module_broker.bootstrap) as s:
         s.sendall(struct.pack(">i", 2 * 1024 * 1024) + request_header_v1(API_VERSIONS, 0, 1))
-        t0 = time.monotonic()
-        _closed_or_error(s)
-        assert time.monotonic() - t0 < 5
+        _closed_or_error(s)  # the body never comes: only a broker that does not wait for it closes
     # Exactly over the limit by one byte is refused too; a request within the limit is served.
     with connect(module_broker.bootstrap) as s:
         s.sendall(struct.pack(">i", MAX_REQUEST + 1) + b"\x00" * 16)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import socket
 import uuid
 
 import pytest
 from aiobotocore.session import get_session
 
+from tests.clock import FakeClock
 from tests.moto_server import FaultProxy, MotoServer
 from tiering.remote.s3 import S3Store
 from tiering.remote.store import ObjectNotFound, ObjectStore, StoreUnavailable, open_store
@@ -294,42 +295,57 @@ async def test_failed_part_aborts_the_upload(proxy, bucket, s3):
 
 
 async def test_gives_up_after_max_attempts(proxy, bucket):
-    s = await through(proxy, bucket, max_attempts=3)
+    clock = FakeClock()
+    s = await through(proxy, bucket, max_attempts=3, clock=clock)
     try:
         proxy.fail_next = -1  # fail everything
-        started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             await s.put("x", b"data")
         assert proxy.requests == 3
         with pytest.raises(StoreUnavailable):
             await s.get("x")
         assert proxy.requests == 6
-        assert time.monotonic() - started < 5
+        # Two jittered backoffs per call, each within its full-jitter bound; none after the last.
+        bounds = [0.01, 0.02, 0.01, 0.02]
+        assert len(clock.sleeps) == len(bounds)
+        assert all(0 <= pause <= bound for pause, bound in zip(clock.sleeps, bounds))
     finally:
         await s.close()
 
 
 async def test_unreachable_endpoint_is_unavailable(bucket):
-    from tests.moto_server import free_port
-
-    s = S3Store(bucket, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=2,
-                backoff_base=0.01, connect_timeout=1)
-    await s.start()
-    try:
-        with pytest.raises(StoreUnavailable):
-            await s.head("x")
-    finally:
-        await s.close()
+    # A port bound but never listened on refuses connections, and while we hold it no other
+    # process can start serving on it.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        s = S3Store(bucket, endpoint_url=f"http://127.0.0.1:{held.getsockname()[1]}", max_attempts=2,
+                    backoff_base=0.01, connect_timeout=1)
+        await s.start()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await s.head("x")
+        finally:
+            await s.close()
 
 
 async def test_upload_rate_limit(moto, bucket):
-    s = S3Store(bucket, endpoint_url=moto.url, upload_rate_bytes=4 * MIB)
+    """Single PUTs and multipart parts both wait on the limiter: 4 MiB/s in 1 MiB buckets."""
+    clock = FakeClock()
+    s = S3Store(bucket, endpoint_url=moto.url, upload_rate_bytes=4 * MIB, part_size=5 * MIB,
+                clock=clock)
     await s.start()
     try:
-        started = time.monotonic()
         await s.put("limited", b"r" * (2 * MIB))
-        assert time.monotonic() - started >= 0.35
+        assert clock.sleeps == [0.25, 0.25]
         assert await s.get("limited") == b"r" * (2 * MIB)
+
+        async def parts():
+            yield b"m" * (5 * MIB)
+            yield b"m" * (2 * MIB)
+
+        await s.put_stream("limited-multipart", parts())
+        assert clock.sleeps == [0.25] * 9
+        assert await s.get("limited-multipart") == b"m" * (7 * MIB)
     finally:
         await s.close()
 

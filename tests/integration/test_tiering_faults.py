@@ -47,16 +47,17 @@ def _broker(tiered_factory, remote, proxy, tmp_path, **settings):
     return tiered_factory(remote, ring, settings=settings, endpoint=proxy.url)
 
 
-def _poll_window(b, assignments, seconds: float):
-    """Consume for `seconds`; returns ({partition: [(offset, key, value, headers, arrival s)]},
-    [errors]) with arrival times measured from the start."""
+def _poll_window(b, assignments, seconds: float, done=None):
+    """Consume for `seconds`, or with `done` until done(got) holds (then `seconds` only bounds a
+    failing test); returns ({partition: [(offset, key, value, headers, arrival s)]}, [errors])
+    with arrival times measured from the start."""
     c = ck.consumer(b.bootstrap, **{"fetch.error.backoff.ms": 100})
     got: dict[int, list] = {}
     errors = []
     started = time.monotonic()
     try:
         c.assign([TopicPartition(t, p, off) for t, p, off in assignments])
-        while time.monotonic() - started < seconds:
+        while time.monotonic() - started < seconds and not (done is not None and done(got)):
             msg = c.poll(0.2)
             if msg is None:
                 continue
@@ -131,7 +132,8 @@ def test_reads_retry_through_errors_and_never_return_wrong_bytes(tiered_factory,
     proxy.fail_status = 500
     proxy.fail_next = -1
     failed_before = proxy.failed
-    got, _ = _poll_window(b, [(topic, 0, 0), (topic, 1, 0)], 8)
+    got, _ = _poll_window(b, [(topic, 0, 0), (topic, 1, 0)], 60,
+                          done=lambda got: len(got.get(1, [])) == 5 and proxy.failed > failed_before)
     for off, key, value, headers, _ in got.get(0, []):
         assert (0, off, key, value, headers) == expected[off], f"wrong record at offset {off}"
     assert proxy.failed > failed_before, "the reads never reached the store"

@@ -4,11 +4,15 @@ continues the log after the remote end."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection, TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
+
+from security.keys import LocalKeyProvider
+from service.snapshot import SNAPSHOT_KEY, open_snapshot
 
 from . import ck
 from .helpers import Plan, unique_topic, wait_until
@@ -50,6 +54,14 @@ def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {tp.partition: tp.offset for tp in res.topic_partitions}
 
 
+def _snapshot_offsets(remote, ring: Path, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets as the bucket's cluster snapshot holds them."""
+    if SNAPSHOT_KEY not in remote.keys():
+        return {}
+    snap = asyncio.run(open_snapshot(remote.read(SNAPSHOT_KEY), LocalKeyProvider.from_file(ring)))
+    return {p: o for g, t, p, o, *_ in snap["offsets"] if (g, t) == (group, topic)}
+
+
 @pytest.mark.parametrize("kind,how", [("file", "stop"), ("s3", "kill")])
 def test_new_broker_on_empty_disk_serves_the_bucket(tiered_factory, tmp_path, kind, how):
     remote = make_remote(kind, tmp_path)
@@ -82,7 +94,9 @@ def test_new_broker_on_empty_disk_serves_the_bucket(tiered_factory, tmp_path, ki
     if how == "stop":
         a.stop()  # a clean stop writes a last snapshot
     else:
-        time.sleep(2.5)  # several remote.snapshot.interval.ms after the commit
+        # Killed, it writes no last snapshot: the periodic one must hold the commit first.
+        wait_until(lambda: _snapshot_offsets(remote, ring, group, topic) == COMMITTED, 30,
+                   interval=0.2, what="the committed offsets in the bucket's snapshot")
         a.kill()
 
     b = tiered_factory(remote, ring, name="second")

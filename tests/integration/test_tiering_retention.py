@@ -3,19 +3,11 @@ directory store, real segments)."""
 
 from __future__ import annotations
 
-import socket
-
 from service.broker import Broker
 from service.config import load_config
 from tests.unit.conftest import make_batch
 
 NOW = 1_700_000_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _objects(root) -> list[str]:
@@ -25,8 +17,8 @@ def _objects(root) -> list[str]:
 async def test_retention_and_delete_topic_remove_remote_objects(tmp_path):
     remote = tmp_path / "bucket"
     config = load_config(None, {
-        "data.dir": str(tmp_path / "data"), "listeners": f"PLAINTEXT://127.0.0.1:{_free_port()}",
-        "http.listener": f"127.0.0.1:{_free_port()}", "remote.url": remote.as_uri(),
+        "data.dir": str(tmp_path / "data"), "listeners": "PLAINTEXT://127.0.0.1:0",
+        "http.listener": "127.0.0.1:0", "remote.url": remote.as_uri(),
         "remote.upload.check.interval.ms": "600000"}, environ={})
     broker = Broker(config)
     await broker.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -13,20 +12,16 @@ from service.config import load_config
 from service.telemetry import Telemetry
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_each_request_gets_a_span_with_api_version_client_and_topics(tmp_path):
-    port, http = _free_port(), _free_port()
-    config = load_config(None, {"data.dir": str(tmp_path), "listeners": f"PLAINTEXT://127.0.0.1:{port}",
-                                "http.listener": f"127.0.0.1:{http}"}, environ={})
+    # Port 0: the broker binds whatever port is free and advertises that one.
+    config = load_config(None, {"data.dir": str(tmp_path), "listeners": "PLAINTEXT://127.0.0.1:0",
+                                "http.listener": "127.0.0.1:0"}, environ={})
     exporter = InMemorySpanExporter()
     broker = Broker(config, Telemetry(span_exporter=exporter))
     await broker.start()
     try:
+        port = broker.kafka.bound["PLAINTEXT"][1]
+        assert broker.cluster.endpoint_for("PLAINTEXT").port == port
         producer = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", client_id="tracer-test")
         await producer.start()
         try:

@@ -3,8 +3,6 @@ and aborts transactions open past their timeout. In-process broker on a real soc
 
 from __future__ import annotations
 
-import socket
-
 from service.broker import Broker
 from service.config import load_config
 from service.txn.coordinator import (
@@ -13,15 +11,9 @@ from service.txn.coordinator import (
 from tests.unit.conftest import make_batch
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(data_dir, **extra):
-    return load_config(None, {"data.dir": str(data_dir), "listeners": f"PLAINTEXT://127.0.0.1:{_free_port()}",
-                              "http.listener": f"127.0.0.1:{_free_port()}", **extra}, environ={})
+    return load_config(None, {"data.dir": str(data_dir), "listeners": "PLAINTEXT://127.0.0.1:0",
+                              "http.listener": "127.0.0.1:0", **extra}, environ={})
 
 
 async def _broker_with_open_txn(data_dir, state: str) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from security.acl import (
     PatternType as PT, ResourceType as RT, parse_super_users,
 )
 from security.audit import AuditLog
+from tests.clock import eventually
 
 ALICE, BOB = "User:alice", "User:bob"
 HOST = "10.0.0.1"
@@ -252,7 +253,8 @@ def test_audit_log_writes_json_lines(tmp_path, caplog):
         audit = AuditLog(path)
         await audit.start()
         audit.denied(ALICE, HOST, Op.WRITE, RT.TOPIC, "a")
-        await asyncio.sleep(0.5)  # the writer task flushes on its own
+        # The writer task flushes on its own, no close() needed.
+        await eventually(lambda: path.exists() and path.read_text().endswith("\n"))
         assert len(path.read_text().splitlines()) == 1
         audit.acl_change("CREATE", acl(RT.GROUP, "g", Op.READ, pt=PT.PREFIXED), "User:admin", "127.0.0.1")
         await audit.close()

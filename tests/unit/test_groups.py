@@ -9,6 +9,7 @@ import pytest
 
 from service.groups import GroupCoordinator, GroupState, OffsetAndMetadata
 from service.metadata import MetadataStore
+from tests.clock import LoopClock, until
 
 NONE = 0
 ILLEGAL_GENERATION = 22
@@ -52,6 +53,15 @@ async def coord(store):
     await c.start()
     yield c
     await c.close()
+
+
+@pytest.fixture
+async def loop_clock(monkeypatch):
+    """The loop's clock, moved by the test: session and rebalance timers fire on its word."""
+    loop = asyncio.get_running_loop()
+    clock = LoopClock(loop)
+    monkeypatch.setattr(loop, "time", clock.time)
+    return clock
 
 
 async def join(c: GroupCoordinator, member_id: str = "", *, group: str = "g", instance: str | None = None,
@@ -181,7 +191,7 @@ async def test_static_rejoin_keeps_generation_and_assignment(coord):
     # A third, static member joins, then "restarts" with a fresh member id.
     s = await join_new(coord)
     pending = asyncio.create_task(join(coord, s, instance="static-1"))
-    await asyncio.sleep(0.01)
+    await until(lambda: coord.groups["g"].state is GroupState.PREPARING_REBALANCE)
     assert coord.heartbeat("g", gen, ids[0], None) == REBALANCE_IN_PROGRESS
     rejoins = await asyncio.gather(*(join(coord, m) for m in ids))
     r = await pending
@@ -201,11 +211,15 @@ async def test_static_rejoin_keeps_generation_and_assignment(coord):
     assert coord.heartbeat("g", gen2, ids[0], None) == NONE  # nobody else had to rebalance
 
 
-async def test_session_expiry_rebalances_to_the_survivor(coord):
-    (a, b), gen = await stable_group(coord, 2)
-    for _ in range(8):  # a heartbeats, b is silent
-        await asyncio.sleep(SESSION_MS / 1000 / 4)
-        coord.heartbeat("g", gen, a, None)
+async def test_session_expiry_rebalances_to_the_survivor(coord, loop_clock):
+    (a, b), gen = await stable_group(coord, 2)  # both sessions start now
+    session_s = SESSION_MS / 1000
+    for _ in range(2):  # a heartbeats, b is silent
+        await loop_clock.advance(session_s / 3)
+        assert coord.heartbeat("g", gen, a, None) == NONE
+    await loop_clock.advance(session_s / 3 - 0.001)
+    assert b in coord.groups["g"].members  # a millisecond before its session ends
+    await loop_clock.advance(0.002)
     assert b not in coord.groups["g"].members
     assert coord.heartbeat("g", gen, a, None) == REBALANCE_IN_PROGRESS
     assert coord.heartbeat("g", gen, b, None) == UNKNOWN_MEMBER_ID
@@ -213,13 +227,19 @@ async def test_session_expiry_rebalances_to_the_survivor(coord):
     assert (r.error, r.generation_id, r.leader) == (NONE, gen + 1, a)
 
 
-async def test_rebalance_timeout_drops_members_that_do_not_rejoin(coord):
+async def test_rebalance_timeout_drops_members_that_do_not_rejoin(coord, loop_clock):
     (a, b), gen = await stable_group(coord, 2, rebalance_ms=200, session_ms=5000)
     c = await join_new(coord, rebalance_ms=200, session_ms=5000)
-    t0 = asyncio.get_running_loop().time()
-    joined = await asyncio.gather(join(coord, c, rebalance_ms=200, session_ms=5000),
-                                  join(coord, a, rebalance_ms=200, session_ms=5000))
-    assert asyncio.get_running_loop().time() - t0 >= 0.15
+    joins = asyncio.gather(join(coord, c, rebalance_ms=200, session_ms=5000),
+                           join(coord, a, rebalance_ms=200, session_ms=5000))
+    group = coord.groups["g"]
+    await until(lambda: c in group.members and group.members[a].awaiting_join)
+    await loop_clock.advance(0.199)
+    # b still has a millisecond of the rebalance timeout to rejoin
+    assert group.state is GroupState.PREPARING_REBALANCE and b in group.members
+    await loop_clock.advance(0.002)
+    assert b not in group.members
+    joined = await joins
     assert {r.generation_id for r in joined} == {gen + 1}
     assert set(coord.groups["g"].members) == {a, c}
     assert coord.heartbeat("g", gen, b, None) == UNKNOWN_MEMBER_ID
@@ -230,8 +250,7 @@ async def test_pending_sync_gets_rebalance_in_progress_when_a_member_joins(coord
     r = await join(coord, a)
     b = await join_new(coord)
     pending_join = asyncio.create_task(join(coord, b))
-    await asyncio.sleep(0.01)
-    assert coord.groups["g"].state is GroupState.PREPARING_REBALANCE
+    await until(lambda: coord.groups["g"].state is GroupState.PREPARING_REBALANCE)
     s = await coord.sync_group("g", r.generation_id, a, None, None, None, {a: b"x"})
     assert s.error == REBALANCE_IN_PROGRESS
     await join(coord, a)

@@ -56,11 +56,13 @@ def test_bad_signature(validator, rsa_issuer, ec_issuer):
 
 
 def test_expired_and_not_yet_valid(validator, rsa_issuer):
+    now = 1_700_000_000  # the validator's clock, given: the clock skew allowed is exactly 30 s
     with pytest.raises(JwtError, match="expired"):
-        validator.validate(rsa_issuer.token("alice", lifetime_s=-120, **claims()))
-    validator.validate(rsa_issuer.token("alice", lifetime_s=-5, **claims()))  # within the clock skew
+        validator.validate(rsa_issuer.token("alice", lifetime_s=-31, now=now, **claims()), now=now)
+    validator.validate(rsa_issuer.token("alice", lifetime_s=-30, now=now, **claims()), now=now)
+    validator.validate(rsa_issuer.token("alice", nbf=now + 30, now=now, **claims()), now=now)
     with pytest.raises(JwtError, match="nbf"):
-        validator.validate(rsa_issuer.token("alice", nbf=int(time.time()) + 300, **claims()))
+        validator.validate(rsa_issuer.token("alice", nbf=now + 31, now=now, **claims()), now=now)
 
 
 def test_wrong_audience_and_issuer(validator, rsa_issuer):

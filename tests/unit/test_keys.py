@@ -227,40 +227,14 @@ def test_cli_generate_and_rotate(ring_path, capsys):
 
 @pytest.fixture(scope="module")
 def kms_url():
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.error
-    import urllib.request
-    from pathlib import Path
+    from tests.moto_server import MotoServer
 
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists() and not shutil.which("moto_server"):
-        pytest.skip("moto_server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(exe) if exe.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = MotoServer()
+    server.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 async def test_kms_provider_round_trip_and_failures(kms_url):

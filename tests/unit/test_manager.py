@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clock import eventually
 from tests.unit.conftest import batch_of_size, make_batch
 from tiering.log import manager as manager_mod
 from tiering.log.config import LogConfig
@@ -124,11 +125,7 @@ async def test_interval_policy_does_not_fsync_on_ack(tmp_path: Path, monkeypatch
     r = lg.append(make_batch(1), now_ms=NOW)
     await mgr.flush_for_ack(lg, r.last_offset + 1)
     assert lg.flushed_offset == 0
-    for _ in range(100):
-        if lg.flushed_offset == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert lg.flushed_offset == 1  # the periodic flush got it
+    await eventually(lambda: lg.flushed_offset == 1)  # the periodic flush gets it
     await mgr.close()
 
 
@@ -141,10 +138,7 @@ async def test_background_retention_and_rolls(tmp_path: Path) -> None:
     for _ in range(7):
         lg.append(batch_of_size(100, base_timestamp=wall), now_ms=wall)
     assert [s.base_offset for s in lg.segments] == [0, 3, 6]
-    for _ in range(100):
-        if lg.log_start_offset == 6 and not list(lg.dir.glob("*.deleted")):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: lg.log_start_offset == 6 and not list(lg.dir.glob("*.deleted")))
     assert [s.base_offset for s in lg.segments] == [6]
     assert lg.log_start_offset == 6
     assert sorted(p.name for p in lg.dir.iterdir() if p.suffix in (".log", ".deleted")) == [
@@ -152,11 +146,7 @@ async def test_background_retention_and_rolls(tmp_path: Path) -> None:
     ]
     # segment.ms rolls happen without appends.
     mgr.update_topic_config("t", LogConfig(segment_ms=1, retention_ms=-1))
-    await asyncio.sleep(0.01)
-    for _ in range(100):
-        if len(lg.segments) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(lg.segments) == 2)
     assert [s.base_offset for s in lg.segments] == [6, 7]
     await mgr.close()
 
@@ -170,11 +160,7 @@ async def test_delete_topic(tmp_path: Path) -> None:
     doomed.append(make_batch(1), now_ms=NOW)
     await mgr.delete_topic("a-b")
     assert mgr.logs_for("a-b") == [] and mgr.get("a", 0) is kept
-    for _ in range(100):
-        if sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["a-0"]:
-            break
-        await asyncio.sleep(0.01)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["a-0"]
+    await eventually(lambda: sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["a-0"])
     await mgr.close()
 
 
@@ -204,11 +190,7 @@ async def test_idle_producers_expire_on_a_schedule(tmp_path: Path) -> None:
                          base_timestamp=wall - 120_000), now_ms=wall)
     lg.append(make_batch(1, producer_id=8, producer_epoch=0, base_sequence=0,
                          base_timestamp=wall), now_ms=wall)
-    for _ in range(100):
-        if lg.producer_state.entry(7) is None:
-            break
-        await asyncio.sleep(0.01)
-    assert lg.producer_state.entry(7) is None
+    await eventually(lambda: lg.producer_state.entry(7) is None)
     assert lg.producer_state.entry(8) is not None
     await mgr.run_producer_expiration(wall + 60_000)
     assert lg.producer_state.entry(8) is None

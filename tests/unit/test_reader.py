@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from security.keys import LocalKeyProvider, generate_keyring
+from tests.clock import eventually
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
@@ -115,7 +116,7 @@ async def test_prefetch_warms_the_next_chunks_and_the_cache_stays_bounded(tmp_pa
     cache.start()
     reader = RemoteReader(up, "", cache, ReadSettings(prefetch_chunks=2))
     first = await reader.read(manifest, entry, 0, 4000)
-    await asyncio.sleep(0.1)  # let the prefetch land
+    await eventually(lambda: not reader._prefetching)  # the prefetches have landed
     # The indexes object, the first chunk and the one after it (to cover max_bytes), then two
     # more chunks prefetched.
     assert len(cache) == 4 and store.gets == 5

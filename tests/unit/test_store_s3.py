@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from tiering.remote.s3 import MIN_PART_SIZE, RateLimiter, S3Store, is_retryable
 from tiering.remote.store import StoreError, StoreUnavailable
+from tests.clock import FakeClock
+
+MIB = 1024 * 1024
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -78,16 +80,37 @@ async def test_call_retries_then_gives_up():
     assert calls == 1
 
 
-async def test_call_attempt_and_overall_timeouts():
-    s = S3Store("b", max_attempts=100, backoff_base=0.001, attempt_timeout=0.05, call_timeout=0.3)
+async def test_attempt_timeout_cuts_each_hanging_attempt():
+    clock = FakeClock()
+    s = S3Store("b", max_attempts=3, backoff_base=0.001, attempt_timeout=0.05, clock=clock)
+    calls = 0
 
     async def hangs():
-        await asyncio.sleep(10)
+        nonlocal calls
+        calls += 1
+        await asyncio.Event().wait()  # never answers: only the attempt timeout ends it
 
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match="3 attempt"):
         await s._call("op", hangs)
-    assert time.monotonic() - started < 1.0
+    assert calls == 3
+    assert len(clock.sleeps) == 2  # a backoff between attempts, none after the last
+
+
+async def test_call_timeout_bounds_all_attempts():
+    clock = FakeClock()
+    s = S3Store("b", max_attempts=100, backoff_base=0, attempt_timeout=60, call_timeout=0.5, clock=clock)
+    calls = 0
+
+    async def slow_failure():
+        nonlocal calls
+        calls += 1
+        clock.advance(0.125)  # each attempt spends an eighth of a second, then fails
+        raise TimeoutError()
+
+    with pytest.raises(StoreUnavailable, match="4 attempt"):
+        await s._call("op", slow_failure)
+    assert calls == 4  # 4 x 0.125 s reach the 0.5 s deadline; no fifth attempt starts
+    assert clock.sleeps == [0.0, 0.0, 0.0, 0.0]
 
 
 async def test_non_retryable_local_failures_become_store_errors():
@@ -100,16 +123,47 @@ async def test_non_retryable_local_failures_become_store_errors():
         await s._call("op", bad)
 
 
-async def test_rate_limiter():
-    limiter = RateLimiter(1_000_000)
-    started = time.monotonic()
-    await limiter.acquire(300_000)
-    await limiter.acquire(200_000)
-    assert time.monotonic() - started >= 0.45
-    unlimited = RateLimiter(0)
-    started = time.monotonic()
+# Rates and sizes are powers of two so that every expected sleep is an exact float.
+RATE = 4 * MIB  # bytes/s; the bucket holds a quarter second: 1 MiB
+
+
+async def test_rate_limiter_starts_empty_and_waits_per_bucket():
+    clock = FakeClock()
+    limiter = RateLimiter(RATE, clock)
+    assert limiter.capacity == MIB
+    await limiter.acquire(2 * MIB)
+    assert clock.sleeps == [0.25, 0.25]
+    await limiter.acquire(MIB + MIB // 2)
+    assert clock.sleeps == [0.25, 0.25, 0.25, 0.125]
+    assert clock.now == 0.875
+
+
+async def test_rate_limiter_refills_with_time_up_to_capacity():
+    clock = FakeClock()
+    limiter = RateLimiter(RATE, clock)
+    clock.advance(0.125)  # half a bucket
+    await limiter.acquire(MIB)
+    assert clock.sleeps == [0.125]
+    clock.advance(10.0)  # a long idle spell fills one bucket, no more
+    await limiter.acquire(2 * MIB)
+    assert clock.sleeps == [0.125, 0.25]
+
+
+async def test_rate_limiter_serves_concurrent_callers_in_turn():
+    clock = FakeClock()
+    limiter = RateLimiter(RATE, clock)
+    await asyncio.gather(limiter.acquire(MIB), limiter.acquire(MIB), limiter.acquire(MIB // 2))
+    assert clock.sleeps == [0.25, 0.25, 0.125]
+    assert clock.now == 0.625
+
+
+async def test_rate_limiter_unlimited_and_invalid():
+    clock = FakeClock()
+    unlimited = RateLimiter(0, clock)
     await unlimited.acquire(10**12)
-    assert time.monotonic() - started < 0.1
+    limited = RateLimiter(RATE, clock)
+    await limited.acquire(0)
+    assert clock.sleeps == []
     with pytest.raises(ValueError):
         RateLimiter(-1)
 

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import random
-import time
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import aiohttp
@@ -38,6 +37,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from tiering.clock import Clock, SystemClock
 from .store import (
     ObjectInfo,
     ObjectNotFound,
@@ -118,17 +118,18 @@ class RateLimiter:
     at a time, so concurrent uploads share the rate fairly.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, clock: Clock | None = None) -> None:
         if rate < 0:
             raise ValueError("upload rate limit must be >= 0 bytes/s")
         self.rate = float(rate)
         self.capacity = max(self.rate / 4, 1.0)
+        self._clock: Clock = clock or SystemClock()
         self._tokens = 0.0
-        self._stamp = time.monotonic()
+        self._stamp = self._clock.monotonic()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -141,7 +142,7 @@ class RateLimiter:
                 step = min(remaining, self.capacity)
                 self._refill()
                 if self._tokens < step:
-                    await asyncio.sleep((step - self._tokens) / self.rate)
+                    await self._clock.sleep((step - self._tokens) / self.rate)
                     self._refill()
                 self._tokens -= step
                 remaining -= step
@@ -178,6 +179,7 @@ class S3Store:
         max_pool_connections: int = 32,
         checksums: str = "when_supported",
         profile: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not bucket:
             raise ValueError("S3 store needs a bucket name")
@@ -205,7 +207,8 @@ class S3Store:
         if upload_concurrency < 1:
             raise ValueError("upload_concurrency must be >= 1")
         self.upload_concurrency = upload_concurrency
-        self.limiter = RateLimiter(upload_rate_bytes)
+        self.clock: Clock = clock or SystemClock()
+        self.limiter = RateLimiter(upload_rate_bytes, self.clock)
         self.max_pool_connections = max_pool_connections
         self.checksums = checksums
         self.profile = profile
@@ -277,13 +280,13 @@ class S3Store:
         A ClientError that is not worth retrying is raised as is (callers map 404 and the
         like); any other failure that is not worth retrying becomes a StoreError.
         """
-        deadline = None if self.call_timeout is None else time.monotonic() + self.call_timeout
+        deadline = None if self.call_timeout is None else self.clock.monotonic() + self.call_timeout
         last: BaseException | None = None
         attempts = 0
         while attempts < self.max_attempts:
             timeout = self.attempt_timeout
             if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
+                timeout = min(timeout, deadline - self.clock.monotonic())
                 if timeout <= 0:
                     break
             attempts += 1
@@ -301,9 +304,9 @@ class S3Store:
             if attempts < self.max_attempts:
                 pause = self._backoff(attempts - 1)
                 if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                    pause = min(pause, max(0.0, deadline - self.clock.monotonic()))
                 log.debug("%s: attempt %d failed (%r); retrying in %.3fs", what, attempts, last, pause)
-                await asyncio.sleep(pause)
+                await self.clock.sleep(pause)
         raise StoreUnavailable(
             f"{what} on s3://{self.bucket}: gave up after {attempts} attempt(s): {last!r}"
         ) from last
