@@ -253,3 +253,34 @@ async def test_a_lazy_part_that_comes_up_short_is_a_failed_part() -> None:
     with pytest.raises(_PartFailed):
         await KafkaServer._send_spliced(asyncio.get_running_loop(), writer,  # type: ignore[arg-type]
                                         SplicedResponse([b"head", Short()]), plaintext=True)
+
+
+def test_pieces_are_runs_of_whole_batches_and_a_cut_range_is_refused(tmp_path: Path) -> None:
+    from tiering.log.sealed_read import plan_pieces
+    from tiering.log.sealing import SEAL_OVERHEAD, SealError
+    from tiering.records import validate_batches
+
+    cipher = BatchCipher(new_data_key())
+    sizes = [100, 5000, 30_000, 200, 70_000, 10]  # one batch larger than a piece
+    plain = b"".join(make_batch([b"x" * n], base_offset=i) for i, n in enumerate(sizes))
+    sealed, headers = cipher.seal_batches(plain, validate_batches(plain, 1 << 30))
+    f = tmp_path / "seg"
+    f.write_bytes(sealed)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        pieces = plan_pieces(fd, 0, len(sealed), piece_bytes=40_000)
+        bounds = {h.position for h in headers} | {len(sealed)}
+        assert [p.position for p in pieces] == sorted({p.position for p in pieces})
+        assert all(p.position in bounds and p.position + p.size in bounds for p in pieces)
+        assert sum(p.size for p in pieces) == len(sealed) and sum(p.opened for p in pieces) == len(plain)
+        assert [p.size for p in pieces if p.size > 40_000] == [headers[4].size]  # alone in its piece
+        assert all(p.opened == p.size - SEAL_OVERHEAD * sum(
+            1 for h in headers if p.position <= h.position < p.position + p.size) for p in pieces)
+        with pytest.raises(SealError):
+            plan_pieces(fd, 0, len(sealed) - 7)  # ends inside the last batch
+        with pytest.raises(SealError):
+            plan_pieces(fd, headers[1].position + 3, 1000)  # starts inside a batch
+        with pytest.raises(SealError):
+            plan_pieces(fd, 0, len(sealed) + 100)  # past the end of the file
+    finally:
+        os.close(fd)
