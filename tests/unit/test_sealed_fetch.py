@@ -113,15 +113,15 @@ def _ctx(lg: UnifiedLog, manager: LogManager) -> RequestContext:
                           version=VERSION, correlation_id=5, client_id="unit", schema=response_schema(1, VERSION))
 
 
-def _request(max_bytes: int = 48 << 20) -> FetchRequest:
+def _request_at(offset: int, max_bytes: int = 48 << 20) -> FetchRequest:
     return FetchRequest(max_wait=datetime.timedelta(milliseconds=0), min_bytes=i32(1), max_bytes=i32(max_bytes),
                         forgotten_topics_data=(), topics=(FetchTopic(topic=TopicName("t"), partitions=(
-                            FetchPartition(partition=i32(0), fetch_offset=i64(0),
+                            FetchPartition(partition=i32(0), fetch_offset=i64(offset),
                                            partition_max_bytes=i32(max_bytes)),)),))
 
 
 async def _answer(lg: UnifiedLog, manager: LogManager) -> SplicedResponse:
-    answer = await fetch.handle(_ctx(lg, manager), _request())
+    answer = await fetch.handle(_ctx(lg, manager), _request_at(0))
     assert isinstance(answer, SplicedResponse)
     return answer
 
@@ -224,7 +224,7 @@ async def test_a_batch_failing_mid_answer_closes_the_connection_after_correct_by
     ctx = _ctx(lg, manager)
     server = KafkaServer(ctx.broker, [])
     pending: asyncio.Queue[Any] = asyncio.Queue()
-    first = asyncio.ensure_future(fetch.handle(ctx, _request()))
+    first = asyncio.ensure_future(fetch.handle(ctx, _request_at(0)))
     behind: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     behind.set_result(b"pipelined answer behind the failing one")
     for fut in (first, behind, None):
@@ -284,3 +284,30 @@ def test_pieces_are_runs_of_whole_batches_and_a_cut_range_is_refused(tmp_path: P
             plan_pieces(fd, 0, len(sealed) + 100)  # past the end of the file
     finally:
         os.close(fd)
+
+
+async def test_pipelined_answers_are_written_whole_and_in_order(sealed_log) -> None:
+    lg, values, manager = sealed_log
+    ctx = _ctx(lg, manager)
+    expected = []
+    for offset in (0, len(values) // 2):  # each answer alone, for comparison
+        w = HoldingWriter()
+        one = await fetch.handle(ctx, _request_at(offset))
+        await KafkaServer._send_spliced(asyncio.get_running_loop(), w, one, plaintext=True)  # type: ignore[arg-type]
+        one.close()
+        expected.append(w.output())
+    small = b"an encoded answer between the two"
+    # The later request's answer is ready first; the writer still keeps the request order.
+    second = asyncio.ensure_future(fetch.handle(ctx, _request_at(len(values) // 2)))
+    await second
+    first = asyncio.ensure_future(fetch.handle(ctx, _request_at(0)))
+    middle: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    middle.set_result(small)
+    pending: asyncio.Queue[Any] = asyncio.Queue()
+    for fut in (first, middle, second, None):
+        pending.put_nowait(fut)
+    writer = HoldingWriter(expected[0] + len(small).to_bytes(4, "big") + small + expected[1])
+    await KafkaServer(ctx.broker, [])._send_loop(ctx.conn, writer, pending)  # type: ignore[arg-type]
+    assert writer.written == len(expected[0]) + 4 + len(small) + len(expected[1])
+    assert not writer.aborted and writer.max_held <= PIECE_BYTES + 4096
+
