@@ -310,4 +310,3 @@ async def test_pipelined_answers_are_written_whole_and_in_order(sealed_log) -> N
     await KafkaServer(ctx.broker, [])._send_loop(ctx.conn, writer, pending)  # type: ignore[arg-type]
     assert writer.written == len(expected[0]) + 4 + len(small) + len(expected[1])
     assert not writer.aborted and writer.max_held <= PIECE_BYTES + 4096
-
