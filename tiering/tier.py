@@ -81,7 +81,7 @@ class TierManager:
     async def start(self) -> None:
         """Load every tiered partition's manifest, clean up after crashed uploads, and let an
         empty local log continue after the remote end (a broker rebuilt from the bucket)."""
-        self._cache.start()
+        await self._cache.start()
         for topic in self._topics():
             if not topic.config.remote_storage_enable:
                 continue

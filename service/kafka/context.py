@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
@@ -58,17 +59,40 @@ class FileRange:
         os.close(self.fd)
 
 
+class LazyPart(Protocol):
+    """Bytes made only while the response is written (an encrypted range, opened a piece at
+    a time): the size is exact up front, the bytes are never all held at once. `pieces()`
+    raises when it cannot make them; the length prefix is out by then, so the writer closes
+    the connection instead of sending anything else in their place."""
+
+    @property
+    def size(self) -> int: ...
+
+    def pieces(self) -> AsyncGenerator[bytes | bytearray | memoryview, None]: ...
+
+    def close(self) -> None: ...
+
+
+Part = Union[bytes, bytearray, memoryview, FileRange, LazyPart]
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def part_size(part: Part) -> int:
+    return len(part) if isinstance(part, _BYTES) else part.size
+
+
 @dataclass
 class SplicedResponse:
-    """An encoded response whose record fields are still file ranges: head, then (file|bytes)*."""
+    """An encoded response whose record fields are still file ranges or lazy parts: head,
+    then (file|lazy|bytes)*."""
 
-    parts: list[bytes | bytearray | memoryview | FileRange]
+    parts: list[Part]
 
     @property
     def size(self) -> int:
-        return sum(p.size if isinstance(p, FileRange) else len(p) for p in self.parts)
+        return sum(part_size(p) for p in self.parts)
 
     def close(self) -> None:
         for p in self.parts:
-            if isinstance(p, FileRange):
+            if not isinstance(p, _BYTES):
                 p.close()

@@ -174,3 +174,9 @@ class FramedConnection(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is still buffered (part of an answer that cannot be
+        finished)."""
+        if self.transport is not None:
+            self.transport.abort()

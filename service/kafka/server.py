@@ -28,7 +28,7 @@ from kio.serial import entity_reader
 from service.config import Listener
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
-from service.kafka.context import Connection, FileRange, RequestContext, SplicedResponse
+from service.kafka.context import Connection, FileRange, LazyPart, RequestContext, SplicedResponse
 from service.kafka.framing import FrameTooLarge, FramedConnection
 from service.kafka.messages import encode_response, request_reader, response_schema
 from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
@@ -51,6 +51,10 @@ _LINGER_S = 1.0  # after a failed authentication's answer, how long the client m
 
 class _Close(Exception):
     """Close this connection (after the answers already queued)."""
+
+
+class _PartFailed(Exception):
+    """A lazy part could not make its bytes after the answer's length went out."""
 
 
 class _TlsAccept(asyncio.Protocol):
@@ -276,6 +280,14 @@ class KafkaServer:
                     continue
                 try:
                     await self._send_spliced(loop, writer, answer, conn.plaintext)
+                except _PartFailed as e:
+                    # The frame is cut short: the client drops it with the connection and
+                    # retries (as after a broker restart); it never reads bytes that are not
+                    # the records'. Answers queued behind this one go unanswered too.
+                    log.error("closing %s:%d in the middle of an answer: %s", conn.client_host,
+                              conn.client_port, e)
+                    writer.abort()
+                    break
                 finally:
                     answer.close()
         except (ConnectionError, OSError):
@@ -300,19 +312,46 @@ class KafkaServer:
                             answer: SplicedResponse, plaintext: bool) -> None:
         writer.write(_SIZE.pack(answer.size))
         for part in answer.parts:
-            if not isinstance(part, FileRange):  # bytes, or a view of opened/remote bytes
+            if isinstance(part, (bytes, bytearray, memoryview)):  # encoded, or a view of remote bytes
                 writer.write(part)
                 continue
             await writer.drain()
-            if not plaintext:  # TLS encrypts in user space: copy the range, a chunk at a time
+            if not isinstance(part, FileRange):
+                await KafkaServer._send_lazy(writer, part)
+            elif not plaintext:  # TLS encrypts in user space: copy the range, a chunk at a time
                 for pos in range(part.position, part.position + part.size, _COPY_CHUNK):
                     n = min(_COPY_CHUNK, part.position + part.size - pos)
                     writer.write(await asyncio.to_thread(os.pread, part.fd, n, pos))
                     await writer.drain()
-                continue
-            with open(part.fd, "rb", buffering=0, closefd=False) as f:
-                await loop.sendfile(writer.transport, f, part.position, part.size)
+            else:
+                with open(part.fd, "rb", buffering=0, closefd=False) as f:
+                    await loop.sendfile(writer.transport, f, part.position, part.size)
         await writer.drain()
+
+    @staticmethod
+    async def _send_lazy(writer: FramedConnection, part: LazyPart) -> None:
+        """Write a lazy part's pieces one at a time, each drained before the next is taken,
+        so a slow reader holds back the opening instead of piling up opened bytes."""
+        pieces = part.pieces()
+        sent = 0
+        try:
+            while True:
+                try:
+                    piece = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                except Exception as e:  # whatever it is, the announced bytes cannot follow
+                    raise _PartFailed(str(e) or type(e).__name__) from e
+                sent += len(piece)
+                if sent > part.size:
+                    raise _PartFailed(f"a lazy part made more than its {part.size} bytes")
+                writer.write(piece)
+                del piece
+                await writer.drain()
+        finally:
+            await pieces.aclose()
+        if sent != part.size:
+            raise _PartFailed(f"a lazy part made {sent} of its {part.size} bytes")
 
     @staticmethod
     def _cancel_pending(pending: asyncio.Queue[asyncio.Future[Any] | None]) -> None:

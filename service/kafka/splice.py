@@ -2,7 +2,9 @@
 
 Each record field is encoded as a unique 16-byte marker; after kio writes the response, every
 marker and its length prefix are replaced by the real length and a file range, so the bytes go
-from the page cache to the socket with sendfile instead of through Python.
+from the page cache to the socket with sendfile instead of through Python. A lazy part (an
+encrypted range) is spliced the same way: its length is known, its bytes are made while
+the response is written.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import struct
 from typing import Any
 
-from service.kafka.context import FileRange, SplicedResponse
+from service.kafka.context import Part, SplicedResponse, part_size
 from service.kafka.messages import encode_response
 
 MARKER_SIZE = 16
@@ -31,17 +33,16 @@ def _uvarint(n: int) -> bytes:
 
 
 def splice(correlation_id: int, response: Any, flexible: bool,
-           ranges: list[tuple[bytes, FileRange | bytearray | memoryview]]) -> SplicedResponse:
-    """`ranges` are (marker, file range, or bytes: opened from an encrypted segment or read
-    remotely) in the order their fields appear in the response; bytes are sent as they are,
-    without another copy."""
+           ranges: list[tuple[bytes, Part]]) -> SplicedResponse:
+    """`ranges` are (marker, file range, lazy part, or bytes read remotely) in the order their
+    fields appear in the response; bytes are sent as they are, without another copy."""
     encoded = encode_response(correlation_id, response)
     old_prefix = 1 if flexible else 4  # compact bytes: uvarint(17) is one byte; legacy: int32
-    parts: list[bytes | bytearray | memoryview | FileRange] = []
+    parts: list[Part] = []
     pos = 0
     for marker, file_range in ranges:
         at = encoded.index(marker, pos)
-        size = file_range.size if isinstance(file_range, FileRange) else len(file_range)
+        size = part_size(file_range)
         new_prefix = _uvarint(size + 1) if flexible else struct.pack(">i", size)
         parts.append(encoded[pos:at - old_prefix] + new_prefix)
         parts.append(file_range)

@@ -77,7 +77,7 @@ def _expected(raw: bytes, offset: int, max_bytes: int) -> bytes:
 async def test_reads_match_the_local_segment_exactly(tmp_path, uploaded):
     up, manifest, entry, raw, store = uploaded
     cache = ChunkCache(tmp_path / "cache", 1 << 20)
-    cache.start()
+    await cache.start()
     reader = RemoteReader(up, "", cache, ReadSettings(prefetch_chunks=0))
     for offset, max_bytes in [(0, 1), (0, 5000), (7, 3000), (250, 20_000), (497, 100_000), (499, 10)]:
         got = await reader.read(manifest, entry, offset, max_bytes)
@@ -89,7 +89,7 @@ async def test_reads_match_the_local_segment_exactly(tmp_path, uploaded):
 async def test_chunks_of_one_read_are_fetched_in_parallel_and_cached(tmp_path, uploaded):
     up, manifest, entry, raw, store = uploaded
     cache = ChunkCache(tmp_path / "cache", 1 << 20)
-    cache.start()
+    await cache.start()
     reader = RemoteReader(up, "", cache, ReadSettings(parallel_gets=4, prefetch_chunks=0))
     got = await reader.read(manifest, entry, 0, 60_000)
     assert got == _expected(raw, 0, 60_000)
@@ -113,7 +113,7 @@ async def test_chunks_of_one_read_are_fetched_in_parallel_and_cached(tmp_path, u
 async def test_prefetch_warms_the_next_chunks_and_the_cache_stays_bounded(tmp_path, uploaded):
     up, manifest, entry, raw, store = uploaded
     cache = ChunkCache(tmp_path / "cache", 40 * 1024)  # about five 8 KiB chunks
-    cache.start()
+    await cache.start()
     reader = RemoteReader(up, "", cache, ReadSettings(prefetch_chunks=2))
     first = await reader.read(manifest, entry, 0, 4000)
     await eventually(lambda: not reader._prefetching)  # the prefetches have landed

@@ -272,7 +272,12 @@ async def test_large_appends_are_sealed_in_a_thread_and_land_in_arrival_order(tm
     assert not isinstance(fourth, asyncio.Task) and fourth.base_offset == 2 * n + 1
     sl = lg.read(n, 1 << 20, True)
     assert sl is not None
-    opened = await mgr.read_plain(lg, sl)
+    opening = await mgr.open_range(lg, sl)
+    try:
+        opened = b"".join([piece async for piece in opening.pieces()])
+    finally:
+        opening.close()
+    assert len(opened) == opening.size
     assert MARKER + b"small" in opened and read_header(opened).base_offset == n
     assert all(MARKER not in p.read_bytes() for p in (tmp_path / "t-0").iterdir())
     # A bad request in the chain fails alone; later appends still follow in order.

@@ -21,6 +21,7 @@ from tiering.log.config import LogConfig
 from tiering.log.data_keys import PartitionKeys
 from tiering.log.files import fsync_dir
 from tiering.log.partition import AppendResult, ReadSlice, UnifiedLog
+from tiering.log.sealed_read import SealedRange, plan_pieces
 from tiering.log.sealing import BatchCipher
 from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.segment import LogSegment
@@ -264,11 +265,23 @@ class LogManager:
             if self._append_tails.get(lg) is done:
                 del self._append_tails[lg]
 
-    async def read_plain(self, lg: UnifiedLog, read_slice: ReadSlice) -> bytes | bytearray:
-        """A read slice's batches as clients see them, opened in a thread when large."""
-        if read_slice.size > CRYPTO_INLINE_BYTES:
-            return await asyncio.to_thread(lg.read_bytes, read_slice)
-        return lg.read_bytes(read_slice)
+    async def open_range(self, lg: UnifiedLog, read_slice: ReadSlice) -> SealedRange:
+        """A read slice of an encrypted log as clients will see it, opened piece by piece only
+        while it is written out. Only the batch headers are read now (in a thread when large):
+        they give the opened size. Raises SealError (or OSError) when they do not describe
+        whole batches."""
+        assert lg.cipher is not None, f"{lg} is not encrypted"
+        fd = os.dup(read_slice.fileno)  # the segment may be deleted before the answer is sent
+        try:
+            if read_slice.size > CRYPTO_INLINE_BYTES:
+                pieces = await asyncio.to_thread(plan_pieces, fd, read_slice.position, read_slice.size)
+            else:
+                pieces = plan_pieces(fd, read_slice.position, read_slice.size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return SealedRange(fd, pieces, lg.cipher, label=f"{lg.topic}-{lg.partition}",
+                           inline_bytes=CRYPTO_INLINE_BYTES)
 
     def logs_for(self, topic: str) -> list[UnifiedLog]:
         return sorted((lg for (t, _), lg in self._logs.items() if t == topic), key=lambda lg: lg.partition)

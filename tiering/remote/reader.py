@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -29,73 +30,142 @@ from tiering.remote.uploader import SegmentIndexes, SegmentUploader
 log = logging.getLogger("sediment.remote")
 
 
-class ChunkCache:
-    """Chunks as stored remotely (compressed, encrypted), on local disk, evicted
-    least-recently-used past `max_bytes`."""
+class CacheFiles:
+    """The chunk cache's blocking file work, run in worker threads, never on the event loop
+    (a slow disk would stall every connection). Tests hand in slower ones."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self._dir = directory
-        self._max = max_bytes
-        self._sizes: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._total = 0
-        self.hits = self.misses = 0
+    def read(self, path: Path) -> bytes:
+        return path.read_bytes()
 
-    def start(self) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        for p in self._dir.iterdir():  # a restart forgets the order, not the bytes' validity
+    def write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_suffix(f".{os.urandom(6).hex()}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def unlink(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def clear(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for p in directory.iterdir():  # a restart forgets the order, not the bytes' validity
             p.unlink()
 
-    def _path(self, key: str) -> Path:
-        return self._dir / hashlib.sha256(key.encode()).hexdigest()
+
+@dataclass(eq=False)
+class _Entry:
+    path: Path  # a new name per put: a read of an evicted entry can only miss, never see another's bytes
+    size: int
+
+
+class ChunkCache:
+    """Chunks as stored remotely (compressed, encrypted), on local disk, evicted
+    least-recently-used past `max_bytes`.
+
+    File work runs in worker threads. Changes to the directory (a put with its evictions, a
+    forget) run one at a time under a lock, each to its end even if its caller is cancelled,
+    so the files on disk never exceed max_bytes and `size` is always their exact total. Reads
+    run alongside: an entry evicted while it is read is a miss."""
+
+    def __init__(self, directory: Path, max_bytes: int, files: CacheFiles | None = None) -> None:
+        self._dir = directory
+        self._max = max_bytes
+        self._files = files or CacheFiles()
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._total = 0
+        self._writing: set[str] = set()  # keys with a put under way: a second put of one is dropped
+        self._changes = asyncio.Lock()
+        self._names = itertools.count()
+        self.hits = self.misses = 0
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._files.clear, self._dir)
+
+    def _new_path(self, key: str) -> Path:
+        return self._dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}-{next(self._names)}"
 
     async def get(self, key: str) -> bytes | None:
-        if key not in self._sizes:
+        entry = self._entries.get(key)
+        if entry is None:
             self.misses += 1
             return None
-        self._sizes.move_to_end(key)
-        self.hits += 1
+        self._entries.move_to_end(key)
         try:
-            return await asyncio.to_thread(self._path(key).read_bytes)
-        except FileNotFoundError:
-            self._forget(key)
+            data = await asyncio.to_thread(self._files.read, entry.path)
+        except FileNotFoundError:  # evicted while being read, or removed behind our back
+            if self._entries.get(key) is entry:
+                self._drop(key)
+            self.misses += 1
             return None
+        self.hits += 1
+        return data
 
     async def put(self, key: str, data: bytes) -> None:
-        if len(data) > self._max or key in self._sizes:
+        if len(data) > self._max or key in self._entries or key in self._writing:
             return
-        await asyncio.to_thread(self._write, self._path(key), data)
-        self._sizes[key] = len(data)
-        self._total += len(data)
-        while self._total > self._max:
-            old, _ = next(iter(self._sizes.items()))
-            self._forget(old)
-            try:
-                os.unlink(self._path(old))
-            except FileNotFoundError:
-                pass
+        self._writing.add(key)
+        # Shielded: a write cut off by the caller's cancellation would leave a file no entry
+        # accounts for, and let the next change start while this one's thread still runs.
+        await asyncio.shield(asyncio.ensure_future(self._put(key, data)))
 
-    def _forget(self, key: str) -> None:
-        self._total -= self._sizes.pop(key, 0)
-
-    def forget(self, key: str) -> None:
-        self._forget(key)
+    async def _put(self, key: str, data: bytes) -> None:
         try:
-            os.unlink(self._path(key))
-        except FileNotFoundError:
-            pass
+            async with self._changes:
+                victims = self._evict_for(len(data))
+                path = self._new_path(key)
+                try:
+                    await asyncio.to_thread(self._replace, victims, path, data)
+                except OSError as e:  # a cache that cannot write only costs later GETs
+                    log.warning("chunk cache cannot store %s: %s", key, e)
+                    return
+                self._entries[key] = _Entry(path, len(data))
+                self._total += len(data)
+        finally:
+            self._writing.discard(key)
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(f".{os.urandom(6).hex()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    def _evict_for(self, size: int) -> list[_Entry]:
+        """Least recently used entries to remove so that `size` more bytes fit (under the
+        lock: they are gone from disk before the new file is written)."""
+        victims = []
+        while self._total + size > self._max and self._entries:
+            _, entry = self._entries.popitem(last=False)
+            self._total -= entry.size
+            victims.append(entry)
+        return victims
+
+    def _replace(self, victims: list[_Entry], path: Path, data: bytes) -> None:
+        for v in victims:
+            self._files.unlink(v.path)
+        self._files.write(path, data)
+
+    def _drop(self, key: str) -> _Entry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._total -= entry.size
+        return entry
+
+    async def forget(self, key: str) -> None:
+        """Remove one entry (a damaged file), as one change like a put."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            await asyncio.shield(asyncio.ensure_future(self._forget(key, entry)))
+
+    async def _forget(self, key: str, entry: _Entry) -> None:
+        async with self._changes:
+            if self._entries.get(key) is not entry:  # evicted meanwhile (maybe put again: keep that)
+                return
+            self._drop(key)
+            await asyncio.to_thread(self._files.unlink, entry.path)
 
     @property
     def size(self) -> int:
         return self._total
 
     def __len__(self) -> int:
-        return len(self._sizes)
+        return len(self._entries)
 
 
 class OpenedChunks:
@@ -212,7 +282,7 @@ class RemoteReader:
                 data = await asyncio.to_thread(restore_chunk, blob, chunk, data_key, entry.segment_uuid)
             except TransformError as e:  # a damaged cache file: forget it, GET the chunk again
                 log.warning("cached chunk %s is unusable (%s); fetching it again", cache_key, e)
-                self._cache.forget(cache_key)
+                await self._cache.forget(cache_key)
         if data is None:
             log_key, _ = manifest.keys_for(entry, self._prefix)
             async with self._gets:

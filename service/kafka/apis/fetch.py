@@ -18,13 +18,14 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from tiering.log.partition import OffsetOutOfRangeError
+from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
 from tiering.records import iter_batches
 
 from service.kafka.apis.authz import (
     CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
 )
-from service.kafka.context import FileRange, RequestContext
+from service.kafka.context import FileRange, Part, RequestContext
 from service.kafka.splice import new_marker, splice
 
 READ_COMMITTED = 1
@@ -44,8 +45,8 @@ class _Part:
     log_start: int = -1
     lso: int = -1
     aborted: list[tuple[int, int]] | None = None  # (producer id, first offset); read_committed only
-    # A local file range (sendfile), or bytes: remote, or opened from an encrypted segment.
-    data: FileRange | bytes | bytearray | None = None
+    # A local file range (sendfile), an encrypted one (opened as it is sent), or remote bytes.
+    data: FileRange | SealedRange | bytes | bytearray | memoryview | None = None
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -156,23 +157,49 @@ async def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
 
 
 async def _open_sealed(ctx: RequestContext, sealed: list[tuple[_Part, Any, Any]]) -> int:
-    """Encrypted at rest: no sendfile; the partitions' batches are read and opened concurrently
-    (in worker threads when large). Returns the change to the byte total (opened batches are
-    32 bytes per batch shorter than stored)."""
-    results = await asyncio.gather(*(ctx.broker.logs.read_plain(lg, sl) for _, lg, sl in sealed),
-                                   return_exceptions=True)
+    """Encrypted at rest: no sendfile. Only the ranges' batch headers are read here
+    (concurrently, in worker threads when large); the batches are opened while the answer is
+    written, a piece at a time, so an answer waiting in the queue holds no opened range.
+    Returns the change to the byte total (opened batches are 32 bytes per batch shorter)."""
+    results = await _open_ranges(ctx, sealed)
+    unexpected = next((r for r in results if isinstance(r, BaseException)
+                       and not isinstance(r, (SealError, OSError))), None)
     delta = 0
-    for (p, _, sl), data in zip(sealed, results):
+    for (p, _, sl), opened in zip(sealed, results):
         delta -= sl.size
-        if isinstance(data, BaseException):
-            if not isinstance(data, (SealError, OSError, EOFError)):
-                raise data
-            _log.error("%s-%d at %d: %s", p.name, p.partition, p.offset, data)
+        if isinstance(opened, SealedRange):
+            if unexpected is not None:
+                opened.close()
+                continue
+            p.data = opened
+            delta += opened.size
+        elif unexpected is None:
+            # Headers that do not describe whole batches: caught before anything is sent.
+            _log.error("%s-%d at %d: %s", p.name, p.partition, p.offset, opened)
             p.error = ErrorCode.kafka_storage_error
-            continue
-        p.data = data
-        delta += len(data)
+    if unexpected is not None:
+        raise unexpected
     return delta
+
+
+async def _open_ranges(ctx: RequestContext,
+                       sealed: list[tuple[_Part, Any, Any]]) -> list[SealedRange | BaseException]:
+    """open_range of each, concurrently; if the fetch is cancelled meanwhile, the ranges
+    already made are closed (each holds a descriptor)."""
+    tasks = [asyncio.ensure_future(ctx.broker.logs.open_range(lg, sl)) for _, lg, sl in sealed]
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+            t.add_done_callback(_close_made)
+        raise
+    return [t.exception() or t.result() for t in tasks]
+
+
+def _close_made(task: "asyncio.Future[SealedRange]") -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
 
 
 async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, first: bool,
@@ -219,7 +246,7 @@ async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, 
 
 def _release(parts: list[_Part]) -> None:
     for p in parts:
-        if isinstance(p.data, FileRange):
+        if isinstance(p.data, (FileRange, SealedRange)):
             p.data.close()
         p.data = None
 
@@ -230,10 +257,10 @@ def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
     # entry whenever the topic changes (a request may list A-0, B-0, A-1). The splice below
     # needs the record fields in exactly the order they are encoded.
     topics: list[tuple[str, uuid.UUID | None, list[Any]]] = []
-    ranges: list[tuple[bytes, FileRange | bytearray | memoryview]] = []
+    ranges: list[tuple[bytes, Part]] = []
     for p in parts:
         records = p.data if isinstance(p.data, bytes) else b""
-        if isinstance(p.data, (FileRange, bytearray, memoryview)):  # spliced in after encoding, not copied
+        if isinstance(p.data, (FileRange, SealedRange, bytearray, memoryview)):  # spliced in after encoding
             records = new_marker()
             ranges.append((records, p.data))
         if not topics or topics[-1][:2] != (p.name, p.topic_id):
