@@ -79,6 +79,7 @@ async def test_group_commit_shares_fsyncs(tmp_path: Path, monkeypatch: pytest.Mo
     mgr = LogManager(tmp_path, flush_policy="always")
     await mgr.start()
     lg = mgr.create("t", 0, LogConfig())
+    await asyncio.to_thread(lg.flush)  # the new partition's directory entries
     calls: list[int] = []
     real_fsync = os.fsync
     in_flight = threading.Lock()
