@@ -263,7 +263,7 @@ class Broker:
             if cfg.remote_storage_enable:
                 tiered = TieredTopic(topic.name, str(topic.topic_id), topic.partitions, cfg)
                 return await self.tier.delete_records(tiered, lg.partition, lg, offset)
-        return lg.delete_records_before(offset)
+        return await self.logs.delete_records_before(lg, offset)
 
     async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
         async with self._topic_lock:

@@ -9,6 +9,7 @@ appends on the loop: it only reads segment lists and per-segment dirty flags.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ class UnifiedLog:
         self._parent_unsynced = created_files
         if created_files:
             self._dir_sync.wrote()
+        # Serialises log-start checkpoint writes (in threads): each writes the start current
+        # when it runs, so the file never goes back to an older start.
+        self._checkpoint_lock = threading.Lock()
         # Deleted segments stay open until file.delete.delay.ms is over, so a read slice handed
         # out just before (a sendfile in flight) never sees its descriptor closed or reused.
         self._graveyard: list[tuple[float, LogSegment]] = []
@@ -518,14 +522,26 @@ class UnifiedLog:
         return offset
 
     def delete_records_before(self, offset: int) -> int:
-        """DeleteRecords: move the log start to offset (-1 = high watermark), checkpoint it
-        (fsync: blocking), and drop the segments wholly below it. Returns the new log start."""
+        """DeleteRecords, all blocking: advance_log_start, then checkpoint_log_start.
+        On the event loop use LogManager.delete_records_before, which syncs in a thread."""
+        start = self.advance_log_start(offset)
+        self.checkpoint_log_start()
+        return start
+
+    def advance_log_start(self, offset: int) -> int:
+        """DeleteRecords' bookkeeping (cheap, on the loop): move the log start to offset
+        (-1 = high watermark) and drop the segments wholly below it. Returns the new log start.
+        Not durable until checkpoint_log_start() has run: answer only after it."""
         offset = self.delete_records_target(offset)
         if offset > self._log_start_offset:
             self._log_start_offset = offset
-            _write_checkpoint(self.dir / LOG_START_CHECKPOINT, offset, durable=True)
             self._delete_oldest_while(lambda seg, nxt: nxt is not None and nxt.base_offset <= offset)
         return self._log_start_offset
+
+    def checkpoint_log_start(self) -> None:
+        """Write the current log start to its checkpoint with fsync (blocking: a thread)."""
+        with self._checkpoint_lock:
+            _write_checkpoint(self.dir / LOG_START_CHECKPOINT, self._log_start_offset, durable=True)
 
     def apply_retention(
         self, now_ms: int, may_delete: Callable[[LogSegment], bool] | None = None
