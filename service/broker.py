@@ -34,6 +34,7 @@ from service.errors import (
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
 from service.keywatch import KeyRingWatcher
+from service.loop_lag import LoopLagMonitor
 from service.metadata import MetadataStore, TopicRecord
 from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
@@ -103,6 +104,7 @@ class Broker:
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
+        self.loop_lag = LoopLagMonitor()
         self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
         self._topic_lock = asyncio.Lock()
         self._producer_id_lock = asyncio.Lock()
@@ -112,6 +114,7 @@ class Broker:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.loop_lag.start()
         await self.store.start()
         self.objects = await open_object_store(self.config)
         keys = await open_key_provider(self.config)
@@ -173,6 +176,7 @@ class Broker:
             await self.objects.close()
         await self.store.close()
         await self.audit.close()
+        await self.loop_lag.close()
         self.telemetry.close()
 
     # -- topics ----------------------------------------------------------------------------
