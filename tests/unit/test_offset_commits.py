@@ -152,3 +152,27 @@ async def test_commit_after_delete_groups_survives_it(coord: GroupCoordinator, s
     await blocker
     assert coord.fetch_offsets("g", [("t", 0)])[("t", 0)][0].offset == 9
     assert await stored(tmp_path) == {("g", "t", 0): 9, ("other", "t", 0): 1}
+
+
+async def test_a_failing_write_fails_only_its_own_caller(store: MetadataStore, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = slow_db(store)
+    real = store._transaction
+
+    def refuse_bad(batch: Any) -> None:
+        if any(str(row[0]) == "bad" for stmts in batch for _, rows in stmts for row in rows):
+            raise sqlite3.OperationalError("disk I/O error")
+        real(batch)
+
+    monkeypatch.setattr(store, "_transaction", refuse_bad)
+    first = asyncio.create_task(store.put_offsets("a", [("t", 0, 1, -1, "", 0)]))
+    assert await asyncio.to_thread(slow.entered.wait, WAIT)
+    queued = [asyncio.create_task(store.put_offsets(g, [("t", 0, 2, -1, "", 0)])) for g in ("b", "bad", "c")]
+    await asyncio.sleep(0)
+    slow.release.set()
+    results = await asyncio.gather(first, *queued, return_exceptions=True)
+    assert results[:2] == [None, None] and results[3] is None
+    assert isinstance(results[2], sqlite3.OperationalError)
+    # The shared transaction failed as a whole; each caller was then retried alone.
+    assert slow.transactions == [["a"], ["b"], ["c"]]
+    assert await stored(tmp_path) == {("a", "t", 0): 1, ("b", "t", 0): 2, ("c", "t", 0): 2}
