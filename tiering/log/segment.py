@@ -421,12 +421,8 @@ class LogSegment:
         pairs.frombytes(raw[: len(raw) - len(raw) % INDEX_ENTRY.size])
         if _LITTLE_ENDIAN:
             pairs.byteswap()
-        time_ts = array("q")
-        time_rel = array("i")
         raw_time = _read_file(self._time_fd)
-        for ts, rel in TIME_INDEX_ENTRY.iter_unpack(raw_time[: len(raw_time) - len(raw_time) % 12]):
-            time_ts.append(ts)
-            time_rel.append(rel)
+        time_ts, time_rel = _parse_time_index(raw_time[: len(raw_time) - len(raw_time) % TIME_INDEX_ENTRY.size])
         self._index_pos = pairs[1::2]
         self._index_rel = pairs[0::2]
         self._time_ts = time_ts
@@ -653,6 +649,23 @@ def _pread_exact(fd: int, size: int, position: int) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
+
+
+def _parse_time_index(raw: bytes) -> tuple[array, array]:
+    """(timestamps, relative offsets) of whole 12-byte time index entries. This runs on the
+    loop at a segment's first lookup: a full segment's index has ~260k entries, which a
+    per-entry Python loop takes ~0.1 s over; array slicing does it in C."""
+    words = array("i")
+    words.frombytes(raw)  # three big-endian int32 per entry: ts high, ts low, relative offset
+    if not _LITTLE_ENDIAN:
+        return array("q", [ts for ts, _ in TIME_INDEX_ENTRY.iter_unpack(raw)]), words[2::3]
+    words.byteswap()
+    halves = array("i", bytes(len(raw) // 12 * 8))
+    halves[0::2] = words[1::3]  # an int64 in native (little-endian) order: low word first
+    halves[1::2] = words[0::3]
+    timestamps = array("q")
+    timestamps.frombytes(halves.tobytes())
+    return timestamps, words[2::3]
 
 
 def _read_file(fd: int) -> bytes:
