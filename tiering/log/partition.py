@@ -3,7 +3,8 @@
 Modelled on Kafka's UnifiedLog/LocalLog. All methods are synchronous. append/read/roll and the
 retention bookkeeping are cheap (page-cache writes, renames) and run on the event loop; flush()
 and open() (recovery) block and belong in a thread. flush() may run in a thread concurrently with
-appends on the loop: it only reads segment lists and per-segment dirty flags.
+appends on the loop: it reads segment lists and per-segment write positions, and what each sync
+covers is fixed before it starts (see SyncMark).
 """
 
 from __future__ import annotations
