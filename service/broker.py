@@ -34,6 +34,7 @@ from service.errors import (
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
 from service.keywatch import KeyRingWatcher
+from service.loop_lag import LoopLagMonitor
 from service.metadata import MetadataStore, TopicRecord
 from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
@@ -103,6 +104,7 @@ class Broker:
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
+        self.loop_lag = LoopLagMonitor()
         self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
         self._topic_lock = asyncio.Lock()
         self._producer_id_lock = asyncio.Lock()
@@ -112,6 +114,7 @@ class Broker:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.loop_lag.start()
         await self.store.start()
         self.objects = await open_object_store(self.config)
         keys = await open_key_provider(self.config)
@@ -174,6 +177,7 @@ class Broker:
             await self.objects.close()
         await self.store.close()
         await self.audit.close()
+        await self.loop_lag.close()
         self.telemetry.close()
 
     # -- topics ----------------------------------------------------------------------------
@@ -264,7 +268,7 @@ class Broker:
             if cfg.remote_storage_enable:
                 tiered = TieredTopic(topic.name, str(topic.topic_id), topic.partitions, cfg)
                 return await self.tier.delete_records(tiered, lg.partition, lg, offset)
-        return lg.delete_records_before(offset)
+        return await self.logs.delete_records_before(lg, offset)
 
     async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
         async with self._topic_lock:

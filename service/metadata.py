@@ -14,7 +14,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from security.acl import AclBinding
 from security.credentials import ScramCredential
@@ -80,11 +80,76 @@ CREATE TABLE IF NOT EXISTS scram_credentials (  -- salted forms only, never pass
 """
 
 
+# One caller's writes: statements with their rows, applied together (executemany each).
+Statements = Sequence[tuple[str, Sequence[tuple[object, ...]]]]
+
+
+class GroupCommitWriter:
+    """Shares transactions between concurrent writers (group commit).
+
+    Callers queue their statements and await their own future; while one transaction runs in
+    a thread, later callers gather behind it and all go in the next one. Writes are applied in
+    the order they were queued (a batch holds them in queue order, batches run one at a time),
+    so of two writes to one row the later call always wins, and a caller is answered only once
+    the transaction holding its writes has committed.
+    """
+
+    def __init__(self, apply: Callable[[list[Statements]], list[BaseException | None]]) -> None:
+        # apply runs in a thread: one transaction for the batch, an outcome per caller.
+        self._apply = apply
+        self._pending: list[tuple[Statements, asyncio.Future[None]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def write(self, statements: Statements) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((statements, future))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+        await future
+
+    async def idle(self) -> None:
+        """Wait until every queued write has been applied (before closing the database)."""
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Statements, asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await asyncio.to_thread(self._apply, [stmts for stmts, _ in batch])
+                except Exception as e:
+                    outcomes = [e] * len(batch)
+                for (_, future), error in zip(batch, outcomes):
+                    _settle(future, error)
+                batch = []
+        except BaseException:
+            # Cancelled: nobody will report these writes as done.
+            for _, future in batch + self._pending:
+                _settle(future, RuntimeError("metadata writer stopped"))
+            self._pending = []
+            raise
+        finally:
+            self._drainer = None
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return  # the caller was cancelled: its writes still went in, in order
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class MetadataStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        # Committed offsets of all groups share transactions (and so the WAL syncs).
+        self._offsets = GroupCommitWriter(self._apply_batch)
 
     async def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +163,7 @@ class MetadataStore:
         return db
 
     async def close(self) -> None:
+        await self._offsets.idle()
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
@@ -173,22 +239,54 @@ class MetadataStore:
         return [(str(g), str(t), int(p), int(o), int(e), str(m), int(ts))  # type: ignore[arg-type]
                 for g, t, p, o, e, m, ts in rows]
 
+    def _apply_batch(self, batch: list[Statements]) -> list[BaseException | None]:
+        """One transaction for every caller's statements, in order. Should it fail, each
+        caller's statements are retried in a transaction of their own, so one bad write does
+        not fail the others. Blocking: runs in a thread."""
+        try:
+            self._transaction(batch)
+            return [None] * len(batch)
+        except sqlite3.Error:
+            if len(batch) == 1:
+                raise
+        outcomes: list[BaseException | None] = []
+        for stmts in batch:
+            try:
+                self._transaction([stmts])
+                outcomes.append(None)
+            except sqlite3.Error as e:
+                outcomes.append(e)
+        return outcomes
+
+    def _transaction(self, batch: list[Statements]) -> None:
+        assert self._db is not None, "MetadataStore used before start()"
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for stmts in batch:
+                    for sql, rows in stmts:
+                        self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     async def put_offsets(self, group_id: str, rows: list[tuple[str, int, int, int, str, int]]) -> None:
-        """(topic, partition, offset, leader_epoch, metadata, commit_timestamp) rows, in one transaction."""
-        await asyncio.to_thread(
-            self._run_many,
+        """(topic, partition, offset, leader_epoch, metadata, commit_timestamp) rows, in one
+        transaction, shared with other groups' concurrent writes; returns once committed."""
+        await self._offsets.write([(
             "INSERT OR REPLACE INTO group_offsets (group_id, topic, partition, committed_offset, "
             "leader_epoch, metadata, commit_timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(group_id, *r) for r in rows])
+            [(group_id, *r) for r in rows])])
 
     async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None) -> None:
-        """Delete these partitions' offsets of the group, or all of them (None)."""
+        """Delete these partitions' offsets of the group, or all of them (None). Queued with
+        the commits, so a commit made before (after) it is deleted (kept)."""
         if partitions is None:
-            await self._exec("DELETE FROM group_offsets WHERE group_id = ?", (group_id,))
+            await self._offsets.write([("DELETE FROM group_offsets WHERE group_id = ?", [(group_id,)])])
             return
-        await asyncio.to_thread(
-            self._run_many, "DELETE FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
-            [(group_id, t, p) for t, p in partitions])
+        await self._offsets.write([("DELETE FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
+                                    [(group_id, t, p) for t, p in partitions])])
 
     async def load_group_states(self) -> list[tuple[str, str, int | None]]:
         rows = await self._exec("SELECT group_id, protocol_type, empty_since FROM group_states")

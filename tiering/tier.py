@@ -227,7 +227,7 @@ class TierManager:
             # The partition's start moves with its oldest data: local copies below go too.
             start = m.log_start_offset if m.log_start_offset is not None else doomed[-1].last_offset + 1
             if lg.log_start_offset < start <= lg.high_watermark:
-                lg.delete_records_before(start)
+                await self._logs.delete_records_before(lg, start)
             self._count_remote_bytes(m)
             log.info("remote retention deleted %d segments of %s-%d", len(doomed), topic.name, p)
 
@@ -244,7 +244,7 @@ class TierManager:
                     self.metrics.segments_deleted += 1
                 self._count_remote_bytes(m)
             if offset > lg.log_start_offset:
-                lg.delete_records_before(offset)
+                await self._logs.delete_records_before(lg, offset)
             return self.log_start_offset(lg)
 
     async def _delete_entry(self, m: PartitionManifest, e: SegmentEntry) -> None:

@@ -151,6 +151,7 @@ class Group:
         self.pending_members: dict[str, asyncio.TimerHandle] = {}  # ids handed out, not joined yet
         self.offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         self.pending_txn: dict[int, dict[TopicPartition, OffsetAndMetadata]] = {}  # by producer id
+        self.commits_in_flight = 0  # offset writes queued in the store, not yet in `offsets`
         self.empty_since_ms: int | None = None
         self.join_timer: asyncio.TimerHandle | None = None
         self.join_deadline = 0.0  # loop time by which the initial delayed join must end
@@ -224,7 +225,6 @@ class GroupCoordinator:
         self.offsets_retention_ms = offsets_retention_ms
         self.retention_check_interval_ms = retention_check_interval_ms
         self.groups: dict[str, Group] = {}
-        self._commit_lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._expirer: asyncio.Task[None] | None = None
@@ -646,11 +646,19 @@ class GroupCoordinator:
         return results
 
     async def _write_offsets(self, group_id: str, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        async with self._commit_lock:
+        # No lock: the store applies writes in call order and shares one transaction among
+        # concurrent ones; waiters resume in that order too, so memory follows the same order.
+        # The group is taken before the wait: if it is deleted meanwhile, the offsets land on
+        # the dead group, as the store's delete (queued after this write) removes them there.
+        group = self._group(group_id)
+        group.commits_in_flight += 1
+        try:
             await self.store.put_offsets(group_id, [
                 (t, p, o.offset, o.leader_epoch, o.metadata or "", o.commit_timestamp)
                 for (t, p), o in offsets.items()])
-            self._group(group_id).offsets.update(offsets)
+        finally:
+            group.commits_in_flight -= 1
+        group.offsets.update(offsets)
 
     def fetch_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None,
                       require_stable: bool = False) -> dict[TopicPartition, tuple[OffsetAndMetadata | None, int]]:
@@ -686,13 +694,13 @@ class GroupCoordinator:
         return NONE, results
 
     async def _delete_offsets(self, group: Group, partitions: list[TopicPartition]) -> None:
-        present = [tp for tp in partitions if tp in group.offsets]
-        if not present:
+        # Not filtered by what memory holds: a commit still in flight is not there yet, and
+        # this delete, queued after it, must remove it.
+        if not partitions:
             return
-        async with self._commit_lock:
-            await self.store.delete_offsets(group.group_id, present)
-            for tp in present:
-                group.offsets.pop(tp, None)
+        await self.store.delete_offsets(group.group_id, partitions)
+        for tp in partitions:
+            group.offsets.pop(tp, None)
 
     # -- transactional offsets (TxnOffsetCommit) -------------------------------------------
 
@@ -758,9 +766,8 @@ class GroupCoordinator:
         if self.groups.get(group.group_id) is group:
             del self.groups[group.group_id]
         self._mark_dirty(group)
-        async with self._commit_lock:
-            await self.store.delete_offsets(group.group_id, None)
-            group.offsets.clear()
+        await self.store.delete_offsets(group.group_id, None)
+        group.offsets.clear()
 
     # -- retention and the group-state table -----------------------------------------------
 
@@ -770,8 +777,8 @@ class GroupCoordinator:
         now = _now_ms() if now_ms is None else now_ms
         expired_total = 0
         for group in list(self.groups.values()):
-            if group.state is not GroupState.EMPTY or group.pending_txn:
-                continue
+            if group.state is not GroupState.EMPTY or group.pending_txn or group.commits_in_flight:
+                continue  # a commit in flight is newer than anything expiry would judge
             expired = [tp for tp, o in group.offsets.items()
                        if now - (group.empty_since_ms if group.empty_since_ms is not None
                                  else o.commit_timestamp) >= self.offsets_retention_ms]

@@ -35,6 +35,11 @@ def _metric_lines(broker: "Broker") -> list[str]:
         lines.append(f"# TYPE {name} {kind}")
         lines.extend(f"{name}{labels} {value}" for labels, value in samples)
 
+    lag = broker.loop_lag
+    metric("sediment_event_loop_lag_seconds", "gauge",
+           "How late the latest periodic wake-up of the event loop fired.", [("", lag.current_s)])
+    metric("sediment_event_loop_lag_max_seconds", "gauge",
+           "The largest event-loop wake-up delay since the broker started.", [("", lag.max_s)])
     tier = broker.tier
     if tier is not None:
         m = tier.metrics

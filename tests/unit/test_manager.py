@@ -80,6 +80,7 @@ async def test_group_commit_shares_fsyncs(tmp_path: Path, monkeypatch: pytest.Mo
     mgr = LogManager(tmp_path, flush_policy="always")
     await mgr.start()
     lg = mgr.create("t", 0, LogConfig())
+    await asyncio.to_thread(lg.flush)  # the new partition's directory entries
     calls: list[int] = []
     real_fsync = os.fsync
     in_flight = threading.Lock()
@@ -194,4 +195,39 @@ async def test_idle_producers_expire_on_a_schedule(tmp_path: Path) -> None:
     assert lg.producer_state.entry(8) is not None
     await mgr.run_producer_expiration(wall + 60_000)
     assert lg.producer_state.entry(8) is None
+    await mgr.close()
+
+
+async def test_delete_records_syncs_its_checkpoint_off_the_loop(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    mgr = LogManager(tmp_path)
+    await mgr.start()
+    lg = mgr.create("t", 0, LogConfig(segment_bytes=300))
+    for _ in range(6):
+        lg.append(batch_of_size(100), now_ms=NOW)
+    real_fsync = os.fsync
+    loop_thread = threading.current_thread()
+    on_loop: list[bool] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_fsync(fd: int) -> None:
+        on_loop.append(threading.current_thread() is loop_thread)
+        if len(on_loop) == 1:
+            entered.set()
+            assert release.wait(10)  # on the loop this would wait out the bound: nothing sets it
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    first = asyncio.create_task(mgr.delete_records_before(lg, 2))
+    assert await asyncio.to_thread(entered.wait, 10)
+    assert lg.log_start_offset == 2  # reads stop at the new start at once
+    second = asyncio.create_task(mgr.delete_records_before(lg, 4))
+    await asyncio.sleep(0)
+    assert not first.done() and not second.done()  # neither answered before its fsync
+    release.set()
+    assert await first == 2 and await second == 4
+    assert not any(on_loop)
+    # Written after the second move, the checkpoint holds the later start.
+    assert (lg.dir / "log-start-offset").read_text() == "4\n"
+    monkeypatch.undo()
     await mgr.close()

@@ -337,13 +337,17 @@ def test_flush_tracks_flushed_offset(tmp_path: Path, monkeypatch: pytest.MonkeyP
     log.flush()
     assert log.flushed_offset == 4
     # The sealed segment: log, both indexes and the transaction index; then the producer
-    # snapshot written at the roll, and its directory.
-    assert len(synced) == 6
+    # snapshot written at the roll, and its directory; then the directory again for the new
+    # segments' names, and its parent, which gained the new partition directory.
+    assert len(synced) == 8
     assert datasynced == [log.active_segment.fileno]  # the active one: just its log
     synced.clear()
     datasynced.clear()
     log.flush()
     assert synced == [] and datasynced == []
+    log.flush(full=True)  # its log was synced and its indexes never written: nothing to do
+    assert synced == [] and datasynced == []
+    log.append(batch_of_size(100), now_ms=NOW)
     log.flush(full=True)  # shutdown: the active segment's indexes too
     assert len(synced) == 4 and datasynced == []
     log.close()

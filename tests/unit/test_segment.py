@@ -225,3 +225,13 @@ def test_flush_fsyncs_all_files(seg: LogSegment, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(os, "fsync", synced.append)
     seg.flush()
     assert len(synced) == 4 and synced[0] == seg.fileno  # log, index, timeindex, txnindex
+
+
+def test_time_index_parse_matches_the_entries() -> None:
+    from tiering.log.segment import TIME_INDEX_ENTRY, _parse_time_index
+
+    entries = [(-1, 0), (0, 1), (1_700_000_000_123, 7), ((1 << 63) - 1, (1 << 31) - 1), (-(1 << 63), 3),
+               (0xFFFFFFFF, 5), (1 << 32, 6)]
+    timestamps, rels = _parse_time_index(b"".join(TIME_INDEX_ENTRY.pack(*e) for e in entries))
+    assert list(zip(timestamps, rels)) == entries
+    assert [list(a) for a in _parse_time_index(b"")] == [[], []]

@@ -208,12 +208,22 @@ class LogManager:
 
     async def open_log(self, topic: str, partition: int, config: LogConfig) -> UnifiedLog:
         """create(), with the partition's data key made or unwrapped first when encryption at
-        rest is on (a KMS unwrap is a network call, hence async)."""
+        rest is on (a KMS unwrap is a network call, hence async), and the directory and files
+        made in a thread (a topic of many partitions would otherwise stall the loop)."""
         existing = self._logs.get((topic, partition))
-        if existing is not None or self.keys is None:
+        if existing is not None:
             return self.create(topic, partition, config)
-        cipher = await self._cipher_for(self.data_dir / log_dir_name(topic, partition))
-        return self.create(topic, partition, config, cipher)
+        path = self.data_dir / log_dir_name(topic, partition)
+        cipher = await self._cipher_for(path)
+        opened = await asyncio.to_thread(UnifiedLog.open, path, topic, partition, config, False,
+                                         cipher, self._sealing)
+        raced = self._logs.get((topic, partition))
+        if raced is not None:  # opened concurrently by another caller: keep the first
+            await asyncio.to_thread(opened.close, snapshot=False)
+            raced.update_config(config)
+            return raced
+        self._logs[(topic, partition)] = opened
+        return opened
 
     @property
     def _sealing(self) -> bool:
@@ -317,6 +327,13 @@ class LogManager:
         task = self._flushing.get(lg)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
+
+    async def delete_records_before(self, lg: UnifiedLog, offset: int) -> int:
+        """DeleteRecords on one log: the start moves at once (reads stop at it), and the
+        checkpoint's fsync runs in a thread; returns once the new start is durable."""
+        start = lg.advance_log_start(offset)
+        await asyncio.to_thread(lg.checkpoint_log_start)
+        return start
 
     # --- durability --------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@
 Modelled on Kafka's UnifiedLog/LocalLog. All methods are synchronous. append/read/roll and the
 retention bookkeeping are cheap (page-cache writes, renames) and run on the event loop; flush()
 and open() (recovery) block and belong in a thread. flush() may run in a thread concurrently with
-appends on the loop: it only reads segment lists and per-segment dirty flags.
+appends on the loop: it reads segment lists and per-segment write positions, and what each sync
+covers is fixed before it starts (see SyncMark).
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from tiering.log.config import LogConfig
-from tiering.log.files import write_atomically
+from tiering.log.files import SyncMark, fsync_dir, write_atomically
 from tiering.log.producer_state import CompletedTxn, ProducerStateManager
 from tiering.log.sealing import BatchCipher
 from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
@@ -104,6 +106,7 @@ class UnifiedLog:
         producers: ProducerStateManager | None = None,
         cipher: BatchCipher | None = None,
         seal_appends: bool = False,
+        created_files: bool = False,
     ) -> None:
         self.dir = directory
         # Encryption at rest: with a cipher the partition may hold sealed batches (read paths
@@ -122,6 +125,16 @@ class UnifiedLog:
             (s.base_offset for s in segments if s.dirty), default=self._log_end_offset
         )
         self._recovery_point = recovery_point
+        # Directory entries of new segment files: an fdatasync of a new file does not make its
+        # name durable, so flush() syncs the directory (and, the first time, its parent, which
+        # may have just gained the partition's directory) before data in it counts as flushed.
+        self._dir_sync = SyncMark()
+        self._parent_unsynced = created_files
+        if created_files:
+            self._dir_sync.wrote()
+        # Serialises log-start checkpoint writes (in threads): each writes the start current
+        # when it runs, so the file never goes back to an older start.
+        self._checkpoint_lock = threading.Lock()
         # Deleted segments stay open until file.delete.delay.ms is over, so a read slice handed
         # out just before (a sendfile in flight) never sees its descriptor closed or reused.
         self._graveyard: list[tuple[float, LogSegment]] = []
@@ -137,6 +150,7 @@ class UnifiedLog:
         """Load the partition. With recover (unclean shutdown), every segment from the recovery
         point on is fully scanned; the others, and all segments after a clean shutdown, get the
         cheap index sanity check and are scanned only if it fails."""
+        created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.iterdir():
             if leftover.name.endswith(DELETED_SUFFIX) or leftover.name.endswith(".tmp"):
@@ -157,6 +171,7 @@ class UnifiedLog:
                         LogSegment(directory, later, config).delete()
                     break
             if not segments:
+                created = True
                 segments.append(LogSegment.open(directory, start_checkpoint or 0, config, create=True,
                                                 cipher=cipher))
         except BaseException:
@@ -174,7 +189,7 @@ class UnifiedLog:
                 seg.close()
             raise
         return cls(directory, topic, partition, config, segments, log_start, recovery_point or 0,
-                   producers, cipher, seal_appends)
+                   producers, cipher, seal_appends, created_files=created)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -378,6 +393,7 @@ class UnifiedLog:
             return active
         active.seal()
         new = LogSegment.open(self.dir, self._log_end_offset, self._config, create=True, cipher=self.cipher)
+        self._dir_sync.wrote()
         self._segments.append(new)
         self._bases.append(new.base_offset)
         # The state after every batch of the sealed segments: a restart replays from here.
@@ -392,6 +408,7 @@ class UnifiedLog:
         for seg in self._segments:
             seg.delete()
         new = LogSegment.open(self.dir, offset, self._config, create=True, cipher=self.cipher)
+        self._dir_sync.wrote()
         self._segments = [new]
         self._bases = [offset]
         self._log_start_offset = self._log_end_offset = self._flushed_offset = offset
@@ -506,14 +523,26 @@ class UnifiedLog:
         return offset
 
     def delete_records_before(self, offset: int) -> int:
-        """DeleteRecords: move the log start to offset (-1 = high watermark), checkpoint it
-        (fsync: blocking), and drop the segments wholly below it. Returns the new log start."""
+        """DeleteRecords, all blocking: advance_log_start, then checkpoint_log_start.
+        On the event loop use LogManager.delete_records_before, which syncs in a thread."""
+        start = self.advance_log_start(offset)
+        self.checkpoint_log_start()
+        return start
+
+    def advance_log_start(self, offset: int) -> int:
+        """DeleteRecords' bookkeeping (cheap, on the loop): move the log start to offset
+        (-1 = high watermark) and drop the segments wholly below it. Returns the new log start.
+        Not durable until checkpoint_log_start() has run: answer only after it."""
         offset = self.delete_records_target(offset)
         if offset > self._log_start_offset:
             self._log_start_offset = offset
-            _write_checkpoint(self.dir / LOG_START_CHECKPOINT, offset, durable=True)
             self._delete_oldest_while(lambda seg, nxt: nxt is not None and nxt.base_offset <= offset)
         return self._log_start_offset
+
+    def checkpoint_log_start(self) -> None:
+        """Write the current log start to its checkpoint with fsync (blocking: a thread)."""
+        with self._checkpoint_lock:
+            _write_checkpoint(self.dir / LOG_START_CHECKPOINT, self._log_start_offset, durable=True)
 
     def apply_retention(
         self, now_ms: int, may_delete: Callable[[LogSegment], bool] | None = None
@@ -599,7 +628,11 @@ class UnifiedLog:
     def flush(self, upto_offset: int | None = None, *, full: bool = False) -> None:
         """Make everything appended before the call durable (blocking: run in a thread),
         whatever upto_offset. Sealed segments get a full fsync (log and indexes) so the recovery
-        point can pass them; the active one only an fdatasync of its log unless `full`."""
+        point can pass them; the active one only an fdatasync of its log unless `full`.
+
+        The log end is read before any sync starts, and segments report dirty until a sync that
+        started after their last write has returned, so flushed_offset never runs ahead of the
+        syncs (appends land on the loop while this runs in a thread)."""
         end = self._log_end_offset
         segments = list(self._segments)
         for i, seg in enumerate(segments):
@@ -609,6 +642,7 @@ class UnifiedLog:
             elif seg.dirty:
                 seg.flush()
         self._producers.fsync_pending()
+        self._sync_dir()
         if end > self._flushed_offset:
             self._flushed_offset = end
         # Every sealed segment is on disk: an unclean restart need only scan from the active one.
@@ -616,6 +650,16 @@ class UnifiedLog:
         if point != self._recovery_point and not any(s.dirty for s in segments[:-1]):
             _write_checkpoint(self.dir / RECOVERY_POINT_CHECKPOINT, point, durable=False)
             self._recovery_point = point
+
+    def _sync_dir(self) -> None:
+        if not self._dir_sync.dirty:
+            return
+        mark = self._dir_sync.capture()
+        if self._parent_unsynced:
+            fsync_dir(self.dir.parent)
+            self._parent_unsynced = False
+        fsync_dir(self.dir)
+        self._dir_sync.synced_to(mark)
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tiering.log.config import LogConfig
+from tiering.log.files import SyncMark
 from tiering.log.sealing import SEALED_EPOCH, BatchCipher, SealError, open_segment
 from tiering.log.txn_index import TXN_INDEX_SUFFIX, AbortedTxn, TransactionIndex
 from tiering.records import (
@@ -96,8 +97,10 @@ class LogSegment:
         # Wall-clock basis for segment.ms: when the first batch arrived (Kafka uses the first
         # batch's timestamp; the append time is immune to odd client clocks).
         self.rolling_basis_ms: int | None = None
-        self.dirty = False  # log or indexes written since their last fsync
-        self.data_dirty = False  # log bytes written since the last fsync/fdatasync
+        # Durability as write positions captured before each sync (see SyncMark): the log
+        # file, and the offset and time indexes (the transaction index keeps its own).
+        self._log_sync = SyncMark()
+        self._index_sync = SyncMark()
         self.recovered_bytes = 0  # bytes a recovery cut off
 
     # --- opening, recovery -------------------------------------------------------------
@@ -259,7 +262,8 @@ class LogSegment:
         self._drop_loaded_indexes()
         self.rolling_basis_ms = None if first_ts is None else _rolling_basis(first_ts)
         self.recovered_bytes = truncated
-        self.dirty = self.data_dirty = True
+        self._log_sync.wrote()
+        self._index_sync.wrote()
         self.txn_index_stale = True
         return truncated
 
@@ -300,6 +304,17 @@ class LogSegment:
     def is_empty(self) -> bool:
         return self._size == 0
 
+    @property
+    def data_dirty(self) -> bool:
+        """Log bytes written that no completed fsync/fdatasync started after."""
+        return self._log_sync.dirty
+
+    @property
+    def dirty(self) -> bool:
+        """Any of the segment's files written that no completed fsync started after."""
+        txn_dirty = self.txn_index is not None and self.txn_index.dirty
+        return self._log_sync.dirty or self._index_sync.dirty or txn_dirty
+
     # --- appending -------------------------------------------------------------------------
 
     def append(
@@ -317,6 +332,8 @@ class LogSegment:
             # Never leave a torn batch behind a failed write (e.g. ENOSPC).
             os.ftruncate(self._log_fd, start)
             raise
+        # Counted once written: a sync that captures the count must start after the write.
+        self._log_sync.wrote()
         index_entries = bytearray()
         time_entries = bytearray()
         self._track(headers, start, index_entries, time_entries)
@@ -328,8 +345,8 @@ class LogSegment:
             _write_all(self._index_fd, index_entries)
         if time_entries:
             _write_all(self._time_fd, time_entries)
-        self.dirty = True
-        self.data_dirty = True
+        if index_entries or time_entries:
+            self._index_sync.wrote()
 
     def _track(
         self, headers: list[BatchHeader], base_pos: int, index_entries: bytearray, time_entries: bytearray
@@ -366,7 +383,6 @@ class LogSegment:
     def append_aborted_txn(self, txn: AbortedTxn) -> None:
         assert self.txn_index is not None
         self.txn_index.append(txn)
-        self.dirty = True
 
     def aborted_txns(self) -> list[AbortedTxn]:
         return [] if self.txn_index is None else self.txn_index.entries
@@ -393,7 +409,7 @@ class LogSegment:
         self._maybe_time_entry(entries)
         if entries:
             _write_all(self._time_fd, entries)
-            self.dirty = True
+            self._index_sync.wrote()
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -405,12 +421,8 @@ class LogSegment:
         pairs.frombytes(raw[: len(raw) - len(raw) % INDEX_ENTRY.size])
         if _LITTLE_ENDIAN:
             pairs.byteswap()
-        time_ts = array("q")
-        time_rel = array("i")
         raw_time = _read_file(self._time_fd)
-        for ts, rel in TIME_INDEX_ENTRY.iter_unpack(raw_time[: len(raw_time) - len(raw_time) % 12]):
-            time_ts.append(ts)
-            time_rel.append(rel)
+        time_ts, time_rel = _parse_time_index(raw_time[: len(raw_time) - len(raw_time) % TIME_INDEX_ENTRY.size])
         self._index_pos = pairs[1::2]
         self._index_rel = pairs[0::2]
         self._time_ts = time_ts
@@ -547,18 +559,24 @@ class LogSegment:
     def flush(self, data_only: bool = False) -> None:
         """fsync the log and both indexes; with data_only, fdatasync just the log. That is
         enough to acknowledge: indexes of the active segment are rebuilt by recovery after an
-        unclean stop, so they need syncing only once the segment is sealed."""
+        unclean stop, so they need syncing only once the segment is sealed.
+
+        What is synced is captured before the sync starts: writes landing meanwhile (appends
+        run on the loop while this runs in a thread) leave the segment dirty."""
+        log_mark = self._log_sync.capture()
         if data_only:
             if self._log_fd >= 0:
                 os.fdatasync(self._log_fd)
-            self.data_dirty = False
+            self._log_sync.synced_to(log_mark)
             return
+        index_mark = self._index_sync.capture()
         for fd in (self._log_fd, self._index_fd, self._time_fd):
             if fd >= 0:
                 os.fsync(fd)
         if self.txn_index is not None:
             self.txn_index.flush()
-        self.dirty = self.data_dirty = False
+        self._log_sync.synced_to(log_mark)
+        self._index_sync.synced_to(index_mark)
 
     def rename_for_delete(self) -> None:
         """First step of Kafka's asynchronous delete: rename the files out of the way so a
@@ -631,6 +649,23 @@ def _pread_exact(fd: int, size: int, position: int) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
+
+
+def _parse_time_index(raw: bytes) -> tuple[array, array]:
+    """(timestamps, relative offsets) of whole 12-byte time index entries. This runs on the
+    loop at a segment's first lookup: a full segment's index has ~260k entries, which a
+    per-entry Python loop takes ~0.1 s over; array slicing does it in C."""
+    words = array("i")
+    words.frombytes(raw)  # three big-endian int32 per entry: ts high, ts low, relative offset
+    if not _LITTLE_ENDIAN:
+        return array("q", [ts for ts, _ in TIME_INDEX_ENTRY.iter_unpack(raw)]), words[2::3]
+    words.byteswap()
+    halves = array("i", bytes(len(raw) // 12 * 8))
+    halves[0::2] = words[1::3]  # an int64 in native (little-endian) order: low word first
+    halves[1::2] = words[0::3]
+    timestamps = array("q")
+    timestamps.frombytes(halves.tobytes())
+    return timestamps, words[2::3]
 
 
 def _read_file(fd: int) -> bytes:

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiering.log.files import SyncMark
+
 TXN_INDEX_SUFFIX = ".txnindex"
 ENTRY = struct.Struct(">hqqqq")
 VERSION = 0
@@ -41,7 +43,12 @@ class TransactionIndex:
         self.existed = path.exists()
         self._fd = os.open(path, os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0), 0o644)
         self._entries: list[AbortedTxn] | None = None
-        self.dirty = False
+        self._sync = SyncMark()
+
+    @property
+    def dirty(self) -> bool:
+        """Written since the last completed fsync that started after the write."""
+        return self._sync.dirty
 
     @property
     def is_valid(self) -> bool:
@@ -85,14 +92,14 @@ class TransactionIndex:
         if written != len(data):
             raise OSError(f"short write to {self.path}")
         entries.append(txn)
-        self.dirty = True
+        self._sync.wrote()
 
     def reset(self) -> None:
         """Empty the index (before a rebuild)."""
         os.ftruncate(self._fd, 0)
         self._entries = []
         self.existed = True
-        self.dirty = True
+        self._sync.wrote()
 
     def truncate_to(self, offset: int) -> None:
         """Drop entries whose marker is at or after offset (the log is cut there)."""
@@ -101,7 +108,7 @@ class TransactionIndex:
         if len(keep) != len(entries):
             os.ftruncate(self._fd, len(keep) * ENTRY.size)
             self._entries = keep
-            self.dirty = True
+            self._sync.wrote()
 
     def collect(self, fetch_offset: int, upper_offset: int) -> tuple[list[AbortedTxn], bool]:
         """Aborted transactions overlapping [fetch_offset, upper_offset), and whether the search
@@ -115,9 +122,10 @@ class TransactionIndex:
         return found, False
 
     def flush(self) -> None:
+        captured = self._sync.capture()
         if self._fd >= 0:
             os.fsync(self._fd)
-        self.dirty = False
+        self._sync.synced_to(captured)
 
     def rename(self, target: Path) -> None:
         os.rename(self.path, target)
