@@ -22,15 +22,19 @@ from tiering.log.partition import UnifiedLog
 from tiering.log.segment import LogSegment
 from tiering.log.txn_index import ENTRY as TXN_ENTRY
 from tiering.records import iter_batches, record_timestamps
-from tiering.remote.manifest import PartitionManifest, SegmentEntry, SegmentState
+from tiering.remote.manifest import ManifestError, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
-from tiering.remote.store import ObjectStore, StoreError
+from tiering.remote.store import ObjectStore, StoreError, StoreUnavailable
 from tiering.remote.transform import TransformError
 from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
 
 log = logging.getLogger("sediment.tier")
 
 _TIME_ENTRY = 12  # time index entry: int64 timestamp, int32 relative offset
+
+
+class RemoteReadTimeout(StoreUnavailable):
+    """A remote read did not finish within remote.fetch.max.wait.ms."""
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,9 @@ class TierManager:
             lg.roll()
 
     async def _upload_sealed(self, topic: TieredTopic, p: int, lg: UnifiedLog) -> None:
-        m = await self.manifest(topic, p)
+        key = (topic.name, p)
         for seg in lg.sealed_segments():
+            m = await self.manifest(topic, p)
             end = m.remote_end_offset
             if seg.size == 0 or (end is not None and seg.next_offset - 1 <= end):
                 continue
@@ -175,27 +180,41 @@ class TierManager:
                                  lg.dir / f"{seg.next_offset:020d}.snapshot",
                                  read_plain=seg.plain_log_and_index if seg.cipher is not None else None)
             started = time.monotonic()
+            # The upload changes a copy: readers keep the committed view until the copy is saved.
+            work = m.copy()
             try:
-                entry = await self._uploader.upload(m, files)
+                entry = await self._uploader.upload(work, files)
             except (StoreError, OSError, TransformError) as e:
                 self.metrics.upload_failures += 1
                 log.warning("upload of %s-%d segment %d failed (will retry): %s", topic.name, p, seg.base_offset, e)
                 await self._reload(topic, p)
                 return
+            self._manifests[key] = work
             self.metrics.segments_uploaded += 1
             self.metrics.bytes_uploaded += entry.object_size
             self.metrics.upload_seconds += time.monotonic() - started
-            self._count_remote_bytes(m)
+            self._count_remote_bytes(work)
 
     async def _reload(self, topic: TieredTopic, p: int) -> None:
-        """After a failed upload: re-read the manifest and remove what the attempt left."""
-        self._manifests.pop((topic.name, p), None)
+        """After a failed upload: re-read the manifest and remove what the attempt left. The
+        manifest in memory is replaced only by one read whole from the store, and the clean-up
+        works on a copy: while the store is down, reads keep the last committed view (dropping
+        it would make remote data look deleted and send consumers past it)."""
+        key = (topic.name, p)
         try:
-            m = await self.manifest(topic, p)
-            await self._uploader.clean_up(m)
+            fresh = await self._uploader.load_manifest(topic.name, topic.topic_id, p)
+        except (StoreError, OSError, ManifestError) as e:
+            log.warning("reload of the manifest of %s-%d deferred: %s", topic.name, p, e)
+            return
+        self._manifests[key] = fresh
+        self._count_remote_bytes(fresh)
+        cleaned = fresh.copy()
+        try:
+            await self._uploader.clean_up(cleaned)
         except (StoreError, OSError) as e:
-            self._manifests.pop((topic.name, p), None)
             log.warning("clean-up of %s-%d deferred: %s", topic.name, p, e)
+            return
+        self._manifests[key] = cleaned
 
     async def _apply_remote_retention(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
         cfg = topic.config
@@ -281,7 +300,8 @@ class TierManager:
     async def read(self, topic: str, partition: int, offset: int, max_bytes: int,
                    min_one: bool) -> bytes | memoryview | None:
         """Whole batches from the remote segment holding offset; None when the offset is not
-        remote; b"" when the store did not answer within remote.fetch.max.wait.ms."""
+        remote. Raises StoreError when the store fails or does not answer within
+        remote.fetch.max.wait.ms: never an empty answer, which a replay would take for its end."""
         m = self._manifests.get((topic, partition))
         entry = m.segment_for_offset(offset) if m is not None else None
         if m is None or entry is None:
@@ -293,7 +313,8 @@ class TierManager:
         except asyncio.TimeoutError:
             self.metrics.remote_read_timeouts += 1
             log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
-            return b""
+            raise RemoteReadTimeout(f"remote read of {topic}-{partition} at {offset} passed "
+                                    f"remote.fetch.max.wait.ms ({self._settings.fetch_max_wait_ms} ms)") from None
 
     async def aborted_transactions(self, lg: UnifiedLog, fetch_offset: int,
                                    upper_offset: int) -> list[tuple[int, int]]:

@@ -194,8 +194,13 @@ async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, 
         if isinstance(data, BaseException):
             if isinstance(data, asyncio.CancelledError):
                 raise data
-            # The store failed, or the data cannot be decrypted: an error for this partition
-            # only (retriable for clients), never bytes that are not the record's.
+            # The store failed or passed remote.fetch.max.wait.ms, or the data cannot be
+            # decrypted: an error for this partition only, never bytes that are not the record's
+            # and never an empty answer (a replay would take it for its end). Kafka answers a
+            # failed remote read with its exception's code; KAFKA_STORAGE_ERROR (56) is the one
+            # librdkafka, aiokafka and kafka-python all retry at the same offset (a metadata
+            # refresh, then the fetch again), where OFFSET_OUT_OF_RANGE would reset the position
+            # and UNKNOWN_SERVER_ERROR would surface to the application.
             log.warning("remote read of %s-%d at %d failed: %s", p.name, p.partition, p.offset, data)
             p.error = ErrorCode.kafka_storage_error
             continue
