@@ -178,7 +178,7 @@ class TierManager:
                                  seg.offset_of_max_timestamp, seg.log_path, seg.index_path,
                                  seg.time_index_path, seg.txn_index_path,
                                  lg.dir / f"{seg.next_offset:020d}.snapshot",
-                                 read_plain=seg.plain_log_and_index if seg.cipher is not None else None)
+                                 open_batch=seg.cipher.open_batch if seg.cipher is not None else None)
             started = time.monotonic()
             # The upload changes a copy: readers keep the committed view until the copy is saved.
             work = m.copy()
