@@ -63,6 +63,7 @@ class TierSettings:
     read: ReadSettings
     check_interval_ms: int = 1000
     fetch_max_wait_ms: int = 5000
+    upload_concurrency: int = 4  # partitions uploading at once
 
 
 class TierManager:
@@ -147,18 +148,29 @@ class TierManager:
             await asyncio.sleep(interval)
 
     async def run_once(self, now_ms: int | None = None) -> None:
+        """One pass over the tiered partitions, up to upload_concurrency of them at once; each
+        partition's segments still go up in offset order, under its lock."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        for topic in self._topics():
-            if not topic.config.remote_storage_enable:
-                continue
-            for p in range(topic.partitions):
-                lg = self._logs.get(topic.name, p)
-                if lg is None:
-                    continue
-                async with self._lock((topic.name, p)):
-                    self._roll_if_stale(lg, topic.config, now)
-                    await self._upload_sealed(topic, p, lg)
-                    await self._apply_remote_retention(topic, p, lg, now)
+        jobs = iter([(topic, p, lg) for topic in self._topics() if topic.config.remote_storage_enable
+                     for p in range(topic.partitions) if (lg := self._logs.get(topic.name, p)) is not None])
+
+        async def worker() -> None:
+            for topic, p, lg in jobs:  # the workers share one iterator: each job runs once
+                await self._tier_partition(topic, p, lg, now)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self._settings.upload_concurrency))))
+
+    async def _tier_partition(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
+        async with self._lock((topic.name, p)):
+            try:
+                self._roll_if_stale(lg, topic.config, now)
+                await self._upload_sealed(topic, p, lg)
+                await self._apply_remote_retention(topic, p, lg, now)
+            except (StoreError, OSError, ManifestError) as e:
+                # One partition's failure (e.g. its manifest cannot be read) holds up no other.
+                log.warning("tiering %s-%d failed (will retry): %s", topic.name, p, e)
+            except Exception:
+                log.exception("tiering %s-%d failed (will retry)", topic.name, p)
 
     @staticmethod
     def _roll_if_stale(lg: UnifiedLog, config: LogConfig, now: int) -> None:
