@@ -233,6 +233,10 @@ def test_store_outage_after_failed_upload_hides_no_remote_data(tiered_factory, t
     # (a) the earliest offset is still the remote start
     err, off, _ = list_offset(b.bootstrap, topic, 0, EARLIEST)
     assert (err, off) == (ErrorCode.none, 0)
+    # ... and a timestamp that only the bucket can resolve gets the retriable error, not the
+    # local log's answer
+    ts = plan.records[5].timestamp
+    assert list_offset(b.bootstrap, topic, 0, ts)[:2] == (ErrorCode.kafka_storage_error, -1)
 
     # (b) a fetch at a remote offset answers the retriable KAFKA_STORAGE_ERROR, no records
     part = _fetch_one(b.bootstrap, topic, 0, 0)
