@@ -78,6 +78,8 @@ class TierManager:
         self._reader = RemoteReader(self._uploader, settings.upload.prefix, cache, settings.read)
         self._manifests: dict[tuple[str, int], PartitionManifest] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Partitions whose last upload failed and whose bucket has not been cleaned up since.
+        self._unsettled: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self.metrics = TierMetrics()
 
@@ -181,6 +183,8 @@ class TierManager:
 
     async def _upload_sealed(self, topic: TieredTopic, p: int, lg: UnifiedLog) -> None:
         key = (topic.name, p)
+        if key in self._unsettled and not await self._reload(topic, p):
+            return  # the store is still failing: the next pass tries again
         for seg in lg.sealed_segments():
             m = await self.manifest(topic, p)
             end = m.remote_end_offset
@@ -207,17 +211,19 @@ class TierManager:
             self.metrics.upload_seconds += time.monotonic() - started
             self._count_remote_bytes(work)
 
-    async def _reload(self, topic: TieredTopic, p: int) -> None:
-        """After a failed upload: re-read the manifest and remove what the attempt left. The
-        manifest in memory is replaced only by one read whole from the store, and the clean-up
-        works on a copy: while the store is down, reads keep the last committed view (dropping
-        it would make remote data look deleted and send consumers past it)."""
+    async def _reload(self, topic: TieredTopic, p: int) -> bool:
+        """After a failed upload: re-read the manifest and remove what the attempt left; True
+        when both worked. The manifest in memory is replaced only by one read whole from the
+        store, and the clean-up works on a copy: while the store is down, reads keep the last
+        committed view (dropping it would make remote data look deleted and send consumers
+        past it)."""
         key = (topic.name, p)
+        self._unsettled.add(key)
         try:
             fresh = await self._uploader.load_manifest(topic.name, topic.topic_id, p)
         except (StoreError, OSError, ManifestError) as e:
             log.warning("reload of the manifest of %s-%d deferred: %s", topic.name, p, e)
-            return
+            return False
         self._manifests[key] = fresh
         self._count_remote_bytes(fresh)
         cleaned = fresh.copy()
@@ -225,8 +231,10 @@ class TierManager:
             await self._uploader.clean_up(cleaned)
         except (StoreError, OSError) as e:
             log.warning("clean-up of %s-%d deferred: %s", topic.name, p, e)
-            return
+            return False
         self._manifests[key] = cleaned
+        self._unsettled.discard(key)
+        return True
 
     async def _apply_remote_retention(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
         cfg = topic.config
@@ -290,6 +298,7 @@ class TierManager:
         """Remove every object of the topic (all partitions' segments and manifests)."""
         for p in range(topic.partitions):
             m = self._manifests.pop((topic.name, p), None) or PartitionManifest(topic.name, topic.topic_id, p)
+            self._unsettled.discard((topic.name, p))
             self.metrics.remote_bytes.pop((topic.name, p), None)
             directory = m.key(self._settings.upload.prefix).rsplit("/", 1)[0] + "/"
             keys = [o.key for o in await self._store.list(directory)]

@@ -1,15 +1,21 @@
-"""TierManager's upload pass: several partitions upload at once, up to remote.upload.concurrency."""
+"""TierManager's upload pass: several partitions upload at once, up to remote.upload.concurrency,
+and a failed upload never hides what the bucket already holds."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
+from tiering.records import iter_batches
 from tiering.remote.localfs import FileStore
+from tiering.remote.manifest import SegmentState
 from tiering.remote.reader import ChunkCache, ReadSettings
+from tiering.remote.store import StoreError, StoreUnavailable
 from tiering.remote.uploader import UploadSettings
 from tiering.tier import TieredTopic, TierManager, TierSettings
 
@@ -71,6 +77,94 @@ async def test_partitions_upload_concurrently_up_to_the_limit(tmp_path):
         for p in range(3):
             m = await tier.manifest(topic, p)
             assert [(e.base_offset, e.last_offset) for e in m.committed()] == [(0, 2)]
+    finally:
+        await tier.close()
+        await store.close()
+
+
+class _FlakyStore(FileStore):
+    """A store that fails the operations named in `failing` (all of them: "*") the way S3Store
+    does once its retries are spent."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.failing: set[str] = set()
+
+    def _check(self, op: str) -> None:
+        if "*" in self.failing or op in self.failing:
+            raise StoreUnavailable(f"{op}: store down")
+
+    async def put(self, key, data):
+        self._check("put")
+        await super().put(key, data)
+
+    async def put_stream(self, key, parts):
+        self._check("put")
+        await super().put_stream(key, parts)
+
+    async def get(self, key, start=0, end=None):
+        self._check("get")
+        return await super().get(key, start, end)
+
+    async def head(self, key):
+        self._check("get")
+        return await super().head(key)
+
+    async def list(self, prefix):
+        self._check("list")
+        return await super().list(prefix)
+
+    async def delete(self, keys):
+        self._check("delete")
+        await super().delete(keys)
+
+
+def _append_and_roll(lg, first: int, count: int) -> None:
+    lg.append(make_batch([b"v%d" % (first + i) for i in range(count)], base_timestamp=NOW), now_ms=NOW)
+    lg.roll()
+
+
+async def test_failed_upload_keeps_the_committed_view_while_the_store_is_down(tmp_path):
+    config = LogConfig(remote_storage_enable=True)
+    topic = TieredTopic("orders", TOPIC_ID, 1, config)
+    logs = _logs(tmp_path, 1, config)
+    lg = logs.get("orders", 0)
+    store = _FlakyStore(str(tmp_path / "bucket"))
+    await store.start()
+    settings = TierSettings(upload=UploadSettings(chunk_size=4096), read=ReadSettings(), fetch_max_wait_ms=2000)
+    tier = TierManager(logs, store, None, ChunkCache(tmp_path / "cache", 1 << 20), settings, lambda: [topic])
+    tier._cache.start()
+    try:
+        await tier.run_once(now_ms=NOW)
+        assert tier.remote_range("orders", 0) == (0, 2)
+        _append_and_roll(lg, 3, 3)
+        lg.delete_records_before(3)  # the first segment is remote only, as after local retention
+
+        # The store goes down: the next segment's upload fails, and so does the reload after it.
+        store.failing = {"*"}
+        await tier.run_once(now_ms=NOW)
+        assert tier.metrics.upload_failures == 1
+        assert tier.remote_range("orders", 0) == (0, 2)
+        assert tier.log_start_offset(lg) == 0
+        with pytest.raises(StoreError):
+            await tier.read("orders", 0, 0, 1 << 20, True)
+
+        # The manifest can be read again but not cleaned up: the view is still the committed one.
+        store.failing = {"put", "delete", "list"}
+        await tier.run_once(now_ms=NOW)
+        assert tier.remote_range("orders", 0) == (0, 2)
+
+        # The store is back: clean-up, then the upload; nothing half-copied is left.
+        store.failing = set()
+        await tier.run_once(now_ms=NOW)
+        assert tier.remote_range("orders", 0) == (0, 5)
+        m = await tier.manifest(topic, 0)
+        assert [(e.base_offset, e.state) for e in m.entries] == [(0, SegmentState.COPY_FINISHED),
+                                                                 (3, SegmentState.COPY_FINISHED)]
+        named = {m.key("")} | {k for e in m.entries for k in m.keys_for(e, "")}
+        assert {o.key for o in await store.list("")} == named
+        data = await tier.read("orders", 0, 0, 1 << 20, True)
+        assert [h.base_offset for h in iter_batches(data)] == [0]
     finally:
         await tier.close()
         await store.close()
