@@ -7,8 +7,10 @@ the transformed chunks; a `ChunkIndex` maps every original chunk (offsets, byte 
 byte range in the object, so a reader fetches only the chunks it needs with ranged GETs and
 restores each one independently.
 
-Every function here is pure and CPU-bound with no event loop: callers run them in a thread
-(`asyncio.to_thread`) so the loop never stalls on compression or encryption.
+Every function here is CPU-bound (or reads a file) with no event loop: callers run them in a
+thread (`asyncio.to_thread`) so the loop never stalls on compression or encryption. Uploads
+stream a segment through the generators (file_batches -> chunk_batches -> transform_chunks), one
+chunk at a time, so memory does not grow with the segment.
 
 Chunk ciphertext layout: 12-byte random nonce || AES-GCM ciphertext || 16-byte tag. The
 associated data binds a chunk to its segment, its position in the segment, its codec and its
