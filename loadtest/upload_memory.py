@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m loadtest.upload_memory", description=__doc__.split("\n")[0])
     ap.add_argument("--segment-mib", type=int, default=1024, help="size of the segment to upload")
     ap.add_argument("--value-bytes", type=int, default=16384)
@@ -181,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--incompressible", action="store_true", help="random values (zstd cannot shrink them)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per phase")
     ap.add_argument("--broker-set", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        r = run(args)
+        r = run(parse_args(argv))
     except BenchError as e:
         print(f"upload_memory: {e}", file=sys.stderr)
         return 1
