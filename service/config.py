@@ -190,10 +190,13 @@ KEYS: dict[str, Key] = {
         Key("remote.chunk.bytes", 4 * 1024 * 1024, _int(64 * 1024), "target size of remote chunks"),
         Key("remote.cache.dir", "", _str, "chunk cache directory (empty: <data.dir>/remote-cache)"),
         Key("remote.cache.bytes", 1 << 30, _int(0), "chunk cache size bound"),
-        Key("remote.fetch.max.wait.ms", 5000, _int(1), "a remote read answers within this, empty if the store is slow"),
+        Key("remote.fetch.max.wait.ms", 5000, _int(1), "a remote read answers within this; a store that is "
+            "slower or down gets KAFKA_STORAGE_ERROR, which clients retry at the same offset"),
         Key("remote.fetch.parallelism", 8, _int(1), "concurrent ranged GETs of remote reads"),
         Key("remote.upload.check.interval.ms", 1000, _int(10), "how often sealed segments are looked for"),
         Key("remote.upload.rate.bytes", 0, _int(0), "upload rate limit in bytes/s (0: none)"),
+        Key("remote.upload.concurrency", 4, _int(1), "partitions whose segments upload at once (each upload "
+            "holds two chunks of remote.chunk.bytes, plus the store's multipart buffers)"),
         Key("remote.snapshot.interval.ms", 10_000, _int(10), "how often cluster metadata is snapshotted to the bucket"),
         Key("remote.s3.endpoint", "", _str, "S3 endpoint URL (MinIO, moto, ...); empty: AWS or AWS_ENDPOINT_URL_S3"),
         Key("remote.s3.region", "", _str, "S3 region (empty: the AWS chain, else us-east-1)"),

@@ -66,5 +66,6 @@ def tier_settings(config: BrokerConfig) -> TierSettings:
         upload=UploadSettings(prefix="", codec=config["remote.compression"], chunk_size=config["remote.chunk.bytes"]),
         read=ReadSettings(parallel_gets=config["remote.fetch.parallelism"]),
         check_interval_ms=config["remote.upload.check.interval.ms"],
+        upload_concurrency=config["remote.upload.concurrency"],
         fetch_max_wait_ms=config["remote.fetch.max.wait.ms"],
     )

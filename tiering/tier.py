@@ -22,15 +22,19 @@ from tiering.log.partition import UnifiedLog
 from tiering.log.segment import LogSegment
 from tiering.log.txn_index import ENTRY as TXN_ENTRY
 from tiering.records import iter_batches, record_timestamps
-from tiering.remote.manifest import PartitionManifest, SegmentEntry, SegmentState
+from tiering.remote.manifest import ManifestError, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
-from tiering.remote.store import ObjectStore, StoreError
+from tiering.remote.store import ObjectStore, StoreError, StoreUnavailable
 from tiering.remote.transform import TransformError
 from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
 
 log = logging.getLogger("sediment.tier")
 
 _TIME_ENTRY = 12  # time index entry: int64 timestamp, int32 relative offset
+
+
+class RemoteReadTimeout(StoreUnavailable):
+    """A remote read did not finish within remote.fetch.max.wait.ms."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class TierSettings:
     read: ReadSettings
     check_interval_ms: int = 1000
     fetch_max_wait_ms: int = 5000
+    upload_concurrency: int = 4  # partitions uploading at once
 
 
 class TierManager:
@@ -73,6 +78,8 @@ class TierManager:
         self._reader = RemoteReader(self._uploader, settings.upload.prefix, cache, settings.read)
         self._manifests: dict[tuple[str, int], PartitionManifest] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Partitions whose last upload failed and whose bucket has not been cleaned up since.
+        self._unsettled: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self.metrics = TierMetrics()
 
@@ -143,18 +150,29 @@ class TierManager:
             await asyncio.sleep(interval)
 
     async def run_once(self, now_ms: int | None = None) -> None:
+        """One pass over the tiered partitions, up to upload_concurrency of them at once; each
+        partition's segments still go up in offset order, under its lock."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        for topic in self._topics():
-            if not topic.config.remote_storage_enable:
-                continue
-            for p in range(topic.partitions):
-                lg = self._logs.get(topic.name, p)
-                if lg is None:
-                    continue
-                async with self._lock((topic.name, p)):
-                    self._roll_if_stale(lg, topic.config, now)
-                    await self._upload_sealed(topic, p, lg)
-                    await self._apply_remote_retention(topic, p, lg, now)
+        jobs = iter([(topic, p, lg) for topic in self._topics() if topic.config.remote_storage_enable
+                     for p in range(topic.partitions) if (lg := self._logs.get(topic.name, p)) is not None])
+
+        async def worker() -> None:
+            for topic, p, lg in jobs:  # the workers share one iterator: each job runs once
+                await self._tier_partition(topic, p, lg, now)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self._settings.upload_concurrency))))
+
+    async def _tier_partition(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
+        async with self._lock((topic.name, p)):
+            try:
+                self._roll_if_stale(lg, topic.config, now)
+                await self._upload_sealed(topic, p, lg)
+                await self._apply_remote_retention(topic, p, lg, now)
+            except (StoreError, OSError, ManifestError) as e:
+                # One partition's failure (e.g. its manifest cannot be read) holds up no other.
+                log.warning("tiering %s-%d failed (will retry): %s", topic.name, p, e)
+            except Exception:
+                log.exception("tiering %s-%d failed (will retry)", topic.name, p)
 
     @staticmethod
     def _roll_if_stale(lg: UnifiedLog, config: LogConfig, now: int) -> None:
@@ -164,8 +182,11 @@ class TierManager:
             lg.roll()
 
     async def _upload_sealed(self, topic: TieredTopic, p: int, lg: UnifiedLog) -> None:
-        m = await self.manifest(topic, p)
+        key = (topic.name, p)
+        if key in self._unsettled and not await self._reload(topic, p):
+            return  # the store is still failing: the next pass tries again
         for seg in lg.sealed_segments():
+            m = await self.manifest(topic, p)
             end = m.remote_end_offset
             if seg.size == 0 or (end is not None and seg.next_offset - 1 <= end):
                 continue
@@ -173,29 +194,47 @@ class TierManager:
                                  seg.offset_of_max_timestamp, seg.log_path, seg.index_path,
                                  seg.time_index_path, seg.txn_index_path,
                                  lg.dir / f"{seg.next_offset:020d}.snapshot",
-                                 read_plain=seg.plain_log_and_index if seg.cipher is not None else None)
+                                 open_batch=seg.cipher.open_batch if seg.cipher is not None else None)
             started = time.monotonic()
+            # The upload changes a copy: readers keep the committed view until the copy is saved.
+            work = m.copy()
             try:
-                entry = await self._uploader.upload(m, files)
+                entry = await self._uploader.upload(work, files)
             except (StoreError, OSError, TransformError) as e:
                 self.metrics.upload_failures += 1
                 log.warning("upload of %s-%d segment %d failed (will retry): %s", topic.name, p, seg.base_offset, e)
                 await self._reload(topic, p)
                 return
+            self._manifests[key] = work
             self.metrics.segments_uploaded += 1
             self.metrics.bytes_uploaded += entry.object_size
             self.metrics.upload_seconds += time.monotonic() - started
-            self._count_remote_bytes(m)
+            self._count_remote_bytes(work)
 
-    async def _reload(self, topic: TieredTopic, p: int) -> None:
-        """After a failed upload: re-read the manifest and remove what the attempt left."""
-        self._manifests.pop((topic.name, p), None)
+    async def _reload(self, topic: TieredTopic, p: int) -> bool:
+        """After a failed upload: re-read the manifest and remove what the attempt left; True
+        when both worked. The manifest in memory is replaced only by one read whole from the
+        store, and the clean-up works on a copy: while the store is down, reads keep the last
+        committed view (dropping it would make remote data look deleted and send consumers
+        past it)."""
+        key = (topic.name, p)
+        self._unsettled.add(key)
         try:
-            m = await self.manifest(topic, p)
-            await self._uploader.clean_up(m)
+            fresh = await self._uploader.load_manifest(topic.name, topic.topic_id, p)
+        except (StoreError, OSError, ManifestError) as e:
+            log.warning("reload of the manifest of %s-%d deferred: %s", topic.name, p, e)
+            return False
+        self._manifests[key] = fresh
+        self._count_remote_bytes(fresh)
+        cleaned = fresh.copy()
+        try:
+            await self._uploader.clean_up(cleaned)
         except (StoreError, OSError) as e:
-            self._manifests.pop((topic.name, p), None)
             log.warning("clean-up of %s-%d deferred: %s", topic.name, p, e)
+            return False
+        self._manifests[key] = cleaned
+        self._unsettled.discard(key)
+        return True
 
     async def _apply_remote_retention(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
         cfg = topic.config
@@ -259,6 +298,7 @@ class TierManager:
         """Remove every object of the topic (all partitions' segments and manifests)."""
         for p in range(topic.partitions):
             m = self._manifests.pop((topic.name, p), None) or PartitionManifest(topic.name, topic.topic_id, p)
+            self._unsettled.discard((topic.name, p))
             self.metrics.remote_bytes.pop((topic.name, p), None)
             directory = m.key(self._settings.upload.prefix).rsplit("/", 1)[0] + "/"
             keys = [o.key for o in await self._store.list(directory)]
@@ -281,7 +321,8 @@ class TierManager:
     async def read(self, topic: str, partition: int, offset: int, max_bytes: int,
                    min_one: bool) -> bytes | memoryview | None:
         """Whole batches from the remote segment holding offset; None when the offset is not
-        remote; b"" when the store did not answer within remote.fetch.max.wait.ms."""
+        remote. Raises StoreError when the store fails or does not answer within
+        remote.fetch.max.wait.ms: never an empty answer, which a replay would take for its end."""
         m = self._manifests.get((topic, partition))
         entry = m.segment_for_offset(offset) if m is not None else None
         if m is None or entry is None:
@@ -293,7 +334,8 @@ class TierManager:
         except asyncio.TimeoutError:
             self.metrics.remote_read_timeouts += 1
             log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
-            return b""
+            raise RemoteReadTimeout(f"remote read of {topic}-{partition} at {offset} passed "
+                                    f"remote.fetch.max.wait.ms ({self._settings.fetch_max_wait_ms} ms)") from None
 
     async def aborted_transactions(self, lg: UnifiedLog, fetch_offset: int,
                                    upper_offset: int) -> list[tuple[int, int]]:

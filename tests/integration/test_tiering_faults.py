@@ -4,20 +4,28 @@ data get retries, errors or an empty answer in time, never wrong bytes."""
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
+from kio.schema.errors import ErrorCode
+from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
+from kio.schema.types import TopicName
+from kio.static.primitive import i32, i64
 
 from tests.moto_server import ThreadedFaultProxy
 
 from . import ck
-from .helpers import unique_topic
+from .helpers import kio_call, unique_topic, wait_until
 from .test_tiering_helpers import (
+    EARLIEST,
     TIERED_TOPIC,
     RemoteView,
     clear_cache,
     expected_by_partition,
+    list_offset,
+    metric,
     moto,
     new_keyring,
     offsets,
@@ -168,6 +176,10 @@ def test_slow_store_does_not_hold_up_local_partitions(tiered_factory, tmp_path, 
     b.start(30)
     proxy.delay_s = 10
     proxy.delay_when = lambda line: line.startswith(b"GET")
+    # A remote read past remote.fetch.max.wait.ms answers the retriable error, not an empty
+    # answer that a replay would take for the end of the data.
+    part = _fetch_one(b.bootstrap, topic, 0, 0)
+    assert (part.error_code, part.records) == (ErrorCode.kafka_storage_error, b"")
     # One consumer, one fetch for both partitions: partition 1 is local and must keep flowing
     # while partition 0's store reads hang (the broker answers within remote.fetch.max.wait.ms).
     got, _ = _poll_window(b, [(topic, 0, 0), (topic, 1, 0)], 6)
@@ -179,4 +191,85 @@ def test_slow_store_does_not_hold_up_local_partitions(tiered_factory, tmp_path, 
 
     proxy.clear_faults()
     got = ck.strip_ts(ck.consume(b.bootstrap, topic, [0], start=0, timeout=90))
+    assert got == expected
+
+
+def _fetch_one(bootstrap: str, topic: str, partition: int, offset: int):
+    """One raw Fetch v12 of one partition; returns its PartitionData."""
+    fp = FetchPartition(partition=i32(partition), fetch_offset=i64(offset), partition_max_bytes=i32(1 << 20))
+    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1),
+                       topics=(FetchTopic(topic=TopicName(topic), partitions=(fp,)),), forgotten_topics_data=())
+    resp = kio_call(bootstrap, req, 1, 12, timeout=30)
+    assert resp.error_code == ErrorCode.none
+    [t] = resp.responses
+    [p] = t.partitions
+    return p
+
+
+def test_store_outage_after_failed_upload_hides_no_remote_data(tiered_factory, tmp_path, remote, proxy):
+    """A failed upload while the store is down must not drop the partition's remote view:
+    the earliest offset stays the remote start, a remote fetch answers a retriable error, and
+    a new consumer reset to earliest waits for the store instead of skipping to the local start."""
+    b = _broker(tiered_factory, remote, proxy, tmp_path, **{"remote.fetch.max.wait.ms": 1000})
+    topic = unique_topic("tier-outage")
+    ck.create_topic(b.bootstrap, topic, 1, TIERED_TOPIC)
+    plan = text_plan(b"OUTAGE", 1, 300)
+    produce(b, topic, plan)
+    n = plan.count(0)
+    o = wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
+    assert o["earliest"] == 0 and o["earliest_local"] > 0
+
+    # The store goes down; the next sealed segment's upload fails, and so does every re-read
+    # of the manifest after it.
+    proxy.fail_status = 500
+    proxy.fail_next = -1
+    failures = metric(b.metrics(), "sediment_remote_upload_failures_total")
+    p = ck.producer(b.bootstrap, **{"acks": "all"})
+    late = [b"late-%03d-" % i + b"x" * 900 for i in range(60)]
+    for value in late:
+        p.produce(topic, value=value, partition=0)
+    assert p.flush(30) == 0
+    wait_until(lambda: metric(b.metrics(), "sediment_remote_upload_failures_total") > failures, 60,
+               interval=0.2, what="an upload failing against the down store")
+
+    # (a) the earliest offset is still the remote start
+    err, off, _ = list_offset(b.bootstrap, topic, 0, EARLIEST)
+    assert (err, off) == (ErrorCode.none, 0)
+    # ... and a timestamp that only the bucket can resolve gets the retriable error, not the
+    # local log's answer
+    ts = plan.records[5].timestamp
+    assert list_offset(b.bootstrap, topic, 0, ts)[:2] == (ErrorCode.kafka_storage_error, -1)
+
+    # (b) a fetch at a remote offset answers the retriable KAFKA_STORAGE_ERROR, no records
+    part = _fetch_one(b.bootstrap, topic, 0, 0)
+    assert part.error_code == ErrorCode.kafka_storage_error
+    assert not part.records
+    assert part.log_start_offset == 0
+
+    # (c) a new consumer reset to earliest during the outage starts at 0 and, once the store
+    # is back, receives every record in order
+    expected = [(off, value) for _, off, _, value, _ in plan.expected()]
+    expected += [(n + i, value) for i, value in enumerate(late)]
+    reads = metric(b.metrics(), "sediment_remote_reads_total")
+    c = ck.consumer(b.bootstrap, **{"auto.offset.reset": "earliest", "enable.partition.eof": False,
+                                    "fetch.error.backoff.ms": 100})
+    got: list[tuple[int, bytes | None]] = []
+
+    def poll_until(predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}; got {len(got)} records"
+            msg = c.poll(0.2)
+            if msg is not None and not msg.error():
+                got.append((msg.offset(), msg.value()))
+
+    try:
+        c.subscribe([topic])
+        poll_until(lambda: metric(b.metrics(), "sediment_remote_reads_total") > reads + 2, 60,
+                   "the new consumer's fetches reaching the bucket")
+        assert got == [], "records arrived while the store was down"
+        proxy.clear_faults()
+        poll_until(lambda: bool(got) and got[-1][0] >= expected[-1][0], 90, "every record")
+    finally:
+        c.close()
     assert got == expected

@@ -31,6 +31,7 @@ def test_precedence_file_env_flag(tmp_path):
     ({"listeners": "HTTP://1.2.3.4:9"}, "listeners"),
     ({"listeners": "PLAINTEXT://host"}, "listeners"),
     ({"auto.create.topics.enable": "maybe"}, "auto.create.topics.enable"),
+    ({"remote.upload.concurrency": "0"}, "remote.upload.concurrency"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
@@ -56,3 +57,10 @@ def test_bad_toml_names_config(tmp_path):
 def test_advertised_defaults_to_reachable_host():
     cfg = load_config(None, {"listeners": "PLAINTEXT://0.0.0.0:9999"}, environ={})
     assert cfg.advertised_listeners == [Listener("PLAINTEXT", "127.0.0.1", 9999)]
+
+
+def test_upload_concurrency_reaches_the_tier_settings():
+    from service.tiering import tier_settings
+
+    assert tier_settings(load_config(environ={})).upload_concurrency == 4
+    assert tier_settings(load_config(None, {"remote.upload.concurrency": "2"}, environ={})).upload_concurrency == 2

@@ -300,3 +300,9 @@ class PartitionManifest:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PartitionManifest) and self._body() == other._body()
+
+    def copy(self) -> "PartitionManifest":
+        """An independent copy to change and save; the original stays the committed view until
+        the copy is saved (entries are immutable, so sharing them is safe)."""
+        return PartitionManifest(self.topic, self.topic_id, self.partition, self._entries, self.version,
+                                 self.start_floor)

@@ -7,8 +7,10 @@ the transformed chunks; a `ChunkIndex` maps every original chunk (offsets, byte 
 byte range in the object, so a reader fetches only the chunks it needs with ranged GETs and
 restores each one independently.
 
-Every function here is pure and CPU-bound with no event loop: callers run them in a thread
-(`asyncio.to_thread`) so the loop never stalls on compression or encryption.
+Every function here is CPU-bound (or reads a file) with no event loop: callers run them in a
+thread (`asyncio.to_thread`) so the loop never stalls on compression or encryption. Uploads
+stream a segment through the generators (file_batches -> chunk_batches -> transform_chunks), one
+chunk at a time, so memory does not grow with the segment.
 
 Chunk ciphertext layout: 12-byte random nonce || AES-GCM ciphertext || 16-byte tag. The
 associated data binds a chunk to its segment, its position in the segment, its codec and its
@@ -23,7 +25,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 import lz4.frame
 import zstandard
@@ -31,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from security.keys import DATA_KEY_SIZE, DecryptionError
-from tiering.records import iter_batches
+from tiering.records import HEADER_SIZE, LOG_OVERHEAD, MIN_BATCH_LENGTH, iter_batches, read_header
 
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 NONCE_SIZE = 12
@@ -94,6 +96,50 @@ def split_chunks(segment: bytes | bytearray | memoryview, target_size: int = DEF
     if end > start:
         chunks.append(Chunk(len(chunks), first, last, start, end - start))
     return chunks
+
+
+# One batch as the streaming transforms pass it on: (base offset, last offset, bytes).
+Batch = tuple[int, int, "bytes | bytearray"]
+
+
+def file_batches(f: BinaryIO, size: int) -> Iterator[Batch]:
+    """The batches of a segment file of `size` bytes, read one at a time (a sealed segment is
+    read without holding it whole). Raises TransformError where the bytes stop being whole
+    batches, as split_chunks does."""
+    pos = 0
+    while pos < size:
+        head = f.read(HEADER_SIZE)
+        length = int.from_bytes(head[8:12], "big", signed=True) if len(head) == HEADER_SIZE else -1
+        if length < MIN_BATCH_LENGTH or pos + length + LOG_OVERHEAD > size:
+            raise TransformError(f"segment is not whole batches: {size - pos} trailing bytes at byte {pos}")
+        rest = f.read(length + LOG_OVERHEAD - HEADER_SIZE)
+        if len(rest) != length + LOG_OVERHEAD - HEADER_SIZE:
+            raise TransformError(f"segment ended inside the batch at byte {pos}")
+        h = read_header(head)
+        yield h.base_offset, h.last_offset, head + rest
+        pos += length + LOG_OVERHEAD
+
+
+def chunk_batches(batches: Iterable[Batch], target_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[Chunk, bytearray]]:
+    """Group batches into chunks exactly as split_chunks cuts a whole segment, holding one
+    chunk at a time."""
+    if target_size <= 0:
+        raise ValueError("target_size must be positive")
+    buf = bytearray()
+    index = start = 0
+    first = last = -1
+    for base, batch_last, data in batches:
+        if buf and len(buf) + len(data) > target_size:
+            yield Chunk(index, first, last, start, len(buf)), buf
+            index += 1
+            start += len(buf)
+            buf = bytearray()
+        if not buf:
+            first = base
+        last = batch_last
+        buf += data
+    if buf:
+        yield Chunk(index, first, last, start, len(buf)), buf
 
 
 def compressed_share(chunk: bytes | bytearray | memoryview) -> float:
@@ -307,6 +353,23 @@ def transform_chunk(
     return used, body
 
 
+def transform_chunks(
+    chunks: Iterable[tuple[Chunk, bytes | bytearray | memoryview]],
+    data_key: bytes | None,
+    segment_uuid: object,
+    codec: str = "zstd",
+    level: int | None = None,
+) -> Iterator[tuple[ChunkEntry, bytes]]:
+    """The pipeline one chunk at a time -> (index entry, transformed bytes) in object order."""
+    if data_key is not None:
+        _check_key(data_key)
+    tpos = 0
+    for c, data in chunks:
+        used, body = transform_chunk(data, c.index, data_key, segment_uuid, codec, level)
+        yield ChunkEntry(c.index, c.first_offset, c.last_offset, c.position, c.size, tpos, len(body), used), body
+        tpos += len(body)
+
+
 def transform_segment(
     segment: bytes | bytearray | memoryview,
     data_key: bytes | None,
@@ -315,25 +378,22 @@ def transform_segment(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     level: int | None = None,
 ) -> tuple[list[bytes], ChunkIndex]:
-    """The whole pipeline for one segment -> (object parts in order, chunk index).
+    """The whole pipeline for one segment in memory -> (object parts in order, chunk index).
 
     The data object is b"".join(parts); parts are per chunk so an uploader can group them into
     multipart-upload parts without another copy. data_key None means no encryption (for stores
-    the operator trusts); otherwise it must be 32 bytes.
+    the operator trusts); otherwise it must be 32 bytes. Uploads stream the same pipeline from
+    the file (file_batches -> chunk_batches -> transform_chunks).
     """
     if data_key is not None:
         _check_key(data_key)
     view = memoryview(segment)
+    chunks = ((c, view[c.position : c.position + c.size]) for c in split_chunks(view, chunk_size))
     parts: list[bytes] = []
     entries: list[ChunkEntry] = []
-    tpos = 0
-    for c in split_chunks(view, chunk_size):
-        used, body = transform_chunk(view[c.position : c.position + c.size], c.index, data_key,
-                                     segment_uuid, codec, level)
+    for entry, body in transform_chunks(chunks, data_key, segment_uuid, codec, level):
         parts.append(body)
-        entries.append(ChunkEntry(c.index, c.first_offset, c.last_offset, c.position, c.size,
-                                  tpos, len(body), used))
-        tpos += len(body)
+        entries.append(entry)
     return parts, ChunkIndex(entries, encrypted=data_key is not None)
 
 

@@ -12,17 +12,21 @@ map, the offset index, the time index, the transaction index and the producer sn
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from security.keys import KeyProvider, WrappedKey, new_data_key
 
 from tiering.remote.manifest import PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.store import ObjectStore
-from tiering.remote.transform import ChunkIndex, decrypt, encrypt, restore_range, transform_segment
+from tiering.remote.transform import (
+    Batch, ChunkEntry, ChunkIndex, chunk_batches, decrypt, encrypt, file_batches, restore_range, transform_chunks,
+)
 
 _INDEXES_MAGIC = b"SDIX"
 _INDEXES_VERSION = 1
@@ -41,9 +45,10 @@ class SegmentFiles:
     time_index_path: Path | None = None
     txn_index_path: Path | None = None
     producer_snapshot_path: Path | None = None
-    # For a locally encrypted segment: returns (log bytes, offset index bytes) as plaintext
-    # batches and positions into them; the chunks are then compressed and encrypted as usual.
-    read_plain: Callable[[], tuple[bytes | bytearray, bytes]] | None = None
+    # For a locally encrypted segment: the original bytes of one stored batch (sealed or not).
+    # Remote chunks hold original batches, compressed and encrypted per chunk; the offset index
+    # is translated to positions in them.
+    open_batch: Callable[[bytes], bytes | bytearray] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,88 @@ def _read(path: Path | None) -> bytes:
     return path.read_bytes() if path is not None and path.exists() else b""
 
 
+_INDEX_ENTRY = struct.Struct(">ii")  # offset index entry: relative offset, position
+
+
+class _OpenedIndex:
+    """Translates a stored segment's offset index to positions in its opened batches, batch by
+    batch as they stream past (both are in position order), without a map of every batch."""
+
+    def __init__(self, index: bytes) -> None:
+        self._entries = list(_INDEX_ENTRY.iter_unpack(index[:len(index) - len(index) % 8]))
+        self._next = 0
+        self._removed = 0
+        self._out = bytearray()
+
+    def passed(self, stored_pos: int, stored_size: int, opened_size: int) -> None:
+        while self._next < len(self._entries) and self._entries[self._next][1] <= stored_pos:
+            rel, pos = self._entries[self._next]
+            self._out += _INDEX_ENTRY.pack(rel, pos - self._removed)
+            self._next += 1
+        self._removed += stored_size - opened_size
+
+    def result(self) -> bytes:
+        for rel, pos in self._entries[self._next:]:
+            self._out += _INDEX_ENTRY.pack(rel, pos - self._removed)
+        self._next = len(self._entries)
+        return bytes(self._out)
+
+
+def _opened_batches(batches: Iterable[Batch], open_batch: Callable[[bytes], bytes | bytearray],
+                    index: _OpenedIndex) -> Iterator[Batch]:
+    stored_pos = 0
+    for base, last, data in batches:
+        opened = open_batch(data)
+        index.passed(stored_pos, len(data), len(opened))
+        stored_pos += len(data)
+        yield base, last, opened
+
+
+@dataclass
+class ChunkMeter:
+    """How many chunks upload pipelines hold (read, transformed or waiting for the store):
+    what bounds an upload's memory, whatever the segment's size."""
+
+    held: int = 0
+    peak: int = 0
+
+    def take(self) -> None:
+        self.held += 1
+        self.peak = max(self.peak, self.held)
+
+    def drop(self) -> None:
+        self.held -= 1
+
+
+@dataclass
+class _SegmentStream:
+    """A sealed segment opened for upload: its transformed chunks, one at a time, and the
+    index entries of those already produced."""
+
+    file: BinaryIO
+    chunks: Iterator[tuple[ChunkEntry, bytes]]
+    opened_index: _OpenedIndex | None
+    entries: list[ChunkEntry] = field(default_factory=list)
+
+    def next_part(self) -> bytes | None:
+        """Read, cut, compress and encrypt the next chunk (blocking: run in a thread)."""
+        item = next(self.chunks, None)
+        if item is None:
+            return None
+        self.entries.append(item[0])
+        return item[1]
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class SegmentUploader:
-    def __init__(self, store: ObjectStore, keys: KeyProvider | None, settings: UploadSettings) -> None:
+    def __init__(self, store: ObjectStore, keys: KeyProvider | None, settings: UploadSettings,
+                 meter: ChunkMeter | None = None) -> None:
         self._store = store
         self._keys = keys
         self._settings = settings
+        self.meter = meter if meter is not None else ChunkMeter()
 
     @property
     def store(self) -> ObjectStore:
@@ -120,44 +202,87 @@ class SegmentUploader:
 
     async def upload(self, manifest: PartitionManifest, seg: SegmentFiles) -> SegmentEntry:
         """Copy one sealed segment and commit it. The manifest object is rewritten twice:
-        COPY_STARTED before the first byte, COPY_FINISHED after the last."""
+        COPY_STARTED before the first byte, COPY_FINISHED after the last. The segment streams
+        through the pipeline a chunk at a time: memory does not grow with its size."""
         s = self._settings
         segment_uuid = str(uuid.uuid4())
         data_key = new_data_key() if self._keys is not None else None
         wrapped: WrappedKey | None = await self._keys.wrap(data_key) if self._keys and data_key else None
-        offset_index: bytes | None = None
-        if seg.read_plain is not None:
-            raw, offset_index = await asyncio.to_thread(seg.read_plain)
-        else:
-            raw = await asyncio.to_thread(seg.log_path.read_bytes)
-        entry = SegmentEntry(segment_uuid, seg.base_offset, seg.last_offset, seg.max_timestamp,
-                             seg.max_timestamp_offset, len(raw), 0, SegmentState.COPY_STARTED, s.codec,
-                             s.chunk_size, wrapped.key_id if wrapped else None,
-                             wrapped.blob_b64() if wrapped else None)
-        manifest.add(entry)
-        await self.save_manifest(manifest)
-
-        parts, chunks = await asyncio.to_thread(transform_segment, raw, data_key, segment_uuid, s.codec,
-                                                s.chunk_size, s.level)
-        del raw
         index_files = await asyncio.to_thread(
             lambda: tuple(_read(p) for p in (seg.index_path, seg.time_index_path, seg.txn_index_path,
                                             seg.producer_snapshot_path)))
-        if offset_index is not None:
-            index_files = (offset_index,) + index_files[1:]
+        stream = await asyncio.to_thread(self._open, seg, index_files[0], data_key, segment_uuid)
+        try:
+            entry = SegmentEntry(segment_uuid, seg.base_offset, seg.last_offset, seg.max_timestamp,
+                                 seg.max_timestamp_offset, os.fstat(stream.file.fileno()).st_size, 0,
+                                 SegmentState.COPY_STARTED, s.codec, s.chunk_size,
+                                 wrapped.key_id if wrapped else None, wrapped.blob_b64() if wrapped else None)
+            manifest.add(entry)
+            await self.save_manifest(manifest)
+            log_key, indexes_key = manifest.keys_for(entry, s.prefix)
+            parts = self._parts(stream)
+            try:
+                await self._store.put_stream(log_key, parts)
+            finally:
+                await parts.aclose()  # a failed store call may leave the generator open
+        finally:
+            stream.close()
+        chunks = ChunkIndex(stream.entries, encrypted=data_key is not None)
+        if stream.opened_index is not None:
+            index_files = (stream.opened_index.result(),) + index_files[1:]
         indexes = SegmentIndexes(chunks, *index_files)
-        log_key, indexes_key = manifest.keys_for(entry, s.prefix)
-
-        async def stream() -> AsyncIterator[bytes]:
-            for part in parts:
-                yield part
-
-        await self._store.put_stream(log_key, stream())
         await self._store.put(indexes_key, pack_indexes(indexes, data_key, segment_uuid))
-        manifest.replace_entry(replace(entry, object_size=chunks.object_size))
+        manifest.replace_entry(replace(entry, size=chunks.original_size, object_size=chunks.object_size))
         done = manifest.mark(segment_uuid, SegmentState.COPY_FINISHED)
         await self.save_manifest(manifest)
         return done
+
+    def _open(self, seg: SegmentFiles, offset_index: bytes, data_key: bytes | None,
+              segment_uuid: str) -> _SegmentStream:
+        s = self._settings
+        f = open(seg.log_path, "rb", buffering=1 << 20)
+        try:
+            batches: Iterable[Batch] = file_batches(f, os.fstat(f.fileno()).st_size)
+            opened_index = None
+            if seg.open_batch is not None:
+                opened_index = _OpenedIndex(offset_index)
+                batches = _opened_batches(batches, seg.open_batch, opened_index)
+            chunks = transform_chunks(chunk_batches(batches, s.chunk_size), data_key, segment_uuid, s.codec, s.level)
+            return _SegmentStream(f, chunks, opened_index)
+        except BaseException:
+            f.close()
+            raise
+
+    async def _parts(self, stream: _SegmentStream) -> AsyncIterator[bytes]:
+        """The object's bytes chunk by chunk, the next chunk transformed in a worker thread
+        while the store sends the previous one (read-ahead of one): the pipeline holds at most
+        two chunks, and the store's put_stream pulls only as fast as it uploads."""
+        meter = self.meter
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes | None] | None = None
+
+        def start() -> asyncio.Future[bytes | None]:
+            meter.take()
+            return loop.run_in_executor(None, stream.next_part)
+
+        try:
+            pending = start()
+            while True:
+                part = await asyncio.shield(pending)
+                if part is None:
+                    meter.drop()
+                    pending = None
+                    return
+                pending = start()
+                try:
+                    yield part
+                finally:
+                    meter.drop()
+        finally:
+            if pending is not None:
+                # A worker may still be reading the file: let it finish before the file closes.
+                await asyncio.gather(pending, return_exceptions=True)
+                meter.drop()
 
     async def clean_up(self, manifest: PartitionManifest) -> list[str]:
         """Delete what crashed uploads left: COPY_STARTED entries and their objects, and objects

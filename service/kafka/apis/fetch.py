@@ -221,8 +221,14 @@ async def _read_remote(ctx: RequestContext, parts: list[_Part], budget: int, *, 
         if isinstance(data, BaseException):
             if isinstance(data, asyncio.CancelledError):
                 raise data
-            # The store failed, or the data cannot be decrypted: an error for this partition
-            # only (retriable for clients), never bytes that are not the record's.
+            # The store failed or passed remote.fetch.max.wait.ms, or the data cannot be
+            # decrypted: an error for this partition only, never bytes that are not the record's
+            # and never an empty answer (a replay would take it for its end). Kafka's
+            # DelayedRemoteFetch answers a failed remote read with its exception's code and an
+            # expired one with no records; KAFKA_STORAGE_ERROR (56) is the code that librdkafka,
+            # aiokafka and kafka-python all retry at the same offset (a metadata refresh, then
+            # the fetch again), where OFFSET_OUT_OF_RANGE would reset the position and
+            # UNKNOWN_SERVER_ERROR would reach the application.
             log.warning("remote read of %s-%d at %d failed: %s", p.name, p.partition, p.offset, data)
             p.error = ErrorCode.kafka_storage_error
             continue

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kio.schema.errors import ErrorCode
+
+from tiering.remote.store import StoreError
+from tiering.remote.transform import TransformError
 
 from service.kafka.apis.authz import DESCRIBE, TopicChecks
 from service.kafka.context import RequestContext
 
 EARLIEST, LATEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -2, -1, -3, -4
 READ_COMMITTED = 1
+_log = logging.getLogger("sediment.list_offsets")
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -54,7 +59,14 @@ async def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = Fal
     else:  # the bucket first: remote segments below the local start hold the earlier records
         found = None
         if tier is not None and tier.remote_range(topic, index) is not None:
-            found = await tier.offset_for_timestamp(topic, index, ts, below=log.log_start_offset)
+            try:
+                found = await tier.offset_for_timestamp(topic, index, ts, below=log.log_start_offset)
+            except (StoreError, TransformError, ValueError) as e:
+                # The bucket cannot answer now: a retriable error (as for a failed remote fetch),
+                # never the local answer, which would skip the remote records.
+                _log.warning("ListOffsets of %s-%d at timestamp %d: remote lookup failed: %s", topic, index, ts, e)
+                return dict(partition_index=index, error_code=ErrorCode.kafka_storage_error,
+                            timestamp=-1, offset=-1, leader_epoch=-1)
         if found is None:
             found = log.offset_for_timestamp(ts)
     offset, timestamp = found if found is not None else (-1, -1)
