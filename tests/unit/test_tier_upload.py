@@ -133,7 +133,7 @@ async def test_failed_upload_keeps_the_committed_view_while_the_store_is_down(tm
     await store.start()
     settings = TierSettings(upload=UploadSettings(chunk_size=4096), read=ReadSettings(), fetch_max_wait_ms=2000)
     tier = TierManager(logs, store, None, ChunkCache(tmp_path / "cache", 1 << 20), settings, lambda: [topic])
-    tier._cache.start()
+    await tier._cache.start()
     try:
         await tier.run_once(now_ms=NOW)
         assert tier.remote_range("orders", 0) == (0, 2)
