@@ -37,6 +37,10 @@ class RemoteReadTimeout(StoreUnavailable):
     """A remote read did not finish within remote.fetch.max.wait.ms."""
 
 
+class RemoteViewUnknown(StoreUnavailable):
+    """The partition's manifest could not be read yet: what the bucket holds is unknown."""
+
+
 @dataclass(frozen=True)
 class TieredTopic:
     name: str
@@ -80,29 +84,52 @@ class TierManager:
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         # Partitions whose last upload failed and whose bucket has not been cleaned up since.
         self._unsettled: set[tuple[str, int]] = set()
+        # Partitions whose manifest has not been read since start (the store was down).
+        self._unopened: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self.metrics = TierMetrics()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every tiered partition's manifest, clean up after crashed uploads, and let an
-        empty local log continue after the remote end (a broker rebuilt from the bucket)."""
+        """Open every tiered partition's remote view (see _open_partition). A partition whose
+        manifest cannot be read now (the store is down) does not stop the broker: it serves its
+        local data, answers a retriable error for what may be remote, and is opened again on
+        every pass of the upload loop until it works."""
         await self._cache.start()
         for topic in self._topics():
             if not topic.config.remote_storage_enable:
                 continue
             for p in range(topic.partitions):
-                m = await self.manifest(topic, p)
-                removed = await self._uploader.clean_up(m)
-                if removed:
-                    log.info("removed %d objects of interrupted uploads of %s-%d", len(removed), topic.name, p)
-                lg = self._logs.get(topic.name, p)
-                end = m.remote_end_offset
-                if lg is not None and end is not None and lg.size_bytes == 0 and lg.log_end_offset <= end:
-                    lg.start_at(end + 1)
-                    log.info("%s-%d continues at offset %d after its remote segments", topic.name, p, end + 1)
+                await self._try_open(topic, p)
         self._task = asyncio.create_task(self._loop())
+
+    async def _try_open(self, topic: TieredTopic, p: int) -> bool:
+        key = (topic.name, p)
+        try:
+            await self._open_partition(topic, p)
+        except (StoreError, OSError, ManifestError) as e:
+            if key not in self._unopened:
+                log.warning("remote view of %s-%d unknown until the store answers: %s", topic.name, p, e)
+            self._unopened.add(key)
+            return False
+        self._unopened.discard(key)
+        return True
+
+    async def _open_partition(self, topic: TieredTopic, p: int) -> None:
+        """Load the manifest, clean up after crashed uploads, and let an empty local log
+        continue after the remote end (a broker rebuilt from the bucket)."""
+        m = await self._uploader.load_manifest(topic.name, topic.topic_id, p)
+        removed = await self._uploader.clean_up(m)
+        if removed:
+            log.info("removed %d objects of interrupted uploads of %s-%d", len(removed), topic.name, p)
+        self._manifests[(topic.name, p)] = m
+        self._count_remote_bytes(m)
+        lg = self._logs.get(topic.name, p)
+        end = m.remote_end_offset
+        if lg is not None and end is not None and lg.size_bytes == 0 and lg.log_end_offset <= end:
+            lg.start_at(end + 1)
+            log.info("%s-%d continues at offset %d after its remote segments", topic.name, p, end + 1)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -164,6 +191,8 @@ class TierManager:
 
     async def _tier_partition(self, topic: TieredTopic, p: int, lg: UnifiedLog, now: int) -> None:
         async with self._lock((topic.name, p)):
+            if (topic.name, p) in self._unopened and not await self._try_open(topic, p):
+                return
             try:
                 self._roll_if_stale(lg, topic.config, now)
                 await self._upload_sealed(topic, p, lg)
@@ -299,6 +328,7 @@ class TierManager:
         for p in range(topic.partitions):
             m = self._manifests.pop((topic.name, p), None) or PartitionManifest(topic.name, topic.topic_id, p)
             self._unsettled.discard((topic.name, p))
+            self._unopened.discard((topic.name, p))
             self.metrics.remote_bytes.pop((topic.name, p), None)
             directory = m.key(self._settings.upload.prefix).rsplit("/", 1)[0] + "/"
             keys = [o.key for o in await self._store.list(directory)]
@@ -315,6 +345,11 @@ class TierManager:
         return m.log_start_offset, m.remote_end_offset  # type: ignore[return-value]
 
     def log_start_offset(self, lg: UnifiedLog) -> int:
+        """The first offset across both tiers. Raises RemoteViewUnknown while the partition's
+        manifest could not be read since start and the local log does not start at 0: the
+        bucket may hold earlier records, and the local start would send consumers past them."""
+        if (lg.topic, lg.partition) in self._unopened and lg.log_start_offset > 0:
+            raise RemoteViewUnknown(f"{lg.topic}-{lg.partition}: the store has not answered since start")
         remote = self.remote_range(lg.topic, lg.partition)
         return lg.log_start_offset if remote is None else min(remote[0], lg.log_start_offset)
 

@@ -273,3 +273,41 @@ def test_store_outage_after_failed_upload_hides_no_remote_data(tiered_factory, t
     finally:
         c.close()
     assert got == expected
+
+
+def test_restart_during_store_outage_hides_no_remote_data(tiered_factory, tmp_path, remote, proxy):
+    """A broker restarted while the store is down starts and serves its local data, but until
+    the bucket answers it cannot know the partition's first offset: earliest and fetches below
+    the local start answer the retriable KAFKA_STORAGE_ERROR (never the local start, which
+    would send consumers past remote records); once the store is back, everything reads."""
+    b = _broker(tiered_factory, remote, proxy, tmp_path, **{"remote.fetch.max.wait.ms": 1000})
+    topic = unique_topic("tier-restart-outage")
+    ck.create_topic(b.bootstrap, topic, 1, TIERED_TOPIC)
+    plan = text_plan(b"RESTART", 1, 300)
+    produce(b, topic, plan)
+    n = plan.count(0)
+    o = wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
+    local_start = o["earliest_local"]
+    assert o["earliest"] == 0 and local_start > 0
+
+    b.stop()
+    proxy.fail_status = 500
+    proxy.fail_next = -1
+    b.start(60)
+
+    assert list_offset(b.bootstrap, topic, 0, EARLIEST)[:2] == (ErrorCode.kafka_storage_error, -1)
+    part = _fetch_one(b.bootstrap, topic, 0, 0)
+    assert (part.error_code, part.records) == (ErrorCode.kafka_storage_error, b"")
+    local = _fetch_one(b.bootstrap, topic, 0, local_start)
+    assert local.error_code == ErrorCode.none and local.records
+    expected = [(off, value) for _, off, _, value, _ in plan.expected()]
+    p = ck.producer(b.bootstrap, **{"acks": "all"})
+    p.produce(topic, value=b"after-restart", partition=0)
+    assert p.flush(30) == 0
+    expected.append((n, b"after-restart"))
+
+    proxy.clear_faults()
+    wait_until(lambda: list_offset(b.bootstrap, topic, 0, EARLIEST)[:2] == (ErrorCode.none, 0), 60,
+               interval=0.2, what="the remote view opened once the store answers")
+    got = ck.consume(b.bootstrap, topic, [0], start=0, timeout=90)
+    assert [(g[1], g[3]) for g in got] == expected

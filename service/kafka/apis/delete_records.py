@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from tiering.log.partition import OffsetOutOfRangeError
+from tiering.remote.store import StoreError
 
 from service.kafka.apis.authz import DELETE, TopicChecks
 from service.kafka.context import RequestContext
+
+_log = logging.getLogger("sediment.delete_records")
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -35,3 +39,6 @@ async def _delete(ctx: RequestContext, topic: str, partition: int, offset: int) 
         return await ctx.broker.delete_records(log, offset), 0
     except OffsetOutOfRangeError:
         return -1, ErrorCode.offset_out_of_range
+    except StoreError as e:  # the bucket could not be updated or read: nothing was answered as done
+        _log.warning("DeleteRecords of %s-%d: %s", topic, partition, e)
+        return -1, ErrorCode.kafka_storage_error

@@ -21,6 +21,7 @@ from tiering.log.partition import OffsetOutOfRangeError
 from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
 from tiering.records import iter_batches
+from tiering.remote.store import StoreError
 
 from service.kafka.apis.authz import (
     CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
@@ -122,7 +123,11 @@ async def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
                 else ErrorCode.unknown_topic_or_partition
             any_error = True
             continue
-        p.hw, p.log_start = log.high_watermark, ctx.broker.log_start_offset(log)
+        p.hw = log.high_watermark
+        try:
+            p.log_start, remote_known = ctx.broker.log_start_offset(log), True
+        except StoreError:  # the bucket has not answered since start: it may hold earlier data
+            p.log_start, remote_known = log.log_start_offset, False
         p.lso = log.last_stable_offset
         p.aborted = [] if committed else None
         budget = min(p.max_bytes, max_bytes - total)
@@ -134,6 +139,10 @@ async def _read_all(ctx: RequestContext, parts: list[_Part], max_bytes: int,
         except OffsetOutOfRangeError:
             if p.log_start <= p.offset < log.log_start_offset:
                 remote.append(p)
+                continue
+            if not remote_known and p.offset < log.log_start_offset:
+                p.error = ErrorCode.kafka_storage_error  # retriable; out of range would reset the consumer
+                any_error = True
                 continue
             p.error = ErrorCode.offset_out_of_range
             any_error = True

@@ -43,7 +43,12 @@ async def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = Fal
     found: tuple[int, int] | None
     tier = ctx.broker.tier
     if ts == EARLIEST:
-        found = (ctx.broker.log_start_offset(log), -1)
+        try:
+            found = (ctx.broker.log_start_offset(log), -1)
+        except StoreError as e:  # the bucket may hold earlier records: retriable, never the local start
+            _log.warning("ListOffsets earliest of %s-%d: %s", topic, index, e)
+            return dict(partition_index=index, error_code=ErrorCode.kafka_storage_error,
+                        timestamp=-1, offset=-1, leader_epoch=-1)
     elif ts == EARLIEST_LOCAL:
         found = (log.log_start_offset, -1)
     elif ts == LATEST:
