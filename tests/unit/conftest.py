@@ -1,6 +1,5 @@
-"""Shared helpers for the storage unit tests: a tiny record batch v2 encoder.
-
-It is written from the wire format so the tests depend on no Kafka client.
+"""Shared helpers for the storage unit tests: a tiny record batch v2 encoder (written from the
+wire format so the tests depend on no Kafka client), a directory object store and a key ring.
 """
 
 from __future__ import annotations
@@ -9,6 +8,9 @@ import struct
 
 import crc32c
 import pytest
+
+from security.keys import LocalKeyProvider, generate_keyring
+from tiering.remote.localfs import FileStore
 
 
 def _varint(value: int) -> bytes:
@@ -99,3 +101,19 @@ def batch_of_size(size: int, *, base_timestamp: int = 1_000) -> bytes:
 @pytest.fixture
 def batch():
     return make_batch
+
+
+@pytest.fixture
+async def store(tmp_path):
+    """An object store in a directory (the same interface as S3)."""
+    s = FileStore(str(tmp_path / "bucket"))
+    await s.start()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """A key provider over a freshly generated key ring."""
+    generate_keyring(tmp_path / "ring.json")
+    return LocalKeyProvider.from_file(tmp_path / "ring.json")

@@ -16,14 +16,6 @@ from tiering.remote.store import (
 )
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = FileStore(str(tmp_path / "bucket"))
-    await s.start()
-    yield s
-    await s.close()
-
-
 async def test_is_an_object_store(store):
     assert isinstance(store, ObjectStore)
 

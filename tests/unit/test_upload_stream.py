@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from security.keys import LocalKeyProvider, generate_keyring, new_data_key
+from security.keys import new_data_key
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
@@ -51,20 +51,6 @@ def _sealed(tmp_path: Path, cipher: BatchCipher | None = None, n: int = 240,
                          seg.log_path, seg.index_path, seg.time_index_path,
                          open_batch=cipher.open_batch if cipher is not None else None)
     return lg, files
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = FileStore(str(tmp_path / "bucket"))
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-def keys(tmp_path):
-    generate_keyring(tmp_path / "ring.json")
-    return LocalKeyProvider.from_file(tmp_path / "ring.json")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from security.keys import DecryptionError, LocalKeyProvider, UnknownKey, generat
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
-from tiering.remote.localfs import FileStore
 from tiering.remote.manifest import PartitionManifest, SegmentState
 from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
 
@@ -29,20 +28,6 @@ def _sealed_segment(tmp_path: Path, values: list[bytes]) -> tuple[UnifiedLog, Se
     log.roll()
     return log, SegmentFiles(seg.base_offset, seg.next_offset - 1, seg.max_timestamp, seg.offset_of_max_timestamp,
                              seg.log_path, seg.index_path, seg.time_index_path)
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = FileStore(str(tmp_path / "bucket"))
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-def keys(tmp_path):
-    generate_keyring(tmp_path / "ring.json")
-    return LocalKeyProvider.from_file(tmp_path / "ring.json")
 
 
 def _all_object_bytes(root: Path) -> bytes:
