@@ -194,6 +194,19 @@ def test_slow_store_does_not_hold_up_local_partitions(tiered_factory, tmp_path, 
     assert got == expected
 
 
+def _mostly_remote(b, remote, marker: bytes):
+    """A one-partition tiered topic with 300 records, most of them only in the bucket; returns
+    (topic, plan, local log start)."""
+    topic = unique_topic("tier-" + marker.decode().lower())
+    ck.create_topic(b.bootstrap, topic, 1, TIERED_TOPIC)
+    plan = text_plan(marker, 1, 300)
+    produce(b, topic, plan)
+    n = plan.count(0)
+    o = wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
+    assert o["earliest"] == 0 and o["earliest_local"] > 0
+    return topic, plan, o["earliest_local"]
+
+
 def _fetch_one(bootstrap: str, topic: str, partition: int, offset: int):
     """One raw Fetch v12 of one partition; returns its PartitionData."""
     fp = FetchPartition(partition=i32(partition), fetch_offset=i64(offset), partition_max_bytes=i32(1 << 20))
@@ -211,13 +224,8 @@ def test_store_outage_after_failed_upload_hides_no_remote_data(tiered_factory, t
     the earliest offset stays the remote start, a remote fetch answers a retriable error, and
     a new consumer reset to earliest waits for the store instead of skipping to the local start."""
     b = _broker(tiered_factory, remote, proxy, tmp_path, **{"remote.fetch.max.wait.ms": 1000})
-    topic = unique_topic("tier-outage")
-    ck.create_topic(b.bootstrap, topic, 1, TIERED_TOPIC)
-    plan = text_plan(b"OUTAGE", 1, 300)
-    produce(b, topic, plan)
+    topic, plan, _ = _mostly_remote(b, remote, b"OUTAGE")
     n = plan.count(0)
-    o = wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
-    assert o["earliest"] == 0 and o["earliest_local"] > 0
 
     # The store goes down; the next sealed segment's upload fails, and so does every re-read
     # of the manifest after it.
@@ -281,14 +289,8 @@ def test_restart_during_store_outage_hides_no_remote_data(tiered_factory, tmp_pa
     the local start answer the retriable KAFKA_STORAGE_ERROR (never the local start, which
     would send consumers past remote records); once the store is back, everything reads."""
     b = _broker(tiered_factory, remote, proxy, tmp_path, **{"remote.fetch.max.wait.ms": 1000})
-    topic = unique_topic("tier-restart-outage")
-    ck.create_topic(b.bootstrap, topic, 1, TIERED_TOPIC)
-    plan = text_plan(b"RESTART", 1, 300)
-    produce(b, topic, plan)
+    topic, plan, local_start = _mostly_remote(b, remote, b"RESTART")
     n = plan.count(0)
-    o = wait_offloaded(b, remote, topic, 0, at_least=int(n * 0.7), local_start_at_least=int(n * 0.7))
-    local_start = o["earliest_local"]
-    assert o["earliest"] == 0 and local_start > 0
 
     b.stop()
     proxy.fail_status = 500
