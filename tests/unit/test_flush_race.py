@@ -14,7 +14,7 @@ import pytest
 
 from tests.unit.conftest import batch_of_size, make_batch
 from tiering.log.config import LogConfig
-from tiering.log.manager import LogManager
+from tiering.log.manager import CLEAN_SHUTDOWN_MARKER, LogManager, LogOfflineError
 from tiering.log.partition import RECOVERY_POINT_CHECKPOINT, UnifiedLog
 from tiering.log.segment import LogSegment
 from tiering.records import assign_offsets, iter_batches, validate_batches
@@ -190,3 +190,45 @@ async def test_group_commit_answers_only_after_a_sync_that_started_after_the_app
     assert lg.flushed_offset == 2
     monkeypatch.undo()
     await mgr.close()
+
+
+async def test_failed_fsync_takes_the_log_offline_until_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed fsync a later one may succeed without the lost pages: nothing appended
+    since may be acknowledged. The log refuses writes and acks until a restart recovers it."""
+    mgr = LogManager(tmp_path, flush_policy="always")
+    await mgr.start()
+    lg = mgr.create("t", 0, LogConfig())
+    other = mgr.create("t", 1, LogConfig())
+    mgr.append(lg, make_batch(2), NOW)
+    await mgr.flush_for_ack(lg, 2)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    mgr.append(lg, make_batch(1), NOW)
+    with pytest.raises(LogOfflineError):
+        await mgr.flush_for_ack(lg, 3)
+    monkeypatch.undo()  # the disk "works" again: a later fsync would succeed
+    with pytest.raises(LogOfflineError):
+        await mgr.flush_for_ack(lg, 3)
+    with pytest.raises(LogOfflineError):
+        mgr.append(lg, make_batch(1), NOW)
+    assert lg.log_end_offset == 3 and lg.flushed_offset == 2
+    # Other partitions carry on.
+    mgr.append(other, make_batch(1), NOW)
+    await mgr.flush_for_ack(other, 1)
+    assert other.flushed_offset == 1
+    await mgr.close()
+    assert not (tmp_path / CLEAN_SHUTDOWN_MARKER).exists()  # the next start recovers
+
+    again = LogManager(tmp_path, flush_policy="always")
+    await again.start()
+    assert not again.was_clean_shutdown
+    lg = again.get("t", 0)
+    assert lg is not None and lg.log_end_offset == 3
+    assert again.append(lg, make_batch(1), NOW).base_offset == 3
+    await again.flush_for_ack(lg, 4)
+    assert lg.flushed_offset == 4
+    await again.close()

@@ -3,12 +3,14 @@ schedulers. Modelled on Kafka's LogManager.
 
 Durability: `flush()` is a group commit. While an fsync for a log runs (in a thread), new
 callers wait for it and then share a single follow-up fsync, so N concurrent acks=all appends
-cost at most two fsyncs rather than N.
+cost at most two fsyncs rather than N. A failed fsync takes that log offline for writes until
+the broker restarts (see LogOfflineError).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -27,6 +29,18 @@ from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.segment import LogSegment
 
 log = logging.getLogger(__name__)
+
+
+class LogOfflineError(OSError):
+    """The log's last fsync failed. After a failed fsync the kernel may have dropped the dirty
+    pages and a later fsync can succeed without them (Linux marks them clean), so no append
+    after it may be acknowledged: the log takes no writes until a restart, whose recovery
+    rescans what really is on disk. Kafka takes the whole log dir offline for this; here only
+    the partition that failed."""
+
+    def __init__(self, lg: "UnifiedLog", cause: OSError) -> None:
+        super().__init__(errno.EIO, f"{lg.topic}-{lg.partition} is offline after a failed fsync "
+                                    f"({cause.strerror or cause}); restart the broker to recover it")
 
 CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
 DELETE_DIR_SUFFIX = "-delete"
@@ -93,6 +107,7 @@ class LogManager:
         self._retention_guard = retention_guard or (lambda lg: None)
         self._logs: dict[tuple[str, int], UnifiedLog] = {}
         self._flushing: dict[UnifiedLog, asyncio.Task[None]] = {}
+        self._offline: dict[UnifiedLog, LogOfflineError] = {}  # a failed fsync; until restart
         self._background: list[asyncio.Task[None]] = []
         self._pending_deletes: set[asyncio.Task[None]] = set()
         # Encryption at rest (None: no key provider, nothing is sealed); set before start().
@@ -174,8 +189,11 @@ class LogManager:
         await asyncio.gather(*self._pending_deletes, return_exceptions=True)
         logs = list(self._logs.values())
         self._logs.clear()
-        await asyncio.to_thread(_flush_and_close, logs)
-        if self._started:
+        offline = [lg for lg in logs if lg in self._offline]
+        await asyncio.to_thread(_flush_and_close, [lg for lg in logs if lg not in self._offline])
+        for lg in offline:  # no snapshot and no clean marker: the next start recovers it
+            await asyncio.to_thread(lg.close, snapshot=False)
+        if self._started and not offline:
             await asyncio.to_thread(self._write_marker)
         self._started = False
 
@@ -250,6 +268,8 @@ class LogManager:
         await, so pipelined requests land in arrival order) unless the log seals its batches
         and the request is large or an earlier one is still being sealed: then a task that
         seals in a worker thread and appends after every earlier append of this log."""
+        if lg in self._offline:
+            raise self._offline[lg]
         prev = self._append_tails.get(lg)
         if not lg.seal_appends or (prev is None and len(records) <= CRYPTO_INLINE_BYTES):
             return lg.append(records, now_ms=now_ms)
@@ -342,6 +362,8 @@ class LogManager:
         joins a running fsync, and callers that arrive meanwhile share the next one."""
         target = lg.log_end_offset if upto_offset is None else min(upto_offset, lg.log_end_offset)
         while lg.flushed_offset < target:
+            if lg in self._offline:
+                raise self._offline[lg]
             task = self._flushing.get(lg)
             if task is None:
                 task = asyncio.create_task(self._run_flush(lg))
@@ -351,6 +373,11 @@ class LogManager:
     async def _run_flush(self, lg: UnifiedLog) -> None:
         try:
             await asyncio.to_thread(lg.flush)
+        except OSError as e:
+            if lg not in self._offline:
+                log.error("fsync of %s failed: %s; it takes no writes until the broker restarts", lg, e)
+                self._offline[lg] = LogOfflineError(lg, e)
+            raise self._offline[lg] from e
         finally:
             self._flushing.pop(lg, None)
 
@@ -361,7 +388,8 @@ class LogManager:
             await self.flush(lg, upto_offset)
 
     async def flush_all(self) -> None:
-        pending = [lg for lg in self._logs.values() if lg.flushed_offset < lg.log_end_offset]
+        pending = [lg for lg in self._logs.values()
+                   if lg.flushed_offset < lg.log_end_offset and lg not in self._offline]
         results = await asyncio.gather(*(self.flush(lg) for lg in pending), return_exceptions=True)
         for lg, result in zip(pending, results):
             if isinstance(result, BaseException):
