@@ -63,7 +63,12 @@ class ChunkCache:
     async def put(self, key: str, data: bytes) -> None:
         if len(data) > self._max or key in self._sizes:
             return
-        await asyncio.to_thread(self._write, self._path(key), data)
+        try:
+            await asyncio.to_thread(self._write, self._path(key), data)
+        except OSError as e:
+            # A full disk costs the cache this chunk, not the reader its answer.
+            log.warning("chunk cache cannot store %s: %s", key, e)
+            return
         self._sizes[key] = len(data)
         self._total += len(data)
         while self._total > self._max:
@@ -87,7 +92,11 @@ class ChunkCache:
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         tmp = path.with_suffix(f".{os.urandom(6).hex()}.tmp")
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
 
     @property
