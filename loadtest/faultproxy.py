@@ -129,6 +129,8 @@ class FaultProxy:
         self._handlers.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # stopped: asyncio would report a cancelled handler as an error
         finally:
             self._handlers.discard(task)
 
