@@ -65,6 +65,8 @@ class IdempotentLoad(threading.Thread):
         self.sent = 0
         self.left = 0  # not delivered (neither acknowledged nor failed) when the thread ended
         self._stop_at = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
         self.producer = Producer({
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
             "linger.ms": 5, "message.timeout.ms": 300_000, "queue.buffering.max.messages": 4000,
@@ -80,6 +82,10 @@ class IdempotentLoad(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         while not self._stop_at.is_set():
+            if not self._running.is_set():
+                self.producer.poll(0.05)
+                started = time.monotonic() - self.sent / self.rate if self.rate else started
+                continue
             if self.rate is not None and self.sent > self.rate * (time.monotonic() - started):
                 self.producer.poll(0.01)
                 continue
@@ -92,6 +98,12 @@ class IdempotentLoad(threading.Thread):
                 continue
             self.producer.poll(0)
         self.left = self.producer.flush(120)
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     def finish(self) -> None:
         """Stop producing and wait for every outstanding answer."""
