@@ -62,7 +62,8 @@ def run(opts: Options, out=sys.stdout) -> list[Row]:
             for name in opts.variants:
                 started = time.monotonic()
                 r = kill.run_variant(name, opts.trials, seed, work / f"kill-{name}", store)
-                rows.append(Row(f"kill -9 {name}", r.trials, r.tally, max(r.recovery_s, default=None)))
+                rows.append(Row(f"kill -9 {name}", r.trials, r.tally, max(r.recovery_s, default=None),
+                                [kill.describe_moments(r)]))
                 _progress(rows[-1], time.monotonic() - started, out)
         if "store" in opts.only:
             from . import store as store_faults

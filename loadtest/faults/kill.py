@@ -83,6 +83,14 @@ def run_variant(name: str, trials: int, seed: int, work: Path, store: ObjectStor
     return result
 
 
+def describe_moments(r: KillResult) -> str:
+    if not r.kill_points:
+        return "no kills"
+    pts, rec = sorted(r.kill_points), sorted(r.recovery_s)
+    text = f"killed after {pts[0]}..{pts[-1]} acknowledged records (median {pts[len(pts) // 2]})"
+    return text + (f"; recovery median {rec[len(rec) // 2]:.2f}s" if rec else "")
+
+
 def _trial(b: BrokerProcess, v: Variant, i: int, rng: random.Random, result: KillResult) -> None:
     topic = f"kill-{v.name}-{i}"
     create_topic(b.bootstrap, topic, PARTITIONS, TOPIC_TIERED if v.tiered else TOPIC_PLAIN)

@@ -3,7 +3,6 @@ behind the fault proxy, key rings, topic settings, /metrics, and reading a topic
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
@@ -192,7 +191,3 @@ def first_fetch(bootstrap: str, topic: str, timeout: float = 60) -> float:
         raise RigError(f"no fetch of {topic} succeeded within {timeout:.0f}s")
     finally:
         c.close()
-
-
-def describe(settings: dict[str, str]) -> str:
-    return json.dumps(settings, sort_keys=True)

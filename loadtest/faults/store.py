@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
