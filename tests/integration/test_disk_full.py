@@ -5,12 +5,15 @@ later reads or a restart to trip on."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from confluent_kafka import KafkaError
 
 from loadtest.smalldisk import SmallDisk
 
 from . import ck
+from .conftest import sediment_command
 from .helpers import unique_topic, wait_until
 
 PARTITIONS = 2
@@ -46,9 +49,15 @@ def _read_back(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
     return [(r[0], r[1], r[3]) for r in ck.consume(bootstrap, topic, range(PARTITIONS), start=0, timeout=60)]
 
 
-@pytest.fixture
-def small_disk(broker_factory):
-    b = broker_factory(start=False)
+@pytest.fixture(params=["plain", "encrypted"])
+def small_disk(request, broker_factory, tmp_path):
+    settings = {}
+    if request.param == "encrypted":  # large requests are sealed in a worker thread: that path too
+        ring = tmp_path / "keys" / "ring.json"
+        ring.parent.mkdir()
+        subprocess.run(sediment_command() + ["keys", "generate", str(ring)], check=True, timeout=60)
+        settings = {"log.encryption.enable": "true", "remote.keyring": str(ring)}
+    b = broker_factory(settings, start=False)
     disk = SmallDisk(b.data_dir, size_mib=16)
     reason = disk.mount()
     if reason is not None:
@@ -76,7 +85,9 @@ def test_disk_full_answers_storage_error_and_loses_nothing(small_disk):
     disk.fill(leave_bytes=6000)
     direct = ck.producer(b.bootstrap, acks="all", retries=0, **{"linger.ms": 0})
     refused = Acked()
-    _produce(direct, topic, "refused", 6, refused)
+    for i in range(6):  # 100 KB requests: bigger than the room left, and sealed off the loop
+        direct.produce(topic, value=_value("refused", i % PARTITIONS, i) * 34, partition=i % PARTITIONS,
+                       on_delivery=refused)
     assert direct.flush(30) == 0
     assert refused.records == [], "acknowledged although the disk is full"
     assert refused.errors == [KafkaError.KAFKA_STORAGE_ERROR] * 6
