@@ -63,13 +63,13 @@ def run(opts: Options, out=sys.stdout) -> list[Row]:
                 started = time.monotonic()
                 r = kill.run_variant(name, opts.trials, seed, work / f"kill-{name}", store)
                 rows.append(Row(f"kill -9 {name}", r.trials, r.tally, max(r.recovery_s, default=None),
-                                [kill.describe_moments(r)]))
+                                [kill.describe_moments(r)], r.failures))
                 _progress(rows[-1], time.monotonic() - started, out)
         if "store" in opts.only:
             from . import store as store_faults
 
             assert store is not None
-            for row in store_faults.run(store, opts.outage_seconds, work / "store", out):
+            for row in store_faults.run(store, opts.outage_seconds, work / "store"):
                 rows.append(row)
                 _progress(row, None, out)
         if "disk" in opts.only:
@@ -98,7 +98,7 @@ def _progress(row: Row, seconds: float | None, out) -> None:
     print(f"done: {row.scenario}: {row.trials} trials{took}, {row.tally.acked} acknowledged, "
           f"{row.tally.lost} lost, {row.tally.duplicated} duplicated, {row.tally.out_of_order} out of order",
           file=out, flush=True)
-    for e in row.tally.examples + row.notes:
+    for e in row.failures + row.tally.examples + row.notes:
         print(f"    {e}", file=out, flush=True)
 
 

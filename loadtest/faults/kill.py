@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..broker import BrokerProcess
+from ..broker import BrokerError, BrokerProcess
 from .ledger import Tally, compare
 from .load import IdempotentLoad, TxnLoad
 from .rig import (
@@ -43,6 +43,7 @@ class KillResult:
     tally: Tally = field(default_factory=Tally)
     recovery_s: list[float] = field(default_factory=list)
     kill_points: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,15 @@ def run_variant(name: str, trials: int, seed: int, work: Path, store: ObjectStor
     b.start(90)
     try:
         for i in range(trials):
-            _trial(b, v, i, rng, result)
-            result.trials += 1
+            try:
+                _trial(b, v, i, rng, result)
+            except (RigError, BrokerError) as e:
+                # The broker did not come back or did not serve: a finding, and the end of
+                # this variant (its state is unknown).
+                result.failures.append(f"trial {i}: {e}")
+                break
+            finally:
+                result.trials += 1
     finally:
         b.stop()
     return result

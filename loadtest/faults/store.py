@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
+from ..broker import BrokerProcess
 from ..faultproxy import ThreadedFaultProxy
 from .table import Row
 from .ledger import Records, Tally, compare
@@ -132,7 +132,7 @@ class Window:
     drain_s: float | None = None
 
 
-def run(store: ObjectStore, outage_s: float, work: Path, out: TextIO) -> list[Row]:
+def run(store: ObjectStore, outage_s: float, work: Path) -> list[Row]:
     assert store.proxy is not None
     settings = store.broker_settings(store.new_bucket())
     settings.update({"remote.keyring": str(new_keyring(work / "keys" / "ring.json")),
@@ -149,7 +149,7 @@ def run(store: ObjectStore, outage_s: float, work: Path, out: TextIO) -> list[Ro
         wait_for(lambda: metrics(b.http_url).get("sediment_remote_segments_uploaded_total", 0) >= 6, 120,
                  "the first uploads")
         for kind in FAULTS:
-            rows.append(_window(b, store.proxy, load, topic, kind, outage_s, out))
+            rows.append(_window(b, store.proxy, load, topic, kind, outage_s))
         load.finish()
         final = compare(load.acks.sorted(), read_back(b.bootstrap, topic, PARTITIONS))
         rows.append(Row("store faults: read back after all", 1, final, None))
@@ -161,8 +161,8 @@ def run(store: ObjectStore, outage_s: float, work: Path, out: TextIO) -> list[Ro
     return rows
 
 
-def _window(b, proxy: ThreadedFaultProxy, load: IdempotentLoad, topic: str, kind: str,
-            seconds: float, out: TextIO) -> Row:
+def _window(b: BrokerProcess, proxy: ThreadedFaultProxy, load: IdempotentLoad, topic: str, kind: str,
+            seconds: float) -> Row:
     w = Window(kind)
     w.uploaded_before = metrics(b.http_url).get("sediment_remote_segments_uploaded_total", 0)
     apply(proxy, kind, w.requests)
@@ -176,21 +176,23 @@ def _window(b, proxy: ThreadedFaultProxy, load: IdempotentLoad, topic: str, kind
     proxy.clear_faults()
     cleared = time.monotonic()
     load.pause()  # new rolls would keep the gauge above zero: let the backlog drain alone
+    failures: list[str] = []
     try:
         wait_for(lambda: _lag(b.http_url)[0] == 0, max(120, seconds * 4), f"upload lag to drain after {kind}", 0.1)
         w.drain_s = time.monotonic() - cleared
     except RigError as e:
-        print(f"    {e}", file=out, flush=True)
+        failures.append(str(e))  # uploads did not resume
     w.lag_final = _lag(b.http_url)
     load.resume()
     w.uploaded_after = metrics(b.http_url).get("sediment_remote_segments_uploaded_total", 0)
     acked = load.acks.sorted()
     reader.targets = {p: (max(o for o, _ in recs) + 1 if recs else 0) for p, recs in acked.items()}
     reader.join(120)
+    if reader.is_alive():
+        failures.append("the reader did not reach the end within 120 s")
     reader.done.set()
     tally = _reader_tally(acked, reader, reader.targets)
-    row = Row(f"store {kind} ({seconds:g}s)", 1, tally, w.drain_s, _notes(w, reader))
-    return row
+    return Row(f"store {kind} ({seconds:g}s)", 1, tally, w.drain_s, _notes(w, reader), failures)
 
 
 def _reader_tally(acked: Records, reader: RemoteReader, targets: dict[int, int]) -> Tally:

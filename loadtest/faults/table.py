@@ -14,18 +14,19 @@ class Row:
     tally: Tally
     recovery_s: float | None
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # trials that could not finish
 
     @property
     def clean(self) -> bool:
-        return self.tally.clean
+        return self.tally.clean and not self.failures
 
 
-HEADERS = ("scenario", "trials", "acknowledged", "lost", "duplicated", "out of order",
+HEADERS = ("scenario", "trials", "failed", "acknowledged", "lost", "duplicated", "out of order",
            "present, not acked", "must not be visible", "worst recovery s")
 
 
 def format_table(rows: list[Row]) -> str:
-    body = [(r.scenario, str(r.trials), str(r.tally.acked), str(r.tally.lost), str(r.tally.duplicated),
+    body = [(r.scenario, str(r.trials), str(len(r.failures)), str(r.tally.acked), str(r.tally.lost), str(r.tally.duplicated),
              str(r.tally.out_of_order), str(r.tally.unacked), str(r.tally.forbidden),
              "-" if r.recovery_s is None else f"{r.recovery_s:.2f}") for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(HEADERS)]

@@ -23,7 +23,7 @@ def _run(tmp_path, **kw) -> list:
         print(out.getvalue())
     assert rows, "no scenario ran"
     bad = [r for r in rows if not r.clean]
-    assert not bad, "\n" + format_table(bad) + "\n" + "\n".join(e for r in bad for e in r.tally.examples)
+    assert not bad, "\n" + format_table(bad) + "\n" + "\n".join(e for r in bad for e in r.failures + r.tally.examples)
     return rows
 
 
