@@ -26,6 +26,8 @@ AWS_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/sediment-faults-aws-credentials",
 }
 SEGMENT_BYTES = 32 * 1024
+PREFIX = "faults"
+SNAPSHOT_KEY = f"{PREFIX}/_cluster/metadata.json"
 
 # Short intervals so that rolls, retention, uploads and snapshots happen all the time.
 BROKER_BASE = {
@@ -83,9 +85,21 @@ class ObjectStore:
                      aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=name)
         return name
 
+    def etag(self, bucket: str, key: str) -> str | None:
+        """The ETag of an object, read from moto directly (not through the proxy)."""
+        import boto3
+        from botocore.exceptions import ClientError
+
+        client = boto3.client("s3", endpoint_url=self.moto.url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        try:
+            return client.head_object(Bucket=bucket, Key=key)["ETag"]
+        except ClientError:
+            return None
+
     def broker_settings(self, bucket: str) -> dict[str, str]:
         assert self.proxy is not None
-        return {**BROKER_TIERED, "remote.url": f"s3://{bucket}/faults", "remote.s3.endpoint": self.proxy.url}
+        return {**BROKER_TIERED, "remote.url": f"s3://{bucket}/{PREFIX}", "remote.s3.endpoint": self.proxy.url}
 
 
 def new_keyring(path: Path) -> Path:

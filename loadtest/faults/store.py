@@ -25,7 +25,19 @@ from ..faultproxy import ThreadedFaultProxy
 from .table import Row
 from .ledger import Records, Tally, compare
 from .load import IdempotentLoad
-from .rig import TOPIC_TIERED, ObjectStore, RigError, broker, consumer, create_topic, metrics, new_keyring, read_back, wait_for
+from .rig import (
+    SNAPSHOT_KEY,
+    TOPIC_TIERED,
+    ObjectStore,
+    RigError,
+    broker,
+    consumer,
+    create_topic,
+    metrics,
+    new_keyring,
+    read_back,
+    wait_for,
+)
 
 FAULTS = ("internal-500", "slowdown-503", "reset", "stall", "outage")
 PARTITIONS = 2
@@ -132,9 +144,22 @@ class Window:
     drain_s: float | None = None
 
 
+@dataclass
+class Setup:
+    """One broker on the proxied store, its topic and its producer."""
+
+    store: ObjectStore
+    proxy: ThreadedFaultProxy
+    bucket: str
+    broker: BrokerProcess
+    load: IdempotentLoad
+    topic: str = "store-faults"
+
+
 def run(store: ObjectStore, outage_s: float, work: Path) -> list[Row]:
     assert store.proxy is not None
-    settings = store.broker_settings(store.new_bucket())
+    bucket = store.new_bucket()
+    settings = store.broker_settings(bucket)
     settings.update({"remote.keyring": str(new_keyring(work / "keys" / "ring.json")),
                      "remote.fetch.max.wait.ms": str(FETCH_WAIT_MS), "remote.cache.bytes": "0"})
     b = broker(work, settings)
@@ -146,10 +171,11 @@ def run(store: ObjectStore, outage_s: float, work: Path) -> list[Row]:
         create_topic(b.bootstrap, topic, PARTITIONS, TOPIC_TIERED)
         load = IdempotentLoad(b.bootstrap, topic, PARTITIONS, topic, rate=RATE)
         load.start()
+        s = Setup(store, store.proxy, bucket, b, load, topic)
         wait_for(lambda: metrics(b.http_url).get("sediment_remote_segments_uploaded_total", 0) >= 6, 120,
                  "the first uploads")
         for kind in FAULTS:
-            rows.append(_window(b, store.proxy, load, topic, kind, outage_s))
+            rows.append(_window(s, kind, outage_s))
         load.finish()
         final = compare(load.acks.sorted(), read_back(b.bootstrap, topic, PARTITIONS))
         rows.append(Row("store faults: read back after all", 1, final, None))
@@ -161,21 +187,22 @@ def run(store: ObjectStore, outage_s: float, work: Path) -> list[Row]:
     return rows
 
 
-def _window(b: BrokerProcess, proxy: ThreadedFaultProxy, load: IdempotentLoad, topic: str, kind: str,
-            seconds: float) -> Row:
-    w = Window(kind)
+def _window(s: Setup, kind: str, seconds: float) -> Row:
+    b, w = s.broker, Window(kind)
     w.uploaded_before = metrics(b.http_url).get("sediment_remote_segments_uploaded_total", 0)
-    apply(proxy, kind, w.requests)
-    reader = RemoteReader(b.bootstrap, topic, PARTITIONS)
+    snapshot_before = s.store.etag(s.bucket, SNAPSHOT_KEY)
+    apply(s.proxy, kind, w.requests)
+    reader = RemoteReader(b.bootstrap, s.topic, PARTITIONS)
     reader.start()
+    create_topic(b.bootstrap, f"meta-{kind}", 1, {})  # new metadata: the next snapshot meets the fault
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         w.lag_peak = _max(w.lag_peak, _lag(b.http_url))
         b.check_alive()
         time.sleep(0.2)  # the sampling period of the lag gauge
-    proxy.clear_faults()
+    s.proxy.clear_faults()
     cleared = time.monotonic()
-    load.pause()  # new rolls would keep the gauge above zero: let the backlog drain alone
+    s.load.pause()  # new rolls would keep the gauge above zero: let the backlog drain alone
     failures: list[str] = []
     try:
         wait_for(lambda: _lag(b.http_url)[0] == 0, max(120, seconds * 4), f"upload lag to drain after {kind}", 0.1)
@@ -183,9 +210,14 @@ def _window(b: BrokerProcess, proxy: ThreadedFaultProxy, load: IdempotentLoad, t
     except RigError as e:
         failures.append(str(e))  # uploads did not resume
     w.lag_final = _lag(b.http_url)
-    load.resume()
+    s.load.resume()
     w.uploaded_after = metrics(b.http_url).get("sediment_remote_segments_uploaded_total", 0)
-    acked = load.acks.sorted()
+    try:
+        wait_for(lambda: s.store.etag(s.bucket, SNAPSHOT_KEY) != snapshot_before, 60,
+                 f"a metadata snapshot after {kind}", 0.2)
+    except RigError as e:
+        failures.append(str(e))
+    acked = s.load.acks.sorted()
     reader.targets = {p: (max(o for o, _ in recs) + 1 if recs else 0) for p, recs in acked.items()}
     reader.join(120)
     if reader.is_alive():
