@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..system import raise_interrupt_on_sigterm
 from . import kill
 from .table import Row, format_table
 from .rig import ObjectStore
@@ -103,5 +105,10 @@ def _progress(row: Row, seconds: float | None, out) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rows = run(parse_args(argv))
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_interrupt_on_sigterm)
+    try:
+        rows = run(opts)
+    except KeyboardInterrupt:
+        return 130
     return 0 if all(r.clean for r in rows) else 1
