@@ -32,7 +32,7 @@ from .rig import (
 )
 
 PARTITIONS = 2
-AFTER_RESTART = 300  # records acknowledged after the restart before the trial ends
+AFTER_RESTART = 200  # records acknowledged after the restart before the trial ends
 VARIANTS = ("plain", "tiered", "encrypted", "transactions")
 
 

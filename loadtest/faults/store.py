@@ -41,7 +41,7 @@ from .rig import (
 
 FAULTS = ("internal-500", "slowdown-503", "reset", "stall", "outage")
 PARTITIONS = 2
-RATE = 1500.0  # records/s: enough to seal a segment every few hundred ms per partition
+RATE = 1000.0  # records/s: a segment sealed every few hundred ms per partition
 FETCH_WAIT_MS = 2000  # remote.fetch.max.wait.ms: a stall of STALL_S is past it
 STALL_S = 3.0
 LAG = ("sediment_remote_upload_lag_segments", "sediment_remote_upload_lag_bytes")
