@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class KillResult:
     recovery_s: list[float] = field(default_factory=list)
     kill_points: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    txn_outcomes: Counter = field(default_factory=Counter)  # transactions: committed, aborted, in-doubt
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,10 @@ def describe_moments(r: KillResult) -> str:
         return "no kills"
     pts, rec = sorted(r.kill_points), sorted(r.recovery_s)
     text = f"killed after {pts[0]}..{pts[-1]} acknowledged records (median {pts[len(pts) // 2]})"
-    return text + (f"; recovery median {rec[len(rec) // 2]:.2f}s" if rec else "")
+    text += f"; recovery median {rec[len(rec) // 2]:.2f}s" if rec else ""
+    if r.txn_outcomes:
+        text += "; transactions " + ", ".join(f"{k} {n}" for k, n in sorted(r.txn_outcomes.items()))
+    return text
 
 
 def _trial(b: BrokerProcess, v: Variant, i: int, rng: random.Random, result: KillResult) -> None:
@@ -126,6 +131,7 @@ def _trial(b: BrokerProcess, v: Variant, i: int, rng: random.Random, result: Kil
         txn.finish()
         acked_at = txn.first_commit_after
         committed, aborted, doubt = txn.ledger()
+        result.txn_outcomes.update(t.outcome for t in txn.txns)
         tally = compare(committed, read_back(b.bootstrap, topic, PARTITIONS, "read_committed"), aborted, doubt)
     else:
         load.finish()
