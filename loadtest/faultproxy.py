@@ -170,7 +170,9 @@ class FaultProxy:
                     status, body = b"503 Slow Down", SLOW_DOWN
                 writer.write(
                     b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\n"
-                    b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+                    # An answer to HEAD has no body, as S3 answers it (a client would reject one).
+                    + (b"" if lines[0].startswith(b"HEAD ") else body)
                 )
                 await writer.drain()
                 return
