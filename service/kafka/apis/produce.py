@@ -59,7 +59,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
     for fields, (lg, task) in sealing:
         (result,) = await asyncio.gather(task, return_exceptions=True)
-        fields.update(_finish(ctx, lg, fields["index"], result, to_flush))
+        _finish(ctx, lg, result, to_flush, fields)
     if acks == -1 and to_flush:
         results = await asyncio.gather(
             *(broker.logs.flush_for_ack(lg, last + 1) for lg, last, _ in to_flush), return_exceptions=True)
@@ -111,29 +111,30 @@ def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
         return dict(index=pd.index, **_storage_error(e))
     if isinstance(result, asyncio.Task):
         return (lg, result)
-    return _appended(ctx, lg, topic, pd.index, result, to_flush)
+    return _appended(ctx, lg, topic, result, to_flush, dict(index=pd.index))
 
 
-def _appended(ctx: RequestContext, lg: Any, topic: str, index: int, result: Any,
-              to_flush: list[Pending]) -> dict[str, Any]:
+def _appended(ctx: RequestContext, lg: Any, topic: str, result: Any, to_flush: list[Pending],
+              fields: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the partition's answer; it stays in to_flush, so a failed fsync can change it."""
     if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
-        ctx.broker.wake(topic, index)
-    fields = dict(index=index, error_code=0, base_offset=result.base_offset,
-                  log_append_time=result.log_append_time_ms, log_start_offset=result.log_start_offset,
-                  error_message=None)
+        ctx.broker.wake(topic, fields["index"])
+    fields.update(error_code=0, base_offset=result.base_offset, log_append_time=result.log_append_time_ms,
+                  log_start_offset=result.log_start_offset, error_message=None)
     to_flush.append((lg, result.last_offset, fields))  # a duplicate still waits for its original's fsync
     return fields
 
 
-def _finish(ctx: RequestContext, lg: Any, index: int, result: Any,
-            to_flush: list[Pending]) -> dict[str, Any]:
-    """The answer for a partition whose batches were sealed in a worker thread."""
+def _finish(ctx: RequestContext, lg: Any, result: Any, to_flush: list[Pending],
+            fields: dict[str, Any]) -> None:
+    """Fill in the answer for a partition whose batches were sealed in a worker thread."""
     if isinstance(result, InvalidRecordError):
-        return dict(error_code=result.error_code, base_offset=-1, log_append_time=-1,
-                    log_start_offset=-1, error_message=str(result))
-    if isinstance(result, OSError):
+        fields.update(error_code=result.error_code, base_offset=-1, log_append_time=-1,
+                      log_start_offset=-1, error_message=str(result))
+    elif isinstance(result, OSError):
         log.error("append to %s failed: %s", lg, result)
-        return _storage_error(result)
-    if isinstance(result, BaseException):
+        fields.update(_storage_error(result))
+    elif isinstance(result, BaseException):
         raise result
-    return _appended(ctx, lg, lg.topic, index, result, to_flush)
+    else:
+        _appended(ctx, lg, lg.topic, result, to_flush, fields)
