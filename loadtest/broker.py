@@ -139,7 +139,8 @@ class BrokerProcess:
         if self.proc is not None:
             raise BrokerError("broker already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.kafka_port, self.http_port = free_ports(2, self.host)
+        if not self.kafka_port:  # a restart keeps the ports: clients reconnect where they were
+            self.kafka_port, self.http_port = free_ports(2, self.host)
         argv = [
             *self.command,
             "serve",
@@ -239,6 +240,18 @@ class BrokerProcess:
         if self._own_dir and not self.keep_data:
             _rmtree(self.work_dir)
         return code
+
+    def kill(self) -> None:
+        """SIGKILL: the broker gets no chance to flush or close anything. start() again to
+        restart it on the same ports and data dir."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -106,7 +106,7 @@ class Store:
         if self.kind == "file":
             self.root.mkdir(parents=True, exist_ok=True)
             return
-        from tests.moto_server import MotoServer
+        from .faultproxy import MotoServer
 
         os.environ.update(S3_ENV)  # for this process's own S3 client
         self.moto = MotoServer()

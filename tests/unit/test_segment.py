@@ -235,3 +235,34 @@ def test_time_index_parse_matches_the_entries() -> None:
     timestamps, rels = _parse_time_index(b"".join(TIME_INDEX_ENTRY.pack(*e) for e in entries))
     assert list(zip(timestamps, rels)) == entries
     assert [list(a) for a in _parse_time_index(b"")] == [[], []]
+
+
+@pytest.mark.parametrize("failing", ["log", "index", "time"])
+def test_failed_write_rolls_the_append_back(seg: LogSegment, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    # A full disk fails the data write part-way, or the index write after it: either way the
+    # segment is left as it was, and the next append lands where the failed one would have.
+    import tiering.log.segment as segment_module
+
+    append(seg, *(batch_of_size(100) for _ in range(4)))
+    before = (seg.size, seg.next_offset, seg.log_path.read_bytes(), index_entries(seg), time_entries(seg))
+    fd = {"log": seg._log_fd, "index": seg._index_fd, "time": seg._time_fd}[failing]
+    real = segment_module._write_all
+
+    def full(target: int, data) -> None:
+        if target == fd:
+            os.write(target, bytes(data)[: len(data) // 2])  # a short write, then no space
+            raise OSError(28, "No space left on device")
+        real(target, data)
+
+    monkeypatch.setattr(segment_module, "_write_all", full)
+    with pytest.raises(OSError):
+        append(seg, *(make_batch([b"t" * 40], base_timestamp=10**13) for _ in range(3)))
+    monkeypatch.setattr(segment_module, "_write_all", real)
+    assert (seg.size, seg.next_offset, seg.log_path.read_bytes(), index_entries(seg), time_entries(seg)) == before
+    assert append(seg, batch_of_size(100), batch_of_size(100)) == [before[1], before[1] + 1]
+    seg.flush()
+    seg.close()
+    again = LogSegment.open(tmp_path, 100, CONFIG, create=False)
+    assert again.sanity_check() and again.next_offset == before[1] + 2
+    again.close()

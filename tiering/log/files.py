@@ -56,7 +56,12 @@ def write_atomically(path: Path, data: bytes, *, durable: bool) -> None:
             view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
-    finally:
+    except OSError:
+        # On a full disk the half-written copy would hold on to the space that is short.
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    else:
         os.close(fd)
     os.replace(tmp, path)
     if durable:

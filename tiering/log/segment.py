@@ -20,6 +20,7 @@ import struct
 import sys
 import time
 from array import array
+from dataclasses import dataclass
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Iterator
@@ -325,28 +326,48 @@ class LogSegment:
         clock, default the system's) starts the segment.ms clock on the first append."""
         if not headers:
             return
-        start = self._size
-        try:
-            _write_all(self._log_fd, data)
-        except OSError:
-            # Never leave a torn batch behind a failed write (e.g. ENOSPC).
-            os.ftruncate(self._log_fd, start)
-            raise
-        # Counted once written: a sync that captures the count must start after the write.
-        self._log_sync.wrote()
+        before = self._append_state()
         index_entries = bytearray()
         time_entries = bytearray()
-        self._track(headers, start, index_entries, time_entries)
-        self._size = start + len(data)
+        try:
+            _write_all(self._log_fd, data)
+            self._track(headers, before.size, index_entries, time_entries)
+            if index_entries:
+                _write_all(self._index_fd, index_entries)
+            if time_entries:
+                _write_all(self._time_fd, time_entries)
+        except OSError:
+            # A failed write (ENOSPC, EIO) leaves the segment as it was: no torn batch, no
+            # batch without its index entry, no entry pointing past the data.
+            self._restore(before)
+            raise
+        self._size = before.size + len(data)
         self._next_offset = headers[-1].next_offset
         if self.rolling_basis_ms is None:
             self.rolling_basis_ms = wall_ms() if now_ms is None else now_ms
-        if index_entries:
-            _write_all(self._index_fd, index_entries)
-        if time_entries:
-            _write_all(self._time_fd, time_entries)
+        # Counted once written: a sync that captures the count must start after the write.
+        self._log_sync.wrote()
         if index_entries or time_entries:
             self._index_sync.wrote()
+
+    def _append_state(self) -> "_AppendState":
+        return _AppendState(
+            self._size, os.fstat(self._index_fd).st_size, os.fstat(self._time_fd).st_size,
+            self._next_offset, self._max_timestamp, self._offset_of_max_timestamp,
+            self._last_time_entry_ts, self._bytes_since_index)
+
+    def _restore(self, st: "_AppendState") -> None:
+        """Cut the files back to `st` and forget what _track recorded after it."""
+        os.ftruncate(self._log_fd, st.size)
+        os.ftruncate(self._index_fd, st.index_size)
+        os.ftruncate(self._time_fd, st.time_size)
+        self._size = st.size
+        self._next_offset = st.next_offset
+        self._max_timestamp = st.max_timestamp
+        self._offset_of_max_timestamp = st.offset_of_max_timestamp
+        self._last_time_entry_ts = st.last_time_entry_ts
+        self._bytes_since_index = st.bytes_since_index
+        self._drop_loaded_indexes()  # reloaded from the files on the next lookup
 
     def _track(
         self, headers: list[BatchHeader], base_pos: int, index_entries: bytearray, time_entries: bytearray
@@ -406,9 +427,17 @@ class LogSegment:
         """The segment stops being active: record its max timestamp in the time index, as
         Kafka does on roll, so timestamp lookups and restarts see it without a scan."""
         entries = bytearray()
+        before = self._last_time_entry_ts
         self._maybe_time_entry(entries)
         if entries:
-            _write_all(self._time_fd, entries)
+            size = os.fstat(self._time_fd).st_size
+            try:
+                _write_all(self._time_fd, entries)
+            except OSError:
+                os.ftruncate(self._time_fd, size)
+                self._last_time_entry_ts = before
+                self._drop_loaded_indexes()
+                raise
             self._index_sync.wrote()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -618,6 +647,20 @@ class LogSegment:
             f"LogSegment(base={self.base_offset}, next={self._next_offset}, size={self._size}, "
             f"max_ts={self._max_timestamp})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _AppendState:
+    """What a failed append rolls a segment back to."""
+
+    size: int
+    index_size: int
+    time_size: int
+    next_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    last_time_entry_ts: int
+    bytes_since_index: int
 
 
 def _rolling_basis(first_batch_ts: int) -> int:

@@ -4,11 +4,16 @@ Every partition is appended before the first await, so pipelined requests from o
 land in arrival order. acks=all then waits for a shared (group-commit) fsync when
 log.flush.policy=always. On an encrypted partition a large request is sealed in a worker thread;
 its append slot is still taken before the first await, so the order holds there too.
+
+A write or fsync that fails (a full disk: ENOSPC) answers KAFKA_STORAGE_ERROR for that
+partition, as Kafka does; the segment rolls a failed write back, so nothing is acknowledged that
+was not written and the next append, once there is space, continues where the log ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -19,12 +24,17 @@ from tiering.records import InvalidRecordError
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 
+log = logging.getLogger(__name__)
+
+# (log, last offset appended, the partition's answer): what acks=all waits to be durable.
+Pending = tuple[Any, int, dict[str, Any]]
+
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     broker, s = ctx.broker, ctx.schema
     acks = int(req.acks)
     now_ms = int(time.time() * 1000)
-    to_flush: list[tuple[Any, int]] = []
+    to_flush: list[Pending] = []
     topics = []
     # A transactional producer needs WRITE on its id, else every partition fails; then WRITE on
     # each topic, checked before existence so that unknown topics are not revealed.
@@ -49,9 +59,16 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
     for fields, (lg, task) in sealing:
         (result,) = await asyncio.gather(task, return_exceptions=True)
-        fields.update(_finish(ctx, lg, fields["index"], result, to_flush))
+        _finish(ctx, lg, result, to_flush, fields)
     if acks == -1 and to_flush:
-        await asyncio.gather(*(broker.logs.flush_for_ack(log, last + 1) for log, last in to_flush))
+        results = await asyncio.gather(
+            *(broker.logs.flush_for_ack(lg, last + 1) for lg, last, _ in to_flush), return_exceptions=True)
+        for (lg, _, fields), result in zip(to_flush, results):
+            if isinstance(result, OSError):
+                log.error("fsync of %s failed: %s", lg, result)
+                fields.update(_storage_error(result))
+            elif isinstance(result, BaseException):
+                raise result
     if acks == 0:
         return None
     responses = tuple(
@@ -67,44 +84,57 @@ def _denied(pd: Any, code: int) -> dict[str, Any]:
                 error_message=None)
 
 
+def _storage_error(e: OSError) -> dict[str, Any]:
+    return dict(error_code=ErrorCode.kafka_storage_error, base_offset=-1, log_append_time=-1,
+                log_start_offset=-1, error_message=f"log write failed: {e.strerror or e}")
+
+
 def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
-            to_flush: list[tuple[Any, int]]) -> dict[str, Any] | tuple[Any, Any]:
+            to_flush: list[Pending]) -> dict[str, Any] | tuple[Any, Any]:
     def error(code: int, message: str | None = None) -> dict[str, Any]:
         return dict(index=pd.index, error_code=code, base_offset=-1, log_append_time=-1,
                     log_start_offset=-1, error_message=message)
 
     if acks not in (0, 1, -1):
         return error(ErrorCode.invalid_required_acks)
-    log = ctx.broker.log(topic, pd.index)
-    if log is None:
+    lg = ctx.broker.log(topic, pd.index)
+    if lg is None:
         return error(ErrorCode.unknown_topic_or_partition)
     if not pd.records:
         return error(ErrorCode.invalid_record, "no record batches")
     try:
-        result = ctx.broker.logs.append(log, pd.records, now_ms)
+        result = ctx.broker.logs.append(lg, pd.records, now_ms)
     except InvalidRecordError as e:
         return error(e.error_code, str(e))
+    except OSError as e:
+        log.error("append to %s failed: %s", lg, e)
+        return dict(index=pd.index, **_storage_error(e))
     if isinstance(result, asyncio.Task):
-        return (log, result)
-    return _appended(ctx, log, topic, pd.index, result, to_flush)
+        return (lg, result)
+    return _appended(ctx, lg, topic, result, to_flush, dict(index=pd.index))
 
 
-def _appended(ctx: RequestContext, log: Any, topic: str, index: int, result: Any,
-              to_flush: list[tuple[Any, int]]) -> dict[str, Any]:
+def _appended(ctx: RequestContext, lg: Any, topic: str, result: Any, to_flush: list[Pending],
+              fields: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the partition's answer; it stays in to_flush, so a failed fsync can change it."""
     if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
-        ctx.broker.wake(topic, index)
-    to_flush.append((log, result.last_offset))  # a duplicate still waits for its original's fsync
-    return dict(index=index, error_code=0, base_offset=result.base_offset,
-                log_append_time=result.log_append_time_ms, log_start_offset=result.log_start_offset,
-                error_message=None)
+        ctx.broker.wake(topic, fields["index"])
+    fields.update(error_code=0, base_offset=result.base_offset, log_append_time=result.log_append_time_ms,
+                  log_start_offset=result.log_start_offset, error_message=None)
+    to_flush.append((lg, result.last_offset, fields))  # a duplicate still waits for its original's fsync
+    return fields
 
 
-def _finish(ctx: RequestContext, log: Any, index: int, result: Any,
-            to_flush: list[tuple[Any, int]]) -> dict[str, Any]:
-    """The answer for a partition whose batches were sealed in a worker thread."""
+def _finish(ctx: RequestContext, lg: Any, result: Any, to_flush: list[Pending],
+            fields: dict[str, Any]) -> None:
+    """Fill in the answer for a partition whose batches were sealed in a worker thread."""
     if isinstance(result, InvalidRecordError):
-        return dict(error_code=result.error_code, base_offset=-1, log_append_time=-1,
-                    log_start_offset=-1, error_message=str(result))
-    if isinstance(result, BaseException):
+        fields.update(error_code=result.error_code, base_offset=-1, log_append_time=-1,
+                      log_start_offset=-1, error_message=str(result))
+    elif isinstance(result, OSError):
+        log.error("append to %s failed: %s", lg, result)
+        fields.update(_storage_error(result))
+    elif isinstance(result, BaseException):
         raise result
-    return _appended(ctx, log, log.topic, index, result, to_flush)
+    else:
+        _appended(ctx, lg, lg.topic, result, to_flush, fields)
