@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clock import eventually
+from tests.clock import eventually, until
 from tests.unit.conftest import batch_of_size, make_batch
 from tiering.log import manager as manager_mod
 from tiering.log.config import LogConfig
@@ -222,7 +222,7 @@ async def test_delete_records_syncs_its_checkpoint_off_the_loop(tmp_path: Path,
     assert await asyncio.to_thread(entered.wait, 10)
     assert lg.log_start_offset == 2  # reads stop at the new start at once
     second = asyncio.create_task(mgr.delete_records_before(lg, 4))
-    await asyncio.sleep(0)
+    await until(lambda: lg.log_start_offset == 4)  # the second ran up to its checkpoint
     assert not first.done() and not second.done()  # neither answered before its fsync
     release.set()
     assert await first == 2 and await second == 4

@@ -14,6 +14,7 @@ import pytest
 
 from service.groups import GroupCoordinator, OffsetAndMetadata
 from service.metadata import MetadataStore
+from tests.clock import until
 
 WAIT = 10.0  # seconds: a bound on waits for the writer thread, never a pause
 
@@ -77,6 +78,11 @@ def commit(coord: GroupCoordinator, group: str, offset: int, partition: int = 0)
         group, -1, "", None, {("t", partition): OffsetAndMetadata(offset, -1, "", 1000)}))
 
 
+async def queued(store: MetadataStore, n: int) -> None:
+    """Until n writes wait behind the one in flight (each task ran to its wait)."""
+    await until(lambda: len(store._offsets._pending) == n)
+
+
 async def stored(tmp_path: Path) -> dict[tuple[str, str, int], int]:
     """What a fresh store reads back from disk."""
     again = MetadataStore(tmp_path / "metadata.db")
@@ -109,7 +115,7 @@ async def test_commits_of_two_groups_share_one_transaction_behind_a_slow_one(
     first = commit(coord, "a", 1)
     assert await asyncio.to_thread(slow.entered.wait, WAIT)
     later = [commit(coord, "b", 2), commit(coord, "c", 3), commit(coord, "a", 4)]
-    await asyncio.sleep(0)  # each task runs to its wait: all three are queued
+    await queued(store, 3)
     assert not any(t.done() for t in [first, *later])  # nothing answered before its COMMIT
     slow.release.set()
     await asyncio.gather(first, *later)
@@ -125,9 +131,9 @@ async def test_offset_delete_after_a_commit_in_flight_removes_it(coord: GroupCoo
     blocker = commit(coord, "other", 1)
     assert await asyncio.to_thread(slow.entered.wait, WAIT)
     committed = commit(coord, "g", 5)
-    await asyncio.sleep(0)
+    await queued(store, 1)
     deleted = asyncio.create_task(coord.delete_offsets("g", [("t", 0)]))
-    await asyncio.sleep(0)
+    await queued(store, 2)
     slow.release.set()
     assert await committed == {("t", 0): 0}
     assert await deleted == (0, {("t", 0): 0})
@@ -143,9 +149,9 @@ async def test_commit_after_delete_groups_survives_it(coord: GroupCoordinator, s
     blocker = commit(coord, "other", 1)
     assert await asyncio.to_thread(slow.entered.wait, WAIT)
     dropped = asyncio.create_task(coord.delete_groups(["g"]))
-    await asyncio.sleep(0)
+    await queued(store, 1)
     again = commit(coord, "g", 9)
-    await asyncio.sleep(0)
+    await queued(store, 2)
     slow.release.set()
     assert await dropped == {"g": 0}
     assert await again == {("t", 0): 0}
@@ -167,10 +173,10 @@ async def test_a_failing_write_fails_only_its_own_caller(store: MetadataStore, t
     monkeypatch.setattr(store, "_transaction", refuse_bad)
     first = asyncio.create_task(store.put_offsets("a", [("t", 0, 1, -1, "", 0)]))
     assert await asyncio.to_thread(slow.entered.wait, WAIT)
-    queued = [asyncio.create_task(store.put_offsets(g, [("t", 0, 2, -1, "", 0)])) for g in ("b", "bad", "c")]
-    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(store.put_offsets(g, [("t", 0, 2, -1, "", 0)])) for g in ("b", "bad", "c")]
+    await queued(store, 3)
     slow.release.set()
-    results = await asyncio.gather(first, *queued, return_exceptions=True)
+    results = await asyncio.gather(first, *waiting, return_exceptions=True)
     assert results[:2] == [None, None] and results[3] is None
     assert isinstance(results[2], sqlite3.OperationalError)
     # The shared transaction failed as a whole; each caller was then retried alone.

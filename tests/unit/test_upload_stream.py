@@ -19,6 +19,7 @@ from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
 from tiering.log.sealing import BatchCipher
 from tiering.remote import transform
+from tests.clock import eventually
 from tiering.remote.localfs import FileStore
 from tiering.remote.manifest import PartitionManifest
 from tiering.remote.transform import TransformError, chunk_batches, file_batches, split_chunks, transform_segment
@@ -151,18 +152,12 @@ class _SlowStore(FileStore):
         async def slow():
             taken = 0
             async for part in parts:
-                await _wait(lambda: self.transformed() >= min(taken + 2, self.total))
+                await eventually(lambda: self.transformed() >= min(taken + 2, self.total))
                 self.ahead.append(self.transformed() - taken)
                 taken += 1
                 yield part
 
         await super().put_stream(key, slow())
-
-
-async def _wait(cond, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.001)
 
 
 async def test_upload_holds_at_most_two_chunks(tmp_path, keys, monkeypatch):
