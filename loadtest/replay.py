@@ -235,7 +235,7 @@ def local_segments(data_dir: Path, topic: str, partitions: int) -> dict[int, lis
 
 
 async def remote_view(store, topic: str) -> RemoteView:
-    from tiering.remote.manifest import PartitionManifest
+    from tiering.remote.manifest import ManifestHead
 
     pattern = re.compile(rf"^(?:.*/)?{re.escape(topic)}-[0-9a-fA-F-]{{32,36}}/(\d+)/(.+)$")
     view = RemoteView()
@@ -247,7 +247,9 @@ async def remote_view(store, topic: str) -> RemoteView:
         if m.group(2) == "manifest.json":
             view.manifest_keys[int(m.group(1))] = info.key
     for p, key in view.manifest_keys.items():
-        view.manifests[p] = PartitionManifest.from_json(await store.get(key))
+        head = ManifestHead.parse(await store.get(key))
+        folder = key.rsplit("/", 1)[0]
+        view.manifests[p] = head.manifest({n: await store.get(f"{folder}/{n}") for n in head.spill_names})
     return view
 
 

@@ -271,12 +271,12 @@ class TierManager:
             return
         m = await self.manifest(topic, p)
         committed = m.committed()
-        doomed: list[SegmentEntry] = []
+        doomed: dict[str, SegmentEntry] = {}
         if cfg.retention_ms >= 0:
             for e in committed:
                 if now - e.max_timestamp <= cfg.retention_ms:
                     break
-                doomed.append(e)
+                doomed[e.segment_uuid] = e
         if cfg.retention_bytes >= 0:
             end = -1 if m.remote_end_offset is None else m.remote_end_offset
             local_only = sum(s.size for s in lg.segments if s.base_offset > end)
@@ -284,16 +284,16 @@ class TierManager:
             for e in committed:
                 if total <= cfg.retention_bytes:
                     break
-                if e not in doomed:
-                    doomed.append(e)
+                doomed.setdefault(e.segment_uuid, e)
                 total -= e.size
-        doomed += [e for e in m.below_start() if e not in doomed]
-        for e in doomed:
-            await self._delete_entry(m, e)
-            self.metrics.segments_deleted += 1
+        for e in m.below_start():
+            doomed.setdefault(e.segment_uuid, e)
         if doomed:
+            m = await self._delete_entries(m, list(doomed.values()))
             # The partition's start moves with its oldest data: local copies below go too.
-            start = m.log_start_offset if m.log_start_offset is not None else doomed[-1].last_offset + 1
+            start = m.log_start_offset
+            if start is None:
+                start = max(e.last_offset for e in doomed.values()) + 1
             if lg.log_start_offset < start <= lg.high_watermark:
                 await self._logs.delete_records_before(lg, start)
             self._count_remote_bytes(m)
@@ -304,24 +304,35 @@ class TierManager:
         before answering), remote segments wholly below it are deleted, and the local log start
         moves too. offset must be within [0, high watermark]. Returns the partition's new start."""
         async with self._lock((topic.name, p)):
-            m = await self.manifest(topic, p)
+            m = (await self.manifest(topic, p)).copy()
             if m.committed() and m.raise_start(offset):
                 await self._uploader.save_manifest(m)
-                for e in m.below_start():
-                    await self._delete_entry(m, e)
-                    self.metrics.segments_deleted += 1
+                self._manifests[(topic.name, p)] = m
+                if m.below_start():
+                    m = await self._delete_entries(m, m.below_start())
                 self._count_remote_bytes(m)
             if offset > lg.log_start_offset:
                 await self._logs.delete_records_before(lg, offset)
             return self.log_start_offset(lg)
 
-    async def _delete_entry(self, m: PartitionManifest, e: SegmentEntry) -> None:
-        m.mark(e.segment_uuid, SegmentState.DELETE_STARTED)
+    async def _delete_entries(self, committed: PartitionManifest, doomed: list[SegmentEntry]) -> PartitionManifest:
+        """KIP-405's delete for a batch of segments: all DELETE_STARTED in one manifest save,
+        their objects in batched deletes, then all DELETE_FINISHED and pruned in one more save
+        (two saves per retention pass, not two per segment). Works on a copy, which becomes
+        the partition's view once the first save succeeds; returns it."""
+        m = committed.copy()
+        for e in doomed:
+            m.mark(e.segment_uuid, SegmentState.DELETE_STARTED)
         await self._uploader.save_manifest(m)
-        await self._store.delete(list(m.keys_for(e, self._settings.upload.prefix)))
-        m.mark(e.segment_uuid, SegmentState.DELETE_FINISHED)
+        self._manifests[(m.topic, m.partition)] = m
+        prefix = self._settings.upload.prefix
+        await self._store.delete([k for e in doomed for k in m.keys_for(e, prefix)])
+        for e in doomed:
+            m.mark(e.segment_uuid, SegmentState.DELETE_FINISHED)
         m.prune_deleted()
         await self._uploader.save_manifest(m)
+        self.metrics.segments_deleted += len(doomed)
+        return m
 
     async def delete_topic(self, topic: TieredTopic) -> None:
         """Remove every object of the topic (all partitions' segments and manifests)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.moto_server import MotoServer
-from tiering.remote.manifest import PartitionManifest, SegmentState
+from tiering.remote.manifest import ManifestHead, PartitionManifest, SegmentState
 
 from . import ck
 from .conftest import Broker, BrokerError, sediment_command
@@ -175,7 +175,8 @@ class RemoteView:
         d = self.partition_dirs(topic).get(partition)
         if d is None:
             return None
-        return PartitionManifest.from_json(self.read(f"{d}/manifest.json"))
+        head = ManifestHead.parse(self.read(f"{d}/manifest.json"))
+        return head.manifest({n: self.read(f"{d}/{n}") for n in head.spill_names})
 
     def committed(self, topic: str, partition: int):
         m = self.manifest(topic, partition)
@@ -205,7 +206,7 @@ class RemoteView:
             f"{[(e.base_offset, e.state.value) for e in m.entries if e.state is not SegmentState.COPY_FINISHED]}"
         )
         d = self.partition_dirs(topic)[partition]
-        named = {f"{d}/manifest.json"}
+        named = {f"{d}/{k}" for k in m.manifest_keys("")}
         for e in m.entries:
             named.update(m.keys_for(e, ""))
         stored = {k for k in listed if k.startswith(d + "/")}

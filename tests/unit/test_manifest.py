@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from tiering.remote.manifest import (
     ManifestError,
     PartitionManifest,
     SegmentEntry,
+    SPILL_SIZE,
     SegmentState,
     manifest_key,
     segment_key,
@@ -146,7 +148,8 @@ def test_json_round_trip_with_wrapped_key():
     m.mark(U1, SegmentState.COPY_FINISHED)
     text = m.to_json()
     doc = json.loads(text)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
+    assert doc["spills"] == []
     assert doc["version"] == 3
     assert doc["checksum"].startswith("sha256:")
     assert doc["segments"][0] == {
@@ -197,3 +200,116 @@ def test_entry_validation_and_rewrap():
     assert m.version == 2
     with pytest.raises(ManifestError, match="may not change"):
         m.replace_entry(entry(U1, 0, 6))
+
+
+# -- spills: the head an upload rewrites stays small however many segments there are
+
+
+def _uuid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def _filled(n: int, state=SegmentState.COPY_FINISHED) -> PartitionManifest:
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    for i in range(n):
+        m.add(entry(_uuid(i), i * 10, i * 10 + 9, state=state))
+    return m
+
+
+def _spills_of(m: PartitionManifest) -> dict[str, bytes]:
+    prefix = "p"
+    return {k.rsplit("/", 1)[1]: body for k, body in m.unsaved_spills(prefix)}
+
+
+def test_old_entries_spill_in_runs_and_round_trip():
+    m = _filled(1000)
+    doc = json.loads(m.to_json())
+    # A run of SPILL_SIZE moves out whenever 2 * SPILL_SIZE are inline: 2 runs, 488 inline.
+    assert SPILL_SIZE == 256
+    assert [(r["segments"], r["base_offset"], r["last_offset"]) for r in doc["spills"]] == [
+        (256, 0, 2559), (256, 2560, 5119)]
+    assert [s["base_offset"] for s in doc["segments"]] == [i * 10 for i in range(512, 1000)]
+    assert doc["spills"][0]["name"].startswith("manifest-00000000000000000000-")
+    assert doc["spills"][1]["name"].startswith("manifest-00000000000000002560-")
+    spills = _spills_of(m)
+    assert sorted(spills) == sorted(r["name"] for r in doc["spills"])
+    assert m.manifest_keys("p") == {m.key("p")} | {f"p/orders-{TOPIC_ID}/0/{n}" for n in spills}
+    back = PartitionManifest.from_json(m.to_json(), spills)
+    assert back == m and back.entries == m.entries and back.version == 1000
+    assert back.segment_for_offset(2565).segment_uuid == _uuid(256)
+    # Loaded spills are known to be stored: nothing to write until something changes.
+    assert back.unsaved_spills("p") == []
+    # 10,000 segments: the head still holds fewer than 2 * SPILL_SIZE entries.
+    big = _filled(10_000)
+    assert len(json.loads(big.to_json())["segments"]) < 2 * SPILL_SIZE
+    assert len(big.to_json()) < 400 * 1024
+
+
+def test_a_head_without_its_spills_or_with_a_changed_spill_is_refused():
+    m = _filled(600)
+    spills = _spills_of(m)
+    (name,) = spills
+    with pytest.raises(ManifestError, match="spills not given"):
+        PartitionManifest.from_json(m.to_json())
+    tampered = spills[name].replace(b'"COPY_FINISHED"', b'"COPY_STARTED"', 1)
+    with pytest.raises(ManifestError, match="do not match its name"):
+        PartitionManifest.from_json(m.to_json(), {name: tampered})
+    doc = json.loads(m.to_json())
+    doc["spills"][0]["name"] = name.replace("manifest-", "manifest-x")  # the head's checksum covers names
+    with pytest.raises(ManifestError, match="checksum mismatch"):
+        PartitionManifest.from_json(json.dumps(doc), spills)
+
+
+def test_a_change_inside_a_spill_makes_a_new_spill_and_the_old_one_garbage():
+    m = _filled(600)
+    (old,) = _spills_of(m)
+    assert m.saved() == []  # first save: nothing replaced
+    assert m.unsaved_spills("p") == []
+    m.mark(_uuid(3), SegmentState.DELETE_STARTED)
+    ((key, body),) = m.unsaved_spills("p")
+    new = key.rsplit("/", 1)[1]
+    assert new != old and new.startswith("manifest-00000000000000000000-")
+    assert json.loads(body)["segments"][3]["state"] == "DELETE_STARTED"
+    assert m.saved() == [old]
+    m.forget_spills([old])
+    assert m.saved() == []
+    # Every entry of the spill deleted: the spill goes, and the head names none.
+    for i in range(256):
+        m.mark(_uuid(i), SegmentState.DELETE_STARTED)
+        m.mark(_uuid(i), SegmentState.DELETE_FINISHED)
+    assert len(m.prune_deleted()) == 256
+    assert json.loads(m.to_json())["spills"] == []
+    assert m.unsaved_spills("p") == []
+    assert m.saved() == [new]
+    assert m.log_start_offset == 2560
+    back = PartitionManifest.from_json(m.to_json())
+    assert back == m
+
+
+def test_a_segment_older_than_spilled_ones_respills_in_order():
+    m = _filled(600)
+    m.add(SegmentEntry(_uuid(9999), 5, 5, 0, 5, 1, 1, SegmentState.COPY_FINISHED, created_ms=1_800_000_000_000))
+    assert [e.base_offset for e in m.entries][:3] == [0, 5, 10]
+    spills = _spills_of(m)
+    doc = json.loads(m.to_json())
+    assert [r["segments"] for r in doc["spills"]] == [256]
+    assert PartitionManifest.from_json(m.to_json(), spills).entries == m.entries
+
+
+def test_overlapping_segments_lowest_base_wins_by_bisect():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    for u, base, last in ((U1, 0, 500), (U2, 100, 199), (U3, 200, 700)):
+        m.add(entry(u, base, last, state=SegmentState.COPY_FINISHED))
+    assert m.segment_for_offset(150).segment_uuid == U1
+    assert m.segment_for_offset(500).segment_uuid == U1
+    assert m.segment_for_offset(501).segment_uuid == U3
+    assert m.remote_end_offset == 700
+
+
+def test_a_format_1_manifest_is_still_read():
+    body = {"format_version": 1, "version": 2, "topic": "orders", "topic_id": TOPIC_ID, "partition": 0,
+            "segments": [entry(U1, 0, 99, state=SegmentState.COPY_FINISHED).to_dict()]}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    body["checksum"] = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    m = PartitionManifest.from_json(json.dumps(body, indent=1))
+    assert [e.segment_uuid for e in m.committed()] == [U1] and m.version == 2

@@ -120,3 +120,53 @@ async def test_wrong_keys_fail_loudly_and_rotation_keeps_old_data_readable(tmp_p
     with pytest.raises(DecryptionError):
         await SegmentUploader(store, keys, UploadSettings()).download(manifest, entry)
     log.close()
+
+
+async def test_manifest_spills_are_saved_loaded_replaced_and_cleaned_up(store):
+    from tiering.remote.manifest import SPILL_SIZE, SegmentEntry
+
+    up = SegmentUploader(store, None, UploadSettings(prefix="p"))
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    for i in range(2 * SPILL_SIZE + 10):
+        m.add(SegmentEntry(f"00000000-0000-4000-8000-{i:012d}", i * 10, i * 10 + 9, NOW, i * 10 + 9, 100, 50,
+                           SegmentState.COPY_FINISHED))
+    await up.save_manifest(m)
+    folder = f"p/orders-{TOPIC_ID}/0/"
+    (spill,) = [k for k in m.manifest_keys("p") if k != m.key("p")]
+    assert sorted(o.key for o in await store.list(folder)) == sorted([m.key("p"), spill])
+    loaded = await up.load_manifest("orders", TOPIC_ID, 0)
+    assert loaded == m and loaded.entries == m.entries
+    assert await up.clean_up(loaded) == []  # the spill is named: not an orphan
+
+    # Retention of the oldest segment rewrites its spill; the old spill goes after the head.
+    first = loaded.entries[0].segment_uuid
+    loaded.mark(first, SegmentState.DELETE_STARTED)
+    loaded.mark(first, SegmentState.DELETE_FINISHED)
+    loaded.prune_deleted()
+    await up.save_manifest(loaded)
+    (spill2,) = [k for k in loaded.manifest_keys("p") if k != loaded.key("p")]
+    assert spill2 != spill
+    assert sorted(o.key for o in await store.list(folder)) == sorted([loaded.key("p"), spill2])
+    assert (await up.load_manifest("orders", TOPIC_ID, 0)).entries == loaded.entries
+
+    # A save that dies after its new spill but before the head: the bucket keeps the last
+    # head and its spill; clean-up removes the stray spill.
+    second = loaded.entries[0].segment_uuid
+    loaded.mark(second, SegmentState.DELETE_STARTED)
+    real_put = store.put
+
+    async def head_put_fails(key, data):
+        if key.endswith("manifest.json"):
+            raise ConnectionError("store went away")
+        await real_put(key, data)
+
+    store.put = head_put_fails
+    with pytest.raises(ConnectionError):
+        await up.save_manifest(loaded)
+    store.put = real_put
+    again = await up.load_manifest("orders", TOPIC_ID, 0)
+    assert again.get(second).state is SegmentState.COPY_FINISHED
+    stray = sorted({o.key for o in await store.list(folder)} - again.manifest_keys("p"))
+    assert len(stray) == 1 and stray[0].rsplit("/", 1)[1].startswith("manifest-00000000000000000010-")
+    assert await up.clean_up(again) == stray
+    assert sorted(o.key for o in await store.list(folder)) == sorted([again.key("p"), spill2])

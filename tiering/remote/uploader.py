@@ -12,6 +12,7 @@ map, the offset index, the time index, the transaction index and the producer sn
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 import uuid
@@ -22,11 +23,13 @@ from typing import BinaryIO
 
 from security.keys import KeyProvider, WrappedKey, new_data_key
 
-from tiering.remote.manifest import PartitionManifest, SegmentEntry, SegmentState
-from tiering.remote.store import ObjectStore
+from tiering.remote.manifest import ManifestHead, PartitionManifest, SegmentEntry, SegmentState
+from tiering.remote.store import ObjectStore, StoreError
 from tiering.remote.transform import (
     Batch, ChunkEntry, ChunkIndex, chunk_batches, decrypt, encrypt, file_batches, restore_range, transform_chunks,
 )
+
+log = logging.getLogger("sediment.remote")
 
 _INDEXES_MAGIC = b"SDIX"
 _INDEXES_VERSION = 1
@@ -178,6 +181,24 @@ class _SegmentStream:
         self.file.close()
 
 
+async def load_manifest(store: ObjectStore, prefix: str, topic: str, topic_id: object,
+                        partition: int) -> PartitionManifest:
+    """A partition's manifest from the bucket (an empty one when there is none): the head,
+    then the spills it names, a few at a time."""
+    probe = PartitionManifest(topic, topic_id, partition)
+    if await store.head(probe.key(prefix)) is None:
+        return probe
+    head = ManifestHead.parse(await store.get(probe.key(prefix)))
+    names = head.spill_names
+    limit = asyncio.Semaphore(8)
+
+    async def get(name: str) -> bytes:
+        async with limit:
+            return await store.get(probe.spill_key(prefix, name))
+
+    return head.manifest(dict(zip(names, await asyncio.gather(*(get(n) for n in names)))))
+
+
 class SegmentUploader:
     def __init__(self, store: ObjectStore, keys: KeyProvider | None, settings: UploadSettings,
                  meter: ChunkMeter | None = None) -> None:
@@ -191,14 +212,23 @@ class SegmentUploader:
         return self._store
 
     async def save_manifest(self, manifest: PartitionManifest) -> None:
-        await self._store.put(manifest.key(self._settings.prefix), manifest.to_json().encode())
+        """New spills first, then the head that names them; spills no head names any more
+        are deleted after (a failure there leaves them to clean_up)."""
+        prefix = self._settings.prefix
+        for key, body in manifest.unsaved_spills(prefix):
+            await self._store.put(key, body)
+        await self._store.put(manifest.key(prefix), manifest.to_json().encode())
+        garbage = manifest.saved()
+        if garbage:
+            try:
+                await self._store.delete([manifest.spill_key(prefix, n) for n in garbage])
+            except (StoreError, OSError) as e:
+                log.warning("old manifest spills of %s-%d not deleted yet: %s", manifest.topic, manifest.partition, e)
+                return
+            manifest.forget_spills(garbage)
 
     async def load_manifest(self, topic: str, topic_id: object, partition: int) -> PartitionManifest:
-        probe = PartitionManifest(topic, topic_id, partition)
-        info = await self._store.head(probe.key(self._settings.prefix))
-        if info is None:
-            return probe
-        return PartitionManifest.from_json(await self._store.get(probe.key(self._settings.prefix)))
+        return await load_manifest(self._store, self._settings.prefix, topic, topic_id, partition)
 
     async def upload(self, manifest: PartitionManifest, seg: SegmentFiles) -> SegmentEntry:
         """Copy one sealed segment and commit it. The manifest object is rewritten twice:
@@ -299,7 +329,7 @@ class SegmentUploader:
                 deleted += keys
         manifest.prune_deleted()
         await self.save_manifest(manifest)
-        known = {manifest.key(s.prefix)}
+        known = manifest.manifest_keys(s.prefix)
         for entry in manifest.entries:
             known.update(manifest.keys_for(entry, s.prefix))
         directory = manifest.key(s.prefix).rsplit("/", 1)[0] + "/"
