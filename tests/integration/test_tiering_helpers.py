@@ -206,7 +206,7 @@ class RemoteView:
             f"{[(e.base_offset, e.state.value) for e in m.entries if e.state is not SegmentState.COPY_FINISHED]}"
         )
         d = self.partition_dirs(topic)[partition]
-        named = {f"{d}/{k}" for k in m.manifest_keys("")}
+        named = set(m.manifest_keys(""))
         for e in m.entries:
             named.update(m.keys_for(e, ""))
         stored = {k for k in listed if k.startswith(d + "/")}
