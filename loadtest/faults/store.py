@@ -188,10 +188,10 @@ def run(store: ObjectStore, outage_s: float, work: Path) -> list[Row]:
 
 def _read_back_all(b: BrokerProcess, topic: str, acked: Records) -> Row:
     """Everything acknowledged, read once more from offset 0 (mostly from the bucket, with the
-    chunk cache off); the deadline grows with the records (~1000/s at the least)."""
+    chunk cache off); the deadline grows with the records."""
     total = sum(len(recs) for recs in acked.values())
     try:
-        final = compare(acked, read_back(b.bootstrap, topic, PARTITIONS, timeout=max(120, total / 1000)))
+        final = compare(acked, read_back(b.bootstrap, topic, PARTITIONS, timeout=_read_deadline(total)))
     except RigError as e:
         return Row("store faults: read back after all", 1, Tally(), None, failures=[str(e)])
     return Row("store faults: read back after all", 1, final, None)
@@ -215,7 +215,9 @@ def _window(s: Setup, kind: str, seconds: float) -> Row:
     s.load.pause()  # new rolls would keep the gauge above zero: let the backlog drain alone
     failures: list[str] = []
     try:
-        wait_for(lambda: _lag(b.http_url)[0] == 0, max(120, seconds * 4), f"upload lag to drain after {kind}", 0.1)
+        # The deadline follows the backlog: 0.1 s a segment is several times a healthy upload's.
+        drain = max(120, seconds * 4, w.lag_peak[0] * 0.1)
+        wait_for(lambda: _lag(b.http_url)[0] == 0, drain, f"upload lag to drain after {kind}", 0.1)
         w.drain_s = time.monotonic() - cleared
     except RigError as e:
         failures.append(str(e))  # uploads did not resume
@@ -229,12 +231,18 @@ def _window(s: Setup, kind: str, seconds: float) -> Row:
         failures.append(str(e))
     acked = s.load.acks.sorted()
     reader.targets = {p: (max(o for o, _ in recs) + 1 if recs else 0) for p, recs in acked.items()}
-    reader.join(120)
+    deadline = _read_deadline(sum(reader.targets.values()))
+    reader.join(deadline)
     if reader.is_alive():
-        failures.append("the reader did not reach the end within 120 s")
+        failures.append(f"the reader did not reach the end within {deadline:.0f} s")
     reader.done.set()
     tally = _reader_tally(acked, reader, reader.targets)
     return Row(f"store {kind} ({seconds:g}s)", 1, tally, w.drain_s, _notes(w, reader), failures)
+
+
+def _read_deadline(records: int) -> float:
+    """A read from offset 0 of this many records, mostly from the bucket: ~1000/s at the least."""
+    return max(120.0, records / 1000)
 
 
 def _reader_tally(acked: Records, reader: RemoteReader, targets: dict[int, int]) -> Tally:
