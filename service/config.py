@@ -195,7 +195,7 @@ KEYS: dict[str, Key] = {
         Key("remote.fetch.parallelism", 8, _int(1), "concurrent ranged GETs of remote reads"),
         Key("remote.upload.check.interval.ms", 1000, _int(10), "how often sealed segments are looked for"),
         Key("remote.upload.rate.bytes", 0, _int(0), "upload rate limit in bytes/s (0: none)"),
-        Key("remote.upload.concurrency", 4, _int(1), "partitions whose segments upload at once (each upload "
+        Key("remote.upload.concurrency", 4, _int(1, 64), "partitions whose segments upload at once (each upload "
             "holds two chunks of remote.chunk.bytes, plus the store's multipart buffers)"),
         Key("remote.snapshot.interval.ms", 10_000, _int(10), "how often cluster metadata is snapshotted to the bucket"),
         Key("remote.s3.endpoint", "", _str, "S3 endpoint URL (MinIO, moto, ...); empty: AWS or AWS_ENDPOINT_URL_S3"),

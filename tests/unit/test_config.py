@@ -32,6 +32,7 @@ def test_precedence_file_env_flag(tmp_path):
     ({"listeners": "PLAINTEXT://host"}, "listeners"),
     ({"auto.create.topics.enable": "maybe"}, "auto.create.topics.enable"),
     ({"remote.upload.concurrency": "0"}, "remote.upload.concurrency"),
+    ({"remote.upload.concurrency": "65"}, "remote.upload.concurrency"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
