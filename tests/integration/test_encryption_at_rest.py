@@ -312,9 +312,12 @@ def test_kill_during_produce_keeps_every_acknowledged_record(tiered_factory, tmp
             if err is None:
                 mine[msg.offset()] = msg.value()
 
+        # Killed at a random moment once something is acknowledged (a busy machine may take
+        # longer than the random delay to answer the first batch).
         kill_at = time.monotonic() + 1.0 + rng.random()
+        give_up = time.monotonic() + 60
         i = 0
-        while time.monotonic() < kill_at:
+        while (time.monotonic() < kill_at or not mine) and time.monotonic() < give_up:
             value = b"crash-%d-%06d|" % (round_, i) + rng.randbytes(rng.choice((50, 700, 3000))).hex().encode()
             try:
                 p.produce(topic, value=value, partition=0, on_delivery=on_delivery)

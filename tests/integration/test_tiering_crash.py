@@ -24,7 +24,8 @@ KILLS = 3
 
 def _produce_until_killed(b, topic: str, tag: int, seconds: float, rng: random.Random) -> dict[int, bytes]:
     """Produce ~300 records spread over `seconds` (segments roll and upload all along) and
-    SIGKILL the broker after `seconds`, mid-flight.
+    SIGKILL the broker after `seconds` (or once the first record is acknowledged, if later),
+    mid-flight.
     Returns offset -> value of every acknowledged record (acks=all, no retries, so an unacked
     record was written once or not at all)."""
     p = ck.producer(b.bootstrap, **{"acks": "all", "linger.ms": 2, "retries": 0,
@@ -39,8 +40,9 @@ def _produce_until_killed(b, topic: str, tag: int, seconds: float, rng: random.R
             failed.append(err)
 
     kill_at = time.monotonic() + seconds
+    give_up = time.monotonic() + 60  # a busy machine may take longer to answer the first batch
     i = 0
-    while time.monotonic() < kill_at:
+    while (time.monotonic() < kill_at or not acked) and time.monotonic() < give_up:
         value = b"crash-%d-%06d|" % (tag, i) + rng.randbytes(350).hex().encode()
         try:
             p.produce(topic, value=value, partition=0, on_delivery=on_delivery)
