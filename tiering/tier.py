@@ -21,7 +21,6 @@ from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
 from tiering.log.segment import LogSegment
-from tiering.log.txn_index import ENTRY as TXN_ENTRY
 from tiering.records import iter_batches, record_timestamps
 from tiering.remote.manifest import ManifestError, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
@@ -469,21 +468,27 @@ class TierManager:
                                    upper_offset: int) -> list[tuple[int, int]]:
         """Kafka's collectAbortedTransactions across the tiers: the transaction indexes of the
         remote segments from the one holding fetch_offset on, then the local ones, until an
-        abort at or past upper_offset shows that later segments cannot matter."""
+        aborted transaction whose LSO (when its abort was written) reached upper_offset shows
+        that every transaction starting below upper_offset had ended before it, so later
+        segments cannot add one. The remote ones are read a window at a time (their indexes
+        are cached: a topic without transactions has none, and each fetch looks at every
+        segment from its offset on)."""
         out: list[tuple[int, int]] = []
+        if upper_offset <= fetch_offset:
+            return out
         m = self._manifests.get((lg.topic, lg.partition))
         if m is not None:
-            for entry in m.committed():
-                if entry.last_offset < fetch_offset:
-                    continue
-                ix = await self._reader.indexes(m, entry)
-                t = ix.txn_index
-                for pos in range(0, len(t) - len(t) % TXN_ENTRY.size, TXN_ENTRY.size):
-                    _, pid, first, last, _lso = TXN_ENTRY.unpack_from(t, pos)
-                    if last >= fetch_offset and first < upper_offset:
-                        out.append((pid, first))
-                    if last >= upper_offset:
-                        return out
+            pending = [e for e in m.committed() if e.last_offset >= fetch_offset]
+            window = max(1, self._reader.settings.parallel_gets)
+            for i in range(0, len(pending), window):
+                batch = pending[i:i + window]
+                found = await asyncio.gather(*(self._reader.txn_entries(m, e) for e in batch))
+                for entries in found:
+                    for pid, first, last, lso in entries:
+                        if last >= fetch_offset and first < upper_offset:
+                            out.append((pid, first))
+                        if lso >= upper_offset:
+                            return out
         return out + lg.aborted_transactions(max(fetch_offset, lg.log_start_offset), upper_offset)
 
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int,

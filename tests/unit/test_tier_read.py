@@ -1,6 +1,7 @@
 """TierManager's remote reads over many small segments: one read fills its budget from several
 consecutive segments (whole batches, in order), a later segment that fails only ends the answer,
-and indexes stay in memory with the chunk cache off."""
+indexes stay in memory with the chunk cache off, and read_committed's aborted transactions are
+collected across segments until an entry's LSO shows the search is complete."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.clock import eventually
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
-from tiering.records import iter_batches
+from tiering.records import TRANSACTIONAL_MASK, iter_batches
 from tiering.remote.localfs import FileStore
 from tiering.remote.reader import ChunkCache, IndexCache, ReadSettings
 from tiering.remote.store import StoreError, StoreUnavailable
@@ -179,6 +180,46 @@ def test_index_cache_is_bounded_in_bytes() -> None:
     assert cache.get("s0") is None and cache.get("s3") is not None
     cache.put("huge", ix(5000), None)  # larger than the whole cache: not kept
     assert "huge" not in cache and len(cache) == 3
+
+
+async def test_aborted_transactions_across_remote_segments_use_the_lso(tmp_path):
+    """Two transactions interleave and abort in later segments: A (offsets 0..2) aborts while B
+    (from 1) is still open, so A's entry carries LSO 1 and the search must go on to B's abort
+    (LSO 5). Remote and local answers agree."""
+    tier, topic, lg, store = await _tier(tmp_path, ReadSettings())
+
+    def txn_batch(pid: int) -> bytes:
+        return make_batch([b"p%d" % pid], attributes=TRANSACTIONAL_MASK, producer_id=pid, producer_epoch=0,
+                          base_sequence=0, base_timestamp=NOW)
+
+    try:
+        lg.append(txn_batch(1), now_ms=NOW)  # 0: A
+        lg.append(txn_batch(2), now_ms=NOW)  # 1: B
+        lg.roll()
+        assert lg.append_control(1, 0, False, 0, NOW) == 2  # A aborts; B still open
+        lg.roll()
+        lg.append(make_batch(1, base_timestamp=NOW), now_ms=NOW)  # 3
+        lg.roll()
+        assert lg.append_control(2, 0, False, 0, NOW) == 4  # B aborts
+        lg.roll()
+        lg.append(make_batch(1, base_timestamp=NOW), now_ms=NOW)  # 5
+        lg.roll()
+        cases = {(0, 2): [(1, 0), (2, 1)], (0, 1): [(1, 0)], (2, 3): [(1, 0), (2, 1)], (3, 5): [(2, 1)],
+                 (5, 6): []}
+        for (start, upper), expected in cases.items():
+            assert lg.aborted_transactions(start, upper) == expected, (start, upper)
+        await tier.run_once(now_ms=NOW)
+        assert tier.remote_range("orders", 0) == (0, 5)
+        lg.delete_records_before(lg.log_end_offset)
+        for (start, upper), expected in cases.items():
+            assert await tier.aborted_transactions(lg, start, upper) == expected, (start, upper)
+        # Cached: asking again reads no indexes object.
+        gets = store.gets[".indexes"]
+        assert await tier.aborted_transactions(lg, 0, 2) == [(1, 0), (2, 1)]
+        assert store.gets[".indexes"] == gets
+    finally:
+        await tier.close()
+        await store.close()
 
 
 async def test_a_cancelled_read_leaves_no_task_behind(tmp_path):

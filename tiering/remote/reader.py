@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiering.log.txn_index import ENTRY as TXN_ENTRY
 from tiering.records import iter_batches
 from tiering.remote.manifest import PartitionManifest, SegmentEntry
 from tiering.remote.transform import ChunkEntry, TransformError, restore_chunk
@@ -279,6 +280,16 @@ class IndexCache:
         return key in self._entries
 
 
+# Transaction index entry of a remote segment: (producer id, first offset, last offset, LSO).
+TxnEntry = tuple[int, int, int, int]
+
+
+def _txn_entries(txn_index: bytes) -> tuple[TxnEntry, ...]:
+    whole = len(txn_index) - len(txn_index) % TXN_ENTRY.size
+    return tuple((pid, first, last, lso) for _, pid, first, last, lso
+                 in TXN_ENTRY.iter_unpack(memoryview(txn_index)[:whole]))
+
+
 @dataclass(frozen=True)
 class ReadPart:
     """Whole batches read from one remote segment, and the offset after the last of them
@@ -299,6 +310,11 @@ class RemoteReader:
         self._gets = asyncio.Semaphore(settings.parallel_gets)
         self._indexes = IndexCache(settings.index_cache_bytes)
         self._indexes_inflight: dict[str, asyncio.Future[tuple[SegmentIndexes, bytes | None]]] = {}
+        # The aborted transactions of each segment read so far: a few bytes each (none for most),
+        # kept for many more segments than the indexes, since a read_committed fetch looks at
+        # every segment from its offset until one shows the search is complete.
+        self._txns: collections.OrderedDict[str, tuple[TxnEntry, ...]] = collections.OrderedDict()
+        self._txns_max = 1 << 17
         self._prefetching: set[asyncio.Task[None]] = set()
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
 
@@ -318,6 +334,20 @@ class RemoteReader:
     async def indexes(self, manifest: PartitionManifest, entry: SegmentEntry) -> SegmentIndexes:
         """The segment's indexes object, cached in memory (LRU) with its data key."""
         return (await self._segment(manifest, entry))[0]
+
+    async def txn_entries(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[TxnEntry, ...]:
+        """The segment's transaction index, parsed (cached apart from the indexes)."""
+        key = entry.segment_uuid
+        hit = self._txns.get(key)
+        if hit is not None:
+            self._txns.move_to_end(key)
+            return hit
+        ix, _ = await self._segment(manifest, entry)
+        found = _txn_entries(ix.txn_index)
+        self._txns[key] = found
+        while len(self._txns) > self._txns_max:
+            self._txns.popitem(last=False)
+        return found
 
     async def _segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
         """The indexes and data key: from memory, from a load under way, or one GET (counted
