@@ -91,12 +91,14 @@ class CpuMeter:
 class Store:
     """Where one run's segments go: its broker settings and a client for the raw GETs."""
 
-    def __init__(self, kind: str, work: Path, parallel: int) -> None:
+    def __init__(self, kind: str, work: Path, parallel: int, proxy: bool = False) -> None:
         self.kind = kind
         self.work = work
         self.parallel = parallel
         self.moto = None
         self.root = work / "store"
+        self.use_proxy = proxy
+        self.proxy = None  # the fault trials' TCP proxy in front of moto, in a thread of this process
 
     @property
     def pid(self) -> int | None:
@@ -112,6 +114,10 @@ class Store:
         self.moto = MotoServer()
         try:
             self.moto.start(timeout=30)
+            if self.use_proxy:
+                from .faultproxy import ThreadedFaultProxy
+
+                self.proxy = ThreadedFaultProxy(self.moto.port).start_in_thread()
         except RuntimeError as e:
             raise BenchError(f"object store: {e}") from None
 
@@ -126,9 +132,16 @@ class Store:
         asyncio.run(create())
 
     def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop_thread()
+            self.proxy = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.proxy.url if self.proxy is not None else self.moto.url
 
     def check_alive(self) -> None:
         if self.moto is not None and self.moto.proc is not None and self.moto.proc.poll() is not None:
@@ -143,7 +156,7 @@ class Store:
     def broker_settings(self) -> dict[str, str]:
         s = {"remote.url": self.url}
         if self.kind == "s3":
-            s["remote.s3.endpoint"] = self.moto.url
+            s["remote.s3.endpoint"] = self.endpoint
             s["remote.s3.path.style"] = "true"
         return s
 
@@ -158,7 +171,7 @@ class Store:
         return S3Store(
             BUCKET,
             prefix=PREFIX if prefix is None else prefix,
-            endpoint_url=self.moto.url,
+            endpoint_url=self.endpoint,
             addressing_style="path",
             max_pool_connections=max(32, self.parallel * 2),
         )
@@ -635,7 +648,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
     run: dict[str, Any] = {"run": i}
     messages = config["messages"]
     work = Path(tempfile.mkdtemp(prefix="sediment-replay-"))
-    store = Store(args.store, work, args.parallel)
+    store = Store(args.store, work, args.parallel, proxy=args.proxy)
     broker: BrokerProcess | None = None
     try:
         store.start()
@@ -942,6 +955,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--store", choices=("s3", "file"), default="s3",
                     help="s3: a moto S3 server started for each run; file: a temp directory (s3)")
     ap.add_argument("--runs", type=int, default=3, help="runs; medians are reported (3)")
+    ap.add_argument("--proxy", action="store_true",
+                    help="with --store s3: the broker and the raw GETs reach moto through the fault "
+                    "trials' TCP proxy (a thread of this process), as python -m loadtest.faults does")
     ap.add_argument("--replays", type=int, default=1,
                     help="replays of each run's topic, each by a newly started broker; a run reports "
                     "its median (1). Building a topic of many small segments takes minutes")
@@ -1005,7 +1021,9 @@ def main(argv: list[str] | None = None) -> int:
     config: dict[str, Any] = {
         "mb": args.mb, "messages": messages, "value_bytes": args.value_bytes,
         "partitions": args.partitions, "runs": args.runs, "store": args.store,
-        "store_desc": "moto S3 server (subprocess, same machine)" if args.store == "s3"
+        "store_desc": ("moto S3 server (subprocess, same machine)"
+                       + (" behind the fault proxy (a thread of the benchmark)" if args.proxy else ""))
+        if args.store == "s3"
         else "a local directory (file://)",
         "value_kind": "random (incompressible)" if args.incompressible else "random-word text",
         "isolation": args.isolation, "segment_mb": args.segment_mb, "segment_bytes": segment_bytes(args),
