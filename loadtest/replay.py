@@ -91,12 +91,14 @@ class CpuMeter:
 class Store:
     """Where one run's segments go: its broker settings and a client for the raw GETs."""
 
-    def __init__(self, kind: str, work: Path, parallel: int) -> None:
+    def __init__(self, kind: str, work: Path, parallel: int, proxy: bool = False) -> None:
         self.kind = kind
         self.work = work
         self.parallel = parallel
         self.moto = None
         self.root = work / "store"
+        self.use_proxy = proxy
+        self.proxy = None  # the fault trials' TCP proxy in front of moto, in a thread of this process
 
     @property
     def pid(self) -> int | None:
@@ -112,6 +114,10 @@ class Store:
         self.moto = MotoServer()
         try:
             self.moto.start(timeout=30)
+            if self.use_proxy:
+                from .faultproxy import ThreadedFaultProxy
+
+                self.proxy = ThreadedFaultProxy(self.moto.port).start_in_thread()
         except RuntimeError as e:
             raise BenchError(f"object store: {e}") from None
 
@@ -126,9 +132,16 @@ class Store:
         asyncio.run(create())
 
     def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop_thread()
+            self.proxy = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.proxy.url if self.proxy is not None else self.moto.url
 
     def check_alive(self) -> None:
         if self.moto is not None and self.moto.proc is not None and self.moto.proc.poll() is not None:
@@ -143,7 +156,7 @@ class Store:
     def broker_settings(self) -> dict[str, str]:
         s = {"remote.url": self.url}
         if self.kind == "s3":
-            s["remote.s3.endpoint"] = self.moto.url
+            s["remote.s3.endpoint"] = self.endpoint
             s["remote.s3.path.style"] = "true"
         return s
 
@@ -158,7 +171,7 @@ class Store:
         return S3Store(
             BUCKET,
             prefix=PREFIX if prefix is None else prefix,
-            endpoint_url=self.moto.url,
+            endpoint_url=self.endpoint,
             addressing_style="path",
             max_pool_connections=max(32, self.parallel * 2),
         )
@@ -302,7 +315,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int, configs: dict[str,
 
 
 def produce(bootstrap: str, topic: str, messages: int, value_bytes: int, blob: bytes, *,
-            deadline: float, check: Callable[[], None]) -> dict[str, Any]:
+            deadline: float, check: Callable[[], None], batch_bytes: int = BATCH_SIZE) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     errors: list[str] = []
@@ -316,7 +329,7 @@ def produce(bootstrap: str, topic: str, messages: int, value_bytes: int, blob: b
         "acks": "all",
         "enable.idempotence": False,
         "linger.ms": 5,
-        "batch.size": BATCH_SIZE,
+        "batch.size": batch_bytes,
         "compression.type": "none",
         "queue.buffering.max.messages": 100_000,
         "queue.buffering.max.kbytes": 2097151,
@@ -637,7 +650,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
     run: dict[str, Any] = {"run": i}
     messages = config["messages"]
     work = Path(tempfile.mkdtemp(prefix="sediment-replay-"))
-    store = Store(args.store, work, args.parallel)
+    store = Store(args.store, work, args.parallel, proxy=args.proxy)
     broker: BrokerProcess | None = None
     try:
         store.start()
@@ -654,7 +667,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
         }
         if args.chunk_bytes:
             settings["remote.chunk.bytes"] = str(args.chunk_bytes)
-        if args.cache_bytes:
+        if args.cache_bytes is not None:  # 0 turns the chunk cache off
             settings["remote.cache.bytes"] = str(args.cache_bytes)
         if broker_key_known("remote.fetch.parallelism"):
             settings["remote.fetch.parallelism"] = str(args.parallel)
@@ -676,7 +689,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
             store.check_alive()
 
         topic = f"replay-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}-r{i}"
-        seg = args.segment_mb * MIB
+        seg = segment_bytes(args)
         topic_configs = {
             "remote.storage.enable": "true",
             "segment.bytes": str(seg),
@@ -688,7 +701,8 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
 
         d = time.monotonic() + phase_timeout
         with CpuMeter({"broker": broker.pid, "moto": store.pid}) as cpu:
-            run.update(produce(broker.bootstrap, topic, messages, args.value_bytes, blob, deadline=d, check=check))
+            run.update(produce(broker.bootstrap, topic, messages, args.value_bytes, blob, deadline=d, check=check,
+                               batch_bytes=args.batch_bytes))
         run["produce_cpu"] = cpu.pct
         wm = watermarks(broker.bootstrap, topic, args.partitions)
         high = {p: hi for p, (lo, hi) in wm.items()}
@@ -751,29 +765,48 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
             flush=True,
         )
 
-        # Cold start: a new broker process (no chunks in memory) with an empty cache dir.
-        if cache_key:
-            broker.settings[cache_key] = str(work / "cache-replay")
-        broker.proc = None
-        broker.start(timeout=60)
-        spy = start_profile(args, broker.pid, f"broker-replay-run{i}")
-        d = time.monotonic() + phase_timeout
-        try:
-            with CpuMeter({"broker": broker.pid, "moto": store.pid}) as cpu:
-                run.update(replay(broker.bootstrap, topic, args.partitions, messages, deadline=d, check=check,
-                                   isolation=args.isolation))
-        finally:
-            stop_profile(spy)
-        run["replay_cpu"] = cpu.pct
-        run["broker_peak_rss_mib"] = broker.peak_rss_mib()
-        run["remote_metrics"] = remote_metrics(broker.http_url)
+        # Cold start: a new broker process (no chunks in memory) with an empty cache dir, once
+        # per replay; the run reports the median replay.
+        replays: list[dict[str, Any]] = []
+        for j in range(1, args.replays + 1):
+            if j > 1:
+                broker.stop()
+            if cache_key:
+                broker.settings[cache_key] = str(work / f"cache-replay-{j}")
+            broker.proc = None
+            broker.start(timeout=60)
+            suffix = "" if args.replays == 1 else f"-replay{j}"
+            spy = start_profile(args, broker.pid, f"broker-replay-run{i}{suffix}")
+            d = time.monotonic() + phase_timeout
+            try:
+                with CpuMeter({"broker": broker.pid, "moto": store.pid}) as cpu:
+                    one = replay(broker.bootstrap, topic, args.partitions, messages, deadline=d, check=check,
+                                 isolation=args.isolation)
+            finally:
+                stop_profile(spy)
+            one["replay_cpu"] = cpu.pct
+            one["broker_peak_rss_mib"] = broker.peak_rss_mib()
+            one["remote_metrics"] = remote_metrics(broker.http_url)
+            s = one["replay_seconds"]
+            print(
+                f"replay{suffix}: {messages / s:.0f} records/s, "
+                f"{rate_mib_s(one['replay_value_bytes'], s):.1f} MiB/s of values, "
+                f"{rate_mib_s(run['logical_bytes'], s):.1f} MiB/s logical, in {s:.1f}s "
+                f"(first message after {one['replay_first_ms'] or 0:.0f} ms)",
+                flush=True,
+            )
+            replays.append(one)
+        run["replays"] = [r["replay_seconds"] for r in replays]
+        run.update(sorted(replays, key=lambda r: r["replay_seconds"])[(len(replays) - 1) // 2])
         s = run["replay_seconds"]
         run["replay_value_mib_s"] = rate_mib_s(run["replay_value_bytes"], s)
+        run["replay_records_s"] = messages / s if s > 0 else None
         run["replay_logical_mib_s"] = rate_mib_s(run["logical_bytes"], s)
         run["ratio_vs_raw_objects"] = ratio(run["replay_logical_mib_s"], run["raw_object_mib_s"])
         run["ratio_vs_raw_logical"] = ratio(run["replay_logical_mib_s"], run["raw_logical_mib_s"])
         print(
-            f"replay: {run['replay_value_mib_s']:.1f} MiB/s of values, "
+            f"replay{' (median)' if args.replays > 1 else ''}: {run['replay_records_s'] or 0:.0f} records/s, "
+            f"{run['replay_value_mib_s']:.1f} MiB/s of values, "
             f"{run['replay_logical_mib_s']:.1f} MiB/s logical, in {s:.1f}s "
             f"(first message after {run['replay_first_ms'] or 0:.0f} ms); "
             f"vs raw GET: {run['ratio_vs_raw_objects'] or 0:.3f} (object bytes), "
@@ -802,11 +835,13 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
 
 COLUMNS: list[tuple[str, str, str]] = [
     ("produce_mib_s", "produce", "{:.1f}"),
+    ("remote_segments", "segs", "{:.0f}"),
     ("sink_seconds", "sink s", "{:.1f}"),
     ("compression_ratio", "zstd x", "{:.2f}"),
     ("remote_share", "remote", "{:.2f}"),
     ("raw_object_mib_s", "raw GET obj", "{:.1f}"),
     ("raw_logical_mib_s", "raw GET log", "{:.1f}"),
+    ("replay_records_s", "replay rec/s", "{:.0f}"),
     ("replay_value_mib_s", "replay val", "{:.1f}"),
     ("replay_logical_mib_s", "replay log", "{:.1f}"),
     ("replay_first_ms", "1st ms", "{:.0f}"),
@@ -853,7 +888,8 @@ def format_report(runs: list[dict[str, Any]], summary: dict[str, Any], config: d
     out = [
         f"store: {config['store_desc']}",
         f"data: {config['mb']} MiB of {config['value_kind']} values ({config['value_bytes']} B) in "
-        f"{config['partitions']} partitions, segments {config['segment_mb']} MiB, "
+        f"{config['partitions']} partitions, segments {config['segment_bytes'] / MIB:g} MiB, "
+        f"producer batches <= {config['batch_bytes']} B, remote.cache.bytes={config['cache_bytes']}, "
         f"remote.compression={config['compression']}, raw GETs {config['parallel']} at a time, "
         f"consumer {config['isolation']}",
         f"revision {config['revision']}, {config['cpus']} cores, python {config['python']}, "
@@ -865,6 +901,10 @@ def format_report(runs: list[dict[str, Any]], summary: dict[str, Any], config: d
         "-" * len(line),
     ]
     out += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    if config.get("replays", 1) > 1:
+        out.append(f"each run's replay is the median of {config['replays']} replays (newly started brokers): "
+                   + "; ".join(f"run {r['run']}: " + ", ".join(f"{x:.1f}s" for x in r.get("replays", []))
+                               for r in runs))
     out += ["", "CPU, % of one core (medians; client = this benchmark process):"]
     for phase, title in CPU_PHASES:
         cells = [f"{who} {_fmt('{:.0f}', med.get(f'{phase}.{who}'))}" for who in CPU_WHO
@@ -901,6 +941,10 @@ def default_parallelism() -> int:
         return ReadSettings().parallel_gets
 
 
+def segment_bytes(args: argparse.Namespace) -> int:
+    return args.segment_bytes if args.segment_bytes is not None else args.segment_mb * MIB
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ap = argparse.ArgumentParser(
@@ -913,14 +957,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--store", choices=("s3", "file"), default="s3",
                     help="s3: a moto S3 server started for each run; file: a temp directory (s3)")
     ap.add_argument("--runs", type=int, default=3, help="runs; medians are reported (3)")
+    ap.add_argument("--proxy", action="store_true",
+                    help="with --store s3: the broker and the raw GETs reach moto through the fault "
+                    "trials' TCP proxy (a thread of this process), as python -m loadtest.faults does")
+    ap.add_argument("--replays", type=int, default=1,
+                    help="replays of each run's topic, each by a newly started broker; a run reports "
+                    "its median (1). Building a topic of many small segments takes minutes")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
     ap.add_argument("--incompressible", action="store_true",
                     help="random bytes as values (default: text of random words, about 3x for zstd)")
     ap.add_argument("--segment-mb", type=int, default=8, help="segment.bytes of the topic in MiB (8)")
+    ap.add_argument("--segment-bytes", type=int, default=None,
+                    help="segment.bytes of the topic in bytes, instead of --segment-mb (e.g. 32768: "
+                    "thousands of small remote segments)")
+    ap.add_argument("--batch-bytes", type=int, default=BATCH_SIZE,
+                    help=f"batch.size of the producer ({BATCH_SIZE}); small segments want small batches")
     ap.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd",
                     help="remote.compression (zstd)")
     ap.add_argument("--chunk-bytes", type=int, default=0, help="remote.chunk.bytes (broker default)")
-    ap.add_argument("--cache-bytes", type=int, default=0, help="remote.cache.bytes (broker default)")
+    ap.add_argument("--cache-bytes", type=int, default=None,
+                    help="remote.cache.bytes (broker default; 0 turns the chunk cache off)")
     ap.add_argument("--upload-interval-ms", type=int, default=60_000,
                     help="remote.upload.interval.ms of the topic (60000)")
     parallel = default_parallelism()
@@ -941,9 +997,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep-data", action="store_true", help="keep each run's work dir")
     ap.add_argument("--check", action="store_true", help="exit 3 when a median ratio misses the target")
     args = ap.parse_args(argv)
-    for name in ("mb", "partitions", "value_bytes", "runs", "segment_mb", "parallel"):
+    for name in ("mb", "partitions", "value_bytes", "runs", "replays", "segment_mb", "parallel"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("segment_bytes", "batch_bytes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.cache_bytes is not None and args.cache_bytes < 0:
+        ap.error("--cache-bytes must be 0 or more")
     for kv in args.broker_set:
         if "=" not in kv:
             ap.error(f"--broker-set wants KEY=VALUE, got {kv!r}")
@@ -962,10 +1023,14 @@ def main(argv: list[str] | None = None) -> int:
     config: dict[str, Any] = {
         "mb": args.mb, "messages": messages, "value_bytes": args.value_bytes,
         "partitions": args.partitions, "runs": args.runs, "store": args.store,
-        "store_desc": "moto S3 server (subprocess, same machine)" if args.store == "s3"
+        "store_desc": ("moto S3 server (subprocess, same machine)"
+                       + (" behind the fault proxy (a thread of the benchmark)" if args.proxy else ""))
+        if args.store == "s3"
         else "a local directory (file://)",
         "value_kind": "random (incompressible)" if args.incompressible else "random-word text",
-        "isolation": args.isolation, "segment_mb": args.segment_mb, "compression": args.compression, "parallel": args.parallel,
+        "isolation": args.isolation, "segment_mb": args.segment_mb, "segment_bytes": segment_bytes(args),
+        "batch_bytes": args.batch_bytes, "replays": args.replays,
+        "cache_bytes": "default" if args.cache_bytes is None else args.cache_bytes, "compression": args.compression, "parallel": args.parallel,
         "chunk_bytes": args.chunk_bytes or None, "phase_timeout_s": phase_timeout,
         "cpus": os.cpu_count(), "revision": source_revision(), "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0],

@@ -9,6 +9,7 @@ retention to remote segments, and serves reads and timestamp lookups below the l
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,6 @@ from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
 from tiering.log.segment import LogSegment
-from tiering.log.txn_index import ENTRY as TXN_ENTRY
 from tiering.records import iter_batches, record_timestamps
 from tiering.remote.manifest import ManifestError, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
@@ -29,6 +29,22 @@ from tiering.remote.transform import TransformError
 from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
 
 log = logging.getLogger("sediment.tier")
+
+
+def _consume(task: "asyncio.Future[object]") -> None:
+    """Done callback of an abandoned read: its outcome is not wanted (nor logged as lost)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _whole_batches(data: bytes | memoryview, max_bytes: int) -> bytes | memoryview:
+    """The leading whole batches of data within max_bytes."""
+    end = 0
+    for h in iter_batches(data):
+        if h.position + h.size > max_bytes:
+            break
+        end = h.position + h.size
+    return data[:end]
 
 _TIME_ENTRY = 12  # time index entry: int64 timestamp, int32 relative offset
 
@@ -366,42 +382,124 @@ class TierManager:
 
     async def read(self, topic: str, partition: int, offset: int, max_bytes: int,
                    min_one: bool) -> bytes | memoryview | None:
-        """Whole batches from the remote segment holding offset; None when the offset is not
-        remote. Raises StoreError when the store fails or does not answer within
-        remote.fetch.max.wait.ms: never an empty answer, which a replay would take for its end."""
+        """Whole batches from the remote segment holding offset on, in offset order; None when
+        the offset is not remote. Raises StoreError when the store fails or does not answer
+        within remote.fetch.max.wait.ms: never an empty answer, which a replay would take for
+        its end.
+
+        While max_bytes leaves room, the answer goes on into the following remote segments
+        (read at the same time as the first), as a local read would run on past a roll: with
+        small segments, one segment per fetch costs a round trip to the store for each few KiB
+        and leaves the store idle while the answer travels. Only the first segment must be read:
+        a later one that fails or is late ends the answer before it (the next fetch starts
+        there, and reports its error). When the answer ends at a segment's end, the next
+        segments are prefetched for the consumer's next fetch."""
         m = self._manifests.get((topic, partition))
         entry = m.segment_for_offset(offset) if m is not None else None
         if m is None or entry is None:
             return None
         self.metrics.remote_reads += 1
+        wait_s = self._settings.fetch_max_wait_ms / 1000
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        following = self._following(m, entry, max_bytes)
+        reads = [asyncio.ensure_future(self._reader.read_part(m, entry, offset, max_bytes, min_one))]
+        reads += [asyncio.ensure_future(self._reader.read_part(m, e, at, max_bytes, False)) for e, at in following]
+        for task in reads:
+            task.add_done_callback(_consume)
         try:
-            return await asyncio.wait_for(self._reader.read(m, entry, offset, max_bytes, min_one),
-                                          self._settings.fetch_max_wait_ms / 1000)
-        except asyncio.TimeoutError:
-            self.metrics.remote_read_timeouts += 1
-            log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
-            raise RemoteReadTimeout(f"remote read of {topic}-{partition} at {offset} passed "
-                                    f"remote.fetch.max.wait.ms ({self._settings.fetch_max_wait_ms} ms)") from None
+            try:
+                first = await asyncio.wait_for(asyncio.shield(reads[0]), wait_s)
+            except asyncio.TimeoutError:
+                self.metrics.remote_read_timeouts += 1
+                log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
+                raise RemoteReadTimeout(f"remote read of {topic}-{partition} at {offset} passed "
+                                        f"remote.fetch.max.wait.ms ({self._settings.fetch_max_wait_ms} ms)") from None
+            parts = [first.data]
+            total = len(first.data)
+            last, end = entry, first.next_offset
+            if end is None or end <= entry.last_offset:  # cut by max_bytes, or nothing to return
+                return first.data
+            for (e, _), task in zip(following, reads[1:]):
+                try:
+                    part = await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
+                except Exception as ex:  # noqa: BLE001 - the answer ends here; the next fetch reports it
+                    log.debug("remote read of %s-%d ends before segment %d: %s", topic, partition, e.base_offset, ex)
+                    break
+                data = part.data
+                if part.next_offset is None or not data:
+                    break
+                if total + len(data) > max_bytes:
+                    data = _whole_batches(data, max_bytes - total)
+                    if data:
+                        parts.append(data)
+                    break
+                parts.append(data)
+                total += len(data)
+                last, end = e, part.next_offset
+                if end <= e.last_offset:
+                    break
+            else:
+                if end > last.last_offset:  # ended at a segment's end: warm the next ones
+                    for e, _ in self._following(m, last, 1 << 62, self._reader.settings.prefetch_chunks):
+                        self._reader.prefetch_segment(m, e)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            for task in reads:
+                if not task.done():
+                    task.cancel()
+
+    def _following(self, m: PartitionManifest, entry: SegmentEntry, budget: int,
+                   limit: int | None = None) -> list[tuple[SegmentEntry, int]]:
+        """The committed segments after entry that a read continuing past it would read next,
+        with the offset each is read from: until their sizes (entry's own counted) reach budget
+        (the last may be cut), at most segments_per_read of them (or limit). What
+        segment_for_offset would answer for each next offset, found in one pass."""
+        limit = self._reader.settings.segments_per_read if limit is None else limit
+        planned = entry.size
+        if limit <= 0 or planned >= budget:
+            return []
+        committed = m.committed()
+        i = bisect.bisect_left(committed, entry.base_offset, key=lambda e: e.base_offset)
+        while i < len(committed) and committed[i] is not entry:
+            i += 1
+        out: list[tuple[SegmentEntry, int]] = []
+        at = entry.last_offset + 1
+        for e in committed[i + 1:]:
+            if e.last_offset < at:
+                continue  # wholly inside what was read already (overlapping segments)
+            if len(out) >= limit or planned >= budget:
+                break
+            out.append((e, at))
+            planned += e.size
+            at = e.last_offset + 1
+        return out
 
     async def aborted_transactions(self, lg: UnifiedLog, fetch_offset: int,
                                    upper_offset: int) -> list[tuple[int, int]]:
         """Kafka's collectAbortedTransactions across the tiers: the transaction indexes of the
         remote segments from the one holding fetch_offset on, then the local ones, until an
-        abort at or past upper_offset shows that later segments cannot matter."""
+        aborted transaction whose LSO (when its abort was written) reached upper_offset shows
+        that every transaction starting below upper_offset had ended before it, so later
+        segments cannot add one. The remote ones are read a window at a time (their indexes
+        are cached: a topic without transactions has none, and each fetch looks at every
+        segment from its offset on)."""
         out: list[tuple[int, int]] = []
+        if upper_offset <= fetch_offset:
+            return out
         m = self._manifests.get((lg.topic, lg.partition))
         if m is not None:
-            for entry in m.committed():
-                if entry.last_offset < fetch_offset:
-                    continue
-                ix = await self._reader.indexes(m, entry)
-                t = ix.txn_index
-                for pos in range(0, len(t) - len(t) % TXN_ENTRY.size, TXN_ENTRY.size):
-                    _, pid, first, last, _lso = TXN_ENTRY.unpack_from(t, pos)
-                    if last >= fetch_offset and first < upper_offset:
-                        out.append((pid, first))
-                    if last >= upper_offset:
-                        return out
+            pending = [e for e in m.committed() if e.last_offset >= fetch_offset]
+            window = max(1, self._reader.settings.parallel_gets)
+            for i in range(0, len(pending), window):
+                batch = pending[i:i + window]
+                found = await asyncio.gather(*(self._reader.txn_entries(m, e) for e in batch))
+                for entries in found:
+                    for pid, first, last, lso in entries:
+                        if last >= fetch_offset and first < upper_offset:
+                            out.append((pid, first))
+                        if lso >= upper_offset:
+                            return out
         return out + lg.aborted_transactions(max(fetch_offset, lg.log_start_offset), upper_offset)
 
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int,

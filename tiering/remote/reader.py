@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiering.log.txn_index import ENTRY as TXN_ENTRY
 from tiering.records import iter_batches
 from tiering.remote.manifest import PartitionManifest, SegmentEntry
 from tiering.remote.transform import ChunkEntry, TransformError, restore_chunk
@@ -223,6 +224,79 @@ class ReadSettings:
     timeout_s: float = 30.0
     opened_bytes: int = 64 << 20  # opened chunks kept in memory, in all
     opened_per_partition: int = 4
+    # Parsed .indexes objects kept in memory whatever the chunk cache's size (a small segment's
+    # are a few hundred bytes, and without them every read of it costs one more GET).
+    index_cache_bytes: int = 32 << 20
+    # Remote segments one read may span after the one holding its offset: small segments would
+    # otherwise cost a fetch round trip (and the store's latency) each.
+    segments_per_read: int = 32
+
+
+_INDEX_OVERHEAD = 512  # bytes counted per cached indexes object beyond its sections
+
+
+def _index_bytes(ix: SegmentIndexes) -> int:
+    return (_INDEX_OVERHEAD + 64 * len(ix.chunks) + len(ix.offset_index) + len(ix.time_index)
+            + len(ix.txn_index) + len(ix.producer_snapshot))
+
+
+class IndexCache:
+    """Parsed indexes objects with their data keys, in memory, LRU, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._entries: collections.OrderedDict[str, tuple[SegmentIndexes, bytes | None, int]] = \
+            collections.OrderedDict()
+        self._total = 0
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> tuple[SegmentIndexes, bytes | None] | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return hit[0], hit[1]
+
+    def put(self, key: str, ix: SegmentIndexes, data_key: bytes | None) -> None:
+        size = _index_bytes(ix)
+        if size > self._max or key in self._entries:
+            return
+        self._entries[key] = (ix, data_key, size)
+        self._total += size
+        while self._total > self._max:
+            _, (_, _, gone) = self._entries.popitem(last=False)
+            self._total -= gone
+
+    @property
+    def size(self) -> int:
+        return self._total
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+
+# Transaction index entry of a remote segment: (producer id, first offset, last offset, LSO).
+TxnEntry = tuple[int, int, int, int]
+
+
+def _txn_entries(txn_index: bytes) -> tuple[TxnEntry, ...]:
+    whole = len(txn_index) - len(txn_index) % TXN_ENTRY.size
+    return tuple((pid, first, last, lso) for _, pid, first, last, lso
+                 in TXN_ENTRY.iter_unpack(memoryview(txn_index)[:whole]))
+
+
+@dataclass(frozen=True)
+class ReadPart:
+    """Whole batches read from one remote segment, and the offset after the last of them
+    (None when there are none)."""
+
+    data: bytes | memoryview
+    next_offset: int | None
 
 
 class RemoteReader:
@@ -234,9 +308,23 @@ class RemoteReader:
         self._opened = OpenedChunks(settings.opened_bytes, settings.opened_per_partition)
         self._settings = settings
         self._gets = asyncio.Semaphore(settings.parallel_gets)
-        self._indexes: collections.OrderedDict[str, tuple[SegmentIndexes, bytes | None]] = collections.OrderedDict()
+        self._indexes = IndexCache(settings.index_cache_bytes)
+        self._indexes_inflight: dict[str, asyncio.Future[tuple[SegmentIndexes, bytes | None]]] = {}
+        # The aborted transactions of each segment read so far: a few bytes each (none for most),
+        # kept for many more segments than the indexes, since a read_committed fetch looks at
+        # every segment from its offset until one shows the search is complete.
+        self._txns: collections.OrderedDict[str, tuple[TxnEntry, ...]] = collections.OrderedDict()
+        self._txns_max = 1 << 17
         self._prefetching: set[asyncio.Task[None]] = set()
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
+
+    @property
+    def settings(self) -> ReadSettings:
+        return self._settings
+
+    @property
+    def index_cache(self) -> IndexCache:
+        return self._indexes
 
     async def close(self) -> None:
         for t in list(self._prefetching):
@@ -247,15 +335,39 @@ class RemoteReader:
         """The segment's indexes object, cached in memory (LRU) with its data key."""
         return (await self._segment(manifest, entry))[0]
 
-    async def _segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
-        hit = self._indexes.get(entry.segment_uuid)
+    async def txn_entries(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[TxnEntry, ...]:
+        """The segment's transaction index, parsed (cached apart from the indexes)."""
+        key = entry.segment_uuid
+        hit = self._txns.get(key)
         if hit is not None:
-            self._indexes.move_to_end(entry.segment_uuid)
+            self._txns.move_to_end(key)
             return hit
-        found = (await self._up.read_indexes(manifest, entry), await self._up.data_key(entry))
-        self._indexes[entry.segment_uuid] = found
-        while len(self._indexes) > 256:
-            self._indexes.popitem(last=False)
+        ix, _ = await self._segment(manifest, entry)
+        found = _txn_entries(ix.txn_index)
+        self._txns[key] = found
+        while len(self._txns) > self._txns_max:
+            self._txns.popitem(last=False)
+        return found
+
+    async def _segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
+        """The indexes and data key: from memory, from a load under way, or one GET (counted
+        among the parallel GETs) shared by every reader that needs them meanwhile."""
+        key = entry.segment_uuid
+        hit = self._indexes.get(key)
+        if hit is not None:
+            return hit
+        pending = self._indexes_inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_segment(manifest, entry))
+            self._indexes_inflight[key] = pending
+            pending.add_done_callback(lambda _f: self._indexes_inflight.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _load_segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
+        async with self._gets:
+            ix = await self._up.read_indexes(manifest, entry)
+        found = (ix, await self._up.data_key(entry))
+        self._indexes.put(entry.segment_uuid, *found)
         return found
 
     async def _chunk(self, manifest: PartitionManifest, entry: SegmentEntry, chunk: ChunkEntry,
@@ -298,22 +410,39 @@ class RemoteReader:
                    min_one: bool = True) -> bytes | memoryview:
         """Whole batches from the one holding `offset` (at most max_bytes, but at least one
         batch when min_one), all from this remote segment."""
+        return (await self.read_part(manifest, entry, offset, max_bytes, min_one)).data
+
+    async def read_part(self, manifest: PartitionManifest, entry: SegmentEntry, offset: int, max_bytes: int,
+                        min_one: bool = True) -> ReadPart:
+        """As read, with the offset after the last batch returned."""
         return await asyncio.wait_for(self._read(manifest, entry, offset, max_bytes, min_one),
                                       self._settings.timeout_s)
 
+    def prefetch_segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> None:
+        """Load a segment's indexes and first chunks in the background (the segment a
+        sequential reader will read next)."""
+        task = asyncio.create_task(self._quiet(self._warm(manifest, entry)))
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetching.discard)
+
+    async def _warm(self, manifest: PartitionManifest, entry: SegmentEntry) -> None:
+        ix, data_key = await self._segment(manifest, entry)
+        await asyncio.gather(*(self._chunk(manifest, entry, c, data_key)
+                               for c in ix.chunks.entries[:max(1, self._settings.prefetch_chunks)]))
+
     async def _read(self, manifest: PartitionManifest, entry: SegmentEntry, offset: int, max_bytes: int,
-                    min_one: bool) -> bytes | memoryview:
+                    min_one: bool) -> ReadPart:
         ix, data_key = await self._segment(manifest, entry)
         first = ix.chunks.chunks_for_offset(offset)
         if first is None:
-            return b""
+            return ReadPart(b"", None)
         # The batch holding `offset` starts somewhere in the first chunk: cover max_bytes past
         # the end of that chunk so a full answer never falls short by the part before it.
         chunks = ix.chunks.chunks_for_range(offset, max(max_bytes, 1) + first.size)
         parts = await asyncio.gather(*(self._chunk(manifest, entry, c, data_key) for c in chunks))
         self._prefetch(manifest, entry, ix, chunks[-1].index + 1, data_key)
-        data = b"".join(parts)
-        start = end = None
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        start = end = next_offset = None
         for h in iter_batches(data):
             if h.last_offset < offset:
                 continue
@@ -322,8 +451,11 @@ class RemoteReader:
             if h.position + h.size - start > max_bytes and not (min_one and end is None):
                 break
             end = h.position + h.size
+            next_offset = h.last_offset + 1
         # A view, not a copy: the fetch response sends it as it is.
-        return b"" if start is None or end is None else memoryview(data)[start:end]
+        if start is None or end is None:
+            return ReadPart(b"", None)
+        return ReadPart(memoryview(data)[start:end], next_offset)
 
     def _prefetch(self, manifest: PartitionManifest, entry: SegmentEntry, ix: SegmentIndexes, first: int,
                   data_key: bytes | None) -> None:
