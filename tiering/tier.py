@@ -9,7 +9,6 @@ retention to remote segments, and serves reads and timestamp lookups below the l
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -459,13 +458,9 @@ class TierManager:
         planned = entry.size
         if limit <= 0 or planned >= budget:
             return []
-        committed = m.committed()
-        i = bisect.bisect_left(committed, entry.base_offset, key=lambda e: e.base_offset)
-        while i < len(committed) and committed[i] is not entry:
-            i += 1
         out: list[tuple[SegmentEntry, int]] = []
         at = entry.last_offset + 1
-        for e in committed[i + 1:]:
+        for e in m.committed_after(entry):
             if e.last_offset < at:
                 continue  # wholly inside what was read already (overlapping segments)
             if len(out) >= limit or planned >= budget:
@@ -481,15 +476,16 @@ class TierManager:
         remote segments from the one holding fetch_offset on, then the local ones, until an
         aborted transaction whose LSO (when its abort was written) reached upper_offset shows
         that every transaction starting below upper_offset had ended before it, so later
-        segments cannot add one. The remote ones are read a window at a time (their indexes
-        are cached: a topic without transactions has none, and each fetch looks at every
-        segment from its offset on)."""
+        segments cannot add one. Remote segments whose manifest entry says their transaction
+        index is empty are skipped without a GET (KIP-1058): a read_committed replay of a topic
+        without transactions reads no indexes for it. The others are read a window at a time
+        (their parsed indexes are cached)."""
         out: list[tuple[int, int]] = []
         if upper_offset <= fetch_offset:
             return out
         m = self._manifests.get((lg.topic, lg.partition))
         if m is not None:
-            pending = [e for e in m.committed() if e.last_offset >= fetch_offset]
+            pending = m.with_transactions_from(fetch_offset)  # segments known to have none skipped
             window = max(1, self._reader.settings.parallel_gets)
             for i in range(0, len(pending), window):
                 batch = pending[i:i + window]

@@ -156,7 +156,7 @@ def test_json_round_trip_with_wrapped_key():
         "segment_uuid": U1, "base_offset": 0, "last_offset": 99, "max_timestamp": 5099,
         "max_timestamp_offset": 99, "size": 1000, "object_size": 400, "state": "COPY_FINISHED",
         "codec": "lz4", "chunk_size": 1048576, "key_id": "k-0011223344556677",
-        "wrapped_key": wrapped.blob_b64(), "created_ms": 1_700_000_000_000,
+        "wrapped_key": wrapped.blob_b64(), "created_ms": 1_700_000_000_000, "txn_index_bytes": None,
     }
     back = PartitionManifest.from_json(text)
     assert back == m
@@ -313,3 +313,21 @@ def test_a_format_1_manifest_is_still_read():
     body["checksum"] = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     m = PartitionManifest.from_json(json.dumps(body, indent=1))
     assert [e.segment_uuid for e in m.committed()] == [U1] and m.version == 2
+
+
+def test_read_committed_views_skip_segments_without_transactions():
+    m = PartitionManifest("orders", TOPIC_ID, 0)
+    sizes = [0, 24, None, 0, 48]  # None: written before the size was recorded
+    for i, size in enumerate(sizes):
+        m.add(entry(_uuid(i), i * 10, i * 10 + 9, state=SegmentState.COPY_FINISHED, txn_index_bytes=size))
+    m.add(entry(_uuid(9), 50, 59, txn_index_bytes=24))  # not committed: never read
+    assert [e.base_offset for e in m.with_transactions_from(0)] == [10, 20, 40]
+    assert [e.base_offset for e in m.with_transactions_from(19)] == [10, 20, 40]
+    assert [e.base_offset for e in m.with_transactions_from(20)] == [20, 40]
+    assert [e.base_offset for e in m.with_transactions_from(41)] == [40]
+    assert m.with_transactions_from(50) == []
+    first = m.committed()[0]
+    assert [e.base_offset for e in m.committed_after(first)] == [10, 20, 30, 40]
+    assert list(m.committed_after(m.committed()[-1])) == []
+    back = PartitionManifest.from_json(m.to_json())
+    assert [e.txn_index_bytes for e in back.entries] == sizes + [24]

@@ -222,6 +222,22 @@ async def test_aborted_transactions_across_remote_segments_use_the_lso(tmp_path)
         await store.close()
 
 
+async def test_read_committed_reads_no_indexes_of_segments_without_transactions(tmp_path):
+    """Each entry records its transaction index's size at upload; the abort search skips the
+    empty ones without a GET (KIP-1058), so a read_committed replay of a topic without
+    transactions costs no index reads for it."""
+    tier, store, lg, _ = await _small_segments(tmp_path, ReadSettings())
+    try:
+        m = tier._manifests[("orders", 0)]
+        assert [e.txn_index_bytes for e in m.committed()] == [0] * SEGMENTS
+        assert await tier.aborted_transactions(lg, 0, SEGMENTS * BATCHES * 2) == []
+        assert await tier.aborted_transactions(lg, 25, 31) == []
+        assert store.gets[".indexes"] == 0
+    finally:
+        await tier.close()
+        await store.close()
+
+
 async def test_a_cancelled_read_leaves_no_task_behind(tmp_path):
     tier, store, lg, raw = await _small_segments(tmp_path, ReadSettings(prefetch_chunks=0))
     try:

@@ -25,7 +25,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
@@ -94,6 +94,9 @@ class SegmentEntry:
     key_id: str | None = None  # None: the object is not encrypted
     wrapped_key: str | None = None  # base64 of the wrapped data key
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # Bytes of the segment's transaction index; 0 lets read_committed skip the segment without
+    # fetching its indexes (KIP-1058's flag). None: unknown (an entry written before it existed).
+    txn_index_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segment_uuid", str(self.segment_uuid))
@@ -244,6 +247,30 @@ class ManifestHead:
             raise ManifestError(f"malformed manifest ({type(e).__name__}: {e})") from None
 
 
+def _order_key(e: SegmentEntry) -> tuple[int, int]:
+    return e.base_offset, e.created_ms
+
+
+@dataclass(frozen=True)
+class _Views:
+    """What reads ask of a manifest, built once per change: the committed entries with the
+    running maximum of their last offsets (bisect finds the segment of an offset), and the same
+    for those whose transaction index may not be empty."""
+
+    committed: tuple[list[SegmentEntry], list[int]]
+    transactions: tuple[list[SegmentEntry], list[int]]
+
+    @classmethod
+    def of(cls, entries: list[SegmentEntry]) -> "_Views":
+        done = [e for e in entries if e.state is SegmentState.COPY_FINISHED]
+        txns = [e for e in done if e.txn_index_bytes != 0]
+        return cls(_with_ends(done), _with_ends(txns))
+
+
+def _with_ends(entries: list[SegmentEntry]) -> tuple[list[SegmentEntry], list[int]]:
+    return entries, list(itertools.accumulate((e.last_offset for e in entries), max))
+
+
 class PartitionManifest:
     """All entries of a partition, sorted by (base offset, creation time). The first
     `spilled` of them are covered, in order, by `spills`; the rest are inline in the head.
@@ -265,7 +292,7 @@ class PartitionManifest:
         self._spills: list[Spill] = []
         self._spilled = 0  # entries covered by spills (a prefix of _entries)
         self._stored: set[str] = set()  # spill names that may be in the bucket
-        self._view: tuple[list[SegmentEntry], list[int]] | None = None
+        self._view: _Views | None = None
         for e in sorted(entries or [], key=lambda e: (e.base_offset, e.created_ms)):
             self._insert(e)
         self._changed(bump=False)
@@ -302,9 +329,11 @@ class PartitionManifest:
     def _committed(self) -> tuple[list[SegmentEntry], list[int]]:
         """COPY_FINISHED entries and the running maximum of their last offsets, built once per
         change."""
+        return self._views().committed
+
+    def _views(self) -> "_Views":
         if self._view is None:
-            done = [e for e in self._entries if e.state is SegmentState.COPY_FINISHED]
-            self._view = done, list(itertools.accumulate((e.last_offset for e in done), max))
+            self._view = _Views.of(self._entries)
         return self._view
 
     @property
@@ -340,6 +369,20 @@ class PartitionManifest:
         # The first entry whose last offset reaches offset is where the running maximum does.
         i = bisect.bisect_left(ends, offset)
         return done[i] if i < len(done) else None
+
+    def committed_after(self, entry: SegmentEntry) -> Iterator[SegmentEntry]:
+        """The committed segments after entry (a committed one), in order, without copying."""
+        done = self._committed()[0]
+        i = bisect.bisect_left(done, (entry.base_offset, entry.created_ms), key=_order_key)
+        while i < len(done) and done[i] is not entry:
+            i += 1
+        return (done[j] for j in range(i + 1, len(done)))
+
+    def with_transactions_from(self, offset: int) -> list[SegmentEntry]:
+        """Committed segments ending at or after offset whose transaction index may hold
+        aborted transactions (not known to be empty), in order: what read_committed must read."""
+        txns, ends = self._views().transactions
+        return txns[bisect.bisect_left(ends, offset):]
 
     def keys_for(self, entry: SegmentEntry, prefix: str) -> tuple[str, str]:
         """(.log key, .indexes key) of an entry of this partition."""

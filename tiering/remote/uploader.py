@@ -246,7 +246,8 @@ class SegmentUploader:
             entry = SegmentEntry(segment_uuid, seg.base_offset, seg.last_offset, seg.max_timestamp,
                                  seg.max_timestamp_offset, os.fstat(stream.file.fileno()).st_size, 0,
                                  SegmentState.COPY_STARTED, s.codec, s.chunk_size,
-                                 wrapped.key_id if wrapped else None, wrapped.blob_b64() if wrapped else None)
+                                 wrapped.key_id if wrapped else None, wrapped.blob_b64() if wrapped else None,
+                                 txn_index_bytes=len(index_files[2]))
             manifest.add(entry)
             await self.save_manifest(manifest)
             log_key, indexes_key = manifest.keys_for(entry, s.prefix)
