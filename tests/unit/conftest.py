@@ -85,6 +85,23 @@ def make_batch(
     return struct.pack(">qiibI", base_offset, batch_length, 0, magic, crc) + body
 
 
+def whole_batches_from(data: bytes, offset: int, max_bytes: int) -> bytes:
+    """What a read at offset should return: whole batches from the one holding offset, within
+    max_bytes (at least one)."""
+    from tiering.records import iter_batches
+
+    start = end = None
+    for h in iter_batches(data):
+        if h.last_offset < offset:
+            continue
+        if start is None:
+            start = h.position
+        if h.position + h.size - start > max_bytes and end is not None:
+            break
+        end = h.position + h.size
+    return data[start:end]
+
+
 def batch_of_size(size: int, *, base_timestamp: int = 1_000) -> bytes:
     """A one-record batch of exactly size bytes (size >= 80)."""
     probe = make_batch([b""], base_timestamp=base_timestamp)

@@ -9,7 +9,7 @@ import pytest
 
 from security.keys import LocalKeyProvider, generate_keyring
 from tests.clock import eventually
-from tests.unit.conftest import make_batch
+from tests.unit.conftest import make_batch, whole_batches_from
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
 from tiering.records import iter_batches
@@ -61,19 +61,6 @@ async def uploaded(tmp_path):
     log.close()
 
 
-def _expected(raw: bytes, offset: int, max_bytes: int) -> bytes:
-    start = end = None
-    for h in iter_batches(raw):
-        if h.last_offset < offset:
-            continue
-        if start is None:
-            start = h.position
-        if h.position + h.size - start > max_bytes and end is not None:
-            break
-        end = h.position + h.size
-    return raw[start:end]
-
-
 async def test_reads_match_the_local_segment_exactly(tmp_path, uploaded):
     up, manifest, entry, raw, store = uploaded
     cache = ChunkCache(tmp_path / "cache", 1 << 20)
@@ -81,7 +68,7 @@ async def test_reads_match_the_local_segment_exactly(tmp_path, uploaded):
     reader = RemoteReader(up, "", cache, ReadSettings(prefetch_chunks=0))
     for offset, max_bytes in [(0, 1), (0, 5000), (7, 3000), (250, 20_000), (497, 100_000), (499, 10)]:
         got = await reader.read(manifest, entry, offset, max_bytes)
-        assert got == _expected(raw, offset, max_bytes), (offset, max_bytes)
+        assert got == whole_batches_from(raw, offset, max_bytes), (offset, max_bytes)
     assert await reader.read(manifest, entry, 0, 10, min_one=False) == b""
     await reader.close()
 
@@ -92,7 +79,7 @@ async def test_chunks_of_one_read_are_fetched_in_parallel_and_cached(tmp_path, u
     await cache.start()
     reader = RemoteReader(up, "", cache, ReadSettings(parallel_gets=4, prefetch_chunks=0))
     got = await reader.read(manifest, entry, 0, 60_000)
-    assert got == _expected(raw, 0, 60_000)
+    assert got == whole_batches_from(raw, 0, 60_000)
     assert store.peak == 4  # bounded by parallel_gets, and more than one at a time
     gets = store.gets
     assert await reader.read(manifest, entry, 0, 60_000) == got
@@ -127,7 +114,7 @@ async def test_prefetch_warms_the_next_chunks_and_the_cache_stays_bounded(tmp_pa
     # Every chunk the sequential reader needs next is already opened in memory.
     assert needed and all(f"{entry.segment_uuid}/{c.index}" in reader._opened for c in needed)
     second = await reader.read(manifest, entry, last_offset + 1, 12_000)
-    assert second == _expected(raw, last_offset + 1, 12_000)
+    assert second == whole_batches_from(raw, last_offset + 1, 12_000)
     offset = 0
     while offset < 500:  # a full scan through a small cache
         batch = await reader.read(manifest, entry, offset, 16_000)

@@ -12,7 +12,7 @@ import pytest
 
 from security.keys import LocalKeyProvider, generate_keyring
 from tests.clock import eventually
-from tests.unit.conftest import make_batch
+from tests.unit.conftest import make_batch, whole_batches_from
 from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
 from tiering.records import TRANSACTIONAL_MASK, iter_batches
@@ -79,20 +79,6 @@ async def _small_segments(tmp_path: Path, read: ReadSettings, **kw):
     return tier, store, lg, raw
 
 
-def _from(data: bytes, offset: int, max_bytes: int) -> bytes:
-    """Whole batches of data from the one holding offset, within max_bytes (at least one)."""
-    start = end = None
-    for h in iter_batches(data):
-        if h.last_offset < offset:
-            continue
-        if start is None:
-            start = h.position
-        if h.position + h.size - start > max_bytes and end is not None:
-            break
-        end = h.position + h.size
-    return data[start:end]
-
-
 async def test_a_read_fills_its_budget_from_the_following_segments(tmp_path):
     tier, store, lg, raw = await _small_segments(tmp_path, ReadSettings(segments_per_read=4, prefetch_chunks=0))
     everything = b"".join(raw)
@@ -104,18 +90,18 @@ async def test_a_read_fills_its_budget_from_the_following_segments(tmp_path):
         assert bytes(got) == b"".join(raw[:5])
         # From the middle of segment 2 (offsets 12..17): the batch holding 15 on, then segments 3..6.
         got = await tier.read("orders", 0, 15, 1 << 20, True)
-        assert bytes(got) == _from(raw[2], 15, 1 << 20) + b"".join(raw[3:7])
+        assert bytes(got) == whole_batches_from(raw[2], 15, 1 << 20) + b"".join(raw[3:7])
         assert [h.base_offset for h in iter_batches(got)][:2] == [14, 16]
         # Budgets that end inside or at the end of segment 3, read from segment 1: whole batches
         # up to there, as a local read answers.
         for budget in (2 * seg + seg // 2, 3 * seg, 3 * seg + 1):
             got = await tier.read("orders", 0, 6, budget, True)
-            assert bytes(got) == _from(everything, 6, budget), budget
+            assert bytes(got) == whole_batches_from(everything, 6, budget), budget
         # The last segment: nothing follows.
         got = await tier.read("orders", 0, 54, 1 << 20, True)
         assert bytes(got) == raw[-1]
         # min_one: one batch even when it does not fit; without it, nothing.
-        assert bytes(await tier.read("orders", 0, 12, 10, True)) == _from(everything, 12, 10)
+        assert bytes(await tier.read("orders", 0, 12, 10, True)) == whole_batches_from(everything, 12, 10)
         assert bytes(await tier.read("orders", 0, 12, 10, False)) == b""
     finally:
         await tier.close()
@@ -160,7 +146,7 @@ async def test_the_next_segment_is_prefetched_when_an_answer_ends_at_a_segment_e
         await eventually(lambda: store.gets == {".log": 3, ".indexes": 3})  # segment 2, in the background
         await eventually(lambda: not tier._reader._prefetching)
         got = await tier.read("orders", 0, 12, len(raw[2]) - 1, True)  # ends inside: no new prefetch
-        assert bytes(got) == _from(raw[2], 12, len(raw[2]) - 1) and len(list(iter_batches(got))) == BATCHES - 1
+        assert bytes(got) == whole_batches_from(raw[2], 12, len(raw[2]) - 1) and len(list(iter_batches(got))) == BATCHES - 1
         assert store.gets == {".log": 3, ".indexes": 3}  # served from what was prefetched
     finally:
         await tier.close()

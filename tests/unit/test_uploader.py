@@ -3,7 +3,9 @@ crash-safe states and clean-up, wrong keys fail loudly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,23 @@ def _sealed_segment(tmp_path: Path, values: list[bytes]) -> tuple[UnifiedLog, Se
     log.roll()
     return log, SegmentFiles(seg.base_offset, seg.next_offset - 1, seg.max_timestamp, seg.offset_of_max_timestamp,
                              seg.log_path, seg.index_path, seg.time_index_path)
+
+
+@contextlib.contextmanager
+def _puts_fail(store, suffix: str, why: str) -> Iterator[None]:
+    """PUTs of keys ending in suffix raise ConnectionError while inside."""
+    real_put = store.put
+
+    async def put(key, data):
+        if key.endswith(suffix):
+            raise ConnectionError(why)
+        await real_put(key, data)
+
+    store.put = put
+    try:
+        yield
+    finally:
+        store.put = real_put
 
 
 def _all_object_bytes(root: Path) -> bytes:
@@ -67,17 +86,8 @@ async def test_crash_between_started_and_finished_is_cleaned_up(tmp_path, store,
     up = SegmentUploader(store, keys, UploadSettings(prefix="p"))
     manifest = PartitionManifest("orders", TOPIC_ID, 0)
 
-    real_put = store.put
-
-    async def put_dies_on_indexes(key, data):
-        if key.endswith(".indexes"):
-            raise ConnectionError("broker killed mid-upload")
-        await real_put(key, data)
-
-    store.put = put_dies_on_indexes
-    with pytest.raises(ConnectionError):
+    with _puts_fail(store, ".indexes", "broker killed mid-upload"), pytest.raises(ConnectionError):
         await up.upload(manifest, seg)
-    store.put = real_put
 
     # What a restarted broker finds: the entry is COPY_STARTED, the .log object is there.
     found = await up.load_manifest("orders", TOPIC_ID, 0)
@@ -153,17 +163,8 @@ async def test_manifest_spills_are_saved_loaded_replaced_and_cleaned_up(store):
     # head and its spill; clean-up removes the stray spill.
     second = loaded.entries[0].segment_uuid
     loaded.mark(second, SegmentState.DELETE_STARTED)
-    real_put = store.put
-
-    async def head_put_fails(key, data):
-        if key.endswith("manifest.json"):
-            raise ConnectionError("store went away")
-        await real_put(key, data)
-
-    store.put = head_put_fails
-    with pytest.raises(ConnectionError):
+    with _puts_fail(store, "manifest.json", "store went away"), pytest.raises(ConnectionError):
         await up.save_manifest(loaded)
-    store.put = real_put
     again = await up.load_manifest("orders", TOPIC_ID, 0)
     assert again.get(second).state is SegmentState.COPY_FINISHED
     stray = sorted({o.key for o in await store.list(folder)} - again.manifest_keys("p"))
