@@ -1,23 +1,21 @@
-"""Errors that broker operations raise, carrying Kafka error codes for the handlers."""
+"""Kafka error codes, and the errors that broker operations raise carrying one.
+
+The codes are kio's `ErrorCode` (generated from Kafka's own list), re-exported here so the broker
+has one place to take them from: no module declares its own integers for them. `ErrorCode` is an
+IntEnum, so it compares equal to the int it stands for and serializes as that int.
+"""
 
 from __future__ import annotations
 
-# Kafka error codes used by topic operations.
-INVALID_TOPIC = 17
-INVALID_PARTITIONS = 37
-INVALID_REPLICATION_FACTOR = 38
-INVALID_CONFIG = 40
-TOPIC_ALREADY_EXISTS = 36
-UNKNOWN_TOPIC_OR_PARTITION = 3
-TOPIC_DELETION_DISABLED = 73
+from kio.schema.errors import ErrorCode
 
+__all__ = ["ErrorCode", "TopicError"]
 
 
 class TopicError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    """A topic operation Kafka would refuse; `code` is the error to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.message = message
-
-
-INVALID_REQUEST = 42

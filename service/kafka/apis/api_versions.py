@@ -6,8 +6,8 @@ from typing import Any
 
 from kio.schema.api_versions.v0.response import ApiVersion as ApiVersionV0
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
-from kio.schema.errors import ErrorCode
 
+from service.errors import ErrorCode
 from service.kafka.context import RequestContext
 from service.kafka.messages import encode_response
 from service.kafka.versions import API_RANGES

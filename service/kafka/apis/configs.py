@@ -10,7 +10,7 @@ from security.acl import CLUSTER_NAME, AclOperation
 from tiering.log.config import TOPIC_CONFIGS
 
 from service.config import KEYS, TOPIC_DEFAULT_KEYS
-from service.errors import INVALID_REQUEST, UNKNOWN_TOPIC_OR_PARTITION, TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import ALTER_CONFIGS, CLUSTER, GROUP, TOPIC, check
 
 if TYPE_CHECKING:
@@ -85,13 +85,13 @@ async def alter_result(ctx: "RequestContext", r: Any, compute: Callable[[dict[st
         topic = ctx.broker.topics.get(name)
         try:
             if topic is None:
-                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+                raise TopicError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
             await ctx.broker.set_topic_configs(name, compute(dict(topic.configs)), validate_only=validate_only)
         except TopicError as e:
             code, message = e.code, e.message
     elif rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
-        code, message = INVALID_REQUEST, "Broker configs are static: set them in the config file."
+        code, message = ErrorCode.invalid_request, "Broker configs are static: set them in the config file."
     else:
-        code, message = INVALID_REQUEST, f"Resource type {rtype} is not supported."
+        code, message = ErrorCode.invalid_request, f"Resource type {rtype} is not supported."
     return ctx.schema("AlterConfigsResourceResponse", error_code=code, error_message=message,
                       resource_type=rtype, resource_name=name)

@@ -6,7 +6,7 @@ from typing import Any
 
 from security.acl import AclError
 
-from service.errors import INVALID_REQUEST
+from service.errors import ErrorCode
 from service.kafka.apis.acls import binding_of
 from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
 from service.kafka.context import RequestContext
@@ -25,7 +25,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         try:
             b.validate()
         except AclError as e:
-            results.append((INVALID_REQUEST, str(e)))
+            results.append((ErrorCode.invalid_request, str(e)))
             continue
         valid.append(b)
         results.append((0, None))

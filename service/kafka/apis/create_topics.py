@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
-from service.errors import TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import topic_config_entries
 from service.kafka.apis.authz import (
     CREATE, DESCRIBE_CONFIGS, TOPIC, TOPIC_AUTHORIZATION_FAILED, cluster_allows,

@@ -6,7 +6,7 @@ from typing import Any
 
 from security.acl import AclError, AclFilter
 
-from service.errors import INVALID_REQUEST
+from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
 from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
 from service.kafka.context import RequestContext
@@ -32,7 +32,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     results = []
     for i in range(len(req.filters)):
         if i in errors:
-            results.append(s("DeleteAclsFilterResult", error_code=INVALID_REQUEST, error_message=errors[i],
+            results.append(s("DeleteAclsFilterResult", error_code=ErrorCode.invalid_request, error_message=errors[i],
                              matching_acls=()))
             continue
         results.append(s("DeleteAclsFilterResult", error_code=0, error_message=None, matching_acls=tuple(

@@ -6,7 +6,7 @@ from typing import Any
 
 from security.acl import AclBinding, AclError
 
-from service.errors import INVALID_REQUEST
+from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
 from service.kafka.apis.authz import CLUSTER_AUTHORIZATION_FAILED, DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext
@@ -31,5 +31,5 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     try:
         f.validate()
     except AclError as e:
-        return answer(INVALID_REQUEST, str(e), [])
+        return answer(ErrorCode.invalid_request, str(e), [])
     return answer(0, None, ctx.broker.authorizer.matching(f))

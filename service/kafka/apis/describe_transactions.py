@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TXN_ID, check
 from service.kafka.context import RequestContext
 

@@ -15,14 +15,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.log.partition import OffsetOutOfRangeError
 from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
 from tiering.records import iter_batches
 from tiering.remote.store import StoreError
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import (
     CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
 )

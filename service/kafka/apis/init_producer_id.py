@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.kafka.apis.authz import (
     CLUSTER_AUTHORIZATION_FAILED, IDEMPOTENT_WRITE, TOPIC, TXN_ID, WRITE, check, cluster_allows,
 )

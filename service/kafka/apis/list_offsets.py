@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TopicChecks
 from service.kafka.context import RequestContext
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from security.acl import CLUSTER_NAME
 
-from service.errors import TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import (
     AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, TOPIC_AUTHORIZATION_FAILED, authorized_ops,
     cluster_allows,

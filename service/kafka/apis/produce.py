@@ -17,10 +17,9 @@ import logging
 import time
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.records import InvalidRecordError
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 

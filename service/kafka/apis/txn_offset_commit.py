@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.groups.coordinator import OffsetAndMetadata
 from service.kafka.apis.authz import GROUP, READ, TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
