@@ -13,7 +13,8 @@ from security.credentials import (
     MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_WIRE_ID, ScramCredential, credential_from_salted,
 )
 
-from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.errors import ErrorCode
+from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
 
 UNSUPPORTED_SASL_MECHANISM, RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL = 33, 91, 92, 93
@@ -24,7 +25,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if not cluster_allows(ctx, ALTER):
         users = dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions))
         return s.response(throttle_time=0, results=tuple(
-            s("AlterUserScramCredentialsResult", user=u, error_code=CLUSTER_AUTHORIZATION_FAILED,
+            s("AlterUserScramCredentialsResult", user=u, error_code=ErrorCode.cluster_authorization_failed,
               error_message="Cluster authorization failed.") for u in users))
     seen = Counter((a.name, int(a.mechanism)) for a in (*req.deletions, *req.upsertions))
     errors: dict[str, tuple[int, str]] = {}

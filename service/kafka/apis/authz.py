@@ -1,9 +1,11 @@
-"""Shared by the handlers: ACL names, Kafka's authorization error codes, authorized-operations fields."""
+"""Shared by the handlers: ACL names, the authorization error code of each resource type,
+authorized-operations fields."""
 
 from __future__ import annotations
 
 from security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
+from service.errors import ErrorCode
 from service.kafka.context import RequestContext
 
 TOPIC, GROUP, CLUSTER, TXN_ID = (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER,
@@ -14,14 +16,9 @@ CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE = (
     AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
     AclOperation.IDEMPOTENT_WRITE)
 
-TOPIC_AUTHORIZATION_FAILED = 29
-GROUP_AUTHORIZATION_FAILED = 30
-CLUSTER_AUTHORIZATION_FAILED = 31
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
-OPERATION_NOT_ATTEMPTED = 55
-
-DENIED_CODE = {TOPIC: TOPIC_AUTHORIZATION_FAILED, GROUP: GROUP_AUTHORIZATION_FAILED,
-               CLUSTER: CLUSTER_AUTHORIZATION_FAILED, TXN_ID: TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+DENIED_CODE = {TOPIC: ErrorCode.topic_authorization_failed, GROUP: ErrorCode.group_authorization_failed,
+               CLUSTER: ErrorCode.cluster_authorization_failed,
+               TXN_ID: ErrorCode.transactional_id_authorization_failed}
 
 AUTH_OPS_OMITTED = -(2**31)  # Kafka's value when the client did not ask for authorized operations
 

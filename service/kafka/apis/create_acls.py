@@ -8,7 +8,7 @@ from security.acl import AclError
 
 from service.errors import ErrorCode
 from service.kafka.apis.acls import binding_of
-from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -16,7 +16,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     if not cluster_allows(ctx, ALTER):
         return s.response(throttle_time=0, results=tuple(
-            s("AclCreationResult", error_code=CLUSTER_AUTHORIZATION_FAILED, error_message=None)
+            s("AclCreationResult", error_code=ErrorCode.cluster_authorization_failed, error_message=None)
             for _ in req.creations))
     results: list[tuple[int, str | None]] = []
     valid = []

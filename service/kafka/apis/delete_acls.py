@@ -8,7 +8,7 @@ from security.acl import AclError, AclFilter
 
 from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
-from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -16,7 +16,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     if not cluster_allows(ctx, ALTER):
         return s.response(throttle_time=0, filter_results=tuple(
-            s("DeleteAclsFilterResult", error_code=CLUSTER_AUTHORIZATION_FAILED, error_message=None,
+            s("DeleteAclsFilterResult", error_code=ErrorCode.cluster_authorization_failed, error_message=None,
               matching_acls=()) for _ in req.filters))
     errors: dict[int, str] = {}
     valid: list[tuple[int, AclFilter]] = []

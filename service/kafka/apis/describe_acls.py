@@ -8,7 +8,7 @@ from security.acl import AclBinding, AclError
 
 from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
-from service.kafka.apis.authz import CLUSTER_AUTHORIZATION_FAILED, DESCRIBE, cluster_allows
+from service.kafka.apis.authz import DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -26,7 +26,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             for (rt, name, pt), acls in by_resource.items()))
 
     if not cluster_allows(ctx, DESCRIBE):
-        return answer(CLUSTER_AUTHORIZATION_FAILED, None, [])
+        return answer(ErrorCode.cluster_authorization_failed, None, [])
     f = filter_of(req)
     try:
         f.validate()

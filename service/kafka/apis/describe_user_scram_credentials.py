@@ -7,7 +7,8 @@ from typing import Any
 
 from security.credentials import SCRAM_MECHANISMS
 
-from service.kafka.apis.authz import CLUSTER_AUTHORIZATION_FAILED, DESCRIBE, cluster_allows
+from service.errors import ErrorCode
+from service.kafka.apis.authz import DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext
 
 RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE = 91, 92
@@ -16,7 +17,7 @@ RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE = 91, 92
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s, creds = ctx.schema, ctx.broker.credentials
     if not cluster_allows(ctx, DESCRIBE):
-        return s.response(throttle_time=0, error_code=CLUSTER_AUTHORIZATION_FAILED,
+        return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed,
                           error_message="Cluster authorization failed.", results=())
     named = [u.name for u in req.users or ()]
     results = []

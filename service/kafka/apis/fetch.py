@@ -22,9 +22,7 @@ from tiering.records import iter_batches
 from tiering.remote.store import StoreError
 
 from service.errors import ErrorCode
-from service.kafka.apis.authz import (
-    CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
-)
+from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
 from service.kafka.context import FileRange, Part, RequestContext
 from service.kafka.splice import new_marker, splice
 
@@ -80,7 +78,7 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[_Part]) -> list[_Part]
     replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
     follower_code = None
     if replica_id >= 0:  # a follower may read everything or nothing
-        follower_code = 0 if cluster_allows(ctx, CLUSTER_ACTION) else TOPIC_AUTHORIZATION_FAILED
+        follower_code = 0 if cluster_allows(ctx, CLUSTER_ACTION) else ErrorCode.topic_authorization_failed
     topic_denied = TopicChecks(ctx, READ)
     readable = []
     for p in parts:

@@ -13,8 +13,7 @@ from security.acl import CLUSTER_NAME
 
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import (
-    AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, TOPIC_AUTHORIZATION_FAILED, authorized_ops,
-    cluster_allows,
+    AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, authorized_ops, cluster_allows,
 )
 from service.kafka.context import RequestContext
 from service.metadata import TopicRecord
@@ -73,17 +72,17 @@ async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) 
         if topic is None:
             return _error(ctx, ErrorCode.unknown_topic_id, None, topic_id)
         if not ctx.authorize(DESCRIBE, TOPIC, topic.name):  # ids are not secret; the name is
-            return _error(ctx, TOPIC_AUTHORIZATION_FAILED, None, topic_id)
+            return _error(ctx, ErrorCode.topic_authorization_failed, None, topic_id)
         return _topic(ctx, topic, ops)
     if not ctx.authorize(DESCRIBE, TOPIC, name):
-        return _error(ctx, TOPIC_AUTHORIZATION_FAILED, name)
+        return _error(ctx, ErrorCode.topic_authorization_failed, name)
     topic = broker.topics.get(name)
     if topic is not None:
         return _topic(ctx, topic, ops)
     if not auto_create:
         return _error(ctx, ErrorCode.unknown_topic_or_partition, name)
     if not (cluster_allows(ctx, CREATE, audit=False) or ctx.authorize(CREATE, TOPIC, name)):
-        return _error(ctx, TOPIC_AUTHORIZATION_FAILED, name)
+        return _error(ctx, ErrorCode.topic_authorization_failed, name)
     try:
         topic = await broker.create_topic(name, -1)
     except TopicError as e:
