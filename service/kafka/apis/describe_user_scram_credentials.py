@@ -11,8 +11,6 @@ from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext
 
-RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE = 91, 92
-
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s, creds = ctx.schema, ctx.broker.credentials
@@ -26,13 +24,15 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     counts = Counter(named)
     for user in dict.fromkeys(named):
         if counts[user] > 1:
-            results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=DUPLICATE_RESOURCE,
+            results.append(s("DescribeUserScramCredentialsResult", user=user,
+                             error_code=ErrorCode.duplicate_resource,
                              error_message="Cannot describe SCRAM credentials for the same user twice in a "
                                            f"single request: {user}", credential_infos=()))
             continue
         stored = creds.of_user(user)
         if not stored:
-            results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=RESOURCE_NOT_FOUND,
+            results.append(s("DescribeUserScramCredentialsResult", user=user,
+                             error_code=ErrorCode.resource_not_found,
                              error_message=f"Attempt to describe a user credential that does not exist: {user}",
                              credential_infos=()))
             continue
