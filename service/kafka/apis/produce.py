@@ -19,7 +19,7 @@ from typing import Any
 
 from tiering.records import InvalidRecordError
 
-from service.errors import ErrorCode
+from service.errors import ErrorCode, rejection_code
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 
@@ -104,7 +104,7 @@ def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
     try:
         result = ctx.broker.logs.append(lg, pd.records, now_ms)
     except InvalidRecordError as e:
-        return error(e.error_code, str(e))
+        return error(rejection_code(e), str(e))
     except OSError as e:
         log.error("append to %s failed: %s", lg, e)
         return dict(index=pd.index, **_storage_error(e))
@@ -128,7 +128,7 @@ def _finish(ctx: RequestContext, lg: Any, result: Any, to_flush: list[Pending],
             fields: dict[str, Any]) -> None:
     """Fill in the answer for a partition whose batches were sealed in a worker thread."""
     if isinstance(result, InvalidRecordError):
-        fields.update(error_code=result.error_code, base_offset=-1, log_append_time=-1,
+        fields.update(error_code=rejection_code(result), base_offset=-1, log_append_time=-1,
                       log_start_offset=-1, error_message=str(result))
     elif isinstance(result, OSError):
         log.error("append to %s failed: %s", lg, result)
