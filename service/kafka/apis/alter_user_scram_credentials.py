@@ -62,7 +62,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             await broker.delete_scram_credential(user, mech_name)
         for mech_name, cred in upserts.get(user, ()):
             await broker.put_scram_credential(user, mech_name, cred)
-        results.append(s("AlterUserScramCredentialsResult", user=user, error_code=0, error_message=None))
+        results.append(s("AlterUserScramCredentialsResult", user=user, error_code=ErrorCode.none, error_message=None))
     return s.response(throttle_time=0, results=tuple(results))
 
 

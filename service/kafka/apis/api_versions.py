@@ -25,4 +25,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     keys = tuple(s("ApiVersion", api_key=r.key, min_version=r.min, max_version=r.max)
                  for r in API_RANGES.values())
-    return s.response(error_code=0, api_keys=keys, throttle_time=0)
+    return s.response(error_code=ErrorCode.none, api_keys=keys, throttle_time=0)

@@ -27,9 +27,9 @@ def cluster_allows(ctx: RequestContext, op: AclOperation, *, audit: bool = True)
     return ctx.authorize(op, CLUSTER, CLUSTER_NAME, audit=audit)
 
 
-def check(ctx: RequestContext, op: AclOperation, rtype: ResourceType, name: str) -> int:
-    """0 when allowed, else the resource type's authorization error code."""
-    return 0 if ctx.authorize(op, rtype, name) else DENIED_CODE[rtype]
+def check(ctx: RequestContext, op: AclOperation, rtype: ResourceType, name: str) -> ErrorCode:
+    """ErrorCode.none (0) when allowed, else the resource type's authorization error code."""
+    return ErrorCode.none if ctx.authorize(op, rtype, name) else DENIED_CODE[rtype]
 
 
 def authorized_ops(ctx: RequestContext, wanted: bool, rtype: ResourceType, name: str) -> int:
@@ -44,9 +44,9 @@ class TopicChecks:
 
     def __init__(self, ctx: RequestContext, op: AclOperation) -> None:
         self._ctx, self._op = ctx, op
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, ErrorCode] = {}
 
-    def __call__(self, topic: str) -> int:
+    def __call__(self, topic: str) -> ErrorCode:
         code = self._seen.get(topic)
         if code is None:
             code = self._seen[topic] = check(self._ctx, self._op, TOPIC, topic)

@@ -34,8 +34,8 @@ class Entry:
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
 
 
-def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str) -> int:
-    """0, or the authorization error of this config resource: topics need `op` on the topic,
+def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str) -> ErrorCode:
+    """ErrorCode.none, or the authorization error of this config resource: topics need `op` on the topic,
     groups on the group, broker (and logger) configs on the cluster."""
     if rtype == RESOURCE_TOPIC:
         return check(ctx, op, TOPIC, name)
@@ -43,7 +43,7 @@ def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str
         return check(ctx, op, GROUP, name)
     if rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
         return check(ctx, op, CLUSTER, CLUSTER_NAME)
-    return 0
+    return ErrorCode.none
 
 
 def topic_config_entries(broker: "Broker", overrides: dict[str, str]) -> list[Entry]:
@@ -78,7 +78,7 @@ async def alter_result(ctx: "RequestContext", r: Any, compute: Callable[[dict[st
                        validate_only: bool) -> Any:
     """Apply `compute(old overrides) -> new overrides` to one resource and build its result."""
     rtype, name = int(r.resource_type), r.resource_name
-    code, message = 0, None
+    code, message = ErrorCode.none, None
     if denied := config_denied(ctx, ALTER_CONFIGS, rtype, name):
         code = denied
     elif rtype == RESOURCE_TOPIC:

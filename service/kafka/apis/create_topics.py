@@ -50,15 +50,15 @@ async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
     entries = () if not s.has("CreatableTopicConfigs") else tuple(s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
                       config_source=e.source, is_sensitive=False)
                     for e in topic_config_entries(broker, topic.configs))
-    config_error = 0
+    config_error = ErrorCode.none
     if entries and not ctx.authorize(DESCRIBE_CONFIGS, TOPIC, t.name, audit=False):
         entries, config_error = None, ErrorCode.topic_authorization_failed  # created, but its configs stay hidden
-    return s("CreatableTopicResult", name=t.name, topic_id=topic.topic_id, error_code=0,
+    return s("CreatableTopicResult", name=t.name, topic_id=topic.topic_id, error_code=ErrorCode.none,
              error_message=None, topic_config_error_code=config_error, num_partitions=topic.partitions,
              replication_factor=1, configs=entries)
 
 
 def _error(ctx: RequestContext, name: str, code: int, message: str) -> Any:
     return ctx.schema("CreatableTopicResult", name=name, topic_id=None, error_code=code,
-                      error_message=message, topic_config_error_code=0, num_partitions=-1,
+                      error_message=message, topic_config_error_code=ErrorCode.none, num_partitions=-1,
                       replication_factor=-1, configs=None)

@@ -35,8 +35,8 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             results.append(s("DeleteAclsFilterResult", error_code=ErrorCode.invalid_request, error_message=errors[i],
                              matching_acls=()))
             continue
-        results.append(s("DeleteAclsFilterResult", error_code=0, error_message=None, matching_acls=tuple(
-            s("DeleteAclsMatchingAcl", error_code=0, error_message=None, resource_type=b.resource_type,
+        results.append(s("DeleteAclsFilterResult", error_code=ErrorCode.none, error_message=None, matching_acls=tuple(
+            s("DeleteAclsMatchingAcl", error_code=ErrorCode.none, error_message=None, resource_type=b.resource_type,
               resource_name=b.resource_name, pattern_type=b.pattern_type, principal=b.principal, host=b.host,
               operation=b.operation, permission_type=b.permission) for b in by_index[i])))
     return s.response(throttle_time=0, filter_results=tuple(results))

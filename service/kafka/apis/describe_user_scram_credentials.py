@@ -38,6 +38,6 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             continue
         infos = tuple(s("CredentialInfo", mechanism=SCRAM_MECHANISMS[m].wire_id, iterations=c.iterations)
                       for m, c in sorted(stored.items()))
-        results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=0, error_message=None,
+        results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=ErrorCode.none, error_message=None,
                          credential_infos=infos))
-    return s.response(throttle_time=0, error_code=0, error_message=None, results=tuple(results))
+    return s.response(throttle_time=0, error_code=ErrorCode.none, error_message=None, results=tuple(results))

@@ -40,4 +40,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed, producer_id=-1,
                           producer_epoch=-1)
     producer_id = await ctx.broker.allocate_producer_id()
-    return s.response(throttle_time=0, error_code=0, producer_id=producer_id, producer_epoch=0)
+    return s.response(throttle_time=0, error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)

@@ -25,10 +25,10 @@ def _topic(ctx: RequestContext, topic: TopicRecord, want_ops: bool = False) -> A
     partitions = []
     for p in range(topic.partitions):
         leader = cluster.leader(topic.name, p)
-        partitions.append(s("MetadataResponsePartition", error_code=0, partition_index=p,
+        partitions.append(s("MetadataResponsePartition", error_code=ErrorCode.none, partition_index=p,
                             leader_id=leader, leader_epoch=0, replica_nodes=(leader,),
                             isr_nodes=(leader,), offline_replicas=()))
-    return s("MetadataResponseTopic", error_code=0, name=topic.name, topic_id=topic.topic_id,
+    return s("MetadataResponseTopic", error_code=ErrorCode.none, name=topic.name, topic_id=topic.topic_id,
              is_internal=False, partitions=tuple(partitions),
              topic_authorized_operations=authorized_ops(ctx, want_ops, TOPIC, topic.name))
 

@@ -27,4 +27,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             s("OffsetDeleteResponsePartition", partition_index=p.partition_index,
               error_code=results[(t.name, int(p.partition_index))]) for p in t.partitions))
         for t in req.topics)
-    return s.response(throttle_time=0, error_code=0, topics=topics)
+    return s.response(throttle_time=0, error_code=ErrorCode.none, topics=topics)

@@ -48,4 +48,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         return s.response(throttle_time=0, topics=(), error_code=code)
     topics = _group_topics(ctx, req.group_id, req.topics, require_stable,
                            "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
-    return s.response(throttle_time=0, topics=topics, error_code=0)
+    return s.response(throttle_time=0, topics=topics, error_code=ErrorCode.none)
