@@ -15,17 +15,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.log.partition import OffsetOutOfRangeError
 from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
 from tiering.records import iter_batches
 from tiering.remote.store import StoreError
 
-from service.kafka.apis.authz import (
-    CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
-)
+from service.errors import ErrorCode
+from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
 from service.kafka.context import FileRange, Part, RequestContext
 from service.kafka.splice import new_marker, splice
 
@@ -41,7 +38,7 @@ class _Part:
     partition: int
     offset: int
     max_bytes: int
-    error: int = 0
+    error: ErrorCode = ErrorCode.none
     hw: int = -1
     log_start: int = -1
     lso: int = -1
@@ -81,11 +78,12 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[_Part]) -> list[_Part]
     replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
     follower_code = None
     if replica_id >= 0:  # a follower may read everything or nothing
-        follower_code = 0 if cluster_allows(ctx, CLUSTER_ACTION) else TOPIC_AUTHORIZATION_FAILED
+        follower_code = ErrorCode.none if cluster_allows(ctx, CLUSTER_ACTION) \
+            else ErrorCode.topic_authorization_failed
     topic_denied = TopicChecks(ctx, READ)
     readable = []
     for p in parts:
-        code = follower_code if follower_code is not None else topic_denied(p.name) if p.name else 0
+        code = follower_code if follower_code is not None else topic_denied(p.name) if p.name else ErrorCode.none
         if code:
             p.error = code
         else:
@@ -291,7 +289,7 @@ def _respond(ctx: RequestContext, parts: list[_Part]) -> Any:
         s("FetchableTopicResponse", topic=name, topic_id=topic_id, partitions=tuple(ps))
         for name, topic_id, ps in topics
     )
-    response = s.response(throttle_time=0, error_code=0, session_id=0, responses=responses)
+    response = s.response(throttle_time=0, error_code=ErrorCode.none, session_id=0, responses=responses)
     try:
         return splice(ctx.correlation_id, response, type(response).__flexible__, ranges)
     except BaseException:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TopicChecks
 from service.kafka.context import RequestContext
 
@@ -75,5 +74,5 @@ async def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = Fal
         if found is None:
             found = log.offset_for_timestamp(ts)
     offset, timestamp = found if found is not None else (-1, -1)
-    return dict(partition_index=index, error_code=0, timestamp=timestamp, offset=offset,
+    return dict(partition_index=index, error_code=ErrorCode.none, timestamp=timestamp, offset=offset,
                 leader_epoch=0 if offset >= 0 else -1)

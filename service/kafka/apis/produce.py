@@ -17,10 +17,9 @@ import logging
 import time
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.records import InvalidRecordError
 
+from service.errors import ErrorCode, rejection_code
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 
@@ -105,7 +104,7 @@ def _append(ctx: RequestContext, topic: str, pd: Any, acks: int, now_ms: int,
     try:
         result = ctx.broker.logs.append(lg, pd.records, now_ms)
     except InvalidRecordError as e:
-        return error(e.error_code, str(e))
+        return error(rejection_code(e), str(e))
     except OSError as e:
         log.error("append to %s failed: %s", lg, e)
         return dict(index=pd.index, **_storage_error(e))
@@ -119,7 +118,7 @@ def _appended(ctx: RequestContext, lg: Any, topic: str, result: Any, to_flush: l
     """Fill in the partition's answer; it stays in to_flush, so a failed fsync can change it."""
     if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
         ctx.broker.wake(topic, fields["index"])
-    fields.update(error_code=0, base_offset=result.base_offset, log_append_time=result.log_append_time_ms,
+    fields.update(error_code=ErrorCode.none, base_offset=result.base_offset, log_append_time=result.log_append_time_ms,
                   log_start_offset=result.log_start_offset, error_message=None)
     to_flush.append((lg, result.last_offset, fields))  # a duplicate still waits for its original's fsync
     return fields
@@ -129,7 +128,7 @@ def _finish(ctx: RequestContext, lg: Any, result: Any, to_flush: list[Pending],
             fields: dict[str, Any]) -> None:
     """Fill in the answer for a partition whose batches were sealed in a worker thread."""
     if isinstance(result, InvalidRecordError):
-        fields.update(error_code=result.error_code, base_offset=-1, log_append_time=-1,
+        fields.update(error_code=rejection_code(result), base_offset=-1, log_append_time=-1,
                       log_start_offset=-1, error_message=str(result))
     elif isinstance(result, OSError):
         log.error("append to %s failed: %s", lg, result)
