@@ -252,7 +252,7 @@ class TransactionCoordinator:
             written.append((topic, partition, plog))
         await asyncio.gather(*(broker.logs.flush(plog) for _, _, plog in written))
         for topic, partition, _ in written:
-            broker.wake(topic, partition)
+            broker.partitions.wake(topic, partition)
         if txn.offsets:
             await self._complete_offsets(txn, commit)
         done = replace(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,

@@ -44,7 +44,7 @@ async def _lookup(ctx: RequestContext, topic: str, p: Any, committed: bool = Fal
     tier = ctx.broker.tier
     if ts == EARLIEST:
         try:
-            found = (ctx.broker.log_start_offset(log), -1)
+            found = (ctx.broker.partitions.log_start_offset(log), -1)
         except StoreError as e:  # the bucket may hold earlier records: retriable, never the local start
             _log.warning("ListOffsets earliest of %s-%d: %s", topic, index, e)
             return dict(partition_index=index, error_code=ErrorCode.kafka_storage_error,

@@ -118,7 +118,7 @@ def _appended(ctx: RequestContext, lg: Any, topic: str, result: Any, to_flush: l
               fields: dict[str, Any]) -> dict[str, Any]:
     """Fill in the partition's answer; it stays in to_flush, so a failed fsync can change it."""
     if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
-        ctx.broker.wake(topic, fields["index"])
+        ctx.broker.partitions.wake(topic, fields["index"])
     fields.update(error_code=0, base_offset=result.base_offset, log_append_time=result.log_append_time_ms,
                   log_start_offset=result.log_start_offset, error_message=None)
     to_flush.append((lg, result.last_offset, fields))  # a duplicate still waits for its original's fsync

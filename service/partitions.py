@@ -1,0 +1,280 @@
+"""The partition layer (Kafka's ReplicaManager): the one place that reads partitions across the
+local log, the encrypted log and the remote tier, knows their start and end offsets across
+both tiers, and holds the fetches waiting for data. Kafka handlers and the HTTP API call it;
+they translate messages, it decides.
+
+A read answers each partition with one `PartitionRead`: an error code, the offsets a fetch
+response carries, the aborted transactions (read_committed) and the bytes, which are a file
+range to send as-is (sendfile), an encrypted range opened while it is sent, or bytes read from
+the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Union
+
+from kio.schema.errors import ErrorCode
+
+from tiering.log.manager import LogManager
+from tiering.log.partition import OffsetOutOfRangeError, ReadSlice, UnifiedLog
+from tiering.log.sealed_read import SealedRange
+from tiering.log.sealing import SealError
+from tiering.records import iter_batches
+from tiering.remote.store import StoreError
+from tiering.tier import TierManager
+
+log = logging.getLogger("sediment.partitions")
+
+
+@dataclass
+class FileRange:
+    """Bytes of a segment file to send as-is (sendfile on plain TCP)."""
+
+    fd: int  # a dup'ed descriptor owned by the response; closed after sending
+    position: int
+    size: int
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+Records = Union[FileRange, SealedRange, bytes, bytearray, memoryview]
+
+
+@dataclass
+class PartitionRead:
+    """One partition of a read: what was asked, then what it answers."""
+
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int
+    error: ErrorCode = ErrorCode.none
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    aborted: list[tuple[int, int]] | None = None  # (producer id, first offset); read_committed only
+    records: Records | None = None
+
+    def release(self) -> None:
+        """Close what the records hold (a descriptor) when they will not be sent."""
+        if isinstance(self.records, (FileRange, SealedRange)):
+            self.records.close()
+        self.records = None
+
+
+class Partitions:
+    def __init__(self, logs: LogManager, tier: Callable[[], TierManager | None]) -> None:
+        self._logs = logs
+        self._tier = tier
+        self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
+
+    def log(self, topic: str, partition: int) -> UnifiedLog | None:
+        return self._logs.get(topic, partition)
+
+    def log_start_offset(self, lg: UnifiedLog) -> int:
+        """The first offset across both tiers. Raises StoreError (RemoteViewUnknown) while the
+        bucket has not answered since start and may hold earlier records."""
+        tier = self._tier()
+        return tier.log_start_offset(lg) if tier is not None else lg.log_start_offset
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def fetch(self, parts: list[PartitionRead], max_bytes: int, min_bytes: int, max_wait_s: float,
+                    committed: bool) -> None:
+        """Kafka's DelayedFetch: read until min_bytes are there, a partition errs, or max_wait_s
+        passes, waiting for appends in between. Fills in each part."""
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            total, any_error = await self.read(parts, max_bytes, committed)
+            remaining = deadline - time.monotonic()
+            if total >= min_bytes or any_error or remaining <= 0:
+                return
+            for p in parts:
+                p.release()
+            await self.wait_for_data(((p.topic, p.partition) for p in parts), remaining)
+
+    async def read(self, parts: list[PartitionRead], max_bytes: int,
+                   committed: bool = False) -> tuple[int, bool]:
+        """One pass over the parts, in order, within max_bytes (the first partition with data
+        may pass it by one batch, so a consumer never stalls on a large batch). With committed
+        (read_committed), reads stop at the last stable offset and each part lists the aborted
+        transactions overlapping what it returns. Partitions whose offset lies below the local
+        log start are read from the bucket afterwards, all at once. Returns the bytes read and
+        whether any part erred."""
+        total, any_error = 0, False
+        remote: list[PartitionRead] = []
+        sealed: list[tuple[PartitionRead, UnifiedLog, ReadSlice]] = []
+        for p in parts:
+            lg = self.log(p.topic, p.partition)
+            if lg is None:
+                p.error = ErrorCode.unknown_topic_or_partition
+                any_error = True
+                continue
+            p.high_watermark = lg.high_watermark
+            try:
+                p.log_start_offset, remote_known = self.log_start_offset(lg), True
+            except StoreError:  # the bucket has not answered since start: it may hold earlier data
+                p.log_start_offset, remote_known = lg.log_start_offset, False
+            p.last_stable_offset = lg.last_stable_offset
+            p.aborted = [] if committed else None
+            budget = min(p.max_bytes, max_bytes - total)
+            if budget <= 0 and total > 0:
+                continue
+            try:
+                sl = lg.read(p.offset, max(budget, 0), min_one=(total == 0),
+                             upto_offset=p.last_stable_offset if committed else None)
+            except OffsetOutOfRangeError:
+                if p.log_start_offset <= p.offset < lg.log_start_offset:
+                    remote.append(p)
+                    continue
+                # The bucket's view is unknown: a retriable error, as out of range would reset
+                # the consumer past data the bucket may hold.
+                unknown = not remote_known and p.offset < lg.log_start_offset
+                p.error = ErrorCode.kafka_storage_error if unknown else ErrorCode.offset_out_of_range
+                any_error = True
+                continue
+            if sl is None or sl.size == 0:
+                continue
+            if committed:
+                p.aborted = lg.aborted_transactions(p.offset, lg.slice_end_offset(sl))
+            if lg.cipher is not None:
+                sealed.append((p, lg, sl))  # opened below, all at once; stored size as the budget
+            else:
+                p.records = FileRange(os.dup(sl.fileno), sl.position, sl.size)
+            total += sl.size
+        if sealed:
+            total += await self._open_sealed(sealed)
+            any_error = any_error or any(p.error for p, _, _ in sealed)
+        if remote:
+            total += await self._read_remote(remote, max_bytes - total, first=total == 0, committed=committed)
+            any_error = any_error or any(p.error for p in remote)
+        return total, any_error
+
+    async def _open_sealed(self, sealed: list[tuple[PartitionRead, UnifiedLog, ReadSlice]]) -> int:
+        """Encrypted at rest: no sendfile. Only the ranges' batch headers are read here
+        (concurrently, in worker threads when large); the batches are opened while the answer
+        is written, a piece at a time, so an answer waiting in the queue holds no opened range.
+        Returns the change to the byte total (opened batches are 32 bytes per batch shorter)."""
+        results = await self._open_ranges(sealed)
+        unexpected = next((r for r in results if isinstance(r, BaseException)
+                           and not isinstance(r, (SealError, OSError))), None)
+        delta = 0
+        for (p, _, sl), opened in zip(sealed, results):
+            delta -= sl.size
+            if isinstance(opened, SealedRange):
+                if unexpected is not None:
+                    opened.close()
+                    continue
+                p.records = opened
+                delta += opened.size
+            elif unexpected is None:
+                # Headers that do not describe whole batches: caught before anything is sent.
+                log.error("%s-%d at %d: %s", p.topic, p.partition, p.offset, opened)
+                p.error = ErrorCode.kafka_storage_error
+        if unexpected is not None:
+            raise unexpected
+        return delta
+
+    async def _open_ranges(self, sealed: list[tuple[PartitionRead, UnifiedLog, ReadSlice]]
+                           ) -> list[SealedRange | BaseException]:
+        """open_range of each, concurrently; if the read is cancelled meanwhile, the ranges
+        already made are closed (each holds a descriptor)."""
+        tasks = [asyncio.ensure_future(self._logs.open_range(lg, sl)) for _, lg, sl in sealed]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+                t.add_done_callback(_close_made)
+            raise
+        return [t.exception() or t.result() for t in tasks]
+
+    async def _read_remote(self, parts: list[PartitionRead], budget: int, *, first: bool, committed: bool) -> int:
+        """Remote partitions of one read, concurrently within the bytes left (each gets its
+        share in request order, as a sequential read would)."""
+        tier = self._tier()
+        assert tier is not None
+        shares = []
+        for p in parts:
+            share = min(p.max_bytes, budget)
+            shares.append(share)
+            budget -= max(share, 0)
+        results = await asyncio.gather(*(
+            tier.read(p.topic, p.partition, p.offset, max(share, 0), min_one=first and i == 0)
+            for i, (p, share) in enumerate(zip(parts, shares))), return_exceptions=True)
+        total = 0
+        for p, data in zip(parts, results):
+            if isinstance(data, BaseException):
+                if isinstance(data, asyncio.CancelledError):
+                    raise data
+                # The store failed or passed remote.fetch.max.wait.ms, or the data cannot be
+                # decrypted: an error for this partition only, never bytes that are not the
+                # record's and never an empty answer (a replay would take it for its end).
+                # Kafka's DelayedRemoteFetch answers a failed remote read with its exception's
+                # code and an expired one with no records; KAFKA_STORAGE_ERROR (56) is the code
+                # that librdkafka, aiokafka and kafka-python all retry at the same offset (a
+                # metadata refresh, then the fetch again), where OFFSET_OUT_OF_RANGE would reset
+                # the position and UNKNOWN_SERVER_ERROR would reach the application.
+                log.warning("remote read of %s-%d at %d failed: %s", p.topic, p.partition, p.offset, data)
+                p.error = ErrorCode.kafka_storage_error
+                continue
+            if data is None:  # deleted from the bucket meanwhile
+                p.error = ErrorCode.offset_out_of_range
+                continue
+            if not data:
+                continue
+            if committed:
+                batches = list(iter_batches(data))
+                lg = self.log(p.topic, p.partition)
+                if lg is not None and batches:
+                    lso_cut = [b for b in batches if b.last_offset < p.last_stable_offset]
+                    data = data[:sum(b.size for b in lso_cut)]
+                    if lso_cut:
+                        p.aborted = await tier.aborted_transactions(lg, p.offset, lso_cut[-1].next_offset)
+            p.records = memoryview(data)  # spliced into the response, not copied through the encoder
+            total += len(data)
+        return total
+
+    # -- waiting for data ----------------------------------------------------------------------
+
+    def wake(self, topic: str, partition: int) -> None:
+        """New data (or a new end) on a partition: fetches waiting on it read again."""
+        for fut in self._waiters.pop((topic, partition), ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def wake_all(self, topic: str, partitions: int) -> None:
+        for p in range(partitions):
+            self.wake(topic, p)
+
+    async def wait_for_data(self, keys: Iterable[tuple[str, int]], timeout_s: float) -> None:
+        """Until one of the partitions gets data or timeout_s passes."""
+        if timeout_s <= 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        keys = list(keys)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            for key in keys:
+                waiting = self._waiters.get(key)
+                if waiting is not None:
+                    waiting.discard(fut)
+                    if not waiting:
+                        del self._waiters[key]
+
+
+def _close_made(task: "asyncio.Future[SealedRange]") -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
