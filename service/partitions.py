@@ -1,7 +1,10 @@
-"""The partition layer (Kafka's ReplicaManager): the one place that reads partitions across the
-local log, the encrypted log and the remote tier, knows their start and end offsets across
-both tiers, and holds the fetches waiting for data. Kafka handlers and the HTTP API call it;
-they translate messages, it decides.
+"""The partition layer (Kafka's ReplicaManager): the one place that appends to partitions and
+acknowledges the appends, reads them across the local log, the encrypted log and the remote
+tier, knows their start and end offsets across both tiers, and holds the fetches waiting for
+data. Kafka handlers and the HTTP API call it; they translate messages, it decides.
+
+An append answers each partition with one `PartitionAppend`: Kafka's error code and message, or
+the base offset, the append time and the log start.
 
 A read answers each partition with one `PartitionRead`: an error code, the offsets a fetch
 response carries, the aborted transactions (read_committed) and the bytes, which are a file
@@ -22,10 +25,10 @@ from typing import Union
 from kio.schema.errors import ErrorCode
 
 from tiering.log.manager import LogManager
-from tiering.log.partition import OffsetOutOfRangeError, ReadSlice, UnifiedLog
+from tiering.log.partition import AppendResult, OffsetOutOfRangeError, ReadSlice, UnifiedLog
 from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
-from tiering.records import iter_batches
+from tiering.records import InvalidRecordError, iter_batches
 from tiering.remote.store import StoreError
 from tiering.tier import TierManager
 
@@ -69,6 +72,24 @@ class PartitionRead:
         self.records = None
 
 
+@dataclass
+class PartitionAppend:
+    """One partition of an append: its batches, then its answer."""
+
+    topic: str
+    partition: int
+    records: bytes | bytearray
+    error: ErrorCode = ErrorCode.none
+    message: str | None = None
+    base_offset: int = -1
+    log_append_time: int = -1
+    log_start_offset: int = -1
+
+    def fail(self, code: ErrorCode, message: str | None = None) -> None:
+        self.error, self.message = code, message
+        self.base_offset = self.log_append_time = self.log_start_offset = -1
+
+
 class Partitions:
     def __init__(self, logs: LogManager, tier: Callable[[], TierManager | None]) -> None:
         self._logs = logs
@@ -83,6 +104,71 @@ class Partitions:
         bucket has not answered since start and may hold earlier records."""
         tier = self._tier()
         return tier.log_start_offset(lg) if tier is not None else lg.log_start_offset
+
+    # -- appends -----------------------------------------------------------------------------
+
+    async def append(self, parts: list[PartitionAppend], acks: int, now_ms: int) -> None:
+        """Append each part's batches, then, with acks=-1 (all), wait until they are durable
+        (a group-commit fsync when log.flush.policy=always). Fills in each part's answer.
+
+        Every partition is appended before the first await, so pipelined requests from one
+        connection land in arrival order; on an encrypted partition a large request is sealed
+        in a worker thread, its place in the log's order taken before the first await too. A
+        write or fsync that fails (a full disk) answers KAFKA_STORAGE_ERROR for that partition,
+        as Kafka does: the segment rolls a failed write back, so nothing is acknowledged that
+        was not written."""
+        written: list[tuple[PartitionAppend, UnifiedLog, int]] = []  # what acks=all waits for
+        sealing: list[tuple[PartitionAppend, UnifiedLog, asyncio.Task[AppendResult]]] = []
+        for p in parts:
+            lg = self.log(p.topic, p.partition)
+            if lg is None:
+                p.fail(ErrorCode.unknown_topic_or_partition)
+                continue
+            if not p.records:
+                p.fail(ErrorCode.invalid_record, "no record batches")
+                continue
+            try:
+                result = self._logs.append(lg, p.records, now_ms)
+            except (InvalidRecordError, OSError) as e:
+                self._failed(p, lg, e)
+                continue
+            if isinstance(result, asyncio.Task):
+                sealing.append((p, lg, result))
+            else:
+                written.append(self._appended(p, lg, result))
+        for p, lg, task in sealing:
+            (outcome,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(outcome, (InvalidRecordError, OSError)):
+                self._failed(p, lg, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                written.append(self._appended(p, lg, outcome))
+        if acks == -1 and written:
+            results = await asyncio.gather(*(self._logs.flush_for_ack(lg, last + 1) for _, lg, last in written),
+                                           return_exceptions=True)
+            for (p, lg, _), result in zip(written, results):
+                if isinstance(result, OSError):
+                    log.error("fsync of %s failed: %s", lg, result)
+                    p.fail(ErrorCode.kafka_storage_error, f"log write failed: {result.strerror or result}")
+                elif isinstance(result, BaseException):
+                    raise result
+
+    def _appended(self, p: PartitionAppend, lg: UnifiedLog, result: AppendResult
+                  ) -> tuple[PartitionAppend, UnifiedLog, int]:
+        if not result.duplicate:  # a retried batch already in the log: nothing new to fetch
+            self.wake(p.topic, p.partition)
+        p.base_offset, p.log_append_time = result.base_offset, result.log_append_time_ms
+        p.log_start_offset = result.log_start_offset
+        return p, lg, result.last_offset  # a duplicate still waits for its original's fsync
+
+    @staticmethod
+    def _failed(p: PartitionAppend, lg: UnifiedLog, e: InvalidRecordError | OSError) -> None:
+        if isinstance(e, InvalidRecordError):
+            p.fail(ErrorCode(e.error_code), str(e))
+        else:
+            log.error("append to %s failed: %s", lg, e)
+            p.fail(ErrorCode.kafka_storage_error, f"log write failed: {e.strerror or e}")
 
     # -- reads -------------------------------------------------------------------------------
 
