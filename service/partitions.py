@@ -30,9 +30,13 @@ from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
 from tiering.records import InvalidRecordError, iter_batches
 from tiering.remote.store import StoreError
+from tiering.remote.transform import TransformError
 from tiering.tier import TierManager
 
 log = logging.getLogger("sediment.partitions")
+
+# ListOffsets' special timestamps.
+EARLIEST, LATEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -2, -1, -3, -4
 
 
 @dataclass
@@ -327,6 +331,74 @@ class Partitions:
             p.records = memoryview(data)  # spliced into the response, not copied through the encoder
             total += len(data)
         return total
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    async def list_offset(self, topic: str, partition: int, timestamp: int,
+                          committed: bool = False) -> tuple[ErrorCode, int, int]:
+        """Kafka's ListOffsets for one partition: (error, offset, timestamp) for EARLIEST (-2,
+        across both tiers), EARLIEST_LOCAL (-4), LATEST (-1, the LSO with committed),
+        MAX_TIMESTAMP (-3) or the first record at or after a timestamp. When the bucket may
+        hold the answer but cannot give it now, a retriable KAFKA_STORAGE_ERROR, never the
+        local answer (which would send a consumer past the remote records)."""
+        lg = self.log(topic, partition)
+        if lg is None:
+            return ErrorCode.unknown_topic_or_partition, -1, -1
+        tier = self._tier()
+        found: tuple[int, int] | None
+        if timestamp == EARLIEST:
+            try:
+                found = (self.log_start_offset(lg), -1)
+            except StoreError as e:
+                log.warning("ListOffsets earliest of %s-%d: %s", topic, partition, e)
+                return ErrorCode.kafka_storage_error, -1, -1
+        elif timestamp == EARLIEST_LOCAL:
+            found = (lg.log_start_offset, -1)
+        elif timestamp == LATEST:
+            found = (lg.last_stable_offset if committed else lg.high_watermark, -1)
+        elif timestamp == MAX_TIMESTAMP:
+            found = lg.max_timestamp()
+            remote = tier.max_timestamp(topic, partition) if tier is not None else None
+            if remote is not None and (found is None or found[0] < 0 or remote[1] > found[1]):
+                found = remote
+        elif timestamp < 0:
+            return ErrorCode.unsupported_version, -1, -1
+        else:  # the bucket first: remote segments below the local start hold the earlier records
+            found = None
+            if tier is not None and tier.remote_range(topic, partition) is not None:
+                try:
+                    found = await tier.offset_for_timestamp(topic, partition, timestamp, below=lg.log_start_offset)
+                except (StoreError, TransformError, ValueError) as e:
+                    log.warning("ListOffsets of %s-%d at timestamp %d: remote lookup failed: %s",
+                                topic, partition, timestamp, e)
+                    return ErrorCode.kafka_storage_error, -1, -1
+            if found is None:
+                found = lg.offset_for_timestamp(timestamp)
+        offset, ts = found if found is not None else (-1, -1)
+        return ErrorCode.none, offset, ts
+
+    # -- transaction markers -----------------------------------------------------------------
+
+    async def write_markers(self, partitions: Iterable[tuple[str, int]], producer_id: int, producer_epoch: int,
+                            commit: bool, now_ms: int) -> None:
+        """A transaction's commit or abort marker on each partition, made durable before this
+        returns (the coordinator completes the transaction only then). A deleted partition has
+        nothing to mark; one that saw a newer epoch of the producer is already fenced."""
+        written: list[tuple[str, int, UnifiedLog]] = []
+        for topic, partition in partitions:
+            lg = self.log(topic, partition)
+            if lg is None:
+                continue
+            try:
+                lg.append_control(producer_id, producer_epoch, commit, 0, now_ms)
+            except InvalidRecordError as e:
+                log.warning("no %s marker for producer %d at %s-%d: %s", "commit" if commit else "abort",
+                            producer_id, topic, partition, e)
+                continue
+            written.append((topic, partition, lg))
+        await asyncio.gather(*(self._logs.flush(lg) for _, _, lg in written))
+        for topic, partition, _ in written:
+            self.wake(topic, partition)
 
     # -- waiting for data ----------------------------------------------------------------------
 
