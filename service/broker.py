@@ -26,10 +26,7 @@ from tiering.tier import TierManager, TieredTopic
 from service.auth import build_authentication
 from service.config import BrokerConfig, ConfigError, Listener
 from service.groups import GroupCoordinator
-from service.errors import (
-    INVALID_CONFIG, INVALID_PARTITIONS, INVALID_TOPIC, TOPIC_ALREADY_EXISTS, TOPIC_DELETION_DISABLED,
-    UNKNOWN_TOPIC_OR_PARTITION, TopicError,
-)
+from service.errors import ErrorCode, TopicError
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
 from service.keywatch import KeyRingWatcher
@@ -49,7 +46,7 @@ PRODUCER_ID_BLOCK = 1000  # producer ids reserved in the metadata store at a tim
 
 def check_topic_name(name: str) -> None:
     if name in (".", "..") or not _LEGAL_TOPIC.match(name):
-        raise TopicError(INVALID_TOPIC, f"Topic name {name!r} is illegal: use up to 249 of "
+        raise TopicError(ErrorCode.invalid_topic_exception, f"Topic name {name!r} is illegal: use up to 249 of "
                                         "[a-zA-Z0-9._-], and not '.' or '..'")
 
 
@@ -209,7 +206,7 @@ class Broker:
         try:
             validate_topic_configs(configs)
         except TopicConfigError as e:
-            raise TopicError(INVALID_CONFIG, str(e)) from None
+            raise TopicError(ErrorCode.invalid_config, str(e)) from None
 
     async def create_topic(self, name: str, partitions: int, configs: dict[str, str] | None = None,
                            *, validate_only: bool = False) -> TopicRecord:
@@ -218,12 +215,12 @@ class Broker:
         if partitions == -1:
             partitions = int(self.config["num.partitions"])
         if not 1 <= partitions <= MAX_PARTITIONS:
-            raise TopicError(INVALID_PARTITIONS, f"Number of partitions must be 1..{MAX_PARTITIONS}, "
+            raise TopicError(ErrorCode.invalid_partitions, f"Number of partitions must be 1..{MAX_PARTITIONS}, "
                                                  f"got {partitions}")
         self.validate_configs(configs)
         async with self._topic_lock:
             if name in self.topics:
-                raise TopicError(TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+                raise TopicError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
             topic = TopicRecord(name, uuid.uuid4(), partitions, configs)
             if validate_only:
                 return topic
@@ -237,11 +234,11 @@ class Broker:
 
     async def delete_topic(self, name: str) -> None:
         if not self.config["delete.topic.enable"]:
-            raise TopicError(TOPIC_DELETION_DISABLED, "Topic deletion is disabled.")
+            raise TopicError(ErrorCode.topic_deletion_disabled, "Topic deletion is disabled.")
         async with self._topic_lock:
             topic = self.topics.pop(name, None)
             if topic is None:
-                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic.")
+                raise TopicError(ErrorCode.unknown_topic_or_partition, "This server does not host this topic.")
             self.topics_by_id.pop(topic.topic_id, None)
             await self.store.delete_topic(name)
             await self.logs.delete_topic(name)
@@ -270,12 +267,12 @@ class Broker:
         async with self._topic_lock:
             topic = self.topics.get(name)
             if topic is None:
-                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+                raise TopicError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
             if count <= topic.partitions:
-                raise TopicError(INVALID_PARTITIONS, f"Topic currently has {topic.partitions} partitions, "
+                raise TopicError(ErrorCode.invalid_partitions, f"Topic currently has {topic.partitions} partitions, "
                                                      f"which is higher than or equal to the requested {count}.")
             if count > MAX_PARTITIONS:
-                raise TopicError(INVALID_PARTITIONS, f"At most {MAX_PARTITIONS} partitions.")
+                raise TopicError(ErrorCode.invalid_partitions, f"At most {MAX_PARTITIONS} partitions.")
             if validate_only:
                 return
             old = topic.partitions
@@ -293,7 +290,7 @@ class Broker:
         async with self._topic_lock:
             topic = self.topics.get(name)
             if topic is None:
-                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+                raise TopicError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
             if validate_only:
                 return
             updated = TopicRecord(topic.name, topic.topic_id, topic.partitions, dict(configs))

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from kio.schema.errors import ErrorCode
-
 from tiering.log.manager import LogManager
 from tiering.log.partition import AppendResult, OffsetOutOfRangeError, ReadSlice, UnifiedLog
 from tiering.log.sealed_read import SealedRange
@@ -32,6 +30,8 @@ from tiering.records import InvalidRecordError, iter_batches
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
 from tiering.tier import TierManager
+
+from service.errors import ErrorCode, rejection_code
 
 log = logging.getLogger("sediment.partitions")
 
@@ -169,7 +169,7 @@ class Partitions:
     @staticmethod
     def _failed(p: PartitionAppend, lg: UnifiedLog, e: InvalidRecordError | OSError) -> None:
         if isinstance(e, InvalidRecordError):
-            p.fail(ErrorCode(e.error_code), str(e))
+            p.fail(rejection_code(e), str(e))
         else:
             log.error("append to %s failed: %s", lg, e)
             p.fail(ErrorCode.kafka_storage_error, f"log write failed: {e.strerror or e}")

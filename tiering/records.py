@@ -12,6 +12,7 @@ the max timestamp) in place. Layout (big-endian):
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -39,17 +40,6 @@ CONTROL_MASK = 0x20
 
 NO_TIMESTAMP = -1
 
-# Kafka error codes raised by validation.
-CORRUPT_MESSAGE = 2
-MESSAGE_TOO_LARGE = 10
-UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
-INVALID_RECORD = 87
-# Idempotent and transactional producers (raised by the producer state of a partition log).
-OUT_OF_ORDER_SEQUENCE_NUMBER = 45
-INVALID_PRODUCER_EPOCH = 47
-INVALID_TXN_STATE = 48
-TRANSACTION_COORDINATOR_FENCED = 52
-
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 NO_SEQUENCE = -1
@@ -69,12 +59,27 @@ _LENGTH_MAGIC = struct.Struct(">i4xb")  # batchLength @8, magic @16 (relative to
 assert _HEADER.size == HEADER_SIZE
 
 
-class InvalidRecordError(Exception):
-    """A produce payload Kafka would reject; error_code is the Kafka error to answer with."""
+class Rejection(enum.Enum):
+    """Why a write was refused. Storage speaks no protocol: the service maps each reason to the
+    error code its clients expect (service/errors.py)."""
 
-    def __init__(self, error_code: int, message: str) -> None:
+    CORRUPT = "corrupt"  # truncated, a bad length or CRC, a malformed varint
+    TOO_LARGE = "too large"  # a batch over max.message.bytes
+    UNSUPPORTED_FORMAT = "unsupported format"  # not a v2 (magic 2) batch
+    INVALID = "invalid"  # well formed, but not allowed (empty, a client's control batch, ...)
+    # Idempotent and transactional producers (raised by the producer state of a partition log).
+    OUT_OF_ORDER_SEQUENCE = "out of order sequence"
+    STALE_PRODUCER_EPOCH = "stale producer epoch"  # older than the epoch the partition has seen
+    TXN_STATE = "transaction state"  # a plain write while the producer has a transaction open
+    STALE_COORDINATOR_EPOCH = "stale coordinator epoch"  # a marker from a deposed coordinator
+
+
+class InvalidRecordError(Exception):
+    """A write Kafka would reject; `reason` says why, for the service to answer with."""
+
+    def __init__(self, reason: Rejection, message: str) -> None:
         super().__init__(message)
-        self.error_code = error_code
+        self.reason = reason
         self.message = message
 
 
@@ -172,11 +177,11 @@ def validate_batches(
 ) -> list[BatchHeader]:
     """Check that buf is a sequence of whole, intact v2 batches, in Kafka's order of checks.
 
-    Raises InvalidRecordError with the Kafka error code to answer with.
+    Raises InvalidRecordError saying why.
     """
     end = len(buf)
     if end == 0:
-        raise InvalidRecordError(INVALID_RECORD, "empty record set")
+        raise InvalidRecordError(Rejection.INVALID, "empty record set")
     view = memoryview(buf)
     unpack = _HEADER.unpack_from
     headers: list[BatchHeader] = []
@@ -185,32 +190,32 @@ def validate_batches(
         remaining = end - pos
         # Magic sits at the same place in v0/v1 message sets, so read it before trusting lengths.
         if remaining < MAGIC_OFFSET + 1:
-            raise InvalidRecordError(CORRUPT_MESSAGE, f"truncated batch at byte {pos}")
+            raise InvalidRecordError(Rejection.CORRUPT, f"truncated batch at byte {pos}")
         length, magic = _LENGTH_MAGIC.unpack_from(buf, pos + LENGTH_OFFSET)
         if magic != MAGIC_V2:
             raise InvalidRecordError(
-                UNSUPPORTED_FOR_MESSAGE_FORMAT, f"magic {magic} at byte {pos}; only v2 batches"
+                Rejection.UNSUPPORTED_FORMAT, f"magic {magic} at byte {pos}; only v2 batches"
             )
         if length < MIN_BATCH_LENGTH or remaining < HEADER_SIZE:
-            raise InvalidRecordError(CORRUPT_MESSAGE, f"bad batch length {length} at byte {pos}")
+            raise InvalidRecordError(Rejection.CORRUPT, f"bad batch length {length} at byte {pos}")
         size = length + LOG_OVERHEAD
         if size > remaining:
             raise InvalidRecordError(
-                CORRUPT_MESSAGE, f"batch at byte {pos} claims {size} bytes, {remaining} present"
+                Rejection.CORRUPT, f"batch at byte {pos} claims {size} bytes, {remaining} present"
             )
         if size > max_message_bytes:
             raise InvalidRecordError(
-                MESSAGE_TOO_LARGE, f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}"
+                Rejection.TOO_LARGE, f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}"
             )
         fields = unpack(buf, pos)
         if _crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + size]) != fields[4]:
-            raise InvalidRecordError(CORRUPT_MESSAGE, f"CRC mismatch in batch at byte {pos}")
+            raise InvalidRecordError(Rejection.CORRUPT, f"CRC mismatch in batch at byte {pos}")
         last_delta = fields[6]
         count = fields[12]
         # Kafka: the offsets a client batch spans must match its record count.
         if count < 1 or last_delta < 0 or count != last_delta + 1:
             raise InvalidRecordError(
-                INVALID_RECORD,
+                Rejection.INVALID,
                 f"batch at byte {pos}: recordCount {count}, lastOffsetDelta {last_delta}",
             )
         headers.append(BatchHeader(pos, *fields))
@@ -261,7 +266,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
         if shift > 63:
-            raise InvalidRecordError(CORRUPT_MESSAGE, "varint too long")
+            raise InvalidRecordError(Rejection.CORRUPT, "varint too long")
 
 
 def record_timestamps(batch: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
@@ -344,7 +349,7 @@ def control_record_type(batch: bytes | bytearray | memoryview) -> tuple[int, int
     tools (the log tracks markers from batch headers plus this one small record)."""
     h = read_header(batch, 0)
     if not h.is_control:
-        raise InvalidRecordError(INVALID_RECORD, "not a control batch")
+        raise InvalidRecordError(Rejection.INVALID, "not a control batch")
     body = bytes(memoryview(batch)[HEADER_SIZE:h.size])
     _, pos = _varint(body, 0)  # record length
     pos += 1  # attributes
@@ -352,7 +357,7 @@ def control_record_type(batch: bytes | bytearray | memoryview) -> tuple[int, int
     _, pos = _varint(body, pos)  # offset delta
     key_len, pos = _varint(body, pos)
     if key_len < 4:
-        raise InvalidRecordError(INVALID_RECORD, "control record key too short")
+        raise InvalidRecordError(Rejection.INVALID, "control record key too short")
     _, kind = _CONTROL_KEY.unpack_from(body, pos)
     pos += key_len
     value_len, pos = _varint(body, pos)

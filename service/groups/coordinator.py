@@ -26,27 +26,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from service.errors import ErrorCode
+
 if TYPE_CHECKING:
     from service.metadata import MetadataStore
 
 log = logging.getLogger("sediment.groups")
-
-# Kafka error codes the coordinator answers with.
-NONE = 0
-UNKNOWN_TOPIC_OR_PARTITION = 3
-OFFSET_METADATA_TOO_LARGE = 12
-ILLEGAL_GENERATION = 22
-INCONSISTENT_GROUP_PROTOCOL = 23
-INVALID_GROUP_ID = 24
-UNKNOWN_MEMBER_ID = 25
-INVALID_SESSION_TIMEOUT = 26
-REBALANCE_IN_PROGRESS = 27
-NON_EMPTY_GROUP = 68
-GROUP_ID_NOT_FOUND = 69
-MEMBER_ID_REQUIRED = 79
-FENCED_INSTANCE_ID = 82
-GROUP_SUBSCRIBED_TO_TOPIC = 86
-UNSTABLE_OFFSET_COMMIT = 88
 
 MAX_METADATA_BYTES = 4096  # Kafka's offset.metadata.max.bytes default
 
@@ -71,7 +56,7 @@ class OffsetAndMetadata:
 
 @dataclass
 class JoinResult:
-    error: int
+    error: ErrorCode
     member_id: str = ""
     generation_id: int = -1
     protocol_type: str | None = None
@@ -83,7 +68,7 @@ class JoinResult:
 
 @dataclass
 class SyncResult:
-    error: int
+    error: ErrorCode
     protocol_type: str | None = None
     protocol_name: str | None = None
     assignment: bytes = b""
@@ -264,8 +249,8 @@ class GroupCoordinator:
             for m in g.members.values():
                 if m.timer is not None:
                     m.timer.cancel()
-                _resolve_join(m, JoinResult(REBALANCE_IN_PROGRESS, m.member_id))
-                _resolve_sync(m, SyncResult(REBALANCE_IN_PROGRESS))
+                _resolve_join(m, JoinResult(ErrorCode.rebalance_in_progress, m.member_id))
+                _resolve_sync(m, SyncResult(ErrorCode.rebalance_in_progress))
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
@@ -283,18 +268,18 @@ class GroupCoordinator:
                          protocols: list[tuple[str, bytes]], require_known_member_id: bool,
                          skip_assignment_supported: bool = False) -> JoinResult:
         if not group_id:
-            return JoinResult(INVALID_GROUP_ID, member_id)
+            return JoinResult(ErrorCode.invalid_group_id, member_id)
         if not self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms:
-            return JoinResult(INVALID_SESSION_TIMEOUT, member_id)
+            return JoinResult(ErrorCode.invalid_session_timeout, member_id)
         if rebalance_timeout_ms < 0:
             rebalance_timeout_ms = session_timeout_ms
         group = self.groups.get(group_id)
         if group is None:
             if member_id:
-                return JoinResult(UNKNOWN_MEMBER_ID, member_id)
+                return JoinResult(ErrorCode.unknown_member_id, member_id)
             group = self._group(group_id)
         if not group.supports(protocol_type, protocols):
-            return JoinResult(INCONSISTENT_GROUP_PROTOCOL, member_id)
+            return JoinResult(ErrorCode.inconsistent_group_protocol, member_id)
         args = dict(client_id=client_id, client_host=client_host, session_timeout_ms=session_timeout_ms,
                     rebalance_timeout_ms=rebalance_timeout_ms, protocol_type=protocol_type,
                     protocols=protocols)
@@ -312,7 +297,7 @@ class GroupCoordinator:
                 timeout = session_timeout_ms / 1000
                 group.pending_members[new_id] = loop.call_later(
                     timeout, self._expire_pending, group, new_id)
-                return JoinResult(MEMBER_ID_REQUIRED, new_id)
+                return JoinResult(ErrorCode.member_id_required, new_id)
             self._add_member_and_rebalance(group, new_id, group_instance_id, fut, args)
             return await fut
 
@@ -321,10 +306,10 @@ class GroupCoordinator:
             self._add_member_and_rebalance(group, member_id, group_instance_id, fut, args)
             return await fut
         if group.is_static_fenced(group_instance_id, member_id):
-            return JoinResult(FENCED_INSTANCE_ID, member_id)
+            return JoinResult(ErrorCode.fenced_instance_id, member_id)
         member = group.members.get(member_id)
         if member is None or group.state is GroupState.EMPTY:
-            return JoinResult(UNKNOWN_MEMBER_ID, member_id)
+            return JoinResult(ErrorCode.unknown_member_id, member_id)
         self._touch(group, member)
         if group.state is GroupState.PREPARING_REBALANCE:
             self._update_member_and_rebalance(group, member, fut, args)
@@ -364,8 +349,8 @@ class GroupCoordinator:
 
     def _replace_static_member(self, group: Group, instance_id: str, old_id: str, new_id: str) -> Member:
         member = group.members.pop(old_id)
-        _resolve_join(member, JoinResult(FENCED_INSTANCE_ID, old_id))
-        _resolve_sync(member, SyncResult(FENCED_INSTANCE_ID))
+        _resolve_join(member, JoinResult(ErrorCode.fenced_instance_id, old_id))
+        _resolve_sync(member, SyncResult(ErrorCode.fenced_instance_id))
         if member.timer is not None:
             member.timer.cancel()
         member.member_id = new_id
@@ -398,7 +383,7 @@ class GroupCoordinator:
                                      fut: asyncio.Future[JoinResult], args: dict[str, Any]) -> None:
         for k, v in args.items():
             setattr(member, k, v)
-        _resolve_join(member, JoinResult(REBALANCE_IN_PROGRESS, member.member_id))  # superseded
+        _resolve_join(member, JoinResult(ErrorCode.rebalance_in_progress, member.member_id))  # superseded
         member.join_fut = fut
         self._maybe_prepare_rebalance(group)
 
@@ -407,7 +392,7 @@ class GroupCoordinator:
         if include_members:
             members = [(m.member_id, m.group_instance_id, m.metadata(group.protocol_name))
                        for m in group.members.values()]
-        return JoinResult(NONE, member_id, group.generation, group.protocol_type, group.protocol_name,
+        return JoinResult(ErrorCode.none, member_id, group.generation, group.protocol_type, group.protocol_name,
                           group.leader or "", members)
 
     # -- rebalancing -----------------------------------------------------------------------
@@ -423,7 +408,7 @@ class GroupCoordinator:
         if group.state is GroupState.COMPLETING_REBALANCE:
             for m in group.members.values():
                 m.assignment = b""
-                _resolve_sync(m, SyncResult(REBALANCE_IN_PROGRESS))
+                _resolve_sync(m, SyncResult(ErrorCode.rebalance_in_progress))
         if group.join_timer is not None:
             group.join_timer.cancel()
         rebalance_timeout = max((m.rebalance_timeout_ms for m in group.members.values()), default=0) / 1000
@@ -494,8 +479,8 @@ class GroupCoordinator:
         if member.group_instance_id is not None and \
                 group.static_members.get(member.group_instance_id) == member.member_id:
             del group.static_members[member.group_instance_id]
-        _resolve_join(member, JoinResult(UNKNOWN_MEMBER_ID, member.member_id))
-        _resolve_sync(member, SyncResult(UNKNOWN_MEMBER_ID))
+        _resolve_join(member, JoinResult(ErrorCode.unknown_member_id, member.member_id))
+        _resolve_sync(member, SyncResult(ErrorCode.unknown_member_id))
         if group.leader == member.member_id:
             group.leader = next(iter(group.members), None)
 
@@ -534,26 +519,26 @@ class GroupCoordinator:
                          protocol_name: str | None, assignments: dict[str, bytes]) -> SyncResult:
         group = self.groups.get(group_id)
         if group is None:
-            return SyncResult(UNKNOWN_MEMBER_ID)
+            return SyncResult(ErrorCode.unknown_member_id)
         if group.is_static_fenced(group_instance_id, member_id):
-            return SyncResult(FENCED_INSTANCE_ID)
+            return SyncResult(ErrorCode.fenced_instance_id)
         if member_id not in group.members:
-            return SyncResult(UNKNOWN_MEMBER_ID)
+            return SyncResult(ErrorCode.unknown_member_id)
         if generation_id != group.generation:
-            return SyncResult(ILLEGAL_GENERATION)
+            return SyncResult(ErrorCode.illegal_generation)
         if (protocol_type is not None and protocol_type != group.protocol_type) or \
                 (protocol_name is not None and protocol_name != group.protocol_name):
-            return SyncResult(INCONSISTENT_GROUP_PROTOCOL)
+            return SyncResult(ErrorCode.inconsistent_group_protocol)
         member = group.members[member_id]
         self._touch(group, member)
         if group.state is GroupState.EMPTY:
-            return SyncResult(UNKNOWN_MEMBER_ID)
+            return SyncResult(ErrorCode.unknown_member_id)
         if group.state is GroupState.PREPARING_REBALANCE:
-            return SyncResult(REBALANCE_IN_PROGRESS)
+            return SyncResult(ErrorCode.rebalance_in_progress)
         if group.state is GroupState.STABLE:
-            return SyncResult(NONE, group.protocol_type, group.protocol_name, member.assignment)
+            return SyncResult(ErrorCode.none, group.protocol_type, group.protocol_name, member.assignment)
         fut: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
-        _resolve_sync(member, SyncResult(REBALANCE_IN_PROGRESS))
+        _resolve_sync(member, SyncResult(ErrorCode.rebalance_in_progress))
         member.sync_fut = fut
         if member_id == group.leader:
             for m in group.members.values():
@@ -561,86 +546,88 @@ class GroupCoordinator:
             group.state = GroupState.STABLE
             log.info("group %s generation %d is stable", group.group_id, group.generation)
             for m in group.members.values():
-                _resolve_sync(m, SyncResult(NONE, group.protocol_type, group.protocol_name, m.assignment))
+                _resolve_sync(m, SyncResult(ErrorCode.none, group.protocol_type, group.protocol_name,
+                                            m.assignment))
         return await fut
 
     def heartbeat(self, group_id: str, generation_id: int, member_id: str,
-                  group_instance_id: str | None) -> int:
+                  group_instance_id: str | None) -> ErrorCode:
         group = self.groups.get(group_id)
         if group is None:
-            return UNKNOWN_MEMBER_ID
+            return ErrorCode.unknown_member_id
         if group.is_static_fenced(group_instance_id, member_id):
-            return FENCED_INSTANCE_ID
+            return ErrorCode.fenced_instance_id
         member = group.members.get(member_id)
         if member is None:
-            return UNKNOWN_MEMBER_ID
+            return ErrorCode.unknown_member_id
         if generation_id != group.generation:
-            return ILLEGAL_GENERATION
+            return ErrorCode.illegal_generation
         if group.state is GroupState.EMPTY:
-            return UNKNOWN_MEMBER_ID
+            return ErrorCode.unknown_member_id
         self._touch(group, member)
         if group.state is GroupState.PREPARING_REBALANCE:
-            return REBALANCE_IN_PROGRESS
-        return NONE
+            return ErrorCode.rebalance_in_progress
+        return ErrorCode.none
 
-    def leave_group(self, group_id: str, members: list[tuple[str, str | None]]) -> list[int]:
+    def leave_group(self, group_id: str, members: list[tuple[str, str | None]]) -> list[ErrorCode]:
         """One error code per leaving (member_id, group_instance_id)."""
         group = self.groups.get(group_id)
         if group is None:
-            return [UNKNOWN_MEMBER_ID] * len(members)
+            return [ErrorCode.unknown_member_id] * len(members)
         errors = []
         for member_id, instance_id in members:
             if not member_id:
                 current = group.static_members.get(instance_id) if instance_id is not None else None
                 if current is None or current not in group.members:
-                    errors.append(UNKNOWN_MEMBER_ID)
+                    errors.append(ErrorCode.unknown_member_id)
                     continue
                 member_id = current
             if member_id in group.pending_members:
                 group.pending_members.pop(member_id).cancel()
                 self._try_complete_join(group)
-                errors.append(NONE)
+                errors.append(ErrorCode.none)
             elif group.is_static_fenced(instance_id, member_id):
-                errors.append(FENCED_INSTANCE_ID)
+                errors.append(ErrorCode.fenced_instance_id)
             elif member_id in group.members:
                 log.info("group %s: member %s left", group.group_id, member_id)
                 self._remove_member_and_update(group, group.members[member_id])
-                errors.append(NONE)
+                errors.append(ErrorCode.none)
             else:
-                errors.append(UNKNOWN_MEMBER_ID)
+                errors.append(ErrorCode.unknown_member_id)
         return errors
 
     # -- offsets ---------------------------------------------------------------------------
 
     def validate_commit(self, group_id: str, generation_id: int, member_id: str,
-                        group_instance_id: str | None) -> int:
+                        group_instance_id: str | None) -> ErrorCode:
         group = self.groups.get(group_id)
         if group is None:
-            return NONE if generation_id < 0 else ILLEGAL_GENERATION
+            return ErrorCode.none if generation_id < 0 else ErrorCode.illegal_generation
         if group.is_static_fenced(group_instance_id, member_id):
-            return FENCED_INSTANCE_ID
+            return ErrorCode.fenced_instance_id
         if generation_id < 0 and group.state is GroupState.EMPTY:
-            return NONE  # a simple (standalone) consumer commits for a group with no members
+            return ErrorCode.none  # a simple (standalone) consumer commits for a group with no members
         if group.state is GroupState.COMPLETING_REBALANCE:
-            return REBALANCE_IN_PROGRESS
+            return ErrorCode.rebalance_in_progress
         member = group.members.get(member_id)
         if member is None:
-            return UNKNOWN_MEMBER_ID
+            return ErrorCode.unknown_member_id
         if generation_id != group.generation:
-            return ILLEGAL_GENERATION
+            return ErrorCode.illegal_generation
         self._touch(group, member)
-        return NONE
+        return ErrorCode.none
 
     async def commit_offsets(self, group_id: str, generation_id: int, member_id: str,
                              group_instance_id: str | None,
-                             offsets: dict[TopicPartition, OffsetAndMetadata]) -> dict[TopicPartition, int]:
+                             offsets: dict[TopicPartition, OffsetAndMetadata]) -> dict[TopicPartition, ErrorCode]:
         """Validate and durably store; one error code per partition."""
         error = self.validate_commit(group_id, generation_id, member_id, group_instance_id)
-        if error != NONE:
+        if error != ErrorCode.none:
             return {tp: error for tp in offsets}
-        results = {tp: OFFSET_METADATA_TOO_LARGE if len((o.metadata or "").encode()) > MAX_METADATA_BYTES
-                   else NONE for tp, o in offsets.items()}
-        good = {tp: o for tp, o in offsets.items() if results[tp] == NONE}
+        results = {tp: ErrorCode.offset_metadata_too_large
+                   if len((o.metadata or "").encode()) > MAX_METADATA_BYTES else ErrorCode.none
+                   for tp, o in offsets.items()}
+        good = {tp: o for tp, o in offsets.items() if results[tp] == ErrorCode.none}
         if good:
             await self._write_offsets(group_id, good)
         return results
@@ -661,7 +648,8 @@ class GroupCoordinator:
         group.offsets.update(offsets)
 
     def fetch_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None,
-                      require_stable: bool = False) -> dict[TopicPartition, tuple[OffsetAndMetadata | None, int]]:
+                      require_stable: bool = False
+                      ) -> dict[TopicPartition, tuple[OffsetAndMetadata | None, ErrorCode]]:
         """Committed offset (None when there is none) and error per partition; None: all committed."""
         group = self.groups.get(group_id)
         committed = group.offsets if group else {}
@@ -670,28 +658,28 @@ class GroupCoordinator:
             for txn in group.pending_txn.values():
                 pending |= txn.keys()
         wanted = sorted(committed) if partitions is None else list(partitions)
-        return {tp: (None, UNSTABLE_OFFSET_COMMIT) if tp in pending else (committed.get(tp), NONE)
-                for tp in wanted}
+        return {tp: (None, ErrorCode.unstable_offset_commit) if tp in pending
+                else (committed.get(tp), ErrorCode.none) for tp in wanted}
 
-    async def delete_offsets(self, group_id: str,
-                             partitions: list[TopicPartition]) -> tuple[int, dict[TopicPartition, int]]:
+    async def delete_offsets(self, group_id: str, partitions: list[TopicPartition]
+                             ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
         """OffsetDelete: a group-level error, and an error per partition."""
         group = self.groups.get(group_id)
         if group is None:
-            return GROUP_ID_NOT_FOUND, {}
-        results: dict[TopicPartition, int] = {}
+            return ErrorCode.group_id_not_found, {}
+        results: dict[TopicPartition, ErrorCode] = {}
         if group.state is not GroupState.EMPTY:
             subscribed = group.subscribed_topics()
             if subscribed is None:
-                return NON_EMPTY_GROUP, {}
+                return ErrorCode.non_empty_group, {}
             for tp in partitions:
                 if tp[0] in subscribed:
-                    results[tp] = GROUP_SUBSCRIBED_TO_TOPIC
+                    results[tp] = ErrorCode.group_subscribed_to_topic
         doomed = [tp for tp in partitions if tp not in results]
         for tp in doomed:
-            results[tp] = NONE
+            results[tp] = ErrorCode.none
         await self._delete_offsets(group, doomed)
-        return NONE, results
+        return ErrorCode.none, results
 
     async def _delete_offsets(self, group: Group, partitions: list[TopicPartition]) -> None:
         # Not filtered by what memory holds: a commit still in flight is not there yet, and
@@ -705,17 +693,17 @@ class GroupCoordinator:
     # -- transactional offsets (TxnOffsetCommit) -------------------------------------------
 
     def validate_txn_member(self, group_id: str, member_id: str, generation_id: int,
-                            group_instance_id: str | None) -> int:
+                            group_instance_id: str | None) -> ErrorCode:
         group = self.groups.get(group_id)
         if group is None:
-            return NONE
+            return ErrorCode.none
         if group.is_static_fenced(group_instance_id, member_id):
-            return FENCED_INSTANCE_ID
+            return ErrorCode.fenced_instance_id
         if member_id and member_id not in group.members:
-            return UNKNOWN_MEMBER_ID
+            return ErrorCode.unknown_member_id
         if generation_id >= 0 and generation_id != group.generation:
-            return ILLEGAL_GENERATION
-        return NONE
+            return ErrorCode.illegal_generation
+        return ErrorCode.none
 
     def stage_txn_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
                           offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
@@ -748,17 +736,17 @@ class GroupCoordinator:
         return [(g.group_id, g.protocol_type or "", g.state.value) for g in self.groups.values()
                 if not wanted or g.state.value.lower() in wanted]
 
-    async def delete_groups(self, group_ids: list[str]) -> dict[str, int]:
-        results: dict[str, int] = {}
+    async def delete_groups(self, group_ids: list[str]) -> dict[str, ErrorCode]:
+        results: dict[str, ErrorCode] = {}
         for gid in group_ids:
             group = self.groups.get(gid)
             if group is None:
-                results[gid] = GROUP_ID_NOT_FOUND
+                results[gid] = ErrorCode.group_id_not_found
             elif group.state is not GroupState.EMPTY:
-                results[gid] = NON_EMPTY_GROUP
+                results[gid] = ErrorCode.non_empty_group
             else:
                 await self._drop_group(group)
-                results[gid] = NONE
+                results[gid] = ErrorCode.none
         return results
 
     async def _drop_group(self, group: Group) -> None:

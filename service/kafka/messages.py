@@ -16,9 +16,10 @@ from types import ModuleType
 from typing import Any
 
 from kio.index import load_payload_module, load_request_schema
-from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
+
+from service.errors import ErrorCode
 
 _EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
 

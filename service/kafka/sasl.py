@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from security.sasl import SaslAuthenticationError, SaslExchange, SaslMechanisms
 
+from service.errors import ErrorCode
 from service.kafka.context import Connection
 
 log = logging.getLogger("sediment.auth")
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
-NONE, UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED = 0, 33, 34, 58
 
 
 class Stage(enum.Enum):
@@ -41,7 +41,7 @@ class NotAllowed(Exception):
 
 @dataclass
 class AuthOutcome:
-    error_code: int
+    error_code: ErrorCode
     error_message: str | None
     auth_bytes: bytes
     session_lifetime_ms: int
@@ -89,28 +89,28 @@ class SaslSession:
 
     # -- SaslHandshake ------------------------------------------------------------------------
 
-    def handshake(self, conn: Connection, mechanism: str, version: int) -> int:
+    def handshake(self, conn: Connection, mechanism: str, version: int) -> ErrorCode:
         if self.stage is Stage.DONE:
             if conn.session_expiry is None:
-                return ILLEGAL_SASL_STATE  # authenticated, no re-authentication in play
+                return ErrorCode.illegal_sasl_state  # authenticated, no re-authentication in play
             if mechanism != conn.mechanism:
                 log.warning("re-authentication of %s from %s changes mechanism %s -> %s: closing",
                             conn.principal, conn.client_host, conn.mechanism, mechanism)
                 self._fail()
-                return UNSUPPORTED_SASL_MECHANISM
+                return ErrorCode.unsupported_sasl_mechanism
             self.reauthenticating = True
         elif self.stage is not Stage.HANDSHAKE:
             self._fail()
-            return ILLEGAL_SASL_STATE
+            return ErrorCode.illegal_sasl_state
         exchange = self.mechanisms.start(mechanism)
         if exchange is None:
             log.warning("authentication failed: client %s:%d asked for SASL mechanism %r (enabled: %s)",
                         conn.client_host, conn.client_port, mechanism, ", ".join(self.mechanisms.enabled))
             self._fail()
-            return UNSUPPORTED_SASL_MECHANISM
+            return ErrorCode.unsupported_sasl_mechanism
         self.exchange = exchange
         self.stage = Stage.RAW_TOKENS if version == 0 else Stage.AUTHENTICATE
-        return NONE
+        return ErrorCode.none
 
     # -- tokens (SaslAuthenticate or raw frames) --------------------------------------------------
 
@@ -118,7 +118,7 @@ class SaslSession:
         if self.stage not in (Stage.AUTHENTICATE, Stage.RAW_TOKENS) or self.exchange is None:
             if self.stage is not Stage.DONE:
                 self._fail()
-            return AuthOutcome(ILLEGAL_SASL_STATE, "SaslAuthenticate outside a SASL exchange", b"", 0)
+            return AuthOutcome(ErrorCode.illegal_sasl_state, "SaslAuthenticate outside a SASL exchange", b"", 0)
         exchange = self.exchange
         try:
             step = await exchange.step(token)
@@ -133,9 +133,9 @@ class SaslSession:
                         " (re-authentication)" if self.reauthenticating else "",
                         f"{e.message} ({reason})" if reason else e.message)
             self._fail()
-            return AuthOutcome(SASL_AUTHENTICATION_FAILED, e.message, b"", 0)
+            return AuthOutcome(ErrorCode.sasl_authentication_failed, e.message, b"", 0)
         if not step.done:
-            return AuthOutcome(NONE, None, step.response, 0)
+            return AuthOutcome(ErrorCode.none, None, step.response, 0)
         assert step.principal is not None
         lifetime = self._lifetime_ms(step.credential_lifetime_ms)
         conn.principal = step.principal
@@ -145,7 +145,7 @@ class SaslSession:
         log.debug("authenticated %s with %s from %s:%d%s", step.principal, exchange.mechanism,
                   conn.client_host, conn.client_port, f" for {lifetime} ms" if lifetime is not None else "")
         self.stage, self.exchange, self.reauthenticating = Stage.DONE, None, False
-        return AuthOutcome(NONE, None, step.response, lifetime or 0)
+        return AuthOutcome(ErrorCode.none, None, step.response, lifetime or 0)
 
     def _lifetime_ms(self, credential_ms: int | None) -> int | None:
         reauth = self.max_reauth_ms if self.max_reauth_ms > 0 else None

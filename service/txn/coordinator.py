@@ -18,23 +18,12 @@ from typing import TYPE_CHECKING
 
 from tiering.records import InvalidRecordError
 
+from service.errors import ErrorCode
+
 if TYPE_CHECKING:
     from service.broker import Broker
 
 log = logging.getLogger("sediment.txn")
-
-# Kafka error codes the coordinator answers with.
-NONE = 0
-UNKNOWN_TOPIC_OR_PARTITION = 3
-COORDINATOR_NOT_AVAILABLE = 15
-INVALID_PRODUCER_EPOCH = 47
-INVALID_TXN_STATE = 48
-INVALID_PRODUCER_ID_MAPPING = 49
-INVALID_TRANSACTION_TIMEOUT = 50
-CONCURRENT_TRANSACTIONS = 51
-OPERATION_NOT_ATTEMPTED = 55
-PRODUCER_FENCED = 90
-TRANSACTIONAL_ID_NOT_FOUND = 105
 
 EMPTY, ONGOING = "Empty", "Ongoing"
 PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
@@ -117,26 +106,26 @@ class TransactionCoordinator:
     # -- InitProducerId --------------------------------------------------------------------
 
     async def init_producer_id(self, transactional_id: str, timeout_ms: int, producer_id: int = -1,
-                               producer_epoch: int = -1) -> tuple[int, int, int]:
+                               producer_epoch: int = -1) -> tuple[ErrorCode, int, int]:
         """(error, producer id, epoch). A known id gets its epoch bumped, fencing older producers;
         an open transaction is aborted first."""
         if not 0 < timeout_ms <= int(self._broker.config["transaction.max.timeout.ms"]):
-            return INVALID_TRANSACTION_TIMEOUT, -1, -1
+            return ErrorCode.invalid_transaction_timeout, -1, -1
         async with self._lock(transactional_id):
             txn = self._txns.get(transactional_id)
             if txn is None:
                 pid = await self._broker.allocate_producer_id()
                 txn = await self._save(TxnMetadata(transactional_id, pid, 0, timeout_ms))
-                return NONE, txn.producer_id, txn.producer_epoch
+                return ErrorCode.none, txn.producer_id, txn.producer_epoch
             if producer_id >= 0 and (producer_id, producer_epoch) != (txn.producer_id, txn.producer_epoch):
                 # KIP-360: a producer re-initialising must name the current id and epoch.
-                return PRODUCER_FENCED, -1, -1
+                return ErrorCode.producer_fenced, -1, -1
             if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
-                return CONCURRENT_TRANSACTIONS, -1, -1
+                return ErrorCode.concurrent_transactions, -1, -1
             if txn.state == ONGOING:
                 txn = await self._abort_with_bump(txn)
             txn = await self._bump(replace(txn, timeout_ms=timeout_ms))
-            return NONE, txn.producer_id, txn.producer_epoch
+            return ErrorCode.none, txn.producer_id, txn.producer_epoch
 
     async def _bump(self, txn: TxnMetadata) -> TxnMetadata:
         if txn.producer_epoch >= MAX_EPOCH:
@@ -154,15 +143,16 @@ class TransactionCoordinator:
 
     # -- checks shared by the transactional APIs --------------------------------------------
 
-    def _check(self, transactional_id: str, producer_id: int, producer_epoch: int) -> tuple[int, TxnMetadata | None]:
+    def _check(self, transactional_id: str, producer_id: int,
+               producer_epoch: int) -> tuple[ErrorCode, TxnMetadata | None]:
         txn = self._txns.get(transactional_id)
         if txn is None or txn.producer_id != producer_id:
-            return INVALID_PRODUCER_ID_MAPPING, None
+            return ErrorCode.invalid_producer_id_mapping, None
         if producer_epoch != txn.producer_epoch:
-            return PRODUCER_FENCED, None
+            return ErrorCode.producer_fenced, None
         if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
-            return CONCURRENT_TRANSACTIONS, None
-        return NONE, txn
+            return ErrorCode.concurrent_transactions, None
+        return ErrorCode.none, txn
 
     def _begin(self, txn: TxnMetadata) -> TxnMetadata:
         if txn.state == ONGOING:
@@ -172,38 +162,38 @@ class TransactionCoordinator:
     # -- AddPartitionsToTxn / AddOffsetsToTxn / TxnOffsetCommit ------------------------------
 
     async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                             partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+                             partitions: list[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
         async with self._lock(transactional_id):
             error, txn = self._check(transactional_id, producer_id, producer_epoch)
             if txn is None:
                 return {tp: error for tp in partitions}
             unknown = {tp for tp in partitions if self._broker.log(*tp) is None}
             if unknown:
-                return {tp: UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else OPERATION_NOT_ATTEMPTED
-                        for tp in partitions}
+                return {tp: ErrorCode.unknown_topic_or_partition if tp in unknown
+                        else ErrorCode.operation_not_attempted for tp in partitions}
             txn = self._begin(txn)
             await self._save(replace(txn, partitions=txn.partitions | set(partitions)))
-            return {tp: NONE for tp in partitions}
+            return {tp: ErrorCode.none for tp in partitions}
 
     async def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                          group_id: str) -> int:
+                          group_id: str) -> ErrorCode:
         async with self._lock(transactional_id):
             error, txn = self._check(transactional_id, producer_id, producer_epoch)
             if txn is None:
                 return error
             txn = self._begin(txn)
             await self._save(replace(txn, groups=txn.groups | {group_id}))
-            return NONE
+            return ErrorCode.none
 
     def check_offset_commit(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                            group_id: str) -> int:
+                            group_id: str) -> ErrorCode:
         """TxnOffsetCommit: the producer must be current and have added the group first."""
         error, txn = self._check(transactional_id, producer_id, producer_epoch)
         if txn is None:
-            return INVALID_PRODUCER_EPOCH if error == PRODUCER_FENCED else error
+            return ErrorCode.invalid_producer_epoch if error == ErrorCode.producer_fenced else error
         if txn.state != ONGOING or group_id not in txn.groups:
-            return INVALID_TXN_STATE
-        return NONE
+            return ErrorCode.invalid_txn_state
+        return ErrorCode.none
 
     async def stage_offsets(self, transactional_id: str, group_id: str,
                             offsets: list[tuple[str, int, int, int, str, int]]) -> None:
@@ -217,22 +207,22 @@ class TransactionCoordinator:
     # -- EndTxn ------------------------------------------------------------------------------
 
     async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                      commit: bool) -> int:
+                      commit: bool) -> ErrorCode:
         async with self._lock(transactional_id):
             txn = self._txns.get(transactional_id)
             if txn is None or txn.producer_id != producer_id:
-                return INVALID_PRODUCER_ID_MAPPING
+                return ErrorCode.invalid_producer_id_mapping
             if producer_epoch != txn.producer_epoch:
-                return PRODUCER_FENCED
+                return ErrorCode.producer_fenced
             if txn.state == ONGOING:
                 txn = await self._save(replace(txn, state=PREPARE_COMMIT if commit else PREPARE_ABORT))
                 await self._complete(txn)
-                return NONE
+                return ErrorCode.none
             if (txn.state, commit) in ((COMPLETE_COMMIT, True), (COMPLETE_ABORT, False)):
-                return NONE  # a retry of an EndTxn that already finished
+                return ErrorCode.none  # a retry of an EndTxn that already finished
             if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
-                return CONCURRENT_TRANSACTIONS
-            return INVALID_TXN_STATE
+                return ErrorCode.concurrent_transactions
+            return ErrorCode.invalid_txn_state
 
     async def _complete(self, txn: TxnMetadata) -> TxnMetadata:
         """Phase two: markers to every partition (made durable), then the group offsets."""

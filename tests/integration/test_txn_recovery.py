@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from service.broker import Broker
 from service.config import load_config
+from service.errors import ErrorCode
 from service.txn.coordinator import (
-    COMPLETE_ABORT, COMPLETE_COMMIT, ONGOING, PREPARE_ABORT, PREPARE_COMMIT, PRODUCER_FENCED, TxnMetadata,
+    COMPLETE_ABORT, COMPLETE_COMMIT, ONGOING, PREPARE_ABORT, PREPARE_COMMIT, TxnMetadata,
 )
 from tests.unit.conftest import make_batch
 
@@ -92,6 +93,6 @@ async def test_open_transaction_past_its_timeout_is_aborted_and_its_producer_fen
         assert (txn.state, txn.producer_epoch) == (COMPLETE_ABORT, epoch + 1)
         assert log.aborted_transactions(0, log.log_end_offset) == [(pid, r.base_offset)]
         assert log.last_stable_offset == log.high_watermark
-        assert await broker.txn.end_txn("slow-app", pid, epoch, True) == PRODUCER_FENCED
+        assert await broker.txn.end_txn("slow-app", pid, epoch, True) == ErrorCode.producer_fenced
     finally:
         await broker.close()

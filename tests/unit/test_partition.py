@@ -8,7 +8,7 @@ import pytest
 from tests.unit.conftest import batch_of_size, make_batch
 from tiering.log.config import TOPIC_CONFIGS, ConfigError, LogConfig, validate_topic_configs
 from tiering.log.partition import OffsetOutOfRangeError, UnifiedLog
-from tiering.records import InvalidRecordError, iter_batches, validate_batches
+from tiering.records import InvalidRecordError, Rejection, iter_batches, validate_batches
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
@@ -95,12 +95,12 @@ def test_append_rejects_bad_batches(tmp_path: Path) -> None:
     log = open_log(tmp_path, max_message_bytes=200)
     with pytest.raises(InvalidRecordError) as info:
         log.append(batch_of_size(201), now_ms=NOW)
-    assert info.value.error_code == 10
+    assert info.value.reason is Rejection.TOO_LARGE
     bad = bytearray(make_batch(1))
     bad[-1] ^= 1
     with pytest.raises(InvalidRecordError) as info:
         log.append(bad, now_ms=NOW)
-    assert info.value.error_code == 2
+    assert info.value.reason is Rejection.CORRUPT
     assert log.log_end_offset == 0 and log.size_bytes == 0
     log.close()
 

@@ -14,13 +14,9 @@ from tiering.records import (
     CONTROL_ABORT,
     CONTROL_COMMIT,
     INT32_MAX,
-    INVALID_PRODUCER_EPOCH,
-    INVALID_RECORD,
-    INVALID_TXN_STATE,
-    OUT_OF_ORDER_SEQUENCE_NUMBER,
-    TRANSACTION_COORDINATOR_FENCED,
     TRANSACTIONAL_MASK,
     InvalidRecordError,
+    Rejection,
     build_control_batch,
     control_record_type,
     iter_batches,
@@ -41,10 +37,10 @@ def idem(n: int, seq: int, *, pid: int = PID, epoch: int = 0, txn: bool = False,
                       attributes=TRANSACTIONAL_MASK if txn else 0, base_timestamp=ts)
 
 
-def error_of(log: UnifiedLog, data: bytes) -> int:
+def error_of(log: UnifiedLog, data: bytes) -> Rejection:
     with pytest.raises(InvalidRecordError) as info:
         log.append(data, now_ms=NOW)
-    return info.value.error_code
+    return info.value.reason
 
 
 def all_batches(log: UnifiedLog):
@@ -105,20 +101,20 @@ def test_only_last_five_batches_are_remembered(tmp_path: Path) -> None:
         log.append(idem(1, i), now_ms=NOW)
     assert log.append(idem(1, 1), now_ms=NOW).duplicate
     # Sequence 0 fell out of the window: not a duplicate any more, but out of order.
-    assert error_of(log, idem(1, 0)) == OUT_OF_ORDER_SEQUENCE_NUMBER
+    assert error_of(log, idem(1, 0)) == Rejection.OUT_OF_ORDER_SEQUENCE
     log.close()
 
 
 def test_sequence_gap_and_old_epoch_codes(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     log.append(idem(2, 0, epoch=1), now_ms=NOW)
-    assert error_of(log, idem(1, 3, epoch=1)) == OUT_OF_ORDER_SEQUENCE_NUMBER
-    assert error_of(log, idem(1, 2, epoch=0)) == INVALID_PRODUCER_EPOCH
+    assert error_of(log, idem(1, 3, epoch=1)) == Rejection.OUT_OF_ORDER_SEQUENCE
+    assert error_of(log, idem(1, 2, epoch=0)) == Rejection.STALE_PRODUCER_EPOCH
     # A new epoch must start at sequence 0.
-    assert error_of(log, idem(1, 5, epoch=2)) == OUT_OF_ORDER_SEQUENCE_NUMBER
+    assert error_of(log, idem(1, 5, epoch=2)) == Rejection.OUT_OF_ORDER_SEQUENCE
     assert log.append(idem(1, 0, epoch=2), now_ms=NOW).base_offset == 2
     # The old epoch is fenced now.
-    assert error_of(log, idem(1, 2, epoch=1)) == INVALID_PRODUCER_EPOCH
+    assert error_of(log, idem(1, 2, epoch=1)) == Rejection.STALE_PRODUCER_EPOCH
     assert log.log_end_offset == 3
     log.close()
 
@@ -132,9 +128,9 @@ def test_unknown_producer_may_start_anywhere_and_sequences_wrap(tmp_path: Path) 
 
 def test_bad_producer_batches_are_invalid_records(tmp_path: Path) -> None:
     log = open_log(tmp_path)
-    assert error_of(log, make_batch(1, producer_id=1, producer_epoch=0, base_sequence=-1)) == INVALID_RECORD
-    assert error_of(log, make_batch(1, attributes=TRANSACTIONAL_MASK)) == INVALID_RECORD
-    assert error_of(log, build_control_batch(1, 0, True, 0, NOW)) == INVALID_RECORD
+    assert error_of(log, make_batch(1, producer_id=1, producer_epoch=0, base_sequence=-1)) == Rejection.INVALID
+    assert error_of(log, make_batch(1, attributes=TRANSACTIONAL_MASK)) == Rejection.INVALID
+    assert error_of(log, build_control_batch(1, 0, True, 0, NOW)) == Rejection.INVALID
     assert log.log_end_offset == 0
     log.close()
 
@@ -146,7 +142,7 @@ def test_multi_batch_request_is_checked_as_a_unit(tmp_path: Path) -> None:
     again = log.append(both, now_ms=NOW)
     assert again.duplicate and again.base_offset == 0
     # A gap inside one request fails the whole request.
-    assert error_of(log, idem(1, 5) + idem(1, 7)) == OUT_OF_ORDER_SEQUENCE_NUMBER
+    assert error_of(log, idem(1, 5) + idem(1, 7)) == Rejection.OUT_OF_ORDER_SEQUENCE
     assert log.log_end_offset == 5
     log.close()
 
@@ -158,7 +154,7 @@ def _answers(log: UnifiedLog) -> list[object]:
             r = log.append(data, now_ms=NOW)
             out.append((r.duplicate, r.base_offset))
         except InvalidRecordError as e:
-            out.append(e.error_code)
+            out.append(e.reason)
     return out
 
 
@@ -188,8 +184,8 @@ def test_state_survives_reopen(tmp_path: Path, drop_snapshots: bool, clean: bool
     assert dup.duplicate and dup.base_offset == 9
     dup = log.append(idem(2, 4, epoch=1), now_ms=NOW)
     assert dup.duplicate and dup.base_offset == 6
-    assert error_of(log, idem(1, 9, epoch=1)) == OUT_OF_ORDER_SEQUENCE_NUMBER
-    assert error_of(log, idem(1, 8, epoch=0)) == INVALID_PRODUCER_EPOCH
+    assert error_of(log, idem(1, 9, epoch=1)) == Rejection.OUT_OF_ORDER_SEQUENCE
+    assert error_of(log, idem(1, 8, epoch=0)) == Rejection.STALE_PRODUCER_EPOCH
     assert log.append(idem(1, 8, epoch=1), now_ms=NOW).base_offset == 13
     assert log.append(idem(1, 101, pid=PID + 1), now_ms=NOW).base_offset == 14
     log.close()
@@ -241,7 +237,7 @@ def test_transactions_move_the_lso(tmp_path: Path) -> None:
     assert log.last_stable_offset == 2 and log.high_watermark == 4
     log.append(idem(1, 0, pid=9, txn=True), now_ms=NOW)  # 4
     log.append(idem(1, 2, txn=True), now_ms=NOW)  # 5
-    assert error_of(log, idem(1, 3)) == INVALID_TXN_STATE  # non-transactional inside a txn
+    assert error_of(log, idem(1, 3)) == Rejection.TXN_STATE  # non-transactional inside a txn
     marker = log.append_control(PID, 0, True, 0, NOW)
     assert marker == 6
     assert log.last_stable_offset == 4  # producer 9 is still open
@@ -267,10 +263,10 @@ def test_marker_fencing(tmp_path: Path) -> None:
     log.append_control(PID, 2, False, 5, NOW)
     with pytest.raises(InvalidRecordError) as info:
         log.append_control(PID, 1, False, 5, NOW)
-    assert info.value.error_code == INVALID_PRODUCER_EPOCH
+    assert info.value.reason == Rejection.STALE_PRODUCER_EPOCH
     with pytest.raises(InvalidRecordError) as info:
         log.append_control(PID, 2, True, 4, NOW)
-    assert info.value.error_code == TRANSACTION_COORDINATOR_FENCED
+    assert info.value.reason == Rejection.STALE_COORDINATOR_EPOCH
     log.close()
 
 
@@ -332,7 +328,7 @@ def test_txn_index_rebuilt_after_its_file_is_deleted(tmp_path: Path, clean: bool
     assert [(s.base_offset, s.aborted_txns()) for s in log.segments] == entries
     assert log.aborted_transactions(0, 7) == expected
     assert log.last_stable_offset == 6
-    assert error_of(log, idem(1, 2)) == INVALID_TXN_STATE
+    assert error_of(log, idem(1, 2)) == Rejection.TXN_STATE
     log.append_control(PID, 0, True, 0, NOW)
     assert log.last_stable_offset == log.high_watermark == 8
     log.close()

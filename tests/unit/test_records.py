@@ -14,6 +14,7 @@ from tiering.compression import compress, decompress
 from tiering.records import (
     HEADER_SIZE,
     InvalidRecordError,
+    Rejection,
     assign_offsets,
     crc32c,
     iter_batches,
@@ -70,50 +71,50 @@ def test_validate_accepts_many_batches() -> None:
     assert [h.position for h in hs] == [sum(len(b) for b in batches[:i]) for i in range(5)]
 
 
-def _code(buf: bytes | bytearray, max_bytes: int = BIG) -> int:
+def _reason(buf: bytes | bytearray, max_bytes: int = BIG) -> Rejection:
     with pytest.raises(InvalidRecordError) as info:
         validate_batches(buf, max_bytes)
-    return info.value.error_code
+    return info.value.reason
 
 
 def test_validate_empty_is_invalid_record() -> None:
-    assert _code(b"") == 87
+    assert _reason(b"") is Rejection.INVALID
 
 
 def test_validate_bad_magic() -> None:
     raw = bytearray(make_batch(1))
     raw[16] = 1
-    assert _code(raw) == 43
+    assert _reason(raw) is Rejection.UNSUPPORTED_FORMAT
 
 
 def test_validate_bad_crc() -> None:
     raw = bytearray(make_batch(2))
     raw[-1] ^= 0xFF
-    assert _code(raw) == 2
+    assert _reason(raw) is Rejection.CORRUPT
 
 
 def test_validate_crc_covers_attributes() -> None:
     raw = bytearray(make_batch(2))
     raw[22] ^= 0x08
-    assert _code(raw) == 2
+    assert _reason(raw) is Rejection.CORRUPT
 
 
 def test_validate_length_past_end() -> None:
     raw = make_batch(2)
-    assert _code(raw[:-1]) == 2
-    assert _code(raw + raw[:30]) == 2
-    assert _code(raw[:10]) == 2
+    assert _reason(raw[:-1]) is Rejection.CORRUPT
+    assert _reason(raw + raw[:30]) is Rejection.CORRUPT
+    assert _reason(raw[:10]) is Rejection.CORRUPT
 
 
 def test_validate_length_too_small() -> None:
     raw = bytearray(make_batch(1))
     struct.pack_into(">i", raw, 8, 20)
-    assert _code(raw) == 2
+    assert _reason(raw) is Rejection.CORRUPT
 
 
 def test_validate_too_large() -> None:
     raw = make_batch(10)
-    assert _code(raw, len(raw) - 1) == 10
+    assert _reason(raw, len(raw) - 1) is Rejection.TOO_LARGE
     assert len(validate_batches(raw, len(raw))) == 1
 
 
@@ -125,9 +126,9 @@ def test_validate_record_count_and_delta() -> None:
         struct.pack_into(">I", raw, 17, crc32c(raw[21:]))
         return bytes(raw)
 
-    assert _code(patched(0, -1)) == 87
-    assert _code(patched(3, -1)) == 87
-    assert _code(patched(2, 2)) == 87
+    assert _reason(patched(0, -1)) is Rejection.INVALID
+    assert _reason(patched(3, -1)) is Rejection.INVALID
+    assert _reason(patched(2, 2)) is Rejection.INVALID
     assert len(validate_batches(patched(3, 2), BIG)) == 1
 
 
@@ -168,7 +169,6 @@ def test_compressed_batch_validates(codec: int) -> None:
 def test_error_carries_message() -> None:
     with pytest.raises(InvalidRecordError, match="max.message.bytes"):
         validate_batches(make_batch(1), 10)
-    assert records.INVALID_RECORD == 87
 
 
 # --- compression codecs (tiering/compression.py) ---

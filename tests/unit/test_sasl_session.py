@@ -8,8 +8,9 @@ import pytest
 
 from security.credentials import SCRAM_SHA_512, CredentialCache, new_credential
 from security.sasl import SaslMechanisms
+from service.errors import ErrorCode
 from service.kafka.context import Connection
-from service.kafka.sasl import NONE, SASL_AUTHENTICATION_FAILED, SASL_HANDSHAKE, NotAllowed, SaslSession
+from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession
 from tests.clock import FakeClock
 
 METADATA = 3
@@ -30,7 +31,7 @@ def session(mechanisms: SaslMechanisms, clock: FakeClock) -> tuple[SaslSession, 
 
 
 async def login(s: SaslSession, conn: Connection, user: str = "alice") -> tuple[int, int]:
-    assert s.handshake(conn, "PLAIN", 1) == NONE
+    assert s.handshake(conn, "PLAIN", 1) == ErrorCode.none
     outcome = await s.authenticate(conn, f"\x00{user}\x00{user}-pw".encode())
     return outcome.error_code, outcome.session_lifetime_ms
 
@@ -38,7 +39,7 @@ async def login(s: SaslSession, conn: Connection, user: str = "alice") -> tuple[
 async def test_session_ends_exactly_at_its_lifetime(mechanisms):
     clock = FakeClock(1000.0)
     s, conn = session(mechanisms, clock)
-    assert await login(s, conn) == (NONE, REAUTH_MS)
+    assert await login(s, conn) == (ErrorCode.none, REAUTH_MS)
     clock.advance(2.999)
     s.admit(conn, METADATA)
     clock.advance(0.001)
@@ -50,23 +51,23 @@ async def test_session_ends_exactly_at_its_lifetime(mechanisms):
 async def test_reauthentication_starts_a_new_session_for_the_same_principal(mechanisms):
     clock = FakeClock(1000.0)
     s, conn = session(mechanisms, clock)
-    assert await login(s, conn) == (NONE, REAUTH_MS)
+    assert await login(s, conn) == (ErrorCode.none, REAUTH_MS)
     clock.advance(2.0)
-    assert await login(s, conn) == (NONE, REAUTH_MS)
+    assert await login(s, conn) == (ErrorCode.none, REAUTH_MS)
     clock.advance(2.999)  # past the first session's end, inside the second's
     s.admit(conn, METADATA)
     assert conn.principal == "User:alice"
     clock.advance(0.001)
     with pytest.raises(NotAllowed):
         s.admit(conn, METADATA)
-    assert await login(s, conn, "bob") == (SASL_AUTHENTICATION_FAILED, 0)  # no change of principal
+    assert await login(s, conn, "bob") == (ErrorCode.sasl_authentication_failed, 0)  # no change of principal
     assert s.close_delay_s == 0.1
 
 
 async def test_failed_authentication_closes_after_the_configured_delay(mechanisms):
     s, conn = session(mechanisms, FakeClock())
-    assert s.handshake(conn, "PLAIN", 1) == NONE
+    assert s.handshake(conn, "PLAIN", 1) == ErrorCode.none
     outcome = await s.authenticate(conn, b"\x00alice\x00wrong")
-    assert outcome.error_code == SASL_AUTHENTICATION_FAILED
+    assert outcome.error_code == ErrorCode.sasl_authentication_failed
     assert s.close_delay_s == 0.1
     assert not conn.authenticated

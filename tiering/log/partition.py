@@ -40,12 +40,8 @@ LOG_START_CHECKPOINT = "log-start-offset"
 RECOVERY_POINT_CHECKPOINT = "recovery-point"
 INT32_MAX = (1 << 31) - 1
 
-OFFSET_OUT_OF_RANGE = 1
-
 
 class OffsetOutOfRangeError(Exception):
-    error_code = OFFSET_OUT_OF_RANGE
-
     def __init__(self, message: str, *, log_start_offset: int, log_end_offset: int) -> None:
         super().__init__(message)
         self.log_start_offset = log_start_offset
@@ -311,7 +307,7 @@ class UnifiedLog:
     ) -> int:
         """Write an end-transaction marker for the producer and close its open transaction here.
         An abort is recorded in the active segment's transaction index. Returns the marker's
-        offset. Raises InvalidRecordError (INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED).
+        offset. Raises InvalidRecordError (STALE_PRODUCER_EPOCH, STALE_COORDINATOR_EPOCH).
         """
         self._producers.check_marker(producer_id, producer_epoch, coordinator_epoch)
         buf = bytearray(build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now_ms))

@@ -26,15 +26,11 @@ from pathlib import Path
 
 from tiering.log.files import fsync_dir, write_atomically
 from tiering.records import (
-    INVALID_PRODUCER_EPOCH,
-    INVALID_RECORD,
-    INVALID_TXN_STATE,
     NO_PRODUCER_EPOCH,
     NO_SEQUENCE,
-    OUT_OF_ORDER_SEQUENCE_NUMBER,
-    TRANSACTION_COORDINATOR_FENCED,
     BatchHeader,
     InvalidRecordError,
+    Rejection,
     crc32c,
     in_sequence,
 )
@@ -149,7 +145,7 @@ class ProducerStateManager:
         PendingAppend with `duplicate` set when a batch repeats one already written (the
         request is then not written: Kafka treats a partition's batches of one request as a
         unit), or the entries to commit() after the write. Raises InvalidRecordError with
-        INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_TXN_STATE or INVALID_RECORD.
+        STALE_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE, TXN_STATE or INVALID.
         """
         pending: PendingAppend | None = None
         offset = base_offset
@@ -157,14 +153,14 @@ class ProducerStateManager:
             first_offset = offset
             offset += h.last_offset_delta + 1
             if h.is_control:
-                raise InvalidRecordError(INVALID_RECORD, "clients may not write control batches")
+                raise InvalidRecordError(Rejection.INVALID, "clients may not write control batches")
             if h.producer_id < 0:
                 if h.is_transactional:
-                    raise InvalidRecordError(INVALID_RECORD, "transactional batch without a producer id")
+                    raise InvalidRecordError(Rejection.INVALID, "transactional batch without a producer id")
                 continue
             if h.base_sequence < 0:
                 raise InvalidRecordError(
-                    INVALID_RECORD,
+                    Rejection.INVALID,
                     f"invalid sequence number {h.base_sequence} in a batch of producer {h.producer_id}",
                 )
             if pending is None:
@@ -183,7 +179,7 @@ class ProducerStateManager:
                 dup = entry.find_duplicate(h.producer_epoch, h.base_sequence, h.last_sequence)
                 if dup is not None:
                     raise InvalidRecordError(
-                        OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        Rejection.OUT_OF_ORDER_SEQUENCE,
                         f"producer {pid} repeats sequences {h.base_sequence}..{h.last_sequence} "
                         "within one request",
                     )
@@ -196,7 +192,7 @@ class ProducerStateManager:
         epoch, first_seq = h.producer_epoch, h.base_sequence
         if epoch < entry.epoch:
             raise InvalidRecordError(
-                INVALID_PRODUCER_EPOCH,
+                Rejection.STALE_PRODUCER_EPOCH,
                 f"epoch {epoch} of producer {h.producer_id} is older than the current {entry.epoch} "
                 f"in {self.name}",
             )
@@ -205,12 +201,12 @@ class ProducerStateManager:
             # anywhere: its earlier batches may have been removed by retention (Kafka 2.5+).
             if first_seq != 0 and entry.epoch != NO_PRODUCER_EPOCH:
                 raise InvalidRecordError(
-                    OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    Rejection.OUT_OF_ORDER_SEQUENCE,
                     f"producer {h.producer_id}: new epoch {epoch} starts at sequence {first_seq}, not 0",
                 )
         elif entry.batches and not in_sequence(entry.last_seq, first_seq):
             raise InvalidRecordError(
-                OUT_OF_ORDER_SEQUENCE_NUMBER,
+                Rejection.OUT_OF_ORDER_SEQUENCE,
                 f"producer {h.producer_id} epoch {epoch}: sequence {first_seq} after {entry.last_seq} "
                 f"in {self.name}",
             )
@@ -218,12 +214,12 @@ class ProducerStateManager:
             # Known epoch with no batch metadata left (a marker was its last write): Kafka
             # expects the sequence to follow NO_SEQUENCE, i.e. 0.
             raise InvalidRecordError(
-                OUT_OF_ORDER_SEQUENCE_NUMBER,
+                Rejection.OUT_OF_ORDER_SEQUENCE,
                 f"producer {h.producer_id} epoch {epoch}: sequence {first_seq} where 0 was expected",
             )
         if entry.txn_first_offset is not None and not h.is_transactional:
             raise InvalidRecordError(
-                INVALID_TXN_STATE,
+                Rejection.TXN_STATE,
                 f"expected a transactional write from producer {h.producer_id} at offset {first_offset}",
             )
 
@@ -250,12 +246,12 @@ class ProducerStateManager:
             return
         if producer_epoch < entry.epoch:
             raise InvalidRecordError(
-                INVALID_PRODUCER_EPOCH,
+                Rejection.STALE_PRODUCER_EPOCH,
                 f"marker epoch {producer_epoch} of producer {producer_id} is older than {entry.epoch}",
             )
         if coordinator_epoch < entry.coordinator_epoch:
             raise InvalidRecordError(
-                TRANSACTION_COORDINATOR_FENCED,
+                Rejection.STALE_COORDINATOR_EPOCH,
                 f"marker coordinator epoch {coordinator_epoch} for producer {producer_id} is older "
                 f"than {entry.coordinator_epoch}",
             )

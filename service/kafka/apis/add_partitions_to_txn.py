@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.kafka.apis.authz import OPERATION_NOT_ATTEMPTED, TXN_ID, WRITE, TopicChecks, check
+from service.errors import ErrorCode
+from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 
 
@@ -34,4 +35,4 @@ def _denied(ctx: RequestContext, transactional_id: str, wanted: list[tuple[str, 
     errors = {tp: denied(tp[0]) for tp in wanted}
     if not any(errors.values()):
         return {}
-    return {tp: code or OPERATION_NOT_ATTEMPTED for tp, code in errors.items()}
+    return {tp: code or ErrorCode.operation_not_attempted for tp, code in errors.items()}

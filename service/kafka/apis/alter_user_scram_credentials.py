@@ -13,10 +13,9 @@ from security.credentials import (
     MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_WIRE_ID, ScramCredential, credential_from_salted,
 )
 
-from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.errors import ErrorCode
+from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
-
-UNSUPPORTED_SASL_MECHANISM, RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL = 33, 91, 92, 93
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
@@ -24,21 +23,21 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if not cluster_allows(ctx, ALTER):
         users = dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions))
         return s.response(throttle_time=0, results=tuple(
-            s("AlterUserScramCredentialsResult", user=u, error_code=CLUSTER_AUTHORIZATION_FAILED,
+            s("AlterUserScramCredentialsResult", user=u, error_code=ErrorCode.cluster_authorization_failed,
               error_message="Cluster authorization failed.") for u in users))
     seen = Counter((a.name, int(a.mechanism)) for a in (*req.deletions, *req.upsertions))
-    errors: dict[str, tuple[int, str]] = {}
+    errors: dict[str, tuple[ErrorCode, str]] = {}
     deletes: dict[str, list[str]] = {}
     upserts: dict[str, list[tuple[str, ScramCredential]]] = {}
 
-    def fail(user: str, code: int, message: str) -> None:
+    def fail(user: str, code: ErrorCode, message: str) -> None:
         errors.setdefault(user, (code, message))
 
     for d in req.deletions:
         mech = SCRAM_BY_WIRE_ID.get(int(d.mechanism))
         error = _shared_error(d, mech, seen)
         if error is None and broker.credentials.get(d.name, mech.name) is None:
-            error = RESOURCE_NOT_FOUND, "Attempt to delete a user credential that does not exist"
+            error = ErrorCode.resource_not_found, "Attempt to delete a user credential that does not exist"
         if error is not None:
             fail(d.name, *error)
         else:
@@ -63,26 +62,26 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             await broker.delete_scram_credential(user, mech_name)
         for mech_name, cred in upserts.get(user, ()):
             await broker.put_scram_credential(user, mech_name, cred)
-        results.append(s("AlterUserScramCredentialsResult", user=user, error_code=0, error_message=None))
+        results.append(s("AlterUserScramCredentialsResult", user=user, error_code=ErrorCode.none, error_message=None))
     return s.response(throttle_time=0, results=tuple(results))
 
 
-def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[int, str] | None:
+def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[ErrorCode, str] | None:
     """The checks deletions and upsertions share: a name, a known mechanism, once per request."""
     if not alteration.name:
-        return UNACCEPTABLE_CREDENTIAL, "Username must not be empty"
+        return ErrorCode.unacceptable_credential, "Username must not be empty"
     if mech is None:
-        return UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism"
+        return ErrorCode.unsupported_sasl_mechanism, "Unknown SCRAM mechanism"
     if seen[(alteration.name, int(alteration.mechanism))] > 1:
-        return DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request"
+        return ErrorCode.duplicate_resource, "A user credential cannot be altered twice in the same request"
     return None
 
 
-def _credential_error(u: Any, mech: Any, iterations: int) -> tuple[int, str] | None:
+def _credential_error(u: Any, mech: Any, iterations: int) -> tuple[ErrorCode, str] | None:
     if iterations < MIN_ITERATIONS:
-        return UNACCEPTABLE_CREDENTIAL, f"Too few iterations (minimum {MIN_ITERATIONS})"
+        return ErrorCode.unacceptable_credential, f"Too few iterations (minimum {MIN_ITERATIONS})"
     if iterations > MAX_ITERATIONS:
-        return UNACCEPTABLE_CREDENTIAL, f"Too many iterations (maximum {MAX_ITERATIONS})"
+        return ErrorCode.unacceptable_credential, f"Too many iterations (maximum {MAX_ITERATIONS})"
     if not u.salt or len(u.salted_password) != mech.digest_size:
-        return UNACCEPTABLE_CREDENTIAL, "Salt or salted password is missing or malformed"
+        return ErrorCode.unacceptable_credential, "Salt or salted password is missing or malformed"
     return None

@@ -6,8 +6,8 @@ from typing import Any
 
 from kio.schema.api_versions.v0.response import ApiVersion as ApiVersionV0
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
-from kio.schema.errors import ErrorCode
 
+from service.errors import ErrorCode
 from service.kafka.context import RequestContext
 from service.kafka.messages import encode_response
 from service.kafka.versions import API_RANGES
@@ -25,4 +25,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     keys = tuple(s("ApiVersion", api_key=r.key, min_version=r.min, max_version=r.max)
                  for r in API_RANGES.values())
-    return s.response(error_code=0, api_keys=keys, throttle_time=0)
+    return s.response(error_code=ErrorCode.none, api_keys=keys, throttle_time=0)

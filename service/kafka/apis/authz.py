@@ -1,9 +1,11 @@
-"""Shared by the handlers: ACL names, Kafka's authorization error codes, authorized-operations fields."""
+"""Shared by the handlers: ACL names, the authorization error code of each resource type,
+authorized-operations fields."""
 
 from __future__ import annotations
 
 from security.acl import CLUSTER_NAME, AclOperation, ResourceType
 
+from service.errors import ErrorCode
 from service.kafka.context import RequestContext
 
 TOPIC, GROUP, CLUSTER, TXN_ID = (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER,
@@ -14,14 +16,9 @@ CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE = (
     AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
     AclOperation.IDEMPOTENT_WRITE)
 
-TOPIC_AUTHORIZATION_FAILED = 29
-GROUP_AUTHORIZATION_FAILED = 30
-CLUSTER_AUTHORIZATION_FAILED = 31
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
-OPERATION_NOT_ATTEMPTED = 55
-
-DENIED_CODE = {TOPIC: TOPIC_AUTHORIZATION_FAILED, GROUP: GROUP_AUTHORIZATION_FAILED,
-               CLUSTER: CLUSTER_AUTHORIZATION_FAILED, TXN_ID: TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+DENIED_CODE = {TOPIC: ErrorCode.topic_authorization_failed, GROUP: ErrorCode.group_authorization_failed,
+               CLUSTER: ErrorCode.cluster_authorization_failed,
+               TXN_ID: ErrorCode.transactional_id_authorization_failed}
 
 AUTH_OPS_OMITTED = -(2**31)  # Kafka's value when the client did not ask for authorized operations
 
@@ -30,9 +27,9 @@ def cluster_allows(ctx: RequestContext, op: AclOperation, *, audit: bool = True)
     return ctx.authorize(op, CLUSTER, CLUSTER_NAME, audit=audit)
 
 
-def check(ctx: RequestContext, op: AclOperation, rtype: ResourceType, name: str) -> int:
-    """0 when allowed, else the resource type's authorization error code."""
-    return 0 if ctx.authorize(op, rtype, name) else DENIED_CODE[rtype]
+def check(ctx: RequestContext, op: AclOperation, rtype: ResourceType, name: str) -> ErrorCode:
+    """ErrorCode.none (0) when allowed, else the resource type's authorization error code."""
+    return ErrorCode.none if ctx.authorize(op, rtype, name) else DENIED_CODE[rtype]
 
 
 def authorized_ops(ctx: RequestContext, wanted: bool, rtype: ResourceType, name: str) -> int:
@@ -47,9 +44,9 @@ class TopicChecks:
 
     def __init__(self, ctx: RequestContext, op: AclOperation) -> None:
         self._ctx, self._op = ctx, op
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, ErrorCode] = {}
 
-    def __call__(self, topic: str) -> int:
+    def __call__(self, topic: str) -> ErrorCode:
         code = self._seen.get(topic)
         if code is None:
             code = self._seen[topic] = check(self._ctx, self._op, TOPIC, topic)

@@ -10,7 +10,7 @@ from security.acl import CLUSTER_NAME, AclOperation
 from tiering.log.config import TOPIC_CONFIGS
 
 from service.config import KEYS, TOPIC_DEFAULT_KEYS
-from service.errors import INVALID_REQUEST, UNKNOWN_TOPIC_OR_PARTITION, TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import ALTER_CONFIGS, CLUSTER, GROUP, TOPIC, check
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ class Entry:
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
 
 
-def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str) -> int:
-    """0, or the authorization error of this config resource: topics need `op` on the topic,
+def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str) -> ErrorCode:
+    """ErrorCode.none, or the authorization error of this config resource: topics need `op` on the topic,
     groups on the group, broker (and logger) configs on the cluster."""
     if rtype == RESOURCE_TOPIC:
         return check(ctx, op, TOPIC, name)
@@ -43,7 +43,7 @@ def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str
         return check(ctx, op, GROUP, name)
     if rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
         return check(ctx, op, CLUSTER, CLUSTER_NAME)
-    return 0
+    return ErrorCode.none
 
 
 def topic_config_entries(broker: "Broker", overrides: dict[str, str]) -> list[Entry]:
@@ -78,20 +78,20 @@ async def alter_result(ctx: "RequestContext", r: Any, compute: Callable[[dict[st
                        validate_only: bool) -> Any:
     """Apply `compute(old overrides) -> new overrides` to one resource and build its result."""
     rtype, name = int(r.resource_type), r.resource_name
-    code, message = 0, None
+    code, message = ErrorCode.none, None
     if denied := config_denied(ctx, ALTER_CONFIGS, rtype, name):
         code = denied
     elif rtype == RESOURCE_TOPIC:
         topic = ctx.broker.topics.get(name)
         try:
             if topic is None:
-                raise TopicError(UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+                raise TopicError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
             await ctx.broker.set_topic_configs(name, compute(dict(topic.configs)), validate_only=validate_only)
         except TopicError as e:
             code, message = e.code, e.message
     elif rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
-        code, message = INVALID_REQUEST, "Broker configs are static: set them in the config file."
+        code, message = ErrorCode.invalid_request, "Broker configs are static: set them in the config file."
     else:
-        code, message = INVALID_REQUEST, f"Resource type {rtype} is not supported."
+        code, message = ErrorCode.invalid_request, f"Resource type {rtype} is not supported."
     return ctx.schema("AlterConfigsResourceResponse", error_code=code, error_message=message,
                       resource_type=rtype, resource_name=name)

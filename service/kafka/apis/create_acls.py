@@ -6,9 +6,9 @@ from typing import Any
 
 from security.acl import AclError
 
-from service.errors import INVALID_REQUEST
+from service.errors import ErrorCode
 from service.kafka.apis.acls import binding_of
-from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -16,7 +16,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     if not cluster_allows(ctx, ALTER):
         return s.response(throttle_time=0, results=tuple(
-            s("AclCreationResult", error_code=CLUSTER_AUTHORIZATION_FAILED, error_message=None)
+            s("AclCreationResult", error_code=ErrorCode.cluster_authorization_failed, error_message=None)
             for _ in req.creations))
     results: list[tuple[int, str | None]] = []
     valid = []
@@ -25,7 +25,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         try:
             b.validate()
         except AclError as e:
-            results.append((INVALID_REQUEST, str(e)))
+            results.append((ErrorCode.invalid_request, str(e)))
             continue
         valid.append(b)
         results.append((0, None))

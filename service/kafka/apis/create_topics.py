@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
-from service.errors import TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import topic_config_entries
-from service.kafka.apis.authz import (
-    CREATE, DESCRIBE_CONFIGS, TOPIC, TOPIC_AUTHORIZATION_FAILED, cluster_allows,
-)
+from service.kafka.apis.authz import CREATE, DESCRIBE_CONFIGS, TOPIC, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -26,7 +22,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                                    f"Create topics request contains topic '{t.name}' more than once."))
             continue
         if not cluster_create and not ctx.authorize(CREATE, TOPIC, t.name):
-            results.append(_error(ctx, t.name, TOPIC_AUTHORIZATION_FAILED, "Authorization failed."))
+            results.append(_error(ctx, t.name, ErrorCode.topic_authorization_failed, "Authorization failed."))
             continue
         results.append(await _create(ctx, t, bool(getattr(req, "validate_only", False))))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(counts)
@@ -54,15 +50,15 @@ async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
     entries = () if not s.has("CreatableTopicConfigs") else tuple(s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
                       config_source=e.source, is_sensitive=False)
                     for e in topic_config_entries(broker, topic.configs))
-    config_error = 0
+    config_error = ErrorCode.none
     if entries and not ctx.authorize(DESCRIBE_CONFIGS, TOPIC, t.name, audit=False):
-        entries, config_error = None, TOPIC_AUTHORIZATION_FAILED  # created, but its configs stay hidden
-    return s("CreatableTopicResult", name=t.name, topic_id=topic.topic_id, error_code=0,
+        entries, config_error = None, ErrorCode.topic_authorization_failed  # created, but its configs stay hidden
+    return s("CreatableTopicResult", name=t.name, topic_id=topic.topic_id, error_code=ErrorCode.none,
              error_message=None, topic_config_error_code=config_error, num_partitions=topic.partitions,
              replication_factor=1, configs=entries)
 
 
 def _error(ctx: RequestContext, name: str, code: int, message: str) -> Any:
     return ctx.schema("CreatableTopicResult", name=name, topic_id=None, error_code=code,
-                      error_message=message, topic_config_error_code=0, num_partitions=-1,
+                      error_message=message, topic_config_error_code=ErrorCode.none, num_partitions=-1,
                       replication_factor=-1, configs=None)

@@ -6,9 +6,9 @@ from typing import Any
 
 from security.acl import AclError, AclFilter
 
-from service.errors import INVALID_REQUEST
+from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
-from service.kafka.apis.authz import ALTER, CLUSTER_AUTHORIZATION_FAILED, cluster_allows
+from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -16,7 +16,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     if not cluster_allows(ctx, ALTER):
         return s.response(throttle_time=0, filter_results=tuple(
-            s("DeleteAclsFilterResult", error_code=CLUSTER_AUTHORIZATION_FAILED, error_message=None,
+            s("DeleteAclsFilterResult", error_code=ErrorCode.cluster_authorization_failed, error_message=None,
               matching_acls=()) for _ in req.filters))
     errors: dict[int, str] = {}
     valid: list[tuple[int, AclFilter]] = []
@@ -32,11 +32,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     results = []
     for i in range(len(req.filters)):
         if i in errors:
-            results.append(s("DeleteAclsFilterResult", error_code=INVALID_REQUEST, error_message=errors[i],
+            results.append(s("DeleteAclsFilterResult", error_code=ErrorCode.invalid_request, error_message=errors[i],
                              matching_acls=()))
             continue
-        results.append(s("DeleteAclsFilterResult", error_code=0, error_message=None, matching_acls=tuple(
-            s("DeleteAclsMatchingAcl", error_code=0, error_message=None, resource_type=b.resource_type,
+        results.append(s("DeleteAclsFilterResult", error_code=ErrorCode.none, error_message=None, matching_acls=tuple(
+            s("DeleteAclsMatchingAcl", error_code=ErrorCode.none, error_message=None, resource_type=b.resource_type,
               resource_name=b.resource_name, pattern_type=b.pattern_type, principal=b.principal, host=b.host,
               operation=b.operation, permission_type=b.permission) for b in by_index[i])))
     return s.response(throttle_time=0, filter_results=tuple(results))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from tiering.log.partition import OffsetOutOfRangeError
 from tiering.remote.store import StoreError
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DELETE, TopicChecks
 from service.kafka.context import RequestContext
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
-from service.errors import TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import DELETE, TOPIC, check
 from service.kafka.context import RequestContext
 

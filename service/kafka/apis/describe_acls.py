@@ -6,9 +6,9 @@ from typing import Any
 
 from security.acl import AclBinding, AclError
 
-from service.errors import INVALID_REQUEST
+from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
-from service.kafka.apis.authz import CLUSTER_AUTHORIZATION_FAILED, DESCRIBE, cluster_allows
+from service.kafka.apis.authz import DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -26,10 +26,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             for (rt, name, pt), acls in by_resource.items()))
 
     if not cluster_allows(ctx, DESCRIBE):
-        return answer(CLUSTER_AUTHORIZATION_FAILED, None, [])
+        return answer(ErrorCode.cluster_authorization_failed, None, [])
     f = filter_of(req)
     try:
         f.validate()
     except AclError as e:
-        return answer(INVALID_REQUEST, str(e), [])
+        return answer(ErrorCode.invalid_request, str(e), [])
     return answer(0, None, ctx.broker.authorizer.matching(f))

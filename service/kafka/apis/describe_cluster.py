@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from security.acl import CLUSTER_NAME
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import CLUSTER, authorized_ops
 from service.kafka.context import RequestContext
 
@@ -25,7 +24,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                           controller_id=-1, brokers=(), cluster_authorized_operations=-(2**31))
     ep = cluster.endpoint_for(ctx.conn.listener_name)
     brokers = (s("DescribeClusterBroker", broker_id=cluster.node_id, host=ep.host, port=ep.port, rack=None),)
-    return s.response(throttle_time=0, error_code=0, error_message=None, endpoint_type=endpoint_type,
+    return s.response(throttle_time=0, error_code=ErrorCode.none, error_message=None, endpoint_type=endpoint_type,
                       cluster_id=cluster.cluster_id, controller_id=cluster.node_id, brokers=brokers,
                       cluster_authorized_operations=authorized_ops(
                           ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),

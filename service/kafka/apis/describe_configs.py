@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE_CONFIGS
 from service.kafka.apis.configs import (
     RESOURCE_BROKER, RESOURCE_TOPIC, Entry, broker_config_entries, config_denied, topic_config_entries,

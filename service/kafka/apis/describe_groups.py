@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import AUTH_OPS_OMITTED, DESCRIBE, GROUP, authorized_ops, check
 from service.kafka.context import RequestContext
 
@@ -22,7 +23,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         members = tuple(s("DescribedGroupMember", member_id=m.member_id, group_instance_id=m.group_instance_id,
                           client_id=m.client_id, client_host=m.client_host, member_metadata=m.metadata,
                           member_assignment=m.assignment) for m in g.members)
-        groups.append(s("DescribedGroup", error_code=0, group_id=group_id, group_state=g.state,
+        groups.append(s("DescribedGroup", error_code=ErrorCode.none, group_id=group_id, group_state=g.state,
                         protocol_type=g.protocol_type, protocol_data=g.protocol_name, members=members,
                         authorized_operations=authorized_ops(ctx, want_ops, GROUP, group_id)))
     return s.response(throttle_time=0, groups=tuple(groups))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TXN_ID, check
 from service.kafka.context import RequestContext
 
@@ -24,7 +23,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(txn.partitions):
             by_topic.setdefault(topic, []).append(partition)
-        states.append(s("TransactionState", error_code=0, transactional_id=tid,
+        states.append(s("TransactionState", error_code=ErrorCode.none, transactional_id=tid,
                         transaction_state=txn.state, transaction_timeout=txn.timeout_ms,
                         transaction_start_time=txn.start_ms, producer_id=txn.producer_id,
                         producer_epoch=txn.producer_epoch,

@@ -7,16 +7,15 @@ from typing import Any
 
 from security.credentials import SCRAM_MECHANISMS
 
-from service.kafka.apis.authz import CLUSTER_AUTHORIZATION_FAILED, DESCRIBE, cluster_allows
+from service.errors import ErrorCode
+from service.kafka.apis.authz import DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext
-
-RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE = 91, 92
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s, creds = ctx.schema, ctx.broker.credentials
     if not cluster_allows(ctx, DESCRIBE):
-        return s.response(throttle_time=0, error_code=CLUSTER_AUTHORIZATION_FAILED,
+        return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed,
                           error_message="Cluster authorization failed.", results=())
     named = [u.name for u in req.users or ()]
     results = []
@@ -25,18 +24,20 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     counts = Counter(named)
     for user in dict.fromkeys(named):
         if counts[user] > 1:
-            results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=DUPLICATE_RESOURCE,
+            results.append(s("DescribeUserScramCredentialsResult", user=user,
+                             error_code=ErrorCode.duplicate_resource,
                              error_message="Cannot describe SCRAM credentials for the same user twice in a "
                                            f"single request: {user}", credential_infos=()))
             continue
         stored = creds.of_user(user)
         if not stored:
-            results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=RESOURCE_NOT_FOUND,
+            results.append(s("DescribeUserScramCredentialsResult", user=user,
+                             error_code=ErrorCode.resource_not_found,
                              error_message=f"Attempt to describe a user credential that does not exist: {user}",
                              credential_infos=()))
             continue
         infos = tuple(s("CredentialInfo", mechanism=SCRAM_MECHANISMS[m].wire_id, iterations=c.iterations)
                       for m, c in sorted(stored.items()))
-        results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=0, error_message=None,
+        results.append(s("DescribeUserScramCredentialsResult", user=user, error_code=ErrorCode.none, error_message=None,
                          credential_infos=infos))
-    return s.response(throttle_time=0, error_code=0, error_message=None, results=tuple(results))
+    return s.response(throttle_time=0, error_code=ErrorCode.none, error_message=None, results=tuple(results))

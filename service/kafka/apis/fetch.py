@@ -11,11 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
-from service.kafka.apis.authz import (
-    CLUSTER_ACTION, READ, TOPIC_AUTHORIZATION_FAILED, TopicChecks, cluster_allows,
-)
+from service.errors import ErrorCode
+from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
 from service.kafka.context import Part, RequestContext
 from service.kafka.splice import new_marker, splice
 from service.partitions import PartitionRead
@@ -49,11 +46,12 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, u
     replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
     follower_code = None
     if replica_id >= 0:  # a follower may read everything or nothing
-        follower_code = 0 if cluster_allows(ctx, CLUSTER_ACTION) else TOPIC_AUTHORIZATION_FAILED
+        follower_code = ErrorCode.none if cluster_allows(ctx, CLUSTER_ACTION) \
+            else ErrorCode.topic_authorization_failed
     topic_denied = TopicChecks(ctx, READ)
     readable = []
     for p, _ in parts:
-        code = follower_code if follower_code is not None else topic_denied(p.topic) if p.topic else 0
+        code = follower_code if follower_code is not None else topic_denied(p.topic) if p.topic else ErrorCode.none
         if code:
             p.error = code
         else:
@@ -103,7 +101,7 @@ def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | N
         s("FetchableTopicResponse", topic=name, topic_id=topic_id, partitions=tuple(ps))
         for name, topic_id, ps in topics
     )
-    response = s.response(throttle_time=0, error_code=0, session_id=0, responses=responses)
+    response = s.response(throttle_time=0, error_code=ErrorCode.none, session_id=0, responses=responses)
     try:
         return splice(ctx.correlation_id, response, type(response).__flexible__, ranges)
     except BaseException:
@@ -112,5 +110,5 @@ def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | N
         raise
 
 
-def _top_error(ctx: RequestContext, code: int) -> Any:
+def _top_error(ctx: RequestContext, code: ErrorCode) -> Any:
     return ctx.schema.response(throttle_time=0, error_code=code, session_id=0, responses=())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, GROUP as GROUP_RESOURCE, TXN_ID, check
 from service.kafka.context import RequestContext
 
@@ -15,10 +16,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     assert cluster is not None
     ep = cluster.endpoint_for(ctx.conn.listener_name)
     key_type = int(getattr(req, "key_type", GROUP))
-    valid = 0 if key_type in (GROUP, TRANSACTION) else 42  # INVALID_REQUEST
+    valid = ErrorCode.none if key_type in (GROUP, TRANSACTION) else ErrorCode.invalid_request
     resource = GROUP_RESOURCE if key_type == GROUP else TXN_ID
 
-    def error_of(key: str) -> tuple[int, str | None]:
+    def error_of(key: str) -> tuple[ErrorCode, str | None]:
         if valid:
             return valid, f"Unknown coordinator key type {key_type}"
         return check(ctx, DESCRIBE, resource, key), None

@@ -6,7 +6,7 @@ from typing import Any
 
 from tiering.log.config import TOPIC_CONFIGS
 
-from service.errors import INVALID_CONFIG, TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import alter_result
 from service.kafka.context import RequestContext
 
@@ -19,14 +19,14 @@ def _apply(ops: Any, old: dict[str, str]) -> dict[str, str]:
         op = int(c.config_operation)
         if op == SET:
             if c.value is None:
-                raise TopicError(INVALID_CONFIG, f"Null value not supported for {c.name}")
+                raise TopicError(ErrorCode.invalid_config, f"Null value not supported for {c.name}")
             new[c.name] = c.value
         elif op == DELETE:
             new.pop(c.name, None)
         elif op in (APPEND, SUBTRACT):
             d = TOPIC_CONFIGS.get(c.name)
             if d is None or d.type != "list":
-                raise TopicError(INVALID_CONFIG, f"Config {c.name} is not a list: APPEND/SUBTRACT apply "
+                raise TopicError(ErrorCode.invalid_config, f"Config {c.name} is not a list: APPEND/SUBTRACT apply "
                                                  "only to list configs.")
             current = [v for v in new.get(c.name, d.default).split(",") if v]
             items = [v for v in (c.value or "").split(",") if v]
@@ -36,7 +36,7 @@ def _apply(ops: Any, old: dict[str, str]) -> dict[str, str]:
                 current = [v for v in current if v not in items]
             new[c.name] = ",".join(current)
         else:
-            raise TopicError(INVALID_CONFIG, f"Unknown config operation {op} for {c.name}")
+            raise TopicError(ErrorCode.invalid_config, f"Unknown config operation {op} for {c.name}")
     return new
 
 

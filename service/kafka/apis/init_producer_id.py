@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
-from service.kafka.apis.authz import (
-    CLUSTER_AUTHORIZATION_FAILED, IDEMPOTENT_WRITE, TOPIC, TXN_ID, WRITE, check, cluster_allows,
-)
+from service.errors import ErrorCode
+from service.kafka.apis.authz import IDEMPOTENT_WRITE, TOPIC, TXN_ID, WRITE, check, cluster_allows
 from service.kafka.context import RequestContext
 
 
@@ -40,7 +37,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if not (cluster_allows(ctx, IDEMPOTENT_WRITE, audit=False) or ctx.broker.authorizer.authorize_any(
             ctx.conn.principal, ctx.conn.client_host, WRITE, TOPIC)):
         cluster_allows(ctx, IDEMPOTENT_WRITE)  # audited once the fallback failed too
-        return s.response(throttle_time=0, error_code=CLUSTER_AUTHORIZATION_FAILED, producer_id=-1,
+        return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed, producer_id=-1,
                           producer_epoch=-1)
     producer_id = await ctx.broker.allocate_producer_id()
-    return s.response(throttle_time=0, error_code=0, producer_id=producer_id, producer_epoch=0)
+    return s.response(throttle_time=0, error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)

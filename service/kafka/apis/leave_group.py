@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import GROUP, READ, check
 from service.kafka.context import RequestContext
 
@@ -19,4 +20,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     errors = ctx.broker.groups.leave_group(req.group_id, leaving)
     members = tuple(s("MemberResponse", member_id=m, group_instance_id=i, error_code=e)
                     for (m, i), e in zip(leaving, errors))
-    return s.response(throttle_time=0, error_code=0, members=members)
+    return s.response(throttle_time=0, error_code=ErrorCode.none, members=members)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, GROUP, cluster_allows
 from service.kafka.context import RequestContext
 
@@ -14,4 +15,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if not cluster_allows(ctx, DESCRIBE, audit=False):  # then only the groups it may describe
         listed = [g for g in listed if ctx.authorize(DESCRIBE, GROUP, g[0], audit=False)]
     groups = tuple(s("ListedGroup", group_id=g, protocol_type=pt, group_state=st) for g, pt, st in listed)
-    return s.response(throttle_time=0, error_code=0, groups=groups)
+    return s.response(throttle_time=0, error_code=ErrorCode.none, groups=groups)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TXN_ID
 from service.kafka.context import RequestContext
 from service.txn.coordinator import STATES
@@ -19,6 +20,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if wanted and not wanted & set(STATES):
         txns = []
     txns = [t for t in txns if ctx.authorize(DESCRIBE, TXN_ID, t.transactional_id, audit=False)]
-    return s.response(throttle_time=0, error_code=0, unknown_state_filters=unknown, transaction_states=tuple(
-        s("TransactionState", transactional_id=t.transactional_id, producer_id=t.producer_id,
-          transaction_state=t.state) for t in txns))
+    return s.response(throttle_time=0, error_code=ErrorCode.none, unknown_state_filters=unknown,
+                      transaction_states=tuple(
+                          s("TransactionState", transactional_id=t.transactional_id, producer_id=t.producer_id,
+                            transaction_state=t.state) for t in txns))

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
 from security.acl import CLUSTER_NAME
 
-from service.errors import TopicError
+from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import (
-    AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, TOPIC_AUTHORIZATION_FAILED, authorized_ops,
-    cluster_allows,
+    AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, authorized_ops, cluster_allows,
 )
 from service.kafka.context import RequestContext
 from service.metadata import TopicRecord
@@ -28,10 +25,10 @@ def _topic(ctx: RequestContext, topic: TopicRecord, want_ops: bool = False) -> A
     partitions = []
     for p in range(topic.partitions):
         leader = cluster.leader(topic.name, p)
-        partitions.append(s("MetadataResponsePartition", error_code=0, partition_index=p,
+        partitions.append(s("MetadataResponsePartition", error_code=ErrorCode.none, partition_index=p,
                             leader_id=leader, leader_epoch=0, replica_nodes=(leader,),
                             isr_nodes=(leader,), offline_replicas=()))
-    return s("MetadataResponseTopic", error_code=0, name=topic.name, topic_id=topic.topic_id,
+    return s("MetadataResponseTopic", error_code=ErrorCode.none, name=topic.name, topic_id=topic.topic_id,
              is_internal=False, partitions=tuple(partitions),
              topic_authorized_operations=authorized_ops(ctx, want_ops, TOPIC, topic.name))
 
@@ -75,17 +72,17 @@ async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) 
         if topic is None:
             return _error(ctx, ErrorCode.unknown_topic_id, None, topic_id)
         if not ctx.authorize(DESCRIBE, TOPIC, topic.name):  # ids are not secret; the name is
-            return _error(ctx, TOPIC_AUTHORIZATION_FAILED, None, topic_id)
+            return _error(ctx, ErrorCode.topic_authorization_failed, None, topic_id)
         return _topic(ctx, topic, ops)
     if not ctx.authorize(DESCRIBE, TOPIC, name):
-        return _error(ctx, TOPIC_AUTHORIZATION_FAILED, name)
+        return _error(ctx, ErrorCode.topic_authorization_failed, name)
     topic = broker.topics.get(name)
     if topic is not None:
         return _topic(ctx, topic, ops)
     if not auto_create:
         return _error(ctx, ErrorCode.unknown_topic_or_partition, name)
     if not (cluster_allows(ctx, CREATE, audit=False) or ctx.authorize(CREATE, TOPIC, name)):
-        return _error(ctx, TOPIC_AUTHORIZATION_FAILED, name)
+        return _error(ctx, ErrorCode.topic_authorization_failed, name)
     try:
         topic = await broker.create_topic(name, -1)
     except TopicError as e:

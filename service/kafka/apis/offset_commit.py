@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from service.errors import ErrorCode
 from service.groups import OffsetAndMetadata
-from service.groups.coordinator import UNKNOWN_TOPIC_OR_PARTITION
 from service.kafka.apis.authz import GROUP, READ, TopicChecks, check
 from service.kafka.context import RequestContext
 
@@ -26,7 +26,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                 errors[tp] = code
                 continue
             if topic is None or not 0 <= tp[1] < topic.partitions:
-                errors[tp] = UNKNOWN_TOPIC_OR_PARTITION
+                errors[tp] = ErrorCode.unknown_topic_or_partition
                 continue
             offsets[tp] = OffsetAndMetadata(int(p.committed_offset),
                                             int(getattr(p, "committed_leader_epoch", -1)),

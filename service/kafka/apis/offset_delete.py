@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.groups.coordinator import NONE, UNKNOWN_TOPIC_OR_PARTITION
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DELETE, GROUP, READ, TopicChecks, check
 from service.kafka.context import RequestContext
 
@@ -15,11 +15,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         return s.response(throttle_time=0, error_code=code, topics=())
     requested = [(t.name, int(p.partition_index)) for t in req.topics for p in t.partitions]
     denied = TopicChecks(ctx, READ)
-    unknown = {tp: denied(tp[0]) or UNKNOWN_TOPIC_OR_PARTITION for tp in requested
+    unknown = {tp: denied(tp[0]) or ErrorCode.unknown_topic_or_partition for tp in requested
                if denied(tp[0]) or (topic := broker.topics.get(tp[0])) is None or not 0 <= tp[1] < topic.partitions}
     error, results = await broker.groups.delete_offsets(
         req.group_id, [tp for tp in requested if tp not in unknown])
-    if error != NONE:
+    if error != ErrorCode.none:
         return s.response(throttle_time=0, error_code=error, topics=())
     results.update(unknown)
     topics = tuple(
@@ -27,4 +27,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             s("OffsetDeleteResponsePartition", partition_index=p.partition_index,
               error_code=results[(t.name, int(p.partition_index))]) for p in t.partitions))
         for t in req.topics)
-    return s.response(throttle_time=0, error_code=0, topics=topics)
+    return s.response(throttle_time=0, error_code=ErrorCode.none, topics=topics)

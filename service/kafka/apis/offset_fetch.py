@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.groups.coordinator import UNKNOWN_TOPIC_OR_PARTITION
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, GROUP, TOPIC, TopicChecks, check
 from service.kafka.context import RequestContext
 
@@ -23,7 +23,7 @@ def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stabl
         if wanted is not None and (code := denied(name)):
             om, error = None, code
         elif wanted is not None and (topic is None or not 0 <= p < topic.partitions):
-            om, error = None, UNKNOWN_TOPIC_OR_PARTITION
+            om, error = None, ErrorCode.unknown_topic_or_partition
         by_topic.setdefault(name, []).append(s(
             partition_cls, partition_index=p, committed_offset=om.offset if om else -1,
             committed_leader_epoch=om.leader_epoch if om else -1,
@@ -48,4 +48,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         return s.response(throttle_time=0, topics=(), error_code=code)
     topics = _group_topics(ctx, req.group_id, req.topics, require_stable,
                            "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
-    return s.response(throttle_time=0, topics=topics, error_code=0)
+    return s.response(throttle_time=0, topics=topics, error_code=ErrorCode.none)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
 from service.partitions import PartitionAppend
@@ -32,7 +31,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             p = PartitionAppend(td.name, int(pd.index), pd.records or b"")
             denied = txn_denied or topic_denied(td.name)
             if denied:
-                p.fail(ErrorCode(denied))
+                p.fail(denied)
             elif acks not in (0, 1, -1):
                 p.fail(ErrorCode.invalid_required_acks)
             else:

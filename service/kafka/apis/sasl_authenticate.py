@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.context import RequestContext
-from service.kafka.sasl import ILLEGAL_SASL_STATE
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     session = ctx.conn.sasl
     if session is None:  # not a SASL listener
-        return ctx.schema.response(error_code=ILLEGAL_SASL_STATE, error_message="Not a SASL listener",
+        return ctx.schema.response(error_code=ErrorCode.illegal_sasl_state, error_message="Not a SASL listener",
                                    auth_bytes=b"", session_lifetime=0)
     out = await session.authenticate(ctx.conn, bytes(req.auth_bytes))
     return ctx.schema.response(error_code=out.error_code, error_message=out.error_message,

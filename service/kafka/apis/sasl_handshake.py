@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.errors import ErrorCode
 from service.kafka.context import RequestContext
-from service.kafka.sasl import ILLEGAL_SASL_STATE
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     session = ctx.conn.sasl
     if session is None:  # not a SASL listener
-        return ctx.schema.response(error_code=ILLEGAL_SASL_STATE, mechanisms=())
+        return ctx.schema.response(error_code=ErrorCode.illegal_sasl_state, mechanisms=())
     code = session.handshake(ctx.conn, req.mechanism, ctx.version)
     return ctx.schema.response(error_code=code, mechanisms=tuple(session.mechanisms.enabled))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kio.schema.errors import ErrorCode
-
+from service.errors import ErrorCode
 from service.groups.coordinator import OffsetAndMetadata
 from service.kafka.apis.authz import GROUP, READ, TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext
@@ -17,10 +16,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     # Authorization comes first: the id, the group, then each topic (before the coordinator's checks).
     auth = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
     code = auth
-    if code == 0:
+    if code == ErrorCode.none:
         code = broker.txn.check_offset_commit(req.transactional_id, int(req.producer_id),
                                               int(req.producer_epoch), req.group_id)
-    if code == 0 and ctx.version >= 3:
+    if code == ErrorCode.none and ctx.version >= 3:
         code = broker.groups.validate_txn_member(req.group_id, req.member_id, int(req.generation_id),
                                                  req.group_instance_id)
     staged = {}
@@ -30,9 +29,9 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         parts = []
         for p in t.partitions:
             pcode = auth or denied(t.name) or code
-            if pcode == 0 and broker.log(t.name, int(p.partition_index)) is None:
+            if pcode == ErrorCode.none and broker.log(t.name, int(p.partition_index)) is None:
                 pcode = ErrorCode.unknown_topic_or_partition
-            if pcode == 0:
+            if pcode == ErrorCode.none:
                 staged[(t.name, int(p.partition_index))] = OffsetAndMetadata(
                     int(p.committed_offset), int(getattr(p, "committed_leader_epoch", -1)),
                     p.committed_metadata or "", int(time.time() * 1000))
