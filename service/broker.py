@@ -9,7 +9,6 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from security.acl import AclBinding, AclFilter, Authorizer, parse_super_users
@@ -33,6 +32,7 @@ from service.kafka.server import KafkaServer
 from service.keywatch import KeyRingWatcher
 from service.loop_lag import LoopLagMonitor
 from service.metadata import MetadataStore, TopicRecord
+from service.partitions import Partitions
 from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
 from service.tiering import open_key_provider, open_object_store, tier_cache_dir, tier_settings
@@ -98,11 +98,11 @@ class Broker:
         self.credentials = CredentialCache()
         auth = build_authentication(config, self.credentials)
         self.tls, self.principal_mapper, self.sasl = auth.tls, auth.principal_mapper, auth.sasl
+        self.partitions = Partitions(self.logs, lambda: self.tier)
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
         self.loop_lag = LoopLagMonitor()
-        self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
         self._topic_lock = asyncio.Lock()
         self._producer_id_lock = asyncio.Lock()
         self._next_producer_id = self._producer_id_end = 0
@@ -199,10 +199,6 @@ class Broker:
         return [TieredTopic(t.name, str(t.topic_id), t.partitions, self.topic_config(t))
                 for t in self.topics.values()]
 
-    def log_start_offset(self, lg: UnifiedLog) -> int:
-        """The partition's first offset, remote segments included."""
-        return self.tier.log_start_offset(lg) if self.tier is not None else lg.log_start_offset
-
     def log(self, topic: str, partition: int) -> UnifiedLog | None:
         return self.logs.get(topic, partition)
 
@@ -252,7 +248,7 @@ class Broker:
                                                          self.topic_config(topic)))
             except Exception as e:  # the topic is gone; leftover objects are logged, not fatal
                 log.warning("could not delete remote objects of %s: %s", name, e)
-        self.wake_all(name, topic.partitions)
+        self.partitions.wake_all(name, topic.partitions)
         log.info("deleted topic %s", name)
 
     async def delete_records(self, lg: UnifiedLog, offset: int) -> int:
@@ -347,35 +343,6 @@ class Broker:
         self.credentials.remove(user, mechanism)
 
     # -- waiting fetches -------------------------------------------------------------------
-
-    def wake(self, topic: str, partition: int) -> None:
-        for fut in self._waiters.pop((topic, partition), ()):
-            if not fut.done():
-                fut.set_result(None)
-
-    def wake_all(self, topic: str, partitions: int) -> None:
-        for p in range(partitions):
-            self.wake(topic, p)
-
-    async def wait_for_data(self, keys: Iterable[tuple[str, int]], timeout_s: float) -> None:
-        """Sleep until any of these partitions gets an append, or the timeout passes."""
-        if timeout_s <= 0:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        keys = list(keys)
-        for k in keys:
-            self._waiters.setdefault(k, set()).add(fut)
-        try:
-            await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            for k in keys:
-                waiting = self._waiters.get(k)
-                if waiting is not None:
-                    waiting.discard(fut)
-                    if not waiting:
-                        del self._waiters[k]
 
 
 def _with_bound_ports(advertised: dict[str, Listener], bound: dict[str, tuple[str, int]]) -> dict[str, Listener]:

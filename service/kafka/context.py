@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
+from service.partitions import FileRange  # noqa: F401 - re-exported to the server and splice
 
 if TYPE_CHECKING:
     from service.broker import Broker
@@ -45,18 +45,6 @@ class RequestContext:
         """May this connection's principal do `op` on the resource (always, with no authorizer)?"""
         return self.broker.authorizer.authorize(self.conn.principal, self.conn.client_host, op, rtype, name,
                                                 audit=audit)
-
-
-@dataclass
-class FileRange:
-    """Bytes of a segment file to send as-is (sendfile on plain TCP)."""
-
-    fd: int  # a dup'ed descriptor owned by the response; closed after sending
-    position: int
-    size: int
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class LazyPart(Protocol):

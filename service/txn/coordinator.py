@@ -227,22 +227,8 @@ class TransactionCoordinator:
     async def _complete(self, txn: TxnMetadata) -> TxnMetadata:
         """Phase two: markers to every partition (made durable), then the group offsets."""
         commit = txn.state == PREPARE_COMMIT
-        broker, now = self._broker, _now_ms()
-        written = []
-        for topic, partition in sorted(txn.partitions):
-            plog = broker.log(topic, partition)
-            if plog is None:  # the topic was deleted meanwhile: nothing to mark
-                continue
-            try:
-                plog.append_control(txn.producer_id, txn.producer_epoch, commit, 0, now)
-            except InvalidRecordError as e:  # the partition saw a newer epoch: already fenced
-                log.warning("no %s marker for %s at %s-%d: %s", "commit" if commit else "abort",
-                            txn.transactional_id, topic, partition, e)
-                continue
-            written.append((topic, partition, plog))
-        await asyncio.gather(*(broker.logs.flush(plog) for _, _, plog in written))
-        for topic, partition, _ in written:
-            broker.wake(topic, partition)
+        await self._broker.partitions.write_markers(sorted(txn.partitions), txn.producer_id, txn.producer_epoch,
+                                                    commit, _now_ms())
         if txn.offsets:
             await self._complete_offsets(txn, commit)
         done = replace(txn, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,

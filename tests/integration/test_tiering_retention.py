@@ -48,7 +48,7 @@ async def test_retention_and_delete_topic_remove_remote_objects(tmp_path):
         assert [e.segment_uuid for e in left] == [e.segment_uuid for e in entries[-2:]]
         assert len([k for k in _objects(remote) if k.endswith((".log", ".indexes"))]) == 4
         assert broker.tier.metrics.segments_deleted == len(entries) - 2
-        assert broker.log_start_offset(log) == log.log_start_offset == entries[-2].base_offset
+        assert broker.partitions.log_start_offset(log) == log.log_start_offset == entries[-2].base_offset
 
         await broker.delete_topic("t")
         assert [k for k in _objects(remote) if k.startswith("t-")] == []

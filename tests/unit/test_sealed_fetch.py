@@ -24,6 +24,7 @@ from security.keys import new_data_key
 from service.kafka.apis import fetch
 from service.kafka.context import Connection, RequestContext, SplicedResponse
 from service.kafka.messages import encode_response, response_schema
+from service.partitions import Partitions
 from service.kafka.server import KafkaServer, _PartFailed
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
@@ -101,9 +102,11 @@ def sealed_log(tmp_path: Path):
 
 
 def _ctx(lg: UnifiedLog, manager: LogManager) -> RequestContext:
+    partitions = Partitions(manager, lambda: None)
+    only = {("t", 0): lg}
+    partitions.log = lambda topic, partition: only.get((topic, partition))  # type: ignore[method-assign]
     broker: Any = SimpleNamespace(
-        log=lambda topic, partition: lg if (topic, partition) == ("t", 0) else None,
-        log_start_offset=lambda log: log.log_start_offset,
+        partitions=partitions,
         config={"fetch.max.bytes": 64 << 20, "connections.max.reauth.ms": 0,
                 "connection.failed.authentication.delay.ms": 0, "socket.request.max.bytes": 100 << 20,
                 "queued.max.requests": 16},
