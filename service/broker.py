@@ -98,7 +98,7 @@ class Broker:
         self.credentials = CredentialCache()
         auth = build_authentication(config, self.credentials)
         self.tls, self.principal_mapper, self.sasl = auth.tls, auth.principal_mapper, auth.sasl
-        self.partitions = Partitions(self.logs, lambda: self.tier)
+        self.partitions = Partitions(self.logs, lambda: self.tier, self.tiered_topic)
         self.kafka = KafkaServer(self, config.listeners)
         self.http = HttpServer(self, *config.http_host_port)
         self.txn = TransactionCoordinator(self)
@@ -199,6 +199,14 @@ class Broker:
         return [TieredTopic(t.name, str(t.topic_id), t.partitions, self.topic_config(t))
                 for t in self.topics.values()]
 
+    def tiered_topic(self, name: str) -> TieredTopic | None:
+        """The topic as the tier manager sees it, when its segments go to the bucket."""
+        t = self.topics.get(name)
+        if t is None or self.tier is None:
+            return None
+        cfg = self.topic_config(t)
+        return TieredTopic(t.name, str(t.topic_id), t.partitions, cfg) if cfg.remote_storage_enable else None
+
     def log(self, topic: str, partition: int) -> UnifiedLog | None:
         return self.logs.get(topic, partition)
 
@@ -250,18 +258,6 @@ class Broker:
                 log.warning("could not delete remote objects of %s: %s", name, e)
         self.partitions.wake_all(name, topic.partitions)
         log.info("deleted topic %s", name)
-
-    async def delete_records(self, lg: UnifiedLog, offset: int) -> int:
-        """DeleteRecords on one partition (offset -1 = high watermark); returns the new low
-        watermark. On a tiered topic the remote start moves too, so no tier serves older data."""
-        offset = lg.delete_records_target(offset)
-        topic = self.topics.get(lg.topic)
-        if self.tier is not None and topic is not None:
-            cfg = self.topic_config(topic)
-            if cfg.remote_storage_enable:
-                tiered = TieredTopic(topic.name, str(topic.topic_id), topic.partitions, cfg)
-                return await self.tier.delete_records(tiered, lg.partition, lg, offset)
-        return await self.logs.delete_records_before(lg, offset)
 
     async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
         async with self._topic_lock:

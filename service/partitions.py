@@ -29,7 +29,7 @@ from tiering.log.sealing import SealError
 from tiering.records import InvalidRecordError, iter_batches
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
-from tiering.tier import TierManager
+from tiering.tier import TieredTopic, TierManager
 
 from service.errors import ErrorCode, rejection_code
 
@@ -95,9 +95,11 @@ class PartitionAppend:
 
 
 class Partitions:
-    def __init__(self, logs: LogManager, tier: Callable[[], TierManager | None]) -> None:
+    def __init__(self, logs: LogManager, tier: Callable[[], TierManager | None],
+                 tiered: Callable[[str], TieredTopic | None] = lambda name: None) -> None:
         self._logs = logs
         self._tier = tier
+        self._tiered = tiered  # a topic's view for the tier manager, None when not tiered
         self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
 
     def log(self, topic: str, partition: int) -> UnifiedLog | None:
@@ -376,6 +378,26 @@ class Partitions:
                 found = lg.offset_for_timestamp(timestamp)
         offset, ts = found if found is not None else (-1, -1)
         return ErrorCode.none, offset, ts
+
+    async def delete_records(self, topic: str, partition: int, offset: int) -> tuple[ErrorCode, int]:
+        """Kafka's DeleteRecords on one partition (offset -1: the high watermark): (error, new
+        low watermark). On a tiered topic the remote start moves too (saved in the manifest
+        before the answer), so no tier serves older data. A bucket that cannot be updated or
+        read answers KAFKA_STORAGE_ERROR, and nothing is answered as done."""
+        lg = self.log(topic, partition)
+        if lg is None:
+            return ErrorCode.unknown_topic_or_partition, -1
+        try:
+            target = lg.delete_records_target(offset)
+            tier, tiered = self._tier(), self._tiered(topic)
+            if tier is not None and tiered is not None:
+                return ErrorCode.none, await tier.delete_records(tiered, partition, lg, target)
+            return ErrorCode.none, await self._logs.delete_records_before(lg, target)
+        except OffsetOutOfRangeError:
+            return ErrorCode.offset_out_of_range, -1
+        except StoreError as e:
+            log.warning("DeleteRecords of %s-%d: %s", topic, partition, e)
+            return ErrorCode.kafka_storage_error, -1
 
     # -- transaction markers -----------------------------------------------------------------
 
