@@ -1,4 +1,5 @@
-"""The HTTP API: health probes now; REST, replay and metrics build on this app."""
+"""The HTTP listener: health probes and /metrics. The REST API and replay are to be built on
+this app, calling the same partition layer as the Kafka handlers."""
 
 from __future__ import annotations
 

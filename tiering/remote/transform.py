@@ -380,8 +380,8 @@ def transform_segment(
 ) -> tuple[list[bytes], ChunkIndex]:
     """The whole pipeline for one segment in memory -> (object parts in order, chunk index).
 
-    The data object is b"".join(parts); parts are per chunk so an uploader can group them into
-    multipart-upload parts without another copy. data_key None means no encryption (for stores
+    The data object is b"".join(parts); parts are per chunk (tests and small objects; uploads
+    stream the chunks into multipart parts instead, see below). data_key None means no encryption (for stores
     the operator trusts); otherwise it must be 32 bytes. Uploads stream the same pipeline from
     the file (file_batches -> chunk_batches -> transform_chunks).
     """
