@@ -380,10 +380,10 @@ def transform_segment(
 ) -> tuple[list[bytes], ChunkIndex]:
     """The whole pipeline for one segment in memory -> (object parts in order, chunk index).
 
-    The data object is b"".join(parts); parts are per chunk (tests and small objects; uploads
-    stream the chunks into multipart parts instead, see below). data_key None means no encryption (for stores
-    the operator trusts); otherwise it must be 32 bytes. Uploads stream the same pipeline from
-    the file (file_batches -> chunk_batches -> transform_chunks).
+    The data object is b"".join(parts), one part per chunk; data_key None means no encryption
+    (for stores the operator trusts), otherwise it must be 32 bytes. Uploads do not hold a whole
+    segment like this: they stream the same pipeline from the file (file_batches ->
+    chunk_batches -> transform_chunks).
     """
     if data_key is not None:
         _check_key(data_key)
