@@ -27,7 +27,7 @@ from .broker import BrokerError, BrokerProcess, process_cpu_seconds
 from .report import add_ratios, format_report, summarize
 from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .stats import MIB, median, percentiles, rate_mib_s, ratio
-from .variants import VARIANTS, Variant, plain
+from .variants import VARIANTS, Variant, plain, remove_revision, revision
 
 BATCH_SIZE = 1_000_000  # librdkafka caps a batch at message.max.bytes (default 1000000)
 LATENCY_SAMPLE = 16  # messages per delivery report (a power of two)
@@ -416,6 +416,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the benchmark against a broker variant and report its medians as a ratio "
         "to the plain broker's, measured in the same invocation (repeatable)",
     )
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also run the benchmark against the default broker at this git revision (a "
+                    "temporary worktree, this interpreter) and report this checkout's medians as a ratio "
+                    "to it, measured in the same invocation: does a change keep the speed of the last one?")
     ap.add_argument("--encrypt", action="store_true",
                     help="shorthand for --compare encrypt (log.encryption.enable=true)")
     ap.add_argument("--keep-data", action="store_true", help="keep the started broker's data dir")
@@ -433,8 +437,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--broker-set wants KEY=VALUE, got {kv!r}")
     if args.encrypt and "encrypt" not in args.compare:
         args.compare.append("encrypt")
-    if args.compare and args.bootstrap:
-        ap.error("--compare/--encrypt start their own brokers: not with --bootstrap")
+    if (args.compare or args.baseline) and args.bootstrap:
+        ap.error("--compare/--encrypt/--baseline start their own brokers: not with --bootstrap")
     return args
 
 
@@ -468,7 +472,8 @@ def run_series(args: argparse.Namespace, variant: Variant, messages: int, phase_
                 settings[k] = v
             settings.update(variant.broker_settings)
             broker = BrokerProcess(settings=settings, keep_data=args.keep_data,
-                                   listener_name=variant.listener_name)
+                                   listener_name=variant.listener_name, command=variant.command,
+                                   env=variant.env)
             print(f"starting broker ({variant.name}): {broker.data_dir}", flush=True)
             broker.start(timeout=60)
             print(f"broker: {broker.command_line()}  (pid {broker.pid})", flush=True)
@@ -600,8 +605,9 @@ def overhead(base: dict[str, Any], other: dict[str, Any]) -> list[tuple[str, flo
 
 
 def format_overhead(base: dict[str, Any], other: dict[str, Any]) -> str:
-    lines = [f"=== {other['variant']} vs plain (medians, same invocation): {other['about']} ===",
-             f"{'':24} {'plain':>10} {other['variant']:>10} {'ratio':>8}"]
+    b, o = base["variant"], other["variant"]
+    lines = [f"=== {o} vs {b} (medians, same invocation): {other['about']} ===",
+             f"{'':24} {b:>10} {o:>10} {'ratio':>8}"]
     for label, a, b, r in overhead(base, other):
         fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
         lines.append(f"{label:24} {fmt(a):>10} {fmt(b):>10} {'-' if r is None else f'{r:.3f}':>8}")
@@ -622,18 +628,26 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"command: {command}", flush=True)
     work_dir = Path(tempfile.mkdtemp(prefix="sediment-bench-variants-"))
+    baseline: Variant | None = None
     try:
         variants = [plain(work_dir)] + [VARIANTS[name](work_dir) for name in args.compare]
+        before = None
+        if args.baseline:  # run first; this checkout's plain broker is compared with it
+            baseline = revision(work_dir, args.baseline)
+            before = run_series(args, baseline, messages, phase_timeout, command)
         series = [run_series(args, v, messages, phase_timeout, command) for v in variants]
-        for result in series:
+        for result in ([before] if before else []) + series:
             print()
-            if len(series) > 1:
+            if len(series) > 1 or before:
                 print(f"##### {result['variant']}: {result['about']}")
             print(result["report"])
             if result["config"].get("broker_peak_rss_mib"):
                 print(f"broker peak RSS: {result['config']['broker_peak_rss_mib']:.0f} MiB")
             for note in result["notes"]:
                 print(f"note: {note}")
+        if before:
+            print()
+            print(format_overhead(before, series[0]))
         for other in series[1:]:
             print()
             print(format_overhead(series[0], other))
@@ -644,6 +658,10 @@ def main(argv: list[str] | None = None) -> int:
                 doc["overhead"] = {r["variant"]: {label: {"plain": a, "variant": b, "ratio": q}
                                                   for label, a, b, q in overhead(series[0], r)}
                                    for r in series[1:]}
+            if before:
+                doc["baseline"] = {k: v for k, v in before.items() if k != "report"}
+                doc["against_baseline"] = {label: {"baseline": a, "this": b, "ratio": q}
+                                           for label, a, b, q in overhead(before, series[0])}
             Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
             print(f"figures written to {args.json}")
         if args.check and not all(all(r["summary"]["pass"].values()) for r in series[:1]):
@@ -658,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         import shutil
 
+        if baseline is not None:
+            remove_revision(baseline)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 

@@ -9,7 +9,9 @@ the broker's data dir.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ class Variant:
     client_conf: dict[str, str] = field(default_factory=dict)
     about: str = ""
     listener_name: str = "PLAINTEXT"  # the started broker's listener (SSL for a TLS variant)
+    command: tuple[str, ...] | None = None  # how to run `sediment` (None: this checkout's)
+    env: dict[str, str] | None = None  # the broker's environment (None: inherited)
 
 
 def plain(work_dir: Path) -> Variant:
@@ -50,6 +54,31 @@ def tls(work_dir: Path) -> Variant:
     return Variant("tls", {"ssl.certfile": str(cert), "ssl.keyfile": str(key)},
                    {"security.protocol": "SSL", "ssl.ca.location": str(cert)},
                    about="SSL listener: TLS on every connection, no sendfile", listener_name="SSL")
+
+
+def revision(work_dir: Path, rev: str) -> Variant:
+    """The default broker at another git revision: a detached worktree of this repository at
+    rev, run with this interpreter and its installed dependencies (so a revision whose
+    dependencies differ is not comparable this way). Remove it with `remove_revision`."""
+    repo = Path(__file__).resolve().parent.parent
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", rev], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    checkout = work_dir / f"rev-{sha}"
+    if not checkout.exists():
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(checkout), sha],
+                       check=True, capture_output=True, timeout=120)
+    # PYTHONPATH comes before the editable install of this checkout on sys.path.
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    command = (sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())")
+    return Variant(f"rev-{sha}", command=command, env=env, about=f"the default broker at revision {sha} ({rev})")
+
+
+def remove_revision(variant: Variant) -> None:
+    if variant.env is None or "PYTHONPATH" not in variant.env:
+        return
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", variant.env["PYTHONPATH"]],
+                   capture_output=True, timeout=120)
 
 
 def _self_signed(cert_path: Path, key_path: Path) -> None:
