@@ -22,8 +22,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 
 class BrokerError(RuntimeError):
@@ -135,7 +135,7 @@ class BrokerProcess:
         return shlex.join(self.argv)
 
     # -- lifecycle --------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "BrokerProcess":
+    def start(self, timeout: float = 60.0) -> BrokerProcess:
         if self.proc is not None:
             raise BrokerError("broker already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +272,7 @@ class BrokerProcess:
     def peak_rss_mib(self) -> float | None:
         return process_peak_rss_mib(self.proc.pid) if self.alive() else None
 
-    def __enter__(self) -> "BrokerProcess":
+    def __enter__(self) -> BrokerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -202,7 +202,10 @@ class RawConnection:
     async def commit(self, group: str, topic: str, partition: int, offset: int) -> list[int]:
         """One OffsetCommit; the error code of each partition in the answer."""
         from kio.schema.offset_commit.v8.request import (
-            OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic)
+            OffsetCommitRequest,
+            OffsetCommitRequestPartition,
+            OffsetCommitRequestTopic,
+        )
         from kio.static.primitive import i32, i64
 
         self._next += 1

@@ -249,7 +249,7 @@ class ThreadedFaultProxy(FaultProxy):
     """A FaultProxy on its own event loop in a daemon thread, for synchronous tests (a broker
     process talks to it). Set the fault attributes from the test thread; `stop()` at the end."""
 
-    def start_in_thread(self) -> "ThreadedFaultProxy":
+    def start_in_thread(self) -> ThreadedFaultProxy:
         import threading
 
         self._loop = asyncio.new_event_loop()

@@ -28,13 +28,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds, sediment_command
-from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .stats import MIB, median, rate_mib_s, ratio
+from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 
 RATIO_TARGET = 0.5
 BATCH_SIZE = 1_000_000
@@ -62,7 +63,7 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = {k: v for k, v in pids.items() if v}
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.perf_counter()
         self.c0 = self_cpu()
         self.m0 = machine_cpu()
@@ -492,7 +493,7 @@ async def raw_get(store_cfg: Store, view: RemoteView, keyring: Path, parallel: i
                     dk = await keys.unwrap(wrapped) if wrapped is not None else None
                     ix = unpack_indexes(await store.get(s.indexes_key), dk, e.segment_uuid)
                     ranges = [(c.transformed_position, c.transformed_end) for c in ix.chunks.entries]
-                except Exception:  # noqa: BLE001 - fall back to fixed-size ranges
+                except Exception:  # fall back to fixed-size ranges
                     ranges = None
             if ranges is None:
                 exact = False
@@ -517,7 +518,7 @@ async def raw_get(store_cfg: Store, view: RemoteView, keyring: Path, parallel: i
             await asyncio.wait_for(
                 asyncio.gather(*(one(*r) for r in requests)), max(1.0, deadline - time.monotonic())
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BenchError(f"raw GETs passed their deadline ({len(requests)} requests)") from None
         seconds = time.perf_counter() - t0
         expected = sum(view.objects.get(s.log_key, 0) for s in segs)
@@ -640,7 +641,7 @@ def stop_profile(proc: subprocess.Popen | None) -> None:
 def broker_key_known(key: str) -> bool:
     try:
         from service.config import KEYS
-    except Exception:  # noqa: BLE001
+    except Exception:
         return True
     return key in KEYS
 
@@ -935,7 +936,7 @@ def default_parallelism() -> int:
         from service.config import KEYS
 
         return int(KEYS["remote.fetch.parallelism"].default)
-    except Exception:  # noqa: BLE001 - older tree: the reader's own default
+    except Exception:  # older tree: the reader's own default
         from tiering.remote.reader import ReadSettings
 
         return ReadSettings().parallel_gets

@@ -77,7 +77,7 @@ class RssSampler:
                 self.peak_kib = max(self.peak_kib, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -87,9 +87,7 @@ class RssSampler:
 
 
 def _alter_topic(bootstrap: str, topic: str, key: str, value: str) -> None:
-    from confluent_kafka.admin import (
-        AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType,
-    )
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[

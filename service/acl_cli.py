@@ -12,9 +12,15 @@ import sys
 from pathlib import Path
 
 from security.acl import (
-    CLUSTER_NAME, AclBinding, AclError, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
+    CLUSTER_NAME,
+    AclBinding,
+    AclError,
+    AclFilter,
+    AclOperation,
+    AclPermission,
+    PatternType,
+    ResourceType,
 )
-
 from service.metadata import MetadataStore
 
 _OPERATIONS = {op.name.replace("_", ""): op for op in AclOperation if op not in (AclOperation.UNKNOWN,

@@ -18,12 +18,10 @@ import logging
 
 from security.files import FileStamp, file_stamp
 from security.keys import KeyProvider, KeysError, LocalKeyProvider, load_keyring
-
+from service.config import BrokerConfig
 from tiering.log.data_keys import DataKeyError
 from tiering.log.manager import LogManager
 from tiering.tier import TierManager
-
-from service.config import BrokerConfig
 
 log = logging.getLogger("sediment.keys")
 

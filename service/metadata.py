@@ -12,9 +12,10 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from security.acl import AclBinding
 from security.credentials import ScramCredential
@@ -299,13 +300,13 @@ class MetadataStore:
     async def delete_group_state(self, group_id: str) -> None:
         await self._exec("DELETE FROM group_states WHERE group_id = ?", (group_id,))
 
-    async def load_transactions(self) -> list["TxnMetadata"]:
+    async def load_transactions(self) -> list[TxnMetadata]:
         from service.txn.coordinator import txn_from_json
 
         rows = await self._exec("SELECT state FROM transactions")
         return [txn_from_json(json.loads(str(raw))) for (raw,) in rows]
 
-    async def put_transaction(self, txn: "TxnMetadata") -> None:
+    async def put_transaction(self, txn: TxnMetadata) -> None:
         from service.txn.coordinator import txn_to_json
 
         d = txn_to_json(txn)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Union
 
+from service.errors import ErrorCode, rejection_code
 from tiering.log.manager import LogManager
 from tiering.log.partition import AppendResult, OffsetOutOfRangeError, ReadSlice, UnifiedLog
 from tiering.log.sealed_read import SealedRange
@@ -30,8 +31,6 @@ from tiering.records import InvalidRecordError, iter_batches
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
 from tiering.tier import TieredTopic, TierManager
-
-from service.errors import ErrorCode, rejection_code
 
 log = logging.getLogger("sediment.partitions")
 
@@ -444,7 +443,7 @@ class Partitions:
             self._waiters.setdefault(key, set()).add(fut)
         try:
             await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             for key in keys:
@@ -455,6 +454,6 @@ class Partitions:
                         del self._waiters[key]
 
 
-def _close_made(task: "asyncio.Future[SealedRange]") -> None:
+def _close_made(task: asyncio.Future[SealedRange]) -> None:
     if not task.cancelled() and task.exception() is None:
         task.result().close()

@@ -29,11 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from security.acl import AclBinding
 from security.credentials import ScramCredential
 from security.keys import KeyProvider, KeysError, WrappedKey, new_data_key
-from tiering.remote.store import ObjectStore
-
 from service.config import ConfigError
 from service.metadata import MetadataStore, TopicRecord
 from service.txn.coordinator import txn_from_json, txn_to_json
+from tiering.remote.store import ObjectStore
 
 log = logging.getLogger("sediment.snapshot")
 

@@ -8,9 +8,9 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -65,7 +65,7 @@ class ObjectStore:
     proxy: ThreadedFaultProxy | None = None
     buckets: int = 0
 
-    def start(self) -> "ObjectStore":
+    def start(self) -> ObjectStore:
         self.moto.start(timeout=30)
         self.proxy = ThreadedFaultProxy(self.moto.port).start_in_thread()
         return self

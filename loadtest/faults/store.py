@@ -22,7 +22,6 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from ..broker import BrokerProcess
 from ..faultproxy import ThreadedFaultProxy
-from .table import Row
 from .ledger import Records, Tally, compare
 from .load import IdempotentLoad
 from .rig import (
@@ -38,6 +37,7 @@ from .rig import (
     read_back,
     wait_for,
 )
+from .table import Row
 
 FAULTS = ("internal-500", "slowdown-503", "reset", "stall", "outage")
 PARTITIONS = 2

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
-from service.partitions import FileRange  # noqa: F401 - re-exported to the server and splice
+from service.partitions import FileRange  # also re-exported to the server and splice
 
 if TYPE_CHECKING:
     from service.broker import Broker
@@ -27,12 +27,12 @@ class Connection:
     authenticated: bool = True  # False on SASL listeners until the exchange succeeds
     mechanism: str | None = None  # the SASL mechanism that authenticated this connection
     session_expiry: float | None = None  # time.monotonic() after which only re-auth is allowed
-    sasl: "SaslSession | None" = None  # the SASL state machine (SASL_* listeners only)
+    sasl: SaslSession | None = None  # the SASL state machine (SASL_* listeners only)
 
 
 @dataclass
 class RequestContext:
-    broker: "Broker"
+    broker: Broker
     conn: Connection
     api_key: int
     version: int

@@ -25,7 +25,7 @@ class FrameTooLarge(Exception):
 
 class FramedConnection(asyncio.BufferedProtocol):
     def __init__(self, max_frame: int, min_frame: int,
-                 on_connect: Callable[["FramedConnection"], Awaitable[None]]) -> None:
+                 on_connect: Callable[[FramedConnection], Awaitable[None]]) -> None:
         self._max_frame = max_frame
         self._min_frame = min_frame
         self._on_connect = on_connect

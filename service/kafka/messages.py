@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import io
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +21,7 @@ from kio.static.constants import EntityType
 
 from service.errors import ErrorCode
 
-_EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+_EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
 
 
 def _coerce_timedelta(v: Any) -> Any:
@@ -52,7 +52,7 @@ class _ClassInfo:
     coerce: tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _info(cls: type) -> _ClassInfo:
     fields = dataclasses.fields(cls)
     coerce = tuple(
@@ -90,7 +90,7 @@ class Schema:
         return hasattr(self._module, name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def response_schema(api_key: int, version: int) -> Schema:
     module = load_payload_module(api_key, version, EntityType.response)
     root = next(
@@ -100,13 +100,13 @@ def response_schema(api_key: int, version: int) -> Schema:
     return Schema(module, root)
 
 
-@lru_cache(maxsize=None)
+@cache
 def request_reader(api_key: int, version: int) -> tuple[Callable[..., Any], bool]:
     cls = load_request_schema(api_key, version)
     return entity_reader(cls), bool(cls.__flexible__)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _writer(cls: type) -> Callable[..., None]:
     return entity_writer(cls)
 

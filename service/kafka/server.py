@@ -29,7 +29,7 @@ from service.config import Listener
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, FileRange, LazyPart, RequestContext, SplicedResponse
-from service.kafka.framing import FrameTooLarge, FramedConnection
+from service.kafka.framing import FramedConnection, FrameTooLarge
 from service.kafka.messages import encode_response, request_reader, response_schema
 from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
 from service.kafka.versions import API_RANGES, api_name
@@ -60,7 +60,7 @@ class _PartFailed(Exception):
 class _TlsAccept(asyncio.Protocol):
     """A fresh TCP connection on a TLS listener, until start_tls hands it to the framing."""
 
-    def __init__(self, upgrade: "Callable[[asyncio.Transport], None]") -> None:
+    def __init__(self, upgrade: Callable[[asyncio.Transport], None]) -> None:
         self._upgrade = upgrade
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,7 +72,7 @@ class _TlsAccept(asyncio.Protocol):
 
 
 class KafkaServer:
-    def __init__(self, broker: "Broker", listeners: list[Listener]) -> None:
+    def __init__(self, broker: Broker, listeners: list[Listener]) -> None:
         self._broker = broker
         self._listeners = listeners
         self._servers: list[asyncio.Server] = []
@@ -114,7 +114,7 @@ class KafkaServer:
         try:
             tls_transport = await asyncio.get_running_loop().start_tls(
                 transport, framed, context, server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
-        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
             # An untrusted or missing client certificate ends here (the client sees the alert).
             log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
             transport.close()

@@ -16,8 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from tiering.records import InvalidRecordError
-
 from service.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -69,7 +67,7 @@ def _now_ms() -> int:
 
 
 class TransactionCoordinator:
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._txns: dict[str, TxnMetadata] = {}
         self._locks: dict[str, asyncio.Lock] = {}

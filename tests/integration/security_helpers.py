@@ -45,7 +45,7 @@ class CertificateAuthority:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         subject = _name(f"{name} CA", "ca")
         self.cert = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
@@ -64,7 +64,7 @@ class CertificateAuthority:
 
     def issue(self, file_stem: str, subject: x509.Name, *, server: bool, rsa_key: bool = False) -> Issued:
         key: Any = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
              .not_valid_before(now - _DAY).not_valid_after(now + 10 * _DAY)

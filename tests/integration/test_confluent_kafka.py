@@ -3,7 +3,6 @@ codec, ListOffsets, DeleteRecords, topic and config admin, LogAppendTime, fetch 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -40,7 +39,6 @@ from .helpers import (
     unique_topic,
     wait_until,
 )
-
 
 # ---------------------------------------------------------------------------------------------
 # produce / consume

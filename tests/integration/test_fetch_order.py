@@ -7,10 +7,10 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.types import TopicName
 from kio.static.primitive import i32, i64
-from kio.schema.errors import ErrorCode
 
 from tiering.records import iter_batches
 

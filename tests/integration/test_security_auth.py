@@ -21,9 +21,7 @@ from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScram
 from . import ck
 from .conftest import Broker, BrokerError
 from .helpers import connect, wait_closed
-from .security_helpers import (
-    CertificateAuthority, JwtIssuer, KioConnection, add_user, fingerprint, write_jwks,
-)
+from .security_helpers import CertificateAuthority, JwtIssuer, KioConnection, add_user, fingerprint, write_jwks
 
 ALICE, ALICE_PW = "alice", "alice-Secret-1"
 BOB, BOB_PW = "bob", "bob-Secret-2"
@@ -112,7 +110,8 @@ def confluent_roundtrip(address: str, conf: dict, topic: str, recs) -> list[tupl
 
 
 def aiokafka_roundtrip(address: str, kw: dict, topic: str, recs) -> list[tuple]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition as ATP
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as ATP
 
     async def run():
         p = AIOKafkaProducer(bootstrap_servers=address, **kw)

@@ -9,15 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from security.keys import KeyRing, Kek, LocalKeyProvider, new_data_key
+from security.keys import Kek, KeyRing, LocalKeyProvider, new_data_key
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.data_keys import KEY_FILE, DataKeyError, PartitionKeys, read_key_file, rewrap_key_file
 from tiering.log.partition import UnifiedLog
 from tiering.log.sealing import SEAL_OVERHEAD, SEALED_EPOCH, BatchCipher, SealError, is_sealed, open_segment
 from tiering.records import (
-    CRC_OFFSET, HEADER_SIZE, TIMESTAMP_TYPE_MASK, build_control_batch, crc32c, iter_batches, read_header,
-    record_timestamps, validate_batches,
+    HEADER_SIZE,
+    TIMESTAMP_TYPE_MASK,
+    build_control_batch,
+    crc32c,
+    iter_batches,
+    read_header,
+    record_timestamps,
+    validate_batches,
 )
 
 MARKER = b"secret-marker-7f3a"

@@ -11,7 +11,7 @@ import asyncio
 import os
 import stat
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .store import ObjectInfo, ObjectNotFound, StoreError, check_range, validate_key
 

@@ -465,7 +465,7 @@ class RemoteReader:
             task.add_done_callback(self._prefetching.discard)
 
     @staticmethod
-    async def _quiet(coro: "asyncio.Future[bytes] | object") -> None:
+    async def _quiet(coro: asyncio.Future[bytes] | object) -> None:
         try:
             await coro  # type: ignore[misc]
         except Exception as e:  # a failed prefetch only costs a later GET

@@ -23,30 +23,18 @@ import contextlib
 import logging
 import os
 import random
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 from aiobotocore.session import get_session
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError as BotoConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    ResponseStreamingError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from tiering.clock import Clock, SystemClock
-from .store import (
-    ObjectInfo,
-    ObjectNotFound,
-    StoreError,
-    StoreUnavailable,
-    check_range,
-    normalize_prefix,
-    validate_key,
-)
+
+from .store import ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable, check_range, normalize_prefix, validate_key
 
 log = logging.getLogger(__name__)
 

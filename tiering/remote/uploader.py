@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from security.keys import KeyProvider, WrappedKey, new_data_key
-
 from tiering.remote.manifest import ManifestHead, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.store import ObjectStore, StoreError
 from tiering.remote.transform import (
-    Batch, ChunkEntry, ChunkIndex, chunk_batches, decrypt, encrypt, file_batches, restore_range, transform_chunks,
+    Batch,
+    ChunkEntry,
+    ChunkIndex,
+    chunk_batches,
+    decrypt,
+    encrypt,
+    file_batches,
+    restore_range,
+    transform_chunks,
 )
 
 log = logging.getLogger("sediment.remote")

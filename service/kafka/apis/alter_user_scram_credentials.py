@@ -10,9 +10,12 @@ from collections import Counter
 from typing import Any
 
 from security.credentials import (
-    MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_WIRE_ID, ScramCredential, credential_from_salted,
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    SCRAM_BY_WIRE_ID,
+    ScramCredential,
+    credential_from_salted,
 )
-
 from service.errors import ErrorCode
 from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext

@@ -6,8 +6,8 @@ from collections import Counter
 from typing import Any
 
 from service.errors import ErrorCode, TopicError
-from service.kafka.apis.configs import topic_config_entries
 from service.kafka.apis.authz import CREATE, DESCRIBE_CONFIGS, TOPIC, cluster_allows
+from service.kafka.apis.configs import topic_config_entries
 from service.kafka.context import RequestContext
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tiering.log.config import TOPIC_CONFIGS
-
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import alter_result
 from service.kafka.context import RequestContext
+from tiering.log.config import TOPIC_CONFIGS
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
