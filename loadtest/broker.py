@@ -154,7 +154,7 @@ class BrokerProcess:
         for key, value in self.settings.items():
             argv += ["--set", f"{key}={value}"]
         self.argv = argv
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - held for the process's life, closed in stop()
         env = None
         if self.env is not None:
             env = {**os.environ, **self.env}

@@ -44,7 +44,7 @@ class MotoServer:
         exe = Path(sys.executable).parent / "moto_server"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
         # Its output goes to a file, not a pipe nobody reads: moto logs every request.
-        self._output = tempfile.TemporaryFile()
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this call, closed with the server
         self.proc = subprocess.Popen(
             cmd + ["-H", "127.0.0.1", "-p", "0"],
             stdout=self._output,

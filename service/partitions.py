@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Union
 
 from service.errors import ErrorCode, rejection_code
 from tiering.log.manager import LogManager
@@ -50,7 +49,7 @@ class FileRange:
         os.close(self.fd)
 
 
-Records = Union[FileRange, SealedRange, bytes, bytearray, memoryview]
+Records = FileRange | SealedRange | bytes | bytearray | memoryview
 
 
 @dataclass

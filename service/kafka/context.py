@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 
 from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
@@ -61,7 +61,7 @@ class LazyPart(Protocol):
     def close(self) -> None: ...
 
 
-Part = Union[bytes, bytearray, memoryview, FileRange, LazyPart]
+Part = bytes | bytearray | memoryview | FileRange | LazyPart
 _BYTES = (bytes, bytearray, memoryview)
 
 

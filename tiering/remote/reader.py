@@ -363,7 +363,8 @@ class RemoteReader:
             pending.add_done_callback(lambda _f: self._indexes_inflight.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _load_segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
+    async def _load_segment(self, manifest: PartitionManifest,
+                            entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
         async with self._gets:
             ix = await self._up.read_indexes(manifest, entry)
         found = (ix, await self._up.data_key(entry))

@@ -512,7 +512,7 @@ class S3Store:
                 )
                 errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
                 retry = [e for e in errors if e.get("Code") in RETRYABLE_CODES]
-                failed.extend(e for e in errors if e.get("Code") not in RETRYABLE_CODES)
+                failed.extend(e for e in errors if e.get("Code") not in RETRYABLE_CODES)  # noqa: B023 - awaited in this iteration
                 if retry:
                     # Only the keys that were throttled or hit an internal error go again.
                     pending = [e["Key"] for e in retry]

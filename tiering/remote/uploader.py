@@ -278,7 +278,7 @@ class SegmentUploader:
     def _open(self, seg: SegmentFiles, offset_index: bytes, data_key: bytes | None,
               segment_uuid: str) -> _SegmentStream:
         s = self._settings
-        f = open(seg.log_path, "rb", buffering=1 << 20)
+        f = open(seg.log_path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed by the try/finally below
         try:
             batches: Iterable[Batch] = file_batches(f, os.fstat(f.fileno()).st_size)
             opened_index = None
