@@ -196,7 +196,7 @@ class Broker:
                 self.kill()
                 raise BrokerError(
                     f"broker did not exit within {timeout:.0f}s of SIGTERM\n{self.log_tail()}"
-                )
+                ) from None
         return self.proc.returncode
 
     def kill(self) -> int | None:

@@ -112,13 +112,16 @@ class JwtIssuer:
 
     def __init__(self, kid: str, alg: str = "RS256") -> None:
         self.kid, self.alg = kid, alg
-        self.key: Any = rsa.generate_private_key(65537, 2048) if alg == "RS256" else ec.generate_private_key(ec.SECP256R1())
+        self.key: Any = (rsa.generate_private_key(65537, 2048) if alg == "RS256"
+                         else ec.generate_private_key(ec.SECP256R1()))
 
     def jwk(self) -> dict[str, str]:
         pub = self.key.public_key().public_numbers()
         if self.alg == "RS256":
-            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": _int_b64(pub.n), "e": _int_b64(pub.e)}
-        return {"kty": "EC", "kid": self.kid, "use": "sig", "crv": "P-256", "x": _int_b64(pub.x, 32), "y": _int_b64(pub.y, 32)}
+            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
+                    "n": _int_b64(pub.n), "e": _int_b64(pub.e)}
+        return {"kty": "EC", "kid": self.kid, "use": "sig", "crv": "P-256",
+                "x": _int_b64(pub.x, 32), "y": _int_b64(pub.y, 32)}
 
     def token(self, sub: str = "alice", lifetime_s: float = 3600, now: float | None = None, **claims: Any) -> str:
         now = time.time() if now is None else now

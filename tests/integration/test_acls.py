@@ -239,9 +239,9 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert changes == created + [dict(created[4], change="DELETE")]
     denials = {tuple(sorted(r.items())) for r in records if "result" in r}
     for op, rt, name in [("WRITE", "TOPIC", "a"), ("DESCRIBE", "TOPIC", "b"), ("READ", "TOPIC", "orders-secret"),
-                         ("DESCRIBE", "GROUP", "other"), ("DESCRIBE", "GROUP", "hidden"), ("ALTER", "CLUSTER", "kafka-cluster"),
-                         ("DESCRIBE", "CLUSTER", "kafka-cluster"), ("CREATE", "TOPIC", "newt"),
-                         ("DELETE", "TOPIC", "a"), ("DESCRIBE_CONFIGS", "TOPIC", "a"),
+                         ("DESCRIBE", "GROUP", "other"), ("DESCRIBE", "GROUP", "hidden"),
+                         ("ALTER", "CLUSTER", "kafka-cluster"), ("DESCRIBE", "CLUSTER", "kafka-cluster"),
+                         ("CREATE", "TOPIC", "newt"), ("DELETE", "TOPIC", "a"), ("DESCRIBE_CONFIGS", "TOPIC", "a"),
                          ("ALTER_CONFIGS", "CLUSTER", "kafka-cluster"), ("DESCRIBE", "TRANSACTIONAL_ID", "tx-1"),
                          ("IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster")]:
         want = {"principal": ME, "host": "127.0.0.1", "operation": op, "resource_type": rt,
@@ -353,7 +353,8 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
         "",
         "Current ACLs for resource `ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, patternType=LITERAL)`:",
         f" \t(principal={ME}, host=*, operation=ALTER, permissionType=ALLOW)",
-        "",    "Current ACLs for resource `ResourcePattern(resourceType=TRANSACTIONAL_ID, name=tx-c, patternType=LITERAL)`:",
+        "",
+        "Current ACLs for resource `ResourcePattern(resourceType=TRANSACTIONAL_ID, name=tx-c, patternType=LITERAL)`:",
         f" \t(principal={ME}, host=*, operation=WRITE, permissionType=ALLOW)",
         "",
     ]

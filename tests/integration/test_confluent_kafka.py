@@ -114,7 +114,7 @@ def _produce_one_per_batch(bootstrap, topic, partition, timestamps):
     for i, ts in enumerate(timestamps):
         box = {}
         p.produce(topic, value=f"v{i}".encode(), partition=partition, timestamp=ts,
-                  on_delivery=lambda err, msg: box.update(err=err, off=msg.offset()))
+                  on_delivery=lambda err, msg, box=box: box.update(err=err, off=msg.offset()))
         assert p.flush(15) == 0
         assert box["err"] is None, box["err"]
         offsets.append(box["off"])

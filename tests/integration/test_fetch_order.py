@@ -42,7 +42,8 @@ def test_fetch_answers_partitions_in_request_order(module_broker, order):
             topics[-1] = FetchTopic(topic=topics[-1].topic, partitions=topics[-1].partitions + (fp,))
         else:
             topics.append(FetchTopic(topic=TopicName(name), partitions=(fp,)))
-    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1), topics=tuple(topics), forgotten_topics_data=())
+    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1), topics=tuple(topics),
+                       forgotten_topics_data=())
 
     resp = kio_call(module_broker.bootstrap, req, 1, 12)
 

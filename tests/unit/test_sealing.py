@@ -18,6 +18,7 @@ from tiering.log.sealing import SEAL_OVERHEAD, SEALED_EPOCH, BatchCipher, SealEr
 from tiering.records import (
     HEADER_SIZE,
     TIMESTAMP_TYPE_MASK,
+    InvalidRecordError,
     build_control_batch,
     crc32c,
     iter_batches,
@@ -291,7 +292,7 @@ async def test_large_appends_are_sealed_in_a_thread_and_land_in_arrival_order(tm
     bad[-1] ^= 1
     failing = mgr.append(lg, bytes(bad), NOW)
     after = mgr.append(lg, small, NOW)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidRecordError):  # the flipped bit fails the batch's CRC
         await failing  # type: ignore[misc]
     assert (await after).base_offset == 2 * n + 2  # type: ignore[misc, union-attr]
     await mgr.close()

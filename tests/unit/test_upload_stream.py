@@ -151,7 +151,7 @@ class _SlowStore(FileStore):
         async def slow():
             taken = 0
             async for part in parts:
-                await eventually(lambda: self.transformed() >= min(taken + 2, self.total))
+                await eventually(lambda taken=taken: self.transformed() >= min(taken + 2, self.total))
                 self.ahead.append(self.transformed() - taken)
                 taken += 1
                 yield part
