@@ -151,12 +151,12 @@ class Partitions:
         if acks == -1 and written:
             results = await asyncio.gather(*(self._logs.flush_for_ack(lg, last + 1) for _, lg, last in written),
                                            return_exceptions=True)
-            for (p, lg, _), result in zip(written, results):
-                if isinstance(result, OSError):
-                    log.error("fsync of %s failed: %s", lg, result)
-                    p.fail(ErrorCode.kafka_storage_error, f"log write failed: {result.strerror or result}")
-                elif isinstance(result, BaseException):
-                    raise result
+            for (p, lg, _), flushed in zip(written, results):
+                if isinstance(flushed, OSError):
+                    log.error("fsync of %s failed: %s", lg, flushed)
+                    p.fail(ErrorCode.kafka_storage_error, f"log write failed: {flushed.strerror or flushed}")
+                elif isinstance(flushed, BaseException):
+                    raise flushed
 
     def _appended(self, p: PartitionAppend, lg: UnifiedLog, result: AppendResult
                   ) -> tuple[PartitionAppend, UnifiedLog, int]:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from security.keys import KeyProvider
 from tiering.log.config import LogConfig
@@ -29,7 +30,7 @@ from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSetting
 log = logging.getLogger("sediment.tier")
 
 
-def _consume(task: asyncio.Future[object]) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     """Done callback of an abandoned read: its outcome is not wanted (nor logged as lost)."""
     if not task.cancelled():
         task.exception()

@@ -75,7 +75,7 @@ def build(cls: type, fields: dict[str, Any]) -> Any:
 class Schema:
     """The response classes of one API version, by name."""
 
-    def __init__(self, module: ModuleType, root: type) -> None:
+    def __init__(self, module: ModuleType, root: type[Any]) -> None:
         self._module = module
         self.root = root
         self.version: int = int(root.__version__)
@@ -106,14 +106,16 @@ def request_reader(api_key: int, version: int) -> tuple[Callable[..., Any], bool
     return entity_reader(cls), bool(cls.__flexible__)
 
 
+# mypy does not take a class for Hashable when passing it to a functools.cache function,
+# hence the two `type: ignore[arg-type]` below.
 @cache
-def _writer(cls: type) -> Callable[..., None]:
+def _writer(cls: type[Any]) -> Callable[..., None]:
     return entity_writer(cls)
 
 
 def encode(entity: Any) -> bytes:
     buf = io.BytesIO()
-    _writer(type(entity))(buf, entity)
+    _writer(type(entity))(buf, entity)  # type: ignore[arg-type]  # a class is hashable
     return buf.getvalue()
 
 
@@ -122,5 +124,5 @@ def encode_response(correlation_id: int, response: Any) -> bytes:
     header_cls = type(response).__header_schema__
     buf = io.BytesIO()
     _writer(header_cls)(buf, header_cls(correlation_id=correlation_id))
-    _writer(type(response))(buf, response)
+    _writer(type(response))(buf, response)  # type: ignore[arg-type]  # a class is hashable
     return buf.getvalue()

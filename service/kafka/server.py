@@ -89,9 +89,10 @@ class KafkaServer:
         for listener in self._listeners:
             factory: Callable[[], asyncio.BaseProtocol]
             if listener.security_protocol in ("SSL", "SASL_SSL"):
-                factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # noqa: E731
+                # mypy cannot infer a lambda with a default argument; the declared type above holds.
+                factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # type: ignore[misc]  # noqa: E731
             else:
-                factory = lambda l=listener: self._framed(l)  # noqa: E731
+                factory = lambda l=listener: self._framed(l)  # type: ignore[misc]  # noqa: E731
             server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
@@ -119,6 +120,7 @@ class KafkaServer:
             log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
             transport.close()
             return
+        assert tls_transport is not None  # start_tls returns the TLS transport or raises
         framed.connection_made(tls_transport)
 
     async def close(self) -> None:
@@ -325,6 +327,7 @@ class KafkaServer:
                     await writer.drain()
             else:
                 with open(part.fd, "rb", buffering=0, closefd=False) as f:
+                    assert writer.transport is not None  # connected: it is sending this answer
                     await loop.sendfile(writer.transport, f, part.position, part.size)
         await writer.drain()
 

@@ -407,7 +407,11 @@ class LogManager:
                 log.info("retention deleted segments %s of %s", deleted, lg)
             doomed += lg.take_expired_deleted()
         if doomed:
-            await asyncio.to_thread(lambda: [seg.delete() for seg in doomed])
+            def delete_all() -> None:
+                for seg in doomed:
+                    seg.delete()
+
+            await asyncio.to_thread(delete_all)
 
     async def run_producer_expiration(self, now_ms: int | None = None) -> None:
         """Forget idempotent producers idle for producer.id.expiration.ms (and without an open

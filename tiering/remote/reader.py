@@ -401,9 +401,10 @@ class RemoteReader:
             async with self._gets:
                 blob = await self._up.store.get(log_key, chunk.transformed_position, chunk.transformed_end)
             # The stored form goes to the disk cache while a worker thread opens it.
-            data, _ = await asyncio.gather(
+            restored, _ = await asyncio.gather(
                 asyncio.to_thread(restore_chunk, blob, chunk, data_key, entry.segment_uuid),
                 self._cache.put(cache_key, blob))
+            data = restored
         self._opened.put(f"{manifest.topic}-{manifest.partition}", cache_key, data)
         return data
 

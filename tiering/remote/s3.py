@@ -19,12 +19,13 @@ orphaned by a crash, which no abort can reach.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from aiobotocore.session import get_session
@@ -201,7 +202,7 @@ class S3Store:
         self.checksums = checksums
         self.profile = profile
         self._stack: contextlib.AsyncExitStack | None = None
-        self._client = None
+        self._client: Any = None  # aiobotocore's S3 client: untyped
 
     def __repr__(self) -> str:
         return f"S3Store(s3://{self.bucket}/{self.prefix})"
@@ -498,7 +499,7 @@ class S3Store:
 
     # -- deletes ----------------------------------------------------------------------------
 
-    async def delete(self, keys: list[str]) -> None:
+    async def delete(self, keys: builtins.list[str]) -> None:
         fulls = list(dict.fromkeys(self._key(k) for k in keys))
         for i in range(0, len(fulls), self.delete_batch):
             pending = fulls[i : i + self.delete_batch]

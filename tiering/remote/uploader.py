@@ -16,7 +16,7 @@ import logging
 import os
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -58,7 +58,7 @@ class SegmentFiles:
     # For a locally encrypted segment: the original bytes of one stored batch (sealed or not).
     # Remote chunks hold original batches, compressed and encrypted per chunk; the offset index
     # is translated to positions in them.
-    open_batch: Callable[[bytes], bytes | bytearray] | None = None
+    open_batch: Callable[[bytes | bytearray], bytes | bytearray] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class _OpenedIndex:
         return bytes(self._out)
 
 
-def _opened_batches(batches: Iterable[Batch], open_batch: Callable[[bytes], bytes | bytearray],
+def _opened_batches(batches: Iterable[Batch], open_batch: Callable[[bytes | bytearray], bytes | bytearray],
                     index: _OpenedIndex) -> Iterator[Batch]:
     stored_pos = 0
     for base, last, data in batches:
@@ -291,7 +291,7 @@ class SegmentUploader:
             f.close()
             raise
 
-    async def _parts(self, stream: _SegmentStream) -> AsyncIterator[bytes]:
+    async def _parts(self, stream: _SegmentStream) -> AsyncGenerator[bytes, None]:
         """The object's bytes chunk by chunk, the next chunk transformed in a worker thread
         while the store sends the previous one (read-ahead of one): the pipeline holds at most
         two chunks, and the store's put_stream pulls only as fast as it uploads."""

@@ -47,7 +47,7 @@ async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
         topic = await broker.create_topic(t.name, partitions, configs, validate_only=validate_only)
     except TopicError as e:
         return _error(ctx, t.name, e.code, e.message)
-    entries = () if not s.has("CreatableTopicConfigs") else tuple(
+    entries: tuple[Any, ...] | None = () if not s.has("CreatableTopicConfigs") else tuple(
         s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
           config_source=e.source, is_sensitive=False)
         for e in topic_config_entries(broker, topic.configs))

@@ -42,6 +42,6 @@ def _apply(ops: Any, old: dict[str, str]) -> dict[str, str]:
 async def handle(ctx: RequestContext, req: Any) -> Any:
     results = []
     for r in req.resources:
-        results.append(await alter_result(ctx, r, lambda old, ops=r.configs: _apply(ops, old),
+        results.append(await alter_result(ctx, r, lambda old, ops=r.configs: _apply(ops, old),  # type: ignore[misc]  # lambda with a default
                                           bool(req.validate_only)))
     return ctx.schema.response(throttle_time=0, responses=tuple(results))
