@@ -54,6 +54,7 @@ class CpuMeter:
         self.m0 = time.thread_time()  # the Python loop alone (librdkafka runs in other threads)
         self.s0 = machine_cpu()
         self.b0 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
+        self.broker_pct: float | None = None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -342,7 +343,7 @@ def consume(
                         errors.append(str(err))
                     continue
                 seen += 1
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
             if errors:
                 raise BenchError(f"consume errors: {'; '.join(errors[:5])}")
             if time.monotonic() > deadline:

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 
 class BrokerError(RuntimeError):
@@ -116,7 +117,7 @@ class BrokerProcess:
         self.http_port = 0
         self.proc: subprocess.Popen | None = None
         self.argv: list[str] = []
-        self._log = None
+        self._log: BinaryIO | None = None
 
     # -- addresses --------------------------------------------------------
     @property
@@ -267,10 +268,10 @@ class BrokerProcess:
 
     # -- resource use -----------------------------------------------------
     def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.proc.pid) if self.alive() else None
+        return process_cpu_seconds(self.proc.pid) if self.proc is not None and self.alive() else None
 
     def peak_rss_mib(self) -> float | None:
-        return process_peak_rss_mib(self.proc.pid) if self.alive() else None
+        return process_peak_rss_mib(self.proc.pid) if self.proc is not None and self.alive() else None
 
     def __enter__(self) -> BrokerProcess:
         return self.start()

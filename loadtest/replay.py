@@ -31,11 +31,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds, sediment_command
 from .stats import MIB, median, rate_mib_s, ratio
 from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
+
+if TYPE_CHECKING:
+    from .faultproxy import MotoServer, ThreadedFaultProxy
 
 RATIO_TARGET = 0.5
 BATCH_SIZE = 1_000_000
@@ -96,10 +99,11 @@ class Store:
         self.kind = kind
         self.work = work
         self.parallel = parallel
-        self.moto = None
+        self.moto: MotoServer | None = None
         self.root = work / "store"
         self.use_proxy = proxy
-        self.proxy = None  # the fault trials' TCP proxy in front of moto, in a thread of this process
+        # the fault trials' TCP proxy in front of moto, in a thread of this process
+        self.proxy: ThreadedFaultProxy | None = None
 
     @property
     def pid(self) -> int | None:
@@ -142,7 +146,10 @@ class Store:
 
     @property
     def endpoint(self) -> str:
-        return self.proxy.url if self.proxy is not None else self.moto.url
+        if self.proxy is not None:
+            return self.proxy.url
+        assert self.moto is not None, "object store not started"
+        return self.moto.url
 
     def check_alive(self) -> None:
         if self.moto is not None and self.moto.proc is not None and self.moto.proc.poll() is not None:
@@ -579,7 +586,7 @@ def replay(bootstrap: str, topic: str, partitions: int, messages: int, *, deadli
                         errors.append(str(err))
                     continue
                 seen += 1
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
             if t_first is None and seen:
                 t_first = pc()
             if errors:
@@ -622,6 +629,7 @@ def start_profile(args: argparse.Namespace, pid: int, name: str) -> subprocess.P
         raise BenchError(f"cannot run {args.py_spy}: {e}") from None
     time.sleep(1.0)  # py-spy attaches before the clock starts
     if proc.poll() is not None:
+        assert proc.stderr is not None  # stderr=PIPE
         raise BenchError(f"py-spy exited at once: {proc.stderr.read().decode(errors='replace').strip()}")
     print(f"profiling the broker into {out}", flush=True)
     return proc
@@ -776,6 +784,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
                 broker.settings[cache_key] = str(work / f"cache-replay-{j}")
             broker.proc = None
             broker.start(timeout=60)
+            assert broker.pid is not None  # started
             suffix = "" if args.replays == 1 else f"-replay{j}"
             spy = start_profile(args, broker.pid, f"broker-replay-run{i}{suffix}")
             d = time.monotonic() + phase_timeout

@@ -121,11 +121,13 @@ class RemoteReader(threading.Thread):
             while not self.done.is_set():
                 msg = self._c.poll(0.2)
                 if msg is not None:
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            self.errors[msg.error().name()] += 1
+                    err, partition, offset = msg.error(), msg.partition(), msg.offset()
+                    if err:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            self.errors[err.name()] += 1
                     else:
-                        self.got[msg.partition()].append((msg.offset(), msg.value()))
+                        assert partition is not None and offset is not None  # a record names both
+                        self.got[partition].append((offset, msg.value() or b""))
                 t = self.targets
                 if t is not None and all(self.next_offset(p) >= end for p, end in t.items()):
                     return
