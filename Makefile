@@ -1,9 +1,10 @@
 # Two entry points: `make run` and `make test`. Both create .venv and install on first use.
+# `make lint` runs ruff and mypy (configured in pyproject.toml); CI runs it after the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install kcat bench clean
+.PHONY: run test lint install kcat bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +32,12 @@ run: $(STAMP)
 
 test: $(STAMP) kcat
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+LINTED := service tiering security loadtest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench

@@ -25,8 +25,8 @@ from typing import Any
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds
 from .report import add_ratios, format_report, summarize
-from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .stats import MIB, median, percentiles, rate_mib_s, ratio
+from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .variants import VARIANTS, Variant, plain, remove_revision, revision
 
 BATCH_SIZE = 1_000_000  # librdkafka caps a batch at message.max.bytes (default 1000000)
@@ -48,12 +48,13 @@ class CpuMeter:
     def __init__(self, broker_pid: int | None) -> None:
         self.broker_pid = broker_pid
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.perf_counter()
         self.c0 = self_cpu()
         self.m0 = time.thread_time()  # the Python loop alone (librdkafka runs in other threads)
         self.s0 = machine_cpu()
         self.b0 = process_cpu_seconds(self.broker_pid) if self.broker_pid else None
+        self.broker_pct: float | None = None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -137,7 +138,7 @@ def ensure_topic(
             )
             futures[topic].result(timeout=min(timeout, 10.0) + 1)
             client = admin
-        except Exception as e:  # noqa: BLE001 - any failure: fall back to auto-creation
+        except Exception as e:  # any failure: fall back to auto-creation
             detail = e.args[0] if isinstance(e, KafkaException) and e.args else e
             note = f"CreateTopics failed ({detail!r}); topics auto-created on produce"
     else:
@@ -342,7 +343,7 @@ def consume(
                         errors.append(str(err))
                     continue
                 seen += 1
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
             if errors:
                 raise BenchError(f"consume errors: {'; '.join(errors[:5])}")
             if time.monotonic() > deadline:

@@ -22,8 +22,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import BinaryIO
 
 
 class BrokerError(RuntimeError):
@@ -116,7 +117,7 @@ class BrokerProcess:
         self.http_port = 0
         self.proc: subprocess.Popen | None = None
         self.argv: list[str] = []
-        self._log = None
+        self._log: BinaryIO | None = None
 
     # -- addresses --------------------------------------------------------
     @property
@@ -135,7 +136,7 @@ class BrokerProcess:
         return shlex.join(self.argv)
 
     # -- lifecycle --------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "BrokerProcess":
+    def start(self, timeout: float = 60.0) -> BrokerProcess:
         if self.proc is not None:
             raise BrokerError("broker already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ class BrokerProcess:
         for key, value in self.settings.items():
             argv += ["--set", f"{key}={value}"]
         self.argv = argv
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - held for the process's life, closed in stop()
         env = None
         if self.env is not None:
             env = {**os.environ, **self.env}
@@ -267,12 +268,12 @@ class BrokerProcess:
 
     # -- resource use -----------------------------------------------------
     def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.proc.pid) if self.alive() else None
+        return process_cpu_seconds(self.proc.pid) if self.proc is not None and self.alive() else None
 
     def peak_rss_mib(self) -> float | None:
-        return process_peak_rss_mib(self.proc.pid) if self.alive() else None
+        return process_peak_rss_mib(self.proc.pid) if self.proc is not None and self.alive() else None
 
-    def __enter__(self) -> "BrokerProcess":
+    def __enter__(self) -> BrokerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

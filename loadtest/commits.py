@@ -26,8 +26,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds
 from .stats import median, ratio
@@ -182,7 +184,7 @@ class RawConnection:
         self._write_body = entity_writer(OffsetCommitRequest)
         response = load_response_schema(8, 8)
         self._read_header = entity_reader(response.__header_schema__)
-        self._read_body = entity_reader(response)
+        self._read_body: Callable[..., tuple[Any, int]] = entity_reader(response)
         self._receiver = asyncio.create_task(self._receive())
 
     async def _receive(self) -> None:
@@ -202,18 +204,22 @@ class RawConnection:
     async def commit(self, group: str, topic: str, partition: int, offset: int) -> list[int]:
         """One OffsetCommit; the error code of each partition in the answer."""
         from kio.schema.offset_commit.v8.request import (
-            OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic)
-        from kio.static.primitive import i32, i64
+            OffsetCommitRequest,
+            OffsetCommitRequestPartition,
+            OffsetCommitRequestTopic,
+        )
+        from kio.schema.types import GroupId, TopicName
+        from kio.static.primitive import i16, i32, i64
 
         self._next += 1
         correlation = self._next
         request = OffsetCommitRequest(
-            group_id=group, generation_id_or_member_epoch=i32(-1), member_id="", group_instance_id=None,
-            topics=(OffsetCommitRequestTopic(name=topic, partitions=(OffsetCommitRequestPartition(
+            group_id=GroupId(group), generation_id_or_member_epoch=i32(-1), member_id="", group_instance_id=None,
+            topics=(OffsetCommitRequestTopic(name=TopicName(topic), partitions=(OffsetCommitRequestPartition(
                 partition_index=i32(partition), committed_offset=i64(offset), committed_leader_epoch=i32(-1),
                 committed_metadata=""),)),))
         buf = io.BytesIO()
-        self._write_header(buf, self._header_cls(request_api_key=8, request_api_version=8,
+        self._write_header(buf, self._header_cls(request_api_key=i16(8), request_api_version=i16(8),
                                                   correlation_id=i32(correlation), client_id="commits-bench"))
         self._write_body(buf, request)
         frame = buf.getvalue()

@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -44,7 +45,7 @@ class MotoServer:
         exe = Path(sys.executable).parent / "moto_server"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
         # Its output goes to a file, not a pipe nobody reads: moto logs every request.
-        self._output = tempfile.TemporaryFile()
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this call, closed with the server
         self.proc = subprocess.Popen(
             cmd + ["-H", "127.0.0.1", "-p", "0"],
             stdout=self._output,
@@ -114,7 +115,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.fail_next = 0  # fail this many next requests; -1: fail all
         self.fail_every = 0  # when > 0, also fail every fail_every-th request
-        self.fail_when = None  # or a predicate on the request line, e.g. a part number
+        self.fail_when: Callable[[bytes], bool] | None = None  # or a predicate on the request line, e.g. a part number
         self._handlers: set[asyncio.Task] = set()
         self.fail_status = 503
         # "status": answer fail_status; "reset": drop the connection with an RST instead.
@@ -126,7 +127,7 @@ class FaultProxy:
         # delay_when None every request is held; a delay longer than the client's timeout is a
         # timeout as the client sees it.
         self.delay_s = 0.0
-        self.delay_when = None
+        self.delay_when: Callable[[bytes], bool] | None = None
         self.delayed = 0
         self.requests = 0
         self.failed = 0
@@ -151,6 +152,7 @@ class FaultProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a connection handler runs as a task
         self._handlers.add(task)
         try:
             await self._serve(reader, writer)
@@ -249,7 +251,7 @@ class ThreadedFaultProxy(FaultProxy):
     """A FaultProxy on its own event loop in a daemon thread, for synchronous tests (a broker
     process talks to it). Set the fault attributes from the test thread; `stop()` at the end."""
 
-    def start_in_thread(self) -> "ThreadedFaultProxy":
+    def start_in_thread(self) -> ThreadedFaultProxy:
         import threading
 
         self._loop = asyncio.new_event_loop()

@@ -75,16 +75,16 @@ def _fetch_request(max_bytes: int) -> bytes:
     from kio.schema.request_header.v2.header import RequestHeader
     from kio.schema.types import TopicName
     from kio.serial import entity_writer
-    from kio.static.primitive import i32, i64
+    from kio.static.primitive import i16, i32, i32Timedelta, i64
 
-    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1),
+    req = FetchRequest(max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)), min_bytes=i32(1),
                        max_bytes=i32(max_bytes), forgotten_topics_data=(),
                        topics=(FetchTopic(topic=TopicName(TOPIC), partitions=(
                            FetchPartition(partition=i32(0), fetch_offset=i64(0),
                                           partition_max_bytes=i32(max_bytes)),)),))
     buf = io.BytesIO()
-    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=1, request_api_version=FETCH_VERSION,
-                                                    correlation_id=7, client_id="fetch-memory"))
+    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=i16(1), request_api_version=i16(FETCH_VERSION),
+                                                    correlation_id=i32(7), client_id="fetch-memory"))
     entity_writer(FetchRequest)(buf, req)
     return struct.pack(">i", len(buf.getvalue())) + buf.getvalue()
 

@@ -4,8 +4,8 @@
 
 Produces N MiB to a fresh topic, then starts C confluent-kafka consumers in subprocesses, all in
 one group (subscribe, auto commit). Reports MiB/s from the first assignment any member received to
-the last message of the backlog (and from the start of the members), the time from the members' start to the first message (group
-join and assignment), and checks that the committed offsets end at the log end. See
+the last message of the backlog (and from the start of the members), the time from the members'
+start to the first message (group join and assignment), and checks that the committed offsets end at the log end. See
 loadtest/README.md.
 """
 

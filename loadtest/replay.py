@@ -28,13 +28,17 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .broker import BrokerError, BrokerProcess, process_cpu_seconds, sediment_command
-from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .stats import MIB, median, rate_mib_s, ratio
+from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
+
+if TYPE_CHECKING:
+    from .faultproxy import MotoServer, ThreadedFaultProxy
 
 RATIO_TARGET = 0.5
 BATCH_SIZE = 1_000_000
@@ -62,7 +66,7 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = {k: v for k, v in pids.items() if v}
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.perf_counter()
         self.c0 = self_cpu()
         self.m0 = machine_cpu()
@@ -95,10 +99,11 @@ class Store:
         self.kind = kind
         self.work = work
         self.parallel = parallel
-        self.moto = None
+        self.moto: MotoServer | None = None
         self.root = work / "store"
         self.use_proxy = proxy
-        self.proxy = None  # the fault trials' TCP proxy in front of moto, in a thread of this process
+        # the fault trials' TCP proxy in front of moto, in a thread of this process
+        self.proxy: ThreadedFaultProxy | None = None
 
     @property
     def pid(self) -> int | None:
@@ -141,7 +146,10 @@ class Store:
 
     @property
     def endpoint(self) -> str:
-        return self.proxy.url if self.proxy is not None else self.moto.url
+        if self.proxy is not None:
+            return self.proxy.url
+        assert self.moto is not None, "object store not started"
+        return self.moto.url
 
     def check_alive(self) -> None:
         if self.moto is not None and self.moto.proc is not None and self.moto.proc.poll() is not None:
@@ -492,7 +500,7 @@ async def raw_get(store_cfg: Store, view: RemoteView, keyring: Path, parallel: i
                     dk = await keys.unwrap(wrapped) if wrapped is not None else None
                     ix = unpack_indexes(await store.get(s.indexes_key), dk, e.segment_uuid)
                     ranges = [(c.transformed_position, c.transformed_end) for c in ix.chunks.entries]
-                except Exception:  # noqa: BLE001 - fall back to fixed-size ranges
+                except Exception:  # fall back to fixed-size ranges
                     ranges = None
             if ranges is None:
                 exact = False
@@ -517,7 +525,7 @@ async def raw_get(store_cfg: Store, view: RemoteView, keyring: Path, parallel: i
             await asyncio.wait_for(
                 asyncio.gather(*(one(*r) for r in requests)), max(1.0, deadline - time.monotonic())
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BenchError(f"raw GETs passed their deadline ({len(requests)} requests)") from None
         seconds = time.perf_counter() - t0
         expected = sum(view.objects.get(s.log_key, 0) for s in segs)
@@ -578,7 +586,7 @@ def replay(bootstrap: str, topic: str, partitions: int, messages: int, *, deadli
                         errors.append(str(err))
                     continue
                 seen += 1
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
             if t_first is None and seen:
                 t_first = pc()
             if errors:
@@ -621,6 +629,7 @@ def start_profile(args: argparse.Namespace, pid: int, name: str) -> subprocess.P
         raise BenchError(f"cannot run {args.py_spy}: {e}") from None
     time.sleep(1.0)  # py-spy attaches before the clock starts
     if proc.poll() is not None:
+        assert proc.stderr is not None  # stderr=PIPE
         raise BenchError(f"py-spy exited at once: {proc.stderr.read().decode(errors='replace').strip()}")
     print(f"profiling the broker into {out}", flush=True)
     return proc
@@ -640,7 +649,7 @@ def stop_profile(proc: subprocess.Popen | None) -> None:
 def broker_key_known(key: str) -> bool:
     try:
         from service.config import KEYS
-    except Exception:  # noqa: BLE001
+    except Exception:
         return True
     return key in KEYS
 
@@ -775,6 +784,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
                 broker.settings[cache_key] = str(work / f"cache-replay-{j}")
             broker.proc = None
             broker.start(timeout=60)
+            assert broker.pid is not None  # started
             suffix = "" if args.replays == 1 else f"-replay{j}"
             spy = start_profile(args, broker.pid, f"broker-replay-run{i}{suffix}")
             d = time.monotonic() + phase_timeout
@@ -935,7 +945,7 @@ def default_parallelism() -> int:
         from service.config import KEYS
 
         return int(KEYS["remote.fetch.parallelism"].default)
-    except Exception:  # noqa: BLE001 - older tree: the reader's own default
+    except Exception:  # older tree: the reader's own default
         from tiering.remote.reader import ReadSettings
 
         return ReadSettings().parallel_gets
@@ -1030,7 +1040,8 @@ def main(argv: list[str] | None = None) -> int:
         "value_kind": "random (incompressible)" if args.incompressible else "random-word text",
         "isolation": args.isolation, "segment_mb": args.segment_mb, "segment_bytes": segment_bytes(args),
         "batch_bytes": args.batch_bytes, "replays": args.replays,
-        "cache_bytes": "default" if args.cache_bytes is None else args.cache_bytes, "compression": args.compression, "parallel": args.parallel,
+        "cache_bytes": "default" if args.cache_bytes is None else args.cache_bytes,
+        "compression": args.compression, "parallel": args.parallel,
         "chunk_bytes": args.chunk_bytes or None, "phase_timeout_s": phase_timeout,
         "cpus": os.cpu_count(), "revision": source_revision(), "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0],

@@ -81,7 +81,7 @@ class SmallDisk:
             name.unlink(missing_ok=True)
         self.fillers.clear()
 
-    def __enter__(self) -> "SmallDisk":
+    def __enter__(self) -> SmallDisk:
         return self
 
     def __exit__(self, *exc: object) -> None:

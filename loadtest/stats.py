@@ -9,7 +9,7 @@ the maximum.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 MIB = 1 << 20
 

@@ -77,7 +77,7 @@ class RssSampler:
                 self.peak_kib = max(self.peak_kib, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -87,9 +87,7 @@ class RssSampler:
 
 
 def _alter_topic(bootstrap: str, topic: str, key: str, value: str) -> None:
-    from confluent_kafka.admin import (
-        AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType,
-    )
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
@@ -129,7 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         broker = BrokerProcess(data_dir=work / "data", settings=settings,
                                env=S3_ENV if args.store == "s3" else None)
         broker.start(timeout=60)
-        print(f"broker: pid {broker.pid}, store {store.url}, work dir {work}", flush=True)
+        pid = broker.pid
+        assert pid is not None  # started
+        print(f"broker: pid {pid}, store {store.url}, work dir {work}", flush=True)
 
         data = args.segment_mib * MIB
         topic = f"upmem-{uuid.uuid4().hex[:8]}"
@@ -150,16 +150,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            deadline=time.monotonic() + args.timeout, check=check)
         print(f"produce: {produced['produce_mib_s']:.1f} MiB/s in {produced['produce_seconds']:.1f}s", flush=True)
 
-        out["rss_before_upload_mib"] = (_status_kib(broker.pid, "VmRSS") or 0) / 1024
-        out["peak_before_upload_mib"] = (_status_kib(broker.pid, "VmHWM") or 0) / 1024
-        reset = _reset_peak(broker.pid)
+        out["rss_before_upload_mib"] = (_status_kib(pid, "VmRSS") or 0) / 1024
+        out["peak_before_upload_mib"] = (_status_kib(pid, "VmHWM") or 0) / 1024
+        reset = _reset_peak(pid)
         started = time.monotonic()
-        with RssSampler(broker.pid) as sampler:
+        with RssSampler(pid) as sampler:
             _alter_topic(broker.bootstrap, topic, "remote.upload.interval.ms", "1000")
             metrics = _wait_uploaded(broker, started + args.timeout)
         out["upload_seconds"] = time.monotonic() - started
         out["sampled_peak_rss_mib"] = sampler.peak_kib / 1024
-        hwm = _status_kib(broker.pid, "VmHWM")
+        hwm = _status_kib(pid, "VmHWM")
         out["upload_peak_rss_mib"] = (hwm / 1024) if reset and hwm else out["sampled_peak_rss_mib"]
         out["peak_from"] = "VmHWM after reset" if reset else "VmRSS samples"
         out["object_mib"] = metrics.get("sediment_remote_bytes_uploaded_total", 0) / MIB

@@ -96,7 +96,7 @@ class AclBinding:
                 self.host, int(self.operation), int(self.permission))
 
     @classmethod
-    def from_row(cls, row: Iterable[object]) -> "AclBinding":
+    def from_row(cls, row: Iterable[object]) -> AclBinding:
         rt, name, pt, principal, host, op, perm = row
         return cls(ResourceType(int(rt)), str(name), PatternType(int(pt)),  # type: ignore[call-overload]
                    str(principal), str(host), AclOperation(int(op)), AclPermission(int(perm)))  # type: ignore[call-overload]

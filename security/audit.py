@@ -21,7 +21,7 @@ FLUSH_AT_LINES = 1000  # flush early when this many lines are waiting
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AuditLog:
@@ -90,7 +90,7 @@ class AuditLog:
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             lines = self._take()

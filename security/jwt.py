@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from security.files import FileStamp, file_stamp
 
-_RSA_ALGS = {"RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
+_RSA_ALGS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
 _EC_ALGS = {"ES256": (hashes.SHA256, "P-256", 32), "ES384": (hashes.SHA384, "P-384", 48),
             "ES512": (hashes.SHA512, "P-521", 66)}
 _CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}

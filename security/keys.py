@@ -75,7 +75,7 @@ class WrappedKey:
         return base64.b64encode(self.blob).decode("ascii")
 
     @classmethod
-    def from_b64(cls, key_id: str, blob_b64: str) -> "WrappedKey":
+    def from_b64(cls, key_id: str, blob_b64: str) -> WrappedKey:
         try:
             return cls(key_id, base64.b64decode(blob_b64, validate=True))
         except (binascii.Error, ValueError) as e:
@@ -160,7 +160,7 @@ class KeyRing:
         ) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "key ring") -> "KeyRing":
+    def from_json(cls, text: str, source: str = "key ring") -> KeyRing:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
@@ -295,7 +295,7 @@ class LocalKeyProvider:
         self.ring = ring
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "LocalKeyProvider":
+    def from_file(cls, path: str | os.PathLike[str]) -> LocalKeyProvider:
         return cls(load_keyring(path))
 
     @property

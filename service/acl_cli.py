@@ -12,9 +12,15 @@ import sys
 from pathlib import Path
 
 from security.acl import (
-    CLUSTER_NAME, AclBinding, AclError, AclFilter, AclOperation, AclPermission, PatternType, ResourceType,
+    CLUSTER_NAME,
+    AclBinding,
+    AclError,
+    AclFilter,
+    AclOperation,
+    AclPermission,
+    PatternType,
+    ResourceType,
 )
-
 from service.metadata import MetadataStore
 
 _OPERATIONS = {op.name.replace("_", ""): op for op in AclOperation if op not in (AclOperation.UNKNOWN,
@@ -30,7 +36,7 @@ def _operation(text: str) -> AclOperation:
     return op
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     acls = sub.add_parser("acls", help="manage ACLs in a data dir (broker stopped)")
     acls_sub = acls.add_subparsers(dest="acls_command", required=True)
     for name, text in (("add", "add ACLs"), ("list", "list ACLs (all, or those of the given resources)"),
@@ -89,7 +95,7 @@ def _filters(args: argparse.Namespace, resources: list[tuple[ResourceType, str]]
         ops = [AclOperation.ANY]
         host = None
     else:
-        entries = _principals(args) or [(None, AclPermission.ANY)]  # type: ignore[list-item]
+        entries = _principals(args) or [(None, AclPermission.ANY)]
         ops = args.operation or [AclOperation.ANY]
         host = args.host
     return [AclFilter(rt, name, pattern, principal, host, op, perm)

@@ -10,7 +10,6 @@ from security.credentials import CredentialCache
 from security.jwt import JwksError, JwksFile, JwtValidator
 from security.sasl import SaslMechanisms
 from security.tls import PrincipalMapper, ReloadingTlsContext, TlsError, TlsSettings
-
 from service.config import BrokerConfig, ConfigError
 
 

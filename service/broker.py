@@ -14,19 +14,10 @@ from dataclasses import dataclass, replace
 from security.acl import AclBinding, AclFilter, Authorizer, parse_super_users
 from security.audit import AuditLog
 from security.credentials import CredentialCache, ScramCredential
-from tiering.log.config import ConfigError as TopicConfigError
-from tiering.log.config import LogConfig, validate_topic_configs
-from tiering.log.data_keys import PartitionKeys
-from tiering.log.manager import LogManager
-from tiering.log.partition import UnifiedLog
-from tiering.remote.reader import ChunkCache
-from tiering.remote.store import ObjectStore
-from tiering.tier import TierManager, TieredTopic
-
 from service.auth import build_authentication
 from service.config import BrokerConfig, ConfigError, Listener
-from service.groups import GroupCoordinator
 from service.errors import ErrorCode, TopicError
+from service.groups import GroupCoordinator
 from service.http.app import HttpServer
 from service.kafka.server import KafkaServer
 from service.keywatch import KeyRingWatcher
@@ -37,6 +28,14 @@ from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
 from service.tiering import open_key_provider, open_object_store, tier_cache_dir, tier_settings
 from service.txn.coordinator import TransactionCoordinator
+from tiering.log.config import ConfigError as TopicConfigError
+from tiering.log.config import LogConfig, validate_topic_configs
+from tiering.log.data_keys import PartitionKeys
+from tiering.log.manager import LogManager
+from tiering.log.partition import UnifiedLog
+from tiering.remote.reader import ChunkCache
+from tiering.remote.store import ObjectStore
+from tiering.tier import TieredTopic, TierManager
 
 log = logging.getLogger("sediment.broker")
 

@@ -335,8 +335,8 @@ def load_config(
         values[name] = key.convert(name, value)
     merged = {k.name: k.default for k in KEYS.values()} | values
     cfg = BrokerConfig(merged, frozenset(values))
-    cfg.listeners  # validate eagerly so a bad value stops start-up
-    cfg.advertised_listeners
+    _ = cfg.listeners  # validate eagerly so a bad value stops start-up
+    _ = cfg.advertised_listeners
     _check_remote(cfg)
     _check_security(cfg)
     return cfg

@@ -18,12 +18,10 @@ import logging
 
 from security.files import FileStamp, file_stamp
 from security.keys import KeyProvider, KeysError, LocalKeyProvider, load_keyring
-
+from service.config import BrokerConfig
 from tiering.log.data_keys import DataKeyError
 from tiering.log.manager import LogManager
 from tiering.tier import TierManager
-
-from service.config import BrokerConfig
 
 log = logging.getLogger("sediment.keys")
 
@@ -31,7 +29,7 @@ log = logging.getLogger("sediment.keys")
 class KeyRingWatcher:
     def __init__(self, config: BrokerConfig, keys: KeyProvider | None, logs: LogManager,
                  tier: TierManager | None) -> None:
-        self._path = config["remote.keyring"] or None
+        self._path: str | None = config["remote.keyring"] or None
         self._interval = config["remote.keyring.check.interval.ms"] / 1000
         self._keys = keys
         self._logs = logs
@@ -42,8 +40,8 @@ class KeyRingWatcher:
     async def start(self) -> None:
         if not isinstance(self._keys, LocalKeyProvider) or self._path is None:
             return
-        self._mtime = file_stamp(self._path)  # type: ignore[arg-type]
-        self._task = asyncio.create_task(self._loop())
+        self._mtime = file_stamp(self._path)
+        self._task = asyncio.create_task(self._loop(self._path))
 
     async def close(self) -> None:
         if self._task is not None:
@@ -51,17 +49,17 @@ class KeyRingWatcher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def _loop(self) -> None:
+    async def _loop(self, path: str) -> None:
         pending = True  # a pass at start: a rotation while the broker was down
         while True:
             if not pending:
                 await asyncio.sleep(self._interval)
-                mtime = file_stamp(self._path)  # type: ignore[arg-type]
+                mtime = file_stamp(path)
                 if mtime is None or mtime == self._mtime:
                     continue
                 self._mtime = mtime
                 try:
-                    ring = await asyncio.to_thread(load_keyring, self._path)  # type: ignore[arg-type]
+                    ring = await asyncio.to_thread(load_keyring, path)
                 except KeysError as e:
                     log.error("key ring changed but cannot be loaded; keeping the old one: %s", e)
                     continue

@@ -12,9 +12,10 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from security.acl import AclBinding
 from security.credentials import ScramCredential
@@ -168,12 +169,13 @@ class MetadataStore:
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
 
-    def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    # A row's values are whatever SQLite stored (column affinity, not a static type): callers convert.
+    def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         assert self._db is not None, "MetadataStore used before start()"
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    async def _exec(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    async def _exec(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self._run, sql, args)
 
     async def get_meta(self, key: str) -> str | None:
@@ -185,7 +187,7 @@ class MetadataStore:
 
     async def load_topics(self) -> list[TopicRecord]:
         rows = await self._exec("SELECT name, topic_id, partitions, configs FROM topics")
-        return [TopicRecord(str(n), uuid.UUID(str(i)), int(p), json.loads(str(c)))  # type: ignore[arg-type]
+        return [TopicRecord(str(n), uuid.UUID(str(i)), int(p), json.loads(str(c)))
                 for n, i, p, c in rows]
 
     async def put_topic(self, topic: TopicRecord) -> None:
@@ -236,7 +238,7 @@ class MetadataStore:
     async def load_offsets(self) -> list[tuple[str, str, int, int, int, str, int]]:
         rows = await self._exec("SELECT group_id, topic, partition, committed_offset, leader_epoch, "
                                 "metadata, commit_timestamp FROM group_offsets")
-        return [(str(g), str(t), int(p), int(o), int(e), str(m), int(ts))  # type: ignore[arg-type]
+        return [(str(g), str(t), int(p), int(o), int(e), str(m), int(ts))
                 for g, t, p, o, e, m, ts in rows]
 
     def _apply_batch(self, batch: list[Statements]) -> list[BaseException | None]:
@@ -290,7 +292,7 @@ class MetadataStore:
 
     async def load_group_states(self) -> list[tuple[str, str, int | None]]:
         rows = await self._exec("SELECT group_id, protocol_type, empty_since FROM group_states")
-        return [(str(g), str(pt), None if e is None else int(e)) for g, pt, e in rows]  # type: ignore[arg-type]
+        return [(str(g), str(pt), None if e is None else int(e)) for g, pt, e in rows]
 
     async def put_group_state(self, group_id: str, protocol_type: str, empty_since: int | None) -> None:
         await self._exec("INSERT OR REPLACE INTO group_states (group_id, protocol_type, empty_since) "
@@ -299,13 +301,13 @@ class MetadataStore:
     async def delete_group_state(self, group_id: str) -> None:
         await self._exec("DELETE FROM group_states WHERE group_id = ?", (group_id,))
 
-    async def load_transactions(self) -> list["TxnMetadata"]:
+    async def load_transactions(self) -> list[TxnMetadata]:
         from service.txn.coordinator import txn_from_json
 
         rows = await self._exec("SELECT state FROM transactions")
         return [txn_from_json(json.loads(str(raw))) for (raw,) in rows]
 
-    async def put_transaction(self, txn: "TxnMetadata") -> None:
+    async def put_transaction(self, txn: TxnMetadata) -> None:
         from service.txn.coordinator import txn_to_json
 
         d = txn_to_json(txn)
@@ -337,7 +339,7 @@ class MetadataStore:
     async def load_scram_credentials(self) -> list[tuple[str, str, ScramCredential]]:
         rows = await self._exec("SELECT name, mechanism, salt, stored_key, server_key, iterations "
                                 "FROM scram_credentials ORDER BY name, mechanism")
-        return [(str(n), str(m), ScramCredential(bytes(s), bytes(sk), bytes(vk), int(i)))  # type: ignore[arg-type]
+        return [(str(n), str(m), ScramCredential(bytes(s), bytes(sk), bytes(vk), int(i)))
                 for n, m, s, sk, vk, i in rows]
 
     async def put_scram_credential(self, name: str, mechanism: str, cred: ScramCredential) -> None:

@@ -20,8 +20,8 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Union
 
+from service.errors import ErrorCode, rejection_code
 from tiering.log.manager import LogManager
 from tiering.log.partition import AppendResult, OffsetOutOfRangeError, ReadSlice, UnifiedLog
 from tiering.log.sealed_read import SealedRange
@@ -30,8 +30,6 @@ from tiering.records import InvalidRecordError, iter_batches
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
 from tiering.tier import TieredTopic, TierManager
-
-from service.errors import ErrorCode, rejection_code
 
 log = logging.getLogger("sediment.partitions")
 
@@ -51,7 +49,7 @@ class FileRange:
         os.close(self.fd)
 
 
-Records = Union[FileRange, SealedRange, bytes, bytearray, memoryview]
+Records = FileRange | SealedRange | bytes | bytearray | memoryview
 
 
 @dataclass
@@ -153,12 +151,12 @@ class Partitions:
         if acks == -1 and written:
             results = await asyncio.gather(*(self._logs.flush_for_ack(lg, last + 1) for _, lg, last in written),
                                            return_exceptions=True)
-            for (p, lg, _), result in zip(written, results):
-                if isinstance(result, OSError):
-                    log.error("fsync of %s failed: %s", lg, result)
-                    p.fail(ErrorCode.kafka_storage_error, f"log write failed: {result.strerror or result}")
-                elif isinstance(result, BaseException):
-                    raise result
+            for (p, lg, _), flushed in zip(written, results):
+                if isinstance(flushed, OSError):
+                    log.error("fsync of %s failed: %s", lg, flushed)
+                    p.fail(ErrorCode.kafka_storage_error, f"log write failed: {flushed.strerror or flushed}")
+                elif isinstance(flushed, BaseException):
+                    raise flushed
 
     def _appended(self, p: PartitionAppend, lg: UnifiedLog, result: AppendResult
                   ) -> tuple[PartitionAppend, UnifiedLog, int]:
@@ -444,7 +442,7 @@ class Partitions:
             self._waiters.setdefault(key, set()).add(fut)
         try:
             await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             for key in keys:
@@ -455,6 +453,6 @@ class Partitions:
                         del self._waiters[key]
 
 
-def _close_made(task: "asyncio.Future[SealedRange]") -> None:
+def _close_made(task: asyncio.Future[SealedRange]) -> None:
     if not task.cancelled() and task.exception() is None:
         task.result().close()

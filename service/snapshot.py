@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import uuid
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,11 +30,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from security.acl import AclBinding
 from security.credentials import ScramCredential
 from security.keys import KeyProvider, KeysError, WrappedKey, new_data_key
-from tiering.remote.store import ObjectStore
-
 from service.config import ConfigError
 from service.metadata import MetadataStore, TopicRecord
 from service.txn.coordinator import txn_from_json, txn_to_json
+from tiering.remote.store import ObjectStore
 
 log = logging.getLogger("sediment.snapshot")
 
@@ -116,7 +116,7 @@ class ClusterSnapshots:
             return False
         if await self._objects.head(SNAPSHOT_KEY) is None:
             return False
-        snap: dict = await open_snapshot(await self._objects.get(SNAPSHOT_KEY), self._keys)  # type: ignore[type-arg]
+        snap: dict[str, Any] = await open_snapshot(await self._objects.get(SNAPSHOT_KEY), self._keys)
         if snap.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{SNAPSHOT_KEY}: unsupported format_version {snap.get('format_version')!r}")
         for key, value in snap["meta"].items():
@@ -168,6 +168,6 @@ def _credential_to_json(name: str, mechanism: str, cred: ScramCredential) -> dic
             "server_key": b64(cred.server_key), "iterations": cred.iterations}
 
 
-def _credential_from_json(d: dict[str, object]) -> ScramCredential:
+def _credential_from_json(d: dict[str, Any]) -> ScramCredential:
     return ScramCredential(base64.b64decode(str(d["salt"])), base64.b64decode(str(d["stored_key"])),
-                           base64.b64decode(str(d["server_key"])), int(d["iterations"]))  # type: ignore[call-overload]
+                           base64.b64decode(str(d["server_key"])), int(d["iterations"]))

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 
 from security.keys import KeyProvider, LocalKeyProvider
+from service.config import BrokerConfig, ConfigError
 from tiering.remote.reader import ReadSettings
 from tiering.remote.store import ObjectStore, open_store
 from tiering.remote.uploader import UploadSettings
 from tiering.tier import TierSettings
-
-from service.config import BrokerConfig, ConfigError
 
 log = logging.getLogger("sediment.tiering")
 
@@ -45,8 +44,9 @@ async def open_object_store(config: BrokerConfig) -> ObjectStore:
 
 async def open_key_provider(config: BrokerConfig) -> KeyProvider | None:
     if config["remote.kms.key.id"]:
-        from security.keys import KmsKeyProvider
         from aiobotocore.session import get_session
+
+        from security.keys import KmsKeyProvider
 
         client = await get_session().create_client(
             "kms", region_name=config["remote.s3.region"] or None).__aenter__()

@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from security.keys import KeyProvider
-
 from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
@@ -30,7 +30,7 @@ from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSetting
 log = logging.getLogger("sediment.tier")
 
 
-def _consume(task: "asyncio.Future[object]") -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     """Done callback of an abandoned read: its outcome is not wanted (nor logged as lost)."""
     if not task.cancelled():
         task.exception()
@@ -409,7 +409,7 @@ class TierManager:
         try:
             try:
                 first = await asyncio.wait_for(asyncio.shield(reads[0]), wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.metrics.remote_read_timeouts += 1
                 log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
                 raise RemoteReadTimeout(f"remote read of {topic}-{partition} at {offset} passed "
@@ -422,7 +422,7 @@ class TierManager:
             for (e, _), task in zip(following, reads[1:]):
                 try:
                     part = await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
-                except Exception as ex:  # noqa: BLE001 - the answer ends here; the next fetch reports it
+                except Exception as ex:  # the answer ends here; the next fetch reports it
                     log.debug("remote read of %s-%d ends before segment %d: %s", topic, partition, e.base_offset, ex)
                     break
                 data = part.data

@@ -13,13 +13,13 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..system import raise_interrupt_on_sigterm
 from . import kill
-from .table import Row, format_table
 from .rig import ObjectStore
+from .table import Row, format_table
 
 SCENARIOS = ("kill", "store", "disk")
 

@@ -35,7 +35,7 @@ class Tally:
     def clean(self) -> bool:
         return not (self.lost or self.duplicated or self.out_of_order or self.forbidden)
 
-    def add(self, other: "Tally") -> None:
+    def add(self, other: Tally) -> None:
         self.acked += other.acked
         self.lost += other.lost
         self.duplicated += other.duplicated

@@ -8,9 +8,9 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -65,7 +65,7 @@ class ObjectStore:
     proxy: ThreadedFaultProxy | None = None
     buckets: int = 0
 
-    def start(self) -> "ObjectStore":
+    def start(self) -> ObjectStore:
         self.moto.start(timeout=30)
         self.proxy = ThreadedFaultProxy(self.moto.port).start_in_thread()
         return self
@@ -180,13 +180,17 @@ def read_back(bootstrap: str, topic: str, partitions: int, isolation: str = "rea
             msg = c.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_eof.add(msg.partition())
+            # A record and an end-of-partition event both name their partition; a record its offset.
+            err, partition, offset = msg.error(), msg.partition(), msg.offset()
+            assert partition is not None
+            if err:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_eof.add(partition)
                     continue
-                raise RigError(f"read back of {topic}: {msg.error()}")
-            at_eof.discard(msg.partition())
-            out[msg.partition()].append((msg.offset(), msg.value()))
+                raise RigError(f"read back of {topic}: {err}")
+            assert offset is not None
+            at_eof.discard(partition)
+            out[partition].append((offset, msg.value() or b""))
     finally:
         c.close()
     return out

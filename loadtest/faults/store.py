@@ -22,7 +22,6 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from ..broker import BrokerProcess
 from ..faultproxy import ThreadedFaultProxy
-from .table import Row
 from .ledger import Records, Tally, compare
 from .load import IdempotentLoad
 from .rig import (
@@ -38,6 +37,7 @@ from .rig import (
     read_back,
     wait_for,
 )
+from .table import Row
 
 FAULTS = ("internal-500", "slowdown-503", "reset", "stall", "outage")
 PARTITIONS = 2
@@ -121,11 +121,13 @@ class RemoteReader(threading.Thread):
             while not self.done.is_set():
                 msg = self._c.poll(0.2)
                 if msg is not None:
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            self.errors[msg.error().name()] += 1
+                    err, partition, offset = msg.error(), msg.partition(), msg.offset()
+                    if err:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            self.errors[err.name()] += 1
                     else:
-                        self.got[msg.partition()].append((msg.offset(), msg.value()))
+                        assert partition is not None and offset is not None  # a record names both
+                        self.got[partition].append((offset, msg.value() or b""))
                 t = self.targets
                 if t is not None and all(self.next_offset(p) >= end for p, end in t.items()):
                     return

@@ -26,8 +26,8 @@ HEADERS = ("scenario", "trials", "failed", "acknowledged", "lost", "duplicated",
 
 
 def format_table(rows: list[Row]) -> str:
-    body = [(r.scenario, str(r.trials), str(len(r.failures)), str(r.tally.acked), str(r.tally.lost), str(r.tally.duplicated),
-             str(r.tally.out_of_order), str(r.tally.unacked), str(r.tally.forbidden),
+    body = [(r.scenario, str(r.trials), str(len(r.failures)), str(r.tally.acked), str(r.tally.lost),
+             str(r.tally.duplicated), str(r.tally.out_of_order), str(r.tally.unacked), str(r.tally.forbidden),
              "-" if r.recovery_s is None else f"{r.recovery_s:.2f}") for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(HEADERS)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

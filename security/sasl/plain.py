@@ -8,7 +8,12 @@ import hashlib
 import hmac
 
 from security.credentials import (
-    SCRAM_SHA_256, SCRAM_SHA_512, CredentialCache, ScramCredential, ScramMechanism, verify_password,
+    SCRAM_SHA_256,
+    SCRAM_SHA_512,
+    CredentialCache,
+    ScramCredential,
+    ScramMechanism,
+    verify_password,
 )
 from security.sasl.base import SaslAuthenticationError, SaslStep, invalid_credentials
 

@@ -199,7 +199,7 @@ def _now_ms() -> int:
 
 
 class GroupCoordinator:
-    def __init__(self, store: "MetadataStore", *, initial_rebalance_delay_ms: int = 3000,
+    def __init__(self, store: MetadataStore, *, initial_rebalance_delay_ms: int = 3000,
                  min_session_timeout_ms: int = 6000, max_session_timeout_ms: int = 1_800_000,
                  offsets_retention_ms: int = 10080 * 60_000,
                  retention_check_interval_ms: int = 600_000) -> None:
@@ -215,7 +215,7 @@ class GroupCoordinator:
         self._expirer: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, store: "MetadataStore", config: Any) -> "GroupCoordinator":
+    def from_config(cls, store: MetadataStore, config: Any) -> GroupCoordinator:
         return cls(store,
                    initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
                    min_session_timeout_ms=config["group.min.session.timeout.ms"],

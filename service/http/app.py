@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sediment.http")
 
-BROKER_KEY: web.AppKey["Broker"] = web.AppKey("broker")
+BROKER_KEY: web.AppKey[Broker] = web.AppKey("broker")
 
 
 async def live(request: web.Request) -> web.Response:
@@ -27,7 +27,7 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "node_id": broker.cluster.node_id if broker.cluster else None})
 
 
-def _metric_lines(broker: "Broker") -> list[str]:
+def _metric_lines(broker: Broker) -> list[str]:
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -73,7 +73,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
 
-def make_app(broker: "Broker") -> web.Application:
+def make_app(broker: Broker) -> web.Application:
     app = web.Application()
     app[BROKER_KEY] = broker
     app.router.add_get("/health/live", live)
@@ -83,7 +83,7 @@ def make_app(broker: "Broker") -> web.Application:
 
 
 class HttpServer:
-    def __init__(self, broker: "Broker", host: str, port: int) -> None:
+    def __init__(self, broker: Broker, host: str, port: int) -> None:
         self._app = make_app(broker)
         self._host, self._port = host, port
         self.port = port

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 
 from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
-from service.partitions import FileRange  # noqa: F401 - re-exported to the server and splice
+from service.partitions import FileRange  # also re-exported to the server and splice
 
 if TYPE_CHECKING:
     from service.broker import Broker
@@ -27,12 +27,12 @@ class Connection:
     authenticated: bool = True  # False on SASL listeners until the exchange succeeds
     mechanism: str | None = None  # the SASL mechanism that authenticated this connection
     session_expiry: float | None = None  # time.monotonic() after which only re-auth is allowed
-    sasl: "SaslSession | None" = None  # the SASL state machine (SASL_* listeners only)
+    sasl: SaslSession | None = None  # the SASL state machine (SASL_* listeners only)
 
 
 @dataclass
 class RequestContext:
-    broker: "Broker"
+    broker: Broker
     conn: Connection
     api_key: int
     version: int
@@ -61,7 +61,7 @@ class LazyPart(Protocol):
     def close(self) -> None: ...
 
 
-Part = Union[bytes, bytearray, memoryview, FileRange, LazyPart]
+Part = bytes | bytearray | memoryview | FileRange | LazyPart
 _BYTES = (bytes, bytearray, memoryview)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 _RECV_BUFFER = 256 * 1024
@@ -25,7 +25,7 @@ class FrameTooLarge(Exception):
 
 class FramedConnection(asyncio.BufferedProtocol):
     def __init__(self, max_frame: int, min_frame: int,
-                 on_connect: Callable[["FramedConnection"], Awaitable[None]]) -> None:
+                 on_connect: Callable[[FramedConnection], Coroutine[Any, Any, None]]) -> None:
         self._max_frame = max_frame
         self._min_frame = min_frame
         self._on_connect = on_connect
@@ -45,7 +45,7 @@ class FramedConnection(asyncio.BufferedProtocol):
     # -- protocol callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream server's transport is a Transport
         self.task = asyncio.get_running_loop().create_task(self._on_connect(self))
 
     def get_buffer(self, sizehint: int) -> memoryview:

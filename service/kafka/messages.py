@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import io
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +21,7 @@ from kio.static.constants import EntityType
 
 from service.errors import ErrorCode
 
-_EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+_EPOCH = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
 
 
 def _coerce_timedelta(v: Any) -> Any:
@@ -52,7 +52,7 @@ class _ClassInfo:
     coerce: tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _info(cls: type) -> _ClassInfo:
     fields = dataclasses.fields(cls)
     coerce = tuple(
@@ -75,7 +75,7 @@ def build(cls: type, fields: dict[str, Any]) -> Any:
 class Schema:
     """The response classes of one API version, by name."""
 
-    def __init__(self, module: ModuleType, root: type) -> None:
+    def __init__(self, module: ModuleType, root: type[Any]) -> None:
         self._module = module
         self.root = root
         self.version: int = int(root.__version__)
@@ -90,7 +90,7 @@ class Schema:
         return hasattr(self._module, name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def response_schema(api_key: int, version: int) -> Schema:
     module = load_payload_module(api_key, version, EntityType.response)
     root = next(
@@ -100,20 +100,22 @@ def response_schema(api_key: int, version: int) -> Schema:
     return Schema(module, root)
 
 
-@lru_cache(maxsize=None)
+@cache
 def request_reader(api_key: int, version: int) -> tuple[Callable[..., Any], bool]:
     cls = load_request_schema(api_key, version)
     return entity_reader(cls), bool(cls.__flexible__)
 
 
-@lru_cache(maxsize=None)
-def _writer(cls: type) -> Callable[..., None]:
+# mypy does not take a class for Hashable when passing it to a functools.cache function,
+# hence the two `type: ignore[arg-type]` below.
+@cache
+def _writer(cls: type[Any]) -> Callable[..., None]:
     return entity_writer(cls)
 
 
 def encode(entity: Any) -> bytes:
     buf = io.BytesIO()
-    _writer(type(entity))(buf, entity)
+    _writer(type(entity))(buf, entity)  # type: ignore[arg-type]  # a class is hashable
     return buf.getvalue()
 
 
@@ -122,5 +124,5 @@ def encode_response(correlation_id: int, response: Any) -> bytes:
     header_cls = type(response).__header_schema__
     buf = io.BytesIO()
     _writer(header_cls)(buf, header_cls(correlation_id=correlation_id))
-    _writer(type(response))(buf, response)
+    _writer(type(response))(buf, response)  # type: ignore[arg-type]  # a class is hashable
     return buf.getvalue()

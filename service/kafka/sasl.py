@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from security.sasl import SaslAuthenticationError, SaslExchange, SaslMechanisms
-
 from service.errors import ErrorCode
 from service.kafka.context import Connection
 

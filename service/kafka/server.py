@@ -29,7 +29,7 @@ from service.config import Listener
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, FileRange, LazyPart, RequestContext, SplicedResponse
-from service.kafka.framing import FrameTooLarge, FramedConnection
+from service.kafka.framing import FramedConnection, FrameTooLarge
 from service.kafka.messages import encode_response, request_reader, response_schema
 from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
 from service.kafka.versions import API_RANGES, api_name
@@ -60,7 +60,7 @@ class _PartFailed(Exception):
 class _TlsAccept(asyncio.Protocol):
     """A fresh TCP connection on a TLS listener, until start_tls hands it to the framing."""
 
-    def __init__(self, upgrade: "Callable[[asyncio.Transport], None]") -> None:
+    def __init__(self, upgrade: Callable[[asyncio.Transport], None]) -> None:
         self._upgrade = upgrade
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,7 +72,7 @@ class _TlsAccept(asyncio.Protocol):
 
 
 class KafkaServer:
-    def __init__(self, broker: "Broker", listeners: list[Listener]) -> None:
+    def __init__(self, broker: Broker, listeners: list[Listener]) -> None:
         self._broker = broker
         self._listeners = listeners
         self._servers: list[asyncio.Server] = []
@@ -89,9 +89,10 @@ class KafkaServer:
         for listener in self._listeners:
             factory: Callable[[], asyncio.BaseProtocol]
             if listener.security_protocol in ("SSL", "SASL_SSL"):
-                factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # noqa: E731
+                # mypy cannot infer a lambda with a default argument; the declared type above holds.
+                factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # type: ignore[misc]  # noqa: E731
             else:
-                factory = lambda l=listener: self._framed(l)  # noqa: E731
+                factory = lambda l=listener: self._framed(l)  # type: ignore[misc]  # noqa: E731
             server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
@@ -114,11 +115,12 @@ class KafkaServer:
         try:
             tls_transport = await asyncio.get_running_loop().start_tls(
                 transport, framed, context, server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
-        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
             # An untrusted or missing client certificate ends here (the client sees the alert).
             log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
             transport.close()
             return
+        assert tls_transport is not None  # start_tls returns the TLS transport or raises
         framed.connection_made(tls_transport)
 
     async def close(self) -> None:
@@ -325,6 +327,7 @@ class KafkaServer:
                     await writer.drain()
             else:
                 with open(part.fd, "rb", buffering=0, closefd=False) as f:
+                    assert writer.transport is not None  # connected: it is sending this answer
                     await loop.sendfile(writer.transport, f, part.position, part.size)
         await writer.drain()
 

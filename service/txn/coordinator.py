@@ -14,9 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
-
-from tiering.records import InvalidRecordError
+from typing import TYPE_CHECKING, Any
 
 from service.errors import ErrorCode
 
@@ -56,12 +54,12 @@ def txn_to_json(txn: TxnMetadata) -> dict[str, object]:
     return d
 
 
-def txn_from_json(d: dict[str, object]) -> TxnMetadata:
+def txn_from_json(d: dict[str, Any]) -> TxnMetadata:
     d = dict(d)
-    d["partitions"] = frozenset((t, p) for t, p in d["partitions"])  # type: ignore[union-attr]
-    d["groups"] = frozenset(d["groups"])  # type: ignore[arg-type]
-    d["offsets"] = tuple(tuple(o) for o in d.get("offsets", ()))  # type: ignore[union-attr]
-    return TxnMetadata(**d)  # type: ignore[arg-type]
+    d["partitions"] = frozenset((t, p) for t, p in d["partitions"])
+    d["groups"] = frozenset(d["groups"])
+    d["offsets"] = tuple(tuple(o) for o in d.get("offsets", ()))
+    return TxnMetadata(**d)
 
 
 def _now_ms() -> int:
@@ -69,7 +67,7 @@ def _now_ms() -> int:
 
 
 class TransactionCoordinator:
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._txns: dict[str, TxnMetadata] = {}
         self._locks: dict[str, asyncio.Lock] = {}

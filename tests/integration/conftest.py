@@ -102,7 +102,7 @@ class Broker:
             cmd += ["--set", f"{key}={value}"]
         return cmd
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> "Broker":
+    def start(self, timeout: float = READY_TIMEOUT_S) -> Broker:
         """Start and wait until ready. A free port can be taken by another process between
         picking it and the broker binding it: then start again, on new ports if no client
         knows the old ones yet, else on the same ports once their holder lets go."""
@@ -196,7 +196,7 @@ class Broker:
                 self.kill()
                 raise BrokerError(
                     f"broker did not exit within {timeout:.0f}s of SIGTERM\n{self.log_tail()}"
-                )
+                ) from None
         return self.proc.returncode
 
     def kill(self) -> int | None:
@@ -209,7 +209,7 @@ class Broker:
             self.proc.wait(10)
         return self.proc.returncode
 
-    def restart(self, timeout: float = READY_TIMEOUT_S) -> "Broker":
+    def restart(self, timeout: float = READY_TIMEOUT_S) -> Broker:
         if self.running:
             self.stop()
         return self.start(timeout)

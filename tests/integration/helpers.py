@@ -203,7 +203,7 @@ def wait_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except (ConnectionResetError, BrokenPipeError):
             return bytes(got)

@@ -45,7 +45,7 @@ class CertificateAuthority:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         subject = _name(f"{name} CA", "ca")
         self.cert = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
@@ -64,7 +64,7 @@ class CertificateAuthority:
 
     def issue(self, file_stem: str, subject: x509.Name, *, server: bool, rsa_key: bool = False) -> Issued:
         key: Any = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
              .not_valid_before(now - _DAY).not_valid_after(now + 10 * _DAY)
@@ -112,13 +112,16 @@ class JwtIssuer:
 
     def __init__(self, kid: str, alg: str = "RS256") -> None:
         self.kid, self.alg = kid, alg
-        self.key: Any = rsa.generate_private_key(65537, 2048) if alg == "RS256" else ec.generate_private_key(ec.SECP256R1())
+        self.key: Any = (rsa.generate_private_key(65537, 2048) if alg == "RS256"
+                         else ec.generate_private_key(ec.SECP256R1()))
 
     def jwk(self) -> dict[str, str]:
         pub = self.key.public_key().public_numbers()
         if self.alg == "RS256":
-            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": _int_b64(pub.n), "e": _int_b64(pub.e)}
-        return {"kty": "EC", "kid": self.kid, "use": "sig", "crv": "P-256", "x": _int_b64(pub.x, 32), "y": _int_b64(pub.y, 32)}
+            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
+                    "n": _int_b64(pub.n), "e": _int_b64(pub.e)}
+        return {"kty": "EC", "kid": self.kid, "use": "sig", "crv": "P-256",
+                "x": _int_b64(pub.x, 32), "y": _int_b64(pub.y, 32)}
 
     def token(self, sub: str = "alice", lifetime_s: float = 3600, now: float | None = None, **claims: Any) -> str:
         now = time.time() if now is None else now

@@ -14,13 +14,22 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import (
-    AclBinding, AclBindingFilter, AclOperation as Op, AclPermissionType as Perm, AdminClient,
-    AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourcePatternType as PT, ResourceType as RT,
+    AclBinding,
+    AclBindingFilter,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
 )
+from confluent_kafka.admin import AclOperation as Op
+from confluent_kafka.admin import AclPermissionType as Perm
+from confluent_kafka.admin import ResourcePatternType as PT
+from confluent_kafka.admin import ResourceType as RT
 
 from .ck import consumer, create_topic, future_error_code, producer
-from .helpers import kio_call
 from .conftest import sediment_command
+from .helpers import kio_call
 
 ME = "User:ANONYMOUS"
 TOPIC_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED = 29, 30, 31
@@ -230,9 +239,9 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     assert changes == created + [dict(created[4], change="DELETE")]
     denials = {tuple(sorted(r.items())) for r in records if "result" in r}
     for op, rt, name in [("WRITE", "TOPIC", "a"), ("DESCRIBE", "TOPIC", "b"), ("READ", "TOPIC", "orders-secret"),
-                         ("DESCRIBE", "GROUP", "other"), ("DESCRIBE", "GROUP", "hidden"), ("ALTER", "CLUSTER", "kafka-cluster"),
-                         ("DESCRIBE", "CLUSTER", "kafka-cluster"), ("CREATE", "TOPIC", "newt"),
-                         ("DELETE", "TOPIC", "a"), ("DESCRIBE_CONFIGS", "TOPIC", "a"),
+                         ("DESCRIBE", "GROUP", "other"), ("DESCRIBE", "GROUP", "hidden"),
+                         ("ALTER", "CLUSTER", "kafka-cluster"), ("DESCRIBE", "CLUSTER", "kafka-cluster"),
+                         ("CREATE", "TOPIC", "newt"), ("DELETE", "TOPIC", "a"), ("DESCRIBE_CONFIGS", "TOPIC", "a"),
                          ("ALTER_CONFIGS", "CLUSTER", "kafka-cluster"), ("DESCRIBE", "TRANSACTIONAL_ID", "tx-1"),
                          ("IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster")]:
         want = {"principal": ME, "host": "127.0.0.1", "operation": op, "resource_type": rt,
@@ -288,8 +297,13 @@ def _kafka_python_produce_fails(bootstrap: str) -> None:
 
 def _kafka_python_describe_acls_fails(bootstrap: str) -> None:
     from kafka.admin import (
-        ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient,
-        ResourcePatternFilter, ResourceType,
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        KafkaAdminClient,
+        ResourcePatternFilter,
+        ResourceType,
     )
     from kafka.errors import ClusterAuthorizationFailedError
 
@@ -339,7 +353,8 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
         "",
         "Current ACLs for resource `ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, patternType=LITERAL)`:",
         f" \t(principal={ME}, host=*, operation=ALTER, permissionType=ALLOW)",
-        "",    "Current ACLs for resource `ResourcePattern(resourceType=TRANSACTIONAL_ID, name=tx-c, patternType=LITERAL)`:",
+        "",
+        "Current ACLs for resource `ResourcePattern(resourceType=TRANSACTIONAL_ID, name=tx-c, patternType=LITERAL)`:",
         f" \t(principal={ME}, host=*, operation=WRITE, permissionType=ALLOW)",
         "",
     ]
@@ -444,9 +459,7 @@ def _denials_over_the_wire(bootstrap: str) -> None:
     from kio.schema.add_partitions_to_txn.v3.request import AddPartitionsToTxnRequest, AddPartitionsToTxnTopic
     from kio.schema.create_partitions.v3.request import CreatePartitionsRequest, CreatePartitionsTopic
     from kio.schema.delete_groups.v2.request import DeleteGroupsRequest
-    from kio.schema.delete_records.v2.request import (
-        DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
-    )
+    from kio.schema.delete_records.v2.request import DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic
     from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
     from kio.schema.describe_transactions.v0.request import DescribeTransactionsRequest
     from kio.schema.end_txn.v3.request import EndTxnRequest
@@ -456,17 +469,23 @@ def _denials_over_the_wire(bootstrap: str) -> None:
     from kio.schema.leave_group.v5.request import LeaveGroupRequest, MemberIdentity
     from kio.schema.list_offsets.v8.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
     from kio.schema.offset_commit.v8.request import (
-        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        OffsetCommitRequest,
+        OffsetCommitRequestPartition,
+        OffsetCommitRequestTopic,
     )
     from kio.schema.offset_delete.v0.request import (
-        OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        OffsetDeleteRequest,
+        OffsetDeleteRequestPartition,
+        OffsetDeleteRequestTopic,
     )
     from kio.schema.offset_fetch.v7.request import OffsetFetchRequest as OffsetFetch7
     from kio.schema.offset_fetch.v8.request import OffsetFetchRequest, OffsetFetchRequestGroup
     from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
     from kio.schema.sync_group.v5.request import SyncGroupRequest
     from kio.schema.txn_offset_commit.v3.request import (
-        TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+        TxnOffsetCommitRequest,
+        TxnOffsetCommitRequestPartition,
+        TxnOffsetCommitRequestTopic,
     )
     from kio.static.primitive import i8, i16, i32, i64
 

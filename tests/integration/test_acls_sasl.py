@@ -8,8 +8,11 @@ import time
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
-from confluent_kafka.admin import AclBinding, AclOperation as Op, AclPermissionType as Perm, AdminClient, NewTopic
-from confluent_kafka.admin import ResourcePatternType as PT, ResourceType as RT
+from confluent_kafka.admin import AclBinding, AdminClient, NewTopic
+from confluent_kafka.admin import AclOperation as Op
+from confluent_kafka.admin import AclPermissionType as Perm
+from confluent_kafka.admin import ResourcePatternType as PT
+from confluent_kafka.admin import ResourceType as RT
 
 from . import ck
 from .conftest import Broker, BrokerError

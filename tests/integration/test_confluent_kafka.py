@@ -3,7 +3,6 @@ codec, ListOffsets, DeleteRecords, topic and config admin, LogAppendTime, fetch 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -40,7 +39,6 @@ from .helpers import (
     unique_topic,
     wait_until,
 )
-
 
 # ---------------------------------------------------------------------------------------------
 # produce / consume
@@ -116,7 +114,7 @@ def _produce_one_per_batch(bootstrap, topic, partition, timestamps):
     for i, ts in enumerate(timestamps):
         box = {}
         p.produce(topic, value=f"v{i}".encode(), partition=partition, timestamp=ts,
-                  on_delivery=lambda err, msg: box.update(err=err, off=msg.offset()))
+                  on_delivery=lambda err, msg, box=box: box.update(err=err, off=msg.offset()))
         assert p.flush(15) == 0
         assert box["err"] is None, box["err"]
         offsets.append(box["off"])

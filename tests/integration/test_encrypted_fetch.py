@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition as AioTP
-from kafka import KafkaConsumer, TopicPartition as KpTP
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioTP
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KpTP
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.request_header.v2.header import RequestHeader
 from kio.schema.types import TopicName

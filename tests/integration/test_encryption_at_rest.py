@@ -16,15 +16,15 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition as AioTP
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTP
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as AioTP
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KpTP
 
 from . import ck
 from .conftest import sediment_command
 from .helpers import Plan, Rec, unique_topic, wait_until
 from .test_tiering_helpers import (
-    FAST,
     SEGMENT_BYTES,
     TIERED_TOPIC,
     RemoteView,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.types import TopicName
 from kio.static.primitive import i32, i64
-from kio.schema.errors import ErrorCode
 
 from tiering.records import iter_batches
 
@@ -42,7 +42,8 @@ def test_fetch_answers_partitions_in_request_order(module_broker, order):
             topics[-1] = FetchTopic(topic=topics[-1].topic, partitions=topics[-1].partitions + (fp,))
         else:
             topics.append(FetchTopic(topic=TopicName(name), partitions=(fp,)))
-    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1), topics=tuple(topics), forgotten_topics_data=())
+    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1), topics=tuple(topics),
+                       forgotten_topics_data=())
 
     resp = kio_call(module_broker.bootstrap, req, 1, 12)
 

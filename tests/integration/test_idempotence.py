@@ -40,7 +40,7 @@ class DroppingProxy:
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    def start(self) -> "DroppingProxy":
+    def start(self) -> DroppingProxy:
         self._thread.start()
         assert self._ready.wait(10), "proxy did not start"
         return self

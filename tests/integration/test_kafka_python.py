@@ -158,7 +158,6 @@ def test_delete_records(module_broker, admin):
 
 
 def test_topic_admin(module_broker, admin):
-    b = module_broker
     topic = unique_topic("kp-admin")
 
     # validate_only creates nothing

@@ -170,7 +170,7 @@ def _closed_or_answered(sock: socket.socket, correlation_id: int, timeout: float
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except (ConnectionResetError, BrokenPipeError):
             return "closed"

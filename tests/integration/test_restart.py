@@ -20,7 +20,8 @@ def _configs(bootstrap, topic):
 
 
 def _topic_id(bootstrap, topic):
-    return str(ck.admin(bootstrap).describe_topics(TopicCollection([topic]), request_timeout=10)[topic].result(15).topic_id)
+    described = ck.admin(bootstrap).describe_topics(TopicCollection([topic]), request_timeout=10)
+    return str(described[topic].result(15).topic_id)
 
 
 def test_sigterm_restart_keeps_data_offsets_and_configs(broker_factory):

@@ -21,9 +21,7 @@ from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScram
 from . import ck
 from .conftest import Broker, BrokerError
 from .helpers import connect, wait_closed
-from .security_helpers import (
-    CertificateAuthority, JwtIssuer, KioConnection, add_user, fingerprint, write_jwks,
-)
+from .security_helpers import CertificateAuthority, JwtIssuer, KioConnection, add_user, fingerprint, write_jwks
 
 ALICE, ALICE_PW = "alice", "alice-Secret-1"
 BOB, BOB_PW = "bob", "bob-Secret-2"
@@ -112,7 +110,8 @@ def confluent_roundtrip(address: str, conf: dict, topic: str, recs) -> list[tupl
 
 
 def aiokafka_roundtrip(address: str, kw: dict, topic: str, recs) -> list[tuple]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition as ATP
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as ATP
 
     async def run():
         p = AIOKafkaProducer(bootstrap_servers=address, **kw)
@@ -286,10 +285,10 @@ def _tls_client(pki, client=None, ca=None) -> ssl.SSLContext:
 def _mtls_metadata(sec_broker, ctx) -> object:
     """Handshake, then one Metadata request; returns the response (raises when refused)."""
     host, port = sec_broker.address("SSL").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            return KioConnection(s).request(3, 12, topics=None, allow_auto_topic_creation=False,
-                                            include_topic_authorized_operations=False)
+    with (socket.create_connection((host, int(port)), timeout=5) as raw,
+          ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s):
+        return KioConnection(s).request(3, 12, topics=None, allow_auto_topic_creation=False,
+                                        include_topic_authorized_operations=False)
 
 
 def test_untrusted_client_certificate_refused(sec_broker, pki):
@@ -588,10 +587,10 @@ def test_server_certificate_reloads_without_restart(broker_factory, tmp_path):
     host, port = b.address("SSL").split(":")
 
     def served_fingerprint() -> bytes:
-        with socket.create_connection((host, int(port)), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                from cryptography import x509
-                return fingerprint(x509.load_der_x509_certificate(s.getpeercert(binary_form=True)))
+        with (socket.create_connection((host, int(port)), timeout=5) as raw,
+              ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s):
+            from cryptography import x509
+            return fingerprint(x509.load_der_x509_certificate(s.getpeercert(binary_form=True)))
 
     assert served_fingerprint() == fingerprint(first.cert)
     old = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname="127.0.0.1")

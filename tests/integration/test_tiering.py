@@ -85,7 +85,7 @@ def loaded(request, tmp_path_factory):
                            local_start_at_least=int(PER_PARTITION * 0.8))
             wait_settled(b, remote, topic, p)
             # Uploads settle before the next retention pass trims the local copies.
-            wait_until(lambda: len(b.segment_files(topic, p)) <= LOCAL_FILES_AT_MOST, 60,
+            wait_until(lambda p=p: len(b.segment_files(topic, p)) <= LOCAL_FILES_AT_MOST, 60,
                        interval=0.2, what=f"{topic}-{p} local copies trimmed")
         yield Loaded(b, remote, topic, plan, keyring, key_id, marker)
     except BaseException:

@@ -103,19 +103,19 @@ class RemoteView:
         self.prefix = prefix
 
     @classmethod
-    def file(cls, directory: Path) -> "RemoteView":
+    def file(cls, directory: Path) -> RemoteView:
         directory = Path(directory).resolve()
         directory.mkdir(parents=True, exist_ok=True)
         return cls("file", f"file://{directory}", root=directory)
 
     @classmethod
-    def s3(cls) -> "RemoteView":
+    def s3(cls) -> RemoteView:
         bucket = f"sediment-it-{uuid.uuid4().hex[:12]}"
         s3_client().create_bucket(Bucket=bucket)
         return cls("s3", f"s3://{bucket}/tier/it", bucket=bucket, prefix="tier/it/")
 
     @classmethod
-    def make(cls, kind: str, directory: Path) -> "RemoteView":
+    def make(cls, kind: str, directory: Path) -> RemoteView:
         return cls.file(directory) if kind == "file" else cls.s3()
 
     def broker_settings(self, endpoint: str | None = None) -> dict[str, object]:

@@ -88,7 +88,7 @@ def test_new_broker_on_empty_disk_serves_the_bucket(tiered_factory, tmp_path, ki
 
     # Everything, the active segments included (remote.upload.interval.ms), is in the bucket.
     for p in range(2):
-        wait_until(lambda: remote.remote_end(topic, p) == ends[p], 60, interval=0.2,
+        wait_until(lambda p=p: remote.remote_end(topic, p) == ends[p], 60, interval=0.2,
                    what=f"{topic}-{p} entirely in the bucket")
     assert any(k.startswith("_cluster/") for k in remote.keys()), remote.keys()[:20]
     if how == "stop":

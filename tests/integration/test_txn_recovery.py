@@ -6,9 +6,7 @@ from __future__ import annotations
 from service.broker import Broker
 from service.config import load_config
 from service.errors import ErrorCode
-from service.txn.coordinator import (
-    COMPLETE_ABORT, COMPLETE_COMMIT, ONGOING, PREPARE_ABORT, PREPARE_COMMIT, TxnMetadata,
-)
+from service.txn.coordinator import COMPLETE_ABORT, COMPLETE_COMMIT, ONGOING, PREPARE_ABORT, PREPARE_COMMIT, TxnMetadata
 from tests.unit.conftest import make_batch
 
 

@@ -8,10 +8,11 @@ import logging
 
 import pytest
 
-from security.acl import (
-    AclBinding, AclError, AclFilter, AclOperation as Op, AclPermission as Perm, Authorizer,
-    PatternType as PT, ResourceType as RT, parse_super_users,
-)
+from security.acl import AclBinding, AclError, AclFilter, Authorizer, parse_super_users
+from security.acl import AclOperation as Op
+from security.acl import AclPermission as Perm
+from security.acl import PatternType as PT
+from security.acl import ResourceType as RT
 from security.audit import AuditLog
 from tests.clock import eventually
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from security.acl import AclBinding, AclOperation as Op, AclPermission as Perm, PatternType as PT, ResourceType as RT
+from security.acl import AclBinding
+from security.acl import AclOperation as Op
+from security.acl import AclPermission as Perm
+from security.acl import PatternType as PT
+from security.acl import ResourceType as RT
 from service.cli import main
 from service.metadata import MetadataStore
 

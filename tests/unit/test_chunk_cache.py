@@ -74,7 +74,7 @@ def _on_disk(directory: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-async def _blocked_while_loop_runs(files: GatedFiles, op: "asyncio.Task[object]", ticker: Ticker) -> None:
+async def _blocked_while_loop_runs(files: GatedFiles, op: asyncio.Task[object], ticker: Ticker) -> None:
     assert await asyncio.to_thread(files.entered.wait, GATE_TIMEOUT_S)
     assert not op.done() and await ticker.runs_meanwhile()
     files.release.set()

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from service.kafka.framing import FrameTooLarge, FramedConnection
+from service.kafka.framing import FramedConnection, FrameTooLarge
 
 
 async def _serve(max_frame: int):

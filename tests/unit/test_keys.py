@@ -146,7 +146,7 @@ def test_unwrap_with_other_ring_raises_unknown_key(tmp_path):
 
 def test_unwrap_with_wrong_key_same_id_raises(tmp_path):
     a = generate_keyring(tmp_path / "a.json")
-    b = generate_keyring(tmp_path / "b.json")
+    generate_keyring(tmp_path / "b.json")
     # Give b's key a's id: same name, different key material.
     doc = json.loads((tmp_path / "b.json").read_text())
     doc["keys"][0]["id"] = doc["current"] = a.current_id

@@ -9,10 +9,10 @@ import pytest
 
 from security.keys import WrappedKey
 from tiering.remote.manifest import (
+    SPILL_SIZE,
     ManifestError,
     PartitionManifest,
     SegmentEntry,
-    SPILL_SIZE,
     SegmentState,
     manifest_key,
     segment_key,

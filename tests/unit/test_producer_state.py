@@ -293,7 +293,7 @@ def test_read_upto_offset_returns_whole_batches_below_it(tmp_path: Path) -> None
 def test_aborted_transactions_across_segments(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=250)
     log.append(idem(1, 0, txn=True), now_ms=NOW)  # 0
-    for i in range(4):
+    for _ in range(4):
         log.append(make_batch(1), now_ms=NOW)  # 1-4, rolling
     marker = log.append_control(PID, 0, False, 0, NOW)
     assert len(log.segments) > 1

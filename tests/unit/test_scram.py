@@ -8,8 +8,16 @@ import os
 import pytest
 
 from security.credentials import (
-    SCRAM_SHA_256, SCRAM_SHA_512, CredentialCache, CredentialError, credential_from_salted, digest,
-    hmac_digest, new_credential, salted_password, verify_password,
+    SCRAM_SHA_256,
+    SCRAM_SHA_512,
+    CredentialCache,
+    CredentialError,
+    credential_from_salted,
+    digest,
+    hmac_digest,
+    new_credential,
+    salted_password,
+    verify_password,
 )
 from security.sasl import SaslAuthenticationError, SaslMechanisms
 from security.sasl.scram import ScramServer

@@ -24,8 +24,8 @@ from security.keys import new_data_key
 from service.kafka.apis import fetch
 from service.kafka.context import Connection, RequestContext, SplicedResponse
 from service.kafka.messages import encode_response, response_schema
-from service.partitions import Partitions
 from service.kafka.server import KafkaServer, _PartFailed
+from service.partitions import Partitions
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
@@ -200,7 +200,7 @@ async def test_the_writer_holds_at_most_a_piece_of_the_opened_range(sealed_log) 
 def _tamper_after(lg: UnifiedLog, at_least: int) -> int:
     """Flip a ciphertext byte of the first sealed batch starting past `at_least` bytes of the
     segment; returns its base offset."""
-    [seg] = lg._segments  # noqa: SLF001 - one segment holds the whole range
+    [seg] = lg._segments  # one segment holds the whole range
     data = seg.read_bytes(0, seg.size)
     for h in iter_batches(data):
         if h.position >= at_least and is_sealed(h):

@@ -9,15 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from security.keys import KeyRing, Kek, LocalKeyProvider, new_data_key
+from security.keys import Kek, KeyRing, LocalKeyProvider, new_data_key
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.data_keys import KEY_FILE, DataKeyError, PartitionKeys, read_key_file, rewrap_key_file
 from tiering.log.partition import UnifiedLog
 from tiering.log.sealing import SEAL_OVERHEAD, SEALED_EPOCH, BatchCipher, SealError, is_sealed, open_segment
 from tiering.records import (
-    CRC_OFFSET, HEADER_SIZE, TIMESTAMP_TYPE_MASK, build_control_batch, crc32c, iter_batches, read_header,
-    record_timestamps, validate_batches,
+    HEADER_SIZE,
+    TIMESTAMP_TYPE_MASK,
+    InvalidRecordError,
+    build_control_batch,
+    crc32c,
+    iter_batches,
+    read_header,
+    record_timestamps,
+    validate_batches,
 )
 
 MARKER = b"secret-marker-7f3a"
@@ -285,7 +292,7 @@ async def test_large_appends_are_sealed_in_a_thread_and_land_in_arrival_order(tm
     bad[-1] ^= 1
     failing = mgr.append(lg, bytes(bad), NOW)
     after = mgr.append(lg, small, NOW)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidRecordError):  # the flipped bit fails the batch's CRC
         await failing  # type: ignore[misc]
     assert (await after).base_offset == 2 * n + 2  # type: ignore[misc, union-attr]
     await mgr.close()

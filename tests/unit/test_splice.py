@@ -1,7 +1,6 @@
 """The sendfile splice must produce exactly the bytes kio would have written with the records."""
 
 import os
-import struct
 import uuid
 
 import pytest

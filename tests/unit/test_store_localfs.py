@@ -7,13 +7,7 @@ import os
 import pytest
 
 from tiering.remote.localfs import TMP_DIR, FileStore
-from tiering.remote.store import (
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    normalize_prefix,
-    open_store,
-)
+from tiering.remote.store import ObjectNotFound, ObjectStore, StoreError, normalize_prefix, open_store
 
 
 async def test_is_an_object_store(store):

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from tests.clock import FakeClock
 from tiering.remote.s3 import MIN_PART_SIZE, RateLimiter, S3Store, is_retryable
 from tiering.remote.store import StoreError, StoreUnavailable
-from tests.clock import FakeClock
 
 MIB = 1024 * 1024
 

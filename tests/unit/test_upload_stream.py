@@ -4,7 +4,6 @@ chunks held whatever the segment's size."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
 import threading
@@ -14,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from security.keys import new_data_key
+from tests.clock import eventually
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog
 from tiering.log.sealing import BatchCipher
 from tiering.remote import transform
-from tests.clock import eventually
 from tiering.remote.localfs import FileStore
 from tiering.remote.manifest import PartitionManifest
 from tiering.remote.transform import TransformError, chunk_batches, file_batches, split_chunks, transform_segment
@@ -152,7 +151,7 @@ class _SlowStore(FileStore):
         async def slow():
             taken = 0
             async for part in parts:
-                await eventually(lambda: self.transformed() >= min(taken + 2, self.total))
+                await eventually(lambda taken=taken: self.transformed() >= min(taken + 2, self.total))
                 self.ahead.append(self.transformed() - taken)
                 taken += 1
                 yield part

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from security.keys import DecryptionError, LocalKeyProvider, UnknownKey, generate_keyring, rotate_keyring, load_keyring
+from security.keys import DecryptionError, LocalKeyProvider, UnknownKey, generate_keyring, load_keyring, rotate_keyring
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.partition import UnifiedLog

@@ -6,8 +6,9 @@ CreateTopics/AlterConfigs against; LogConfig is the typed subset the local log a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, Mapping
+from typing import Literal
 
 ConfigType = Literal["long", "int", "string", "boolean", "double", "list"]
 
@@ -225,7 +226,7 @@ class LogConfig:
     @classmethod
     def from_topic_configs(
         cls, configs: Mapping[str, str], defaults: Mapping[str, str] | None = None
-    ) -> "LogConfig":
+    ) -> LogConfig:
         """Topic overrides over broker-level defaults (given by topic config name) over Kafka's."""
         merged = dict(defaults or {})
         merged.update({k: v for k, v in configs.items() if v is not None})
@@ -246,7 +247,7 @@ class LogConfig:
             remote_upload_interval_ms=values["remote.upload.interval.ms"],  # type: ignore[arg-type]
         )
 
-    def local(self) -> "LogConfig":
+    def local(self) -> LogConfig:
         """What the local log keeps of a tiered topic: local.retention.* (-2: retention.*)."""
         if not self.remote_storage_enable:
             return self

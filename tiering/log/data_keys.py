@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from security.keys import KeyProvider, KeysError, WrappedKey, new_data_key
-
 from tiering.log.files import write_atomically
 from tiering.log.sealing import BatchCipher
 

@@ -13,8 +13,9 @@ class SyncMark:
     """Durability of one file (or set of files) as positions in its write sequence.
 
     Writers bump `written` once a write has completed (on the event loop); a sync captures
-    `written` BEFORE it starts and, once it returns, raises `synced` to that capture. A write that lands while a sync runs is
-    therefore still dirty afterwards: a flag cleared on the sync's return would lose it.
+    `written` BEFORE it starts and, once it returns, raises `synced` to that capture. A write that
+    lands while a sync runs is therefore still dirty afterwards: a flag cleared on the sync's return
+    would lose it.
     """
 
     written: int = 0

@@ -16,16 +16,17 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from tiering.log.config import LogConfig
 from tiering.log.data_keys import PartitionKeys
 from tiering.log.files import fsync_dir
 from tiering.log.partition import AppendResult, ReadSlice, UnifiedLog
+from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.sealed_read import SealedRange, plan_pieces
 from tiering.log.sealing import BatchCipher
-from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.segment import LogSegment
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class LogOfflineError(OSError):
     rescans what really is on disk. Kafka takes the whole log dir offline for this; here only
     the partition that failed."""
 
-    def __init__(self, lg: "UnifiedLog", cause: OSError) -> None:
+    def __init__(self, lg: UnifiedLog, cause: OSError) -> None:
         super().__init__(errno.EIO, f"{lg.topic}-{lg.partition} is offline after a failed fsync "
                                     f"({cause.strerror or cause}); restart the broker to recover it")
 
@@ -263,7 +264,7 @@ class LogManager:
     # --- encrypted appends and reads ----------------------------------------------------------
 
     def append(self, lg: UnifiedLog, records: bytes | bytearray,
-               now_ms: int) -> "AppendResult | asyncio.Task[AppendResult]":
+               now_ms: int) -> AppendResult | asyncio.Task[AppendResult]:
         """Append one produce request's batches. Synchronous (done before the caller's first
         await, so pipelined requests land in arrival order) unless the log seals its batches
         and the request is large or an earlier one is still being sealed: then a task that
@@ -406,7 +407,11 @@ class LogManager:
                 log.info("retention deleted segments %s of %s", deleted, lg)
             doomed += lg.take_expired_deleted()
         if doomed:
-            await asyncio.to_thread(lambda: [seg.delete() for seg in doomed])
+            def delete_all() -> None:
+                for seg in doomed:
+                    seg.delete()
+
+            await asyncio.to_thread(delete_all)
 
     async def run_producer_expiration(self, now_ms: int | None = None) -> None:
         """Forget idempotent producers idle for producer.id.expiration.ms (and without an open
@@ -422,7 +427,7 @@ class LogManager:
         for lg in list(self._logs.values()):
             lg.maybe_roll(now)
 
-    async def _every(self, interval_ms: int, job: Callable[[], "asyncio.Future[None] | object"]) -> None:
+    async def _every(self, interval_ms: int, job: Callable[[], asyncio.Future[None] | object]) -> None:
         while True:
             await asyncio.sleep(interval_ms / 1000)
             try:

@@ -13,9 +13,9 @@ import shutil
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tiering.log.config import LogConfig
 from tiering.log.files import SyncMark, fsync_dir, write_atomically
@@ -25,8 +25,8 @@ from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from tiering.log.txn_index import AbortedTxn
 from tiering.records import (
     CONTROL_ABORT,
-    BatchHeader,
     NO_TIMESTAMP,
+    BatchHeader,
     InvalidRecordError,
     assign_offsets,
     build_control_batch,
@@ -142,7 +142,7 @@ class UnifiedLog:
     def open(
         cls, directory: Path, topic: str, partition: int, config: LogConfig, recover: bool,
         cipher: BatchCipher | None = None, seal_appends: bool = False,
-    ) -> "UnifiedLog":
+    ) -> UnifiedLog:
         """Load the partition. With recover (unclean shutdown), every segment from the recovery
         point on is fully scanned; the others, and all segments after a clean shutdown, get the
         cheap index sanity check and are scanned only if it fails."""
@@ -356,7 +356,7 @@ class UnifiedLog:
                 break
         return out
 
-    def slice_end_offset(self, read_slice: "ReadSlice") -> int:
+    def slice_end_offset(self, read_slice: ReadSlice) -> int:
         """The offset after the last batch of a read slice."""
         seg = read_slice.segment
         end = read_slice.position + read_slice.size

@@ -65,7 +65,7 @@ class ProducerEntry:
     txn_first_offset: int | None = None
     last_timestamp: int = -1  # max timestamp of its last batch or marker (drives expiration)
 
-    def copy(self) -> "ProducerEntry":
+    def copy(self) -> ProducerEntry:
         return ProducerEntry(self.producer_id, self.epoch, list(self.batches), self.coordinator_epoch,
                              self.txn_first_offset, self.last_timestamp)
 

@@ -20,10 +20,10 @@ import struct
 import sys
 import time
 from array import array
-from dataclasses import dataclass
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tiering.log.config import LogConfig
 from tiering.log.files import SyncMark
@@ -116,7 +116,7 @@ class LogSegment:
         *,
         recover: bool = False,
         cipher: BatchCipher | None = None,
-    ) -> "LogSegment":
+    ) -> LogSegment:
         """Open (or create) a segment. An existing one is recovered when recover is true or
         when its indexes fail the cheap sanity check."""
         seg = cls(directory, base_offset, config, cipher)
@@ -350,13 +350,13 @@ class LogSegment:
         if index_entries or time_entries:
             self._index_sync.wrote()
 
-    def _append_state(self) -> "_AppendState":
+    def _append_state(self) -> _AppendState:
         return _AppendState(
             self._size, os.fstat(self._index_fd).st_size, os.fstat(self._time_fd).st_size,
             self._next_offset, self._max_timestamp, self._offset_of_max_timestamp,
             self._last_time_entry_ts, self._bytes_since_index)
 
-    def _restore(self, st: "_AppendState") -> None:
+    def _restore(self, st: _AppendState) -> None:
         """Cut the files back to `st` and forget what _track recorded after it."""
         os.ftruncate(self._log_fd, st.size)
         os.ftruncate(self._index_fd, st.index_size)

@@ -5,14 +5,7 @@ the local directory store does not load aiobotocore.
 """
 
 from .localfs import FileStore
-from .store import (
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    StoreUnavailable,
-    open_store,
-)
+from .store import ObjectInfo, ObjectNotFound, ObjectStore, StoreError, StoreUnavailable, open_store
 
 __all__ = [
     "FileStore",

@@ -8,10 +8,11 @@ blocking file I/O runs in worker threads, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import stat
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .store import ObjectInfo, ObjectNotFound, StoreError, check_range, validate_key
 
@@ -153,7 +154,7 @@ class FileStore:
     async def list(self, prefix: str) -> list[ObjectInfo]:
         return await asyncio.to_thread(self._list, prefix)
 
-    def _list(self, prefix: str) -> list[ObjectInfo]:
+    def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
         if prefix.startswith("/") or ".." in prefix.split("/"):
             raise ValueError(f"list prefix must be relative without '..': {prefix!r}")
         # Walk only the deepest directory the prefix names completely.
@@ -184,12 +185,12 @@ class FileStore:
 
     # -- deletes ----------------------------------------------------------------------------
 
-    async def delete(self, keys: list[str]) -> None:
+    async def delete(self, keys: builtins.list[str]) -> None:
         paths = [self._path(k) for k in keys]
         if paths:
             await asyncio.to_thread(self._delete, paths)
 
-    def _delete(self, paths: list[str]) -> None:
+    def _delete(self, paths: builtins.list[str]) -> None:
         parents = set()
         for path in paths:
             try:

@@ -117,7 +117,7 @@ class SegmentEntry:
             return None
         return WrappedKey.from_b64(self.key_id, self.wrapped_key)
 
-    def with_wrapped(self, wrapped: WrappedKey) -> "SegmentEntry":
+    def with_wrapped(self, wrapped: WrappedKey) -> SegmentEntry:
         """A copy carrying a (re-)wrapped data key, e.g. after key rotation."""
         return replace(self, key_id=wrapped.key_id, wrapped_key=wrapped.blob_b64())
 
@@ -134,7 +134,7 @@ class SegmentEntry:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SegmentEntry":
+    def from_dict(cls, d: dict[str, Any]) -> SegmentEntry:
         return cls(**d)
 
 
@@ -180,7 +180,7 @@ class Spill:
                 "last_offset": max(e.last_offset for e in self.entries)}
 
     @classmethod
-    def parse(cls, name: str, text: str | bytes, topic_id: str, partition: int) -> "Spill":
+    def parse(cls, name: str, text: str | bytes, topic_id: str, partition: int) -> Spill:
         text = text.decode() if isinstance(text, bytes) else text
         if not name.endswith(f"-{_sha256(text)[:16]}.json"):
             raise ManifestError(f"spill {name}: its bytes do not match its name")
@@ -203,7 +203,7 @@ class ManifestHead:
     doc: dict[str, Any]
 
     @classmethod
-    def parse(cls, text: str | bytes) -> "ManifestHead":
+    def parse(cls, text: str | bytes) -> ManifestHead:
         try:
             doc = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -228,7 +228,7 @@ class ManifestHead:
         except (KeyError, TypeError) as e:
             raise ManifestError(f"malformed manifest spills ({type(e).__name__}: {e})") from None
 
-    def manifest(self, spills: Mapping[str, str | bytes] | None = None) -> "PartitionManifest":
+    def manifest(self, spills: Mapping[str, str | bytes] | None = None) -> PartitionManifest:
         """The whole manifest, given the bytes of every spill the head names."""
         doc, spills = self.doc, spills or {}
         try:
@@ -261,7 +261,7 @@ class _Views:
     transactions: tuple[list[SegmentEntry], list[int]]
 
     @classmethod
-    def of(cls, entries: list[SegmentEntry]) -> "_Views":
+    def of(cls, entries: list[SegmentEntry]) -> _Views:
         done = [e for e in entries if e.state is SegmentState.COPY_FINISHED]
         txns = [e for e in done if e.txn_index_bytes != 0]
         return cls(_with_ends(done), _with_ends(txns))
@@ -299,7 +299,7 @@ class PartitionManifest:
 
     @classmethod
     def _assemble(cls, topic: str, topic_id: str, partition: int, spills: list[Spill],
-                  inline: list[SegmentEntry], version: int, start_floor: int | None) -> "PartitionManifest":
+                  inline: list[SegmentEntry], version: int, start_floor: int | None) -> PartitionManifest:
         m = cls(topic, topic_id, partition, version=version, start_floor=start_floor)
         entries = [e for s in spills for e in s.entries] + inline
         order = [(e.base_offset, e.created_ms) for e in entries]
@@ -331,7 +331,7 @@ class PartitionManifest:
         change."""
         return self._views().committed
 
-    def _views(self) -> "_Views":
+    def _views(self) -> _Views:
         if self._view is None:
             self._view = _Views.of(self._entries)
         return self._view
@@ -547,7 +547,7 @@ class PartitionManifest:
         return f'{text[:-1]},"checksum":"sha256:{_sha256(text)}"}}'
 
     @classmethod
-    def from_json(cls, text: str | bytes, spills: Mapping[str, str | bytes] | None = None) -> "PartitionManifest":
+    def from_json(cls, text: str | bytes, spills: Mapping[str, str | bytes] | None = None) -> PartitionManifest:
         """A manifest from its head and the bytes of the spills it names (by name)."""
         return ManifestHead.parse(text).manifest(spills)
 
@@ -556,7 +556,7 @@ class PartitionManifest:
                 and (self.topic, self.topic_id, self.partition, self.version, self.start_floor)
                 == (other.topic, other.topic_id, other.partition, other.version, other.start_floor))
 
-    def copy(self) -> "PartitionManifest":
+    def copy(self) -> PartitionManifest:
         """An independent copy to change and save; the original stays the committed view until
         the copy is saved (entries and spills are immutable, so sharing them is safe)."""
         m = PartitionManifest(self.topic, self.topic_id, self.partition, version=self.version,

@@ -363,7 +363,8 @@ class RemoteReader:
             pending.add_done_callback(lambda _f: self._indexes_inflight.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _load_segment(self, manifest: PartitionManifest, entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
+    async def _load_segment(self, manifest: PartitionManifest,
+                            entry: SegmentEntry) -> tuple[SegmentIndexes, bytes | None]:
         async with self._gets:
             ix = await self._up.read_indexes(manifest, entry)
         found = (ix, await self._up.data_key(entry))
@@ -400,9 +401,10 @@ class RemoteReader:
             async with self._gets:
                 blob = await self._up.store.get(log_key, chunk.transformed_position, chunk.transformed_end)
             # The stored form goes to the disk cache while a worker thread opens it.
-            data, _ = await asyncio.gather(
+            restored, _ = await asyncio.gather(
                 asyncio.to_thread(restore_chunk, blob, chunk, data_key, entry.segment_uuid),
                 self._cache.put(cache_key, blob))
+            data = restored
         self._opened.put(f"{manifest.topic}-{manifest.partition}", cache_key, data)
         return data
 
@@ -465,7 +467,7 @@ class RemoteReader:
             task.add_done_callback(self._prefetching.discard)
 
     @staticmethod
-    async def _quiet(coro: "asyncio.Future[bytes] | object") -> None:
+    async def _quiet(coro: asyncio.Future[bytes] | object) -> None:
         try:
             await coro  # type: ignore[misc]
         except Exception as e:  # a failed prefetch only costs a later GET

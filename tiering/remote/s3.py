@@ -19,34 +19,23 @@ orphaned by a crash, which no abort can reach.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
 import random
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from aiobotocore.session import get_session
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError as BotoConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    ResponseStreamingError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from tiering.clock import Clock, SystemClock
-from .store import (
-    ObjectInfo,
-    ObjectNotFound,
-    StoreError,
-    StoreUnavailable,
-    check_range,
-    normalize_prefix,
-    validate_key,
-)
+
+from .store import ObjectInfo, ObjectNotFound, StoreError, StoreUnavailable, check_range, normalize_prefix, validate_key
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +202,7 @@ class S3Store:
         self.checksums = checksums
         self.profile = profile
         self._stack: contextlib.AsyncExitStack | None = None
-        self._client = None
+        self._client: Any = None  # aiobotocore's S3 client: untyped
 
     def __repr__(self) -> str:
         return f"S3Store(s3://{self.bucket}/{self.prefix})"
@@ -510,7 +499,7 @@ class S3Store:
 
     # -- deletes ----------------------------------------------------------------------------
 
-    async def delete(self, keys: list[str]) -> None:
+    async def delete(self, keys: builtins.list[str]) -> None:
         fulls = list(dict.fromkeys(self._key(k) for k in keys))
         for i in range(0, len(fulls), self.delete_batch):
             pending = fulls[i : i + self.delete_batch]
@@ -524,7 +513,7 @@ class S3Store:
                 )
                 errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
                 retry = [e for e in errors if e.get("Code") in RETRYABLE_CODES]
-                failed.extend(e for e in errors if e.get("Code") not in RETRYABLE_CODES)
+                failed.extend(e for e in errors if e.get("Code") not in RETRYABLE_CODES)  # noqa: B023 - awaited in this iteration
                 if retry:
                     # Only the keys that were throttled or hit an internal error go again.
                     pending = [e["Key"] for e in retry]

@@ -8,8 +8,10 @@ see it.
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 
@@ -57,7 +59,7 @@ class ObjectStore(Protocol):
     async def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with `prefix`, sorted by key."""
 
-    async def delete(self, keys: list[str]) -> None:
+    async def delete(self, keys: builtins.list[str]) -> None:
         """Delete the keys; missing ones are not an error."""
 
 

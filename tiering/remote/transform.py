@@ -24,8 +24,9 @@ import bisect
 import os
 import struct
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 import lz4.frame
 import zstandard
@@ -316,7 +317,7 @@ class ChunkIndex:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> "ChunkIndex":
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> ChunkIndex:
         data = bytes(data)
         if len(data) < cls._HEAD.size + cls._CRC.size:
             raise TransformError("chunk index is truncated")

@@ -16,17 +16,24 @@ import logging
 import os
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
 from security.keys import KeyProvider, WrappedKey, new_data_key
-
 from tiering.remote.manifest import ManifestHead, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.store import ObjectStore, StoreError
 from tiering.remote.transform import (
-    Batch, ChunkEntry, ChunkIndex, chunk_batches, decrypt, encrypt, file_batches, restore_range, transform_chunks,
+    Batch,
+    ChunkEntry,
+    ChunkIndex,
+    chunk_batches,
+    decrypt,
+    encrypt,
+    file_batches,
+    restore_range,
+    transform_chunks,
 )
 
 log = logging.getLogger("sediment.remote")
@@ -51,7 +58,7 @@ class SegmentFiles:
     # For a locally encrypted segment: the original bytes of one stored batch (sealed or not).
     # Remote chunks hold original batches, compressed and encrypted per chunk; the offset index
     # is translated to positions in them.
-    open_batch: Callable[[bytes], bytes | bytearray] | None = None
+    open_batch: Callable[[bytes | bytearray], bytes | bytearray] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,7 @@ class _OpenedIndex:
         return bytes(self._out)
 
 
-def _opened_batches(batches: Iterable[Batch], open_batch: Callable[[bytes], bytes | bytearray],
+def _opened_batches(batches: Iterable[Batch], open_batch: Callable[[bytes | bytearray], bytes | bytearray],
                     index: _OpenedIndex) -> Iterator[Batch]:
     stored_pos = 0
     for base, last, data in batches:
@@ -271,7 +278,7 @@ class SegmentUploader:
     def _open(self, seg: SegmentFiles, offset_index: bytes, data_key: bytes | None,
               segment_uuid: str) -> _SegmentStream:
         s = self._settings
-        f = open(seg.log_path, "rb", buffering=1 << 20)
+        f = open(seg.log_path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed by the try/finally below
         try:
             batches: Iterable[Batch] = file_batches(f, os.fstat(f.fileno()).st_size)
             opened_index = None
@@ -284,7 +291,7 @@ class SegmentUploader:
             f.close()
             raise
 
-    async def _parts(self, stream: _SegmentStream) -> AsyncIterator[bytes]:
+    async def _parts(self, stream: _SegmentStream) -> AsyncGenerator[bytes, None]:
         """The object's bytes chunk by chunk, the next chunk transformed in a worker thread
         while the store sends the previous one (read-ahead of one): the pipeline holds at most
         two chunks, and the store's put_stream pulls only as fast as it uploads."""

@@ -6,24 +6,44 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from service.kafka.apis import (
-    add_offsets_to_txn, add_partitions_to_txn, describe_transactions, end_txn, list_transactions,
-    txn_offset_commit,
-)
-from service.kafka.apis import (
-    alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, fetch, incremental_alter_configs, list_offsets, metadata,
+    add_offsets_to_txn,
+    add_partitions_to_txn,
+    alter_configs,
+    alter_user_scram_credentials,
+    api_versions,
+    create_acls,
+    create_partitions,
+    create_topics,
+    delete_acls,
+    delete_groups,
+    delete_records,
+    delete_topics,
+    describe_acls,
+    describe_cluster,
+    describe_configs,
+    describe_groups,
+    describe_transactions,
+    describe_user_scram_credentials,
+    end_txn,
+    fetch,
+    find_coordinator,
+    heartbeat,
+    incremental_alter_configs,
+    init_producer_id,
+    join_group,
+    leave_group,
+    list_groups,
+    list_offsets,
+    list_transactions,
+    metadata,
+    offset_commit,
+    offset_delete,
+    offset_fetch,
     produce,
-)
-from service.kafka.apis import init_producer_id
-from service.kafka.apis import create_acls, delete_acls, describe_acls
-
-from service.kafka.apis import (
-    delete_groups, describe_groups, find_coordinator, heartbeat, join_group, leave_group, list_groups,
-    offset_commit, offset_delete, offset_fetch, sync_group,
-)
-
-from service.kafka.apis import (
-    alter_user_scram_credentials, describe_user_scram_credentials, sasl_authenticate, sasl_handshake,
+    sasl_authenticate,
+    sasl_handshake,
+    sync_group,
+    txn_offset_commit,
 )
 
 Handler = Callable[[Any, Any], Awaitable[Any]]

@@ -26,7 +26,8 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         s("AddPartitionsToTxnTopicResult", name=t, results_by_partition=tuple(rs)) for t, rs in by_topic.items()))
 
 
-def _denied(ctx: RequestContext, transactional_id: str, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+def _denied(ctx: RequestContext, transactional_id: str,
+            wanted: list[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
     """Kafka's answer when the id or a topic is not writable: the id's error on every partition,
     or the topics' errors and OPERATION_NOT_ATTEMPTED for the rest. Empty when all is allowed."""
     if code := check(ctx, WRITE, TXN_ID, transactional_id):

@@ -12,5 +12,6 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     results = []
     for r in req.resources:
         new = {c.name: c.value for c in r.configs if c.value is not None}
-        results.append(await alter_result(ctx, r, lambda _old, new=new: new, bool(req.validate_only)))
+        results.append(await alter_result(ctx, r, lambda _old, new=new: new,  # type: ignore[misc]  # lambda with a default
+                                          bool(req.validate_only)))
     return ctx.schema.response(throttle_time=0, responses=tuple(results))

@@ -10,9 +10,12 @@ from collections import Counter
 from typing import Any
 
 from security.credentials import (
-    MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_WIRE_ID, ScramCredential, credential_from_salted,
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    SCRAM_BY_WIRE_ID,
+    ScramCredential,
+    credential_from_salted,
 )
-
 from service.errors import ErrorCode
 from service.kafka.apis.authz import ALTER, cluster_allows
 from service.kafka.context import RequestContext
@@ -36,11 +39,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     for d in req.deletions:
         mech = SCRAM_BY_WIRE_ID.get(int(d.mechanism))
         error = _shared_error(d, mech, seen)
-        if error is None and broker.credentials.get(d.name, mech.name) is None:
+        if error is None and mech is not None and broker.credentials.get(d.name, mech.name) is None:
             error = ErrorCode.resource_not_found, "Attempt to delete a user credential that does not exist"
         if error is not None:
             fail(d.name, *error)
-        else:
+        elif mech is not None:  # always: an unknown mechanism is an error above
             deletes.setdefault(d.name, []).append(mech.name)
     for u in req.upsertions:
         mech = SCRAM_BY_WIRE_ID.get(int(u.mechanism))
@@ -48,7 +51,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         error = _shared_error(u, mech, seen) or _credential_error(u, mech, iterations)
         if error is not None:
             fail(u.name, *error)
-        else:
+        elif mech is not None:  # always: an unknown mechanism is an error above
             cred = credential_from_salted(mech, bytes(u.salt), bytes(u.salted_password), iterations)
             upserts.setdefault(u.name, []).append((mech.name, cred))
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.api_versions.v0.response import ApiVersion as ApiVersionV0
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
+from kio.static.primitive import i16
 
 from service.errors import ErrorCode
 from service.kafka.context import RequestContext
@@ -15,7 +16,7 @@ from service.kafka.versions import API_RANGES
 
 def unsupported_version_answer(correlation_id: int) -> bytes:
     """Kafka answers an ApiVersions version it doesn't know with a v0 body: error 35 + the keys."""
-    keys = tuple(ApiVersionV0(api_key=r.key, min_version=r.min, max_version=r.max)
+    keys = tuple(ApiVersionV0(api_key=i16(r.key), min_version=i16(r.min), max_version=i16(r.max))
                  for r in API_RANGES.values())
     return encode_response(correlation_id, ApiVersionsResponseV0(
         error_code=ErrorCode.unsupported_version, api_keys=keys))

@@ -4,7 +4,6 @@ authorized-operations fields."""
 from __future__ import annotations
 
 from security.acl import CLUSTER_NAME, AclOperation, ResourceType
-
 from service.errors import ErrorCode
 from service.kafka.context import RequestContext
 

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from security.acl import CLUSTER_NAME, AclOperation
-from tiering.log.config import TOPIC_CONFIGS
-
 from service.config import KEYS, TOPIC_DEFAULT_KEYS
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import ALTER_CONFIGS, CLUSTER, GROUP, TOPIC, check
+from tiering.log.config import TOPIC_CONFIGS
 
 if TYPE_CHECKING:
     from service.broker import Broker
@@ -34,7 +33,7 @@ class Entry:
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
 
 
-def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str) -> ErrorCode:
+def config_denied(ctx: RequestContext, op: AclOperation, rtype: int, name: str) -> ErrorCode:
     """ErrorCode.none, or the authorization error of this config resource: topics need `op` on the topic,
     groups on the group, broker (and logger) configs on the cluster."""
     if rtype == RESOURCE_TOPIC:
@@ -46,7 +45,7 @@ def config_denied(ctx: "RequestContext", op: AclOperation, rtype: int, name: str
     return ErrorCode.none
 
 
-def topic_config_entries(broker: "Broker", overrides: dict[str, str]) -> list[Entry]:
+def topic_config_entries(broker: Broker, overrides: dict[str, str]) -> list[Entry]:
     """Every topic config: the override, else the broker-level default, else Kafka's default."""
     defaults = broker.config.topic_defaults()
     out = []
@@ -63,7 +62,7 @@ def topic_config_entries(broker: "Broker", overrides: dict[str, str]) -> list[En
     return out
 
 
-def broker_config_entries(broker: "Broker") -> list[Entry]:
+def broker_config_entries(broker: Broker) -> list[Entry]:
     out = []
     for key in sorted(KEYS.values(), key=lambda k: k.name):
         value = broker.config[key.name]
@@ -74,7 +73,7 @@ def broker_config_entries(broker: "Broker") -> list[Entry]:
     return out
 
 
-async def alter_result(ctx: "RequestContext", r: Any, compute: Callable[[dict[str, str]], dict[str, str]],
+async def alter_result(ctx: RequestContext, r: Any, compute: Callable[[dict[str, str]], dict[str, str]],
                        validate_only: bool) -> Any:
     """Apply `compute(old overrides) -> new overrides` to one resource and build its result."""
     rtype, name = int(r.resource_type), r.resource_name

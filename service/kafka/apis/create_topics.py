@@ -6,8 +6,8 @@ from collections import Counter
 from typing import Any
 
 from service.errors import ErrorCode, TopicError
-from service.kafka.apis.configs import topic_config_entries
 from service.kafka.apis.authz import CREATE, DESCRIBE_CONFIGS, TOPIC, cluster_allows
+from service.kafka.apis.configs import topic_config_entries
 from service.kafka.context import RequestContext
 
 
@@ -47,9 +47,10 @@ async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
         topic = await broker.create_topic(t.name, partitions, configs, validate_only=validate_only)
     except TopicError as e:
         return _error(ctx, t.name, e.code, e.message)
-    entries = () if not s.has("CreatableTopicConfigs") else tuple(s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
-                      config_source=e.source, is_sensitive=False)
-                    for e in topic_config_entries(broker, topic.configs))
+    entries: tuple[Any, ...] | None = () if not s.has("CreatableTopicConfigs") else tuple(
+        s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
+          config_source=e.source, is_sensitive=False)
+        for e in topic_config_entries(broker, topic.configs))
     config_error = ErrorCode.none
     if entries and not ctx.authorize(DESCRIBE_CONFIGS, TOPIC, t.name, audit=False):
         entries, config_error = None, ErrorCode.topic_authorization_failed  # created, but its configs stay hidden

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from security.acl import AclError, AclFilter
-
 from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
 from service.kafka.apis.authz import ALTER, cluster_allows

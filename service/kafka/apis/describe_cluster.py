@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from security.acl import CLUSTER_NAME
-
 from service.errors import ErrorCode
 from service.kafka.apis.authz import CLUSTER, authorized_ops
 from service.kafka.context import RequestContext

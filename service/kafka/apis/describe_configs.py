@@ -7,7 +7,12 @@ from typing import Any
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE_CONFIGS
 from service.kafka.apis.configs import (
-    RESOURCE_BROKER, RESOURCE_TOPIC, Entry, broker_config_entries, config_denied, topic_config_entries,
+    RESOURCE_BROKER,
+    RESOURCE_TOPIC,
+    Entry,
+    broker_config_entries,
+    config_denied,
+    topic_config_entries,
 )
 from service.kafka.context import RequestContext
 

@@ -6,7 +6,6 @@ from collections import Counter
 from typing import Any
 
 from security.credentials import SCRAM_MECHANISMS
-
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, cluster_allows
 from service.kafka.context import RequestContext

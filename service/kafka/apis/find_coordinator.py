@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.errors import ErrorCode
-from service.kafka.apis.authz import DESCRIBE, GROUP as GROUP_RESOURCE, TXN_ID, check
+from service.kafka.apis.authz import DESCRIBE, TXN_ID, check
+from service.kafka.apis.authz import GROUP as GROUP_RESOURCE
 from service.kafka.context import RequestContext
 
 GROUP, TRANSACTION = 0, 1

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tiering.log.config import TOPIC_CONFIGS
-
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import alter_result
 from service.kafka.context import RequestContext
+from tiering.log.config import TOPIC_CONFIGS
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
@@ -43,6 +42,6 @@ def _apply(ops: Any, old: dict[str, str]) -> dict[str, str]:
 async def handle(ctx: RequestContext, req: Any) -> Any:
     results = []
     for r in req.resources:
-        results.append(await alter_result(ctx, r, lambda old, ops=r.configs: _apply(ops, old),
+        results.append(await alter_result(ctx, r, lambda old, ops=r.configs: _apply(ops, old),  # type: ignore[misc]  # lambda with a default
                                           bool(req.validate_only)))
     return ctx.schema.response(throttle_time=0, responses=tuple(results))

@@ -10,11 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from security.acl import CLUSTER_NAME
-
 from service.errors import ErrorCode, TopicError
-from service.kafka.apis.authz import (
-    AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, authorized_ops, cluster_allows,
-)
+from service.kafka.apis.authz import AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, authorized_ops, cluster_allows
 from service.kafka.context import RequestContext
 from service.metadata import TopicRecord
 
