@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 
 class ResourceType(IntEnum):
@@ -96,10 +97,11 @@ class AclBinding:
                 self.host, int(self.operation), int(self.permission))
 
     @classmethod
-    def from_row(cls, row: Iterable[object]) -> AclBinding:
+    def from_row(cls, row: Iterable[Any]) -> AclBinding:
+        """From a metadata-store row (SQLite gives ints and strs back as stored)."""
         rt, name, pt, principal, host, op, perm = row
-        return cls(ResourceType(int(rt)), str(name), PatternType(int(pt)),  # type: ignore[call-overload]
-                   str(principal), str(host), AclOperation(int(op)), AclPermission(int(perm)))  # type: ignore[call-overload]
+        return cls(ResourceType(int(rt)), str(name), PatternType(int(pt)),
+                   str(principal), str(host), AclOperation(int(op)), AclPermission(int(perm)))
 
     def validate(self) -> None:
         """Kafka's checks on a new binding (AclControlManager.validateNewAcl and friends)."""

@@ -366,9 +366,10 @@ class TierManager:
     def remote_range(self, topic: str, partition: int) -> tuple[int, int] | None:
         """(first, last) offsets held remotely, None when nothing is."""
         m = self._manifests.get((topic, partition))
-        if m is None or m.log_start_offset is None:
+        if m is None:
             return None
-        return m.log_start_offset, m.remote_end_offset  # type: ignore[return-value]
+        start, end = m.log_start_offset, m.remote_end_offset
+        return None if start is None or end is None else (start, end)
 
     def log_start_offset(self, lg: UnifiedLog) -> int:
         """The first offset across both tiers. Raises RemoteViewUnknown while the partition's

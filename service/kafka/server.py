@@ -65,7 +65,7 @@ class _TlsAccept(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.pause_reading()  # type: ignore[attr-defined]  # start_tls resumes it
-        self._upgrade(transport)  # type: ignore[arg-type]
+        self._upgrade(transport)  # type: ignore[arg-type]  # a TCP server's transport is a Transport
 
     def data_received(self, data: bytes) -> None:  # reading is paused until TLS takes over
         pass

@@ -69,7 +69,7 @@ def _parse(kind: ConfigType, raw: str) -> object:
 
 def at_least(minimum: float) -> Validator:
     def check(value: object) -> None:
-        if value < minimum:  # type: ignore[operator]
+        if value < minimum:  # type: ignore[operator]  # only on numeric keys, parsed before
             raise ValueError(f"must be at least {minimum}")
 
     return check
@@ -77,7 +77,7 @@ def at_least(minimum: float) -> Validator:
 
 def between(lo: float, hi: float) -> Validator:
     def check(value: object) -> None:
-        if not lo <= value <= hi:  # type: ignore[operator]
+        if not lo <= value <= hi:  # type: ignore[operator]  # only on numeric keys, parsed before
             raise ValueError(f"must be between {lo} and {hi}")
 
     return check
@@ -94,7 +94,7 @@ def one_of(*allowed: str, case_sensitive: bool = True) -> Validator:
 
 def each_of(*allowed: str) -> Validator:
     def check(value: object) -> None:
-        for item in value:  # type: ignore[attr-defined]
+        for item in value:  # type: ignore[attr-defined]  # only on list keys (a tuple once parsed)
             if item not in allowed:
                 raise ValueError(f"{item!r} is not one of {', '.join(allowed)}")
 
@@ -231,20 +231,30 @@ class LogConfig:
         merged = dict(defaults or {})
         merged.update({k: v for k, v in configs.items() if v is not None})
         values = parse_topic_configs(merged)
+
+        def num(key: str) -> int:
+            v = values[key]
+            assert isinstance(v, int), key  # parse_topic_configs typed it by TOPIC_CONFIGS
+            return v
+
+        def text(key: str) -> str:
+            v = values[key]
+            return ",".join(v) if isinstance(v, tuple) else str(v)
+
         return cls(
-            segment_bytes=values["segment.bytes"],  # type: ignore[arg-type]
-            segment_ms=values["segment.ms"],  # type: ignore[arg-type]
-            retention_ms=values["retention.ms"],  # type: ignore[arg-type]
-            retention_bytes=values["retention.bytes"],  # type: ignore[arg-type]
-            index_interval_bytes=values["index.interval.bytes"],  # type: ignore[arg-type]
-            max_message_bytes=values["max.message.bytes"],  # type: ignore[arg-type]
-            message_timestamp_type=values["message.timestamp.type"],  # type: ignore[arg-type]
-            cleanup_policy=",".join(values["cleanup.policy"]),  # type: ignore[arg-type]
-            file_delete_delay_ms=values["file.delete.delay.ms"],  # type: ignore[arg-type]
-            local_retention_ms=values["local.retention.ms"],  # type: ignore[arg-type]
-            local_retention_bytes=values["local.retention.bytes"],  # type: ignore[arg-type]
-            remote_storage_enable=values["remote.storage.enable"],  # type: ignore[arg-type]
-            remote_upload_interval_ms=values["remote.upload.interval.ms"],  # type: ignore[arg-type]
+            segment_bytes=num("segment.bytes"),
+            segment_ms=num("segment.ms"),
+            retention_ms=num("retention.ms"),
+            retention_bytes=num("retention.bytes"),
+            index_interval_bytes=num("index.interval.bytes"),
+            max_message_bytes=num("max.message.bytes"),
+            message_timestamp_type=text("message.timestamp.type"),
+            cleanup_policy=text("cleanup.policy"),
+            file_delete_delay_ms=num("file.delete.delay.ms"),
+            local_retention_ms=num("local.retention.ms"),
+            local_retention_bytes=num("local.retention.bytes"),
+            remote_storage_enable=values["remote.storage.enable"] is True,
+            remote_upload_interval_ms=num("remote.upload.interval.ms"),
         )
 
     def local(self) -> LogConfig:

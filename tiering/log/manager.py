@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -427,11 +427,11 @@ class LogManager:
         for lg in list(self._logs.values()):
             lg.maybe_roll(now)
 
-    async def _every(self, interval_ms: int, job: Callable[[], asyncio.Future[None] | object]) -> None:
+    async def _every(self, interval_ms: int, job: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(interval_ms / 1000)
             try:
-                await job()  # type: ignore[misc]
+                await job()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -63,6 +63,16 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass
+class _Lookups:
+    """A segment's offset and time indexes in memory, as parallel arrays for bisect."""
+
+    index_rel: array  # relative offsets of the offset index
+    index_pos: array  # their positions in the log
+    time_ts: array  # timestamps of the time index
+    time_rel: array  # their relative offsets
+
+
 class LogSegment:
     def __init__(self, directory: Path, base_offset: int, config: LogConfig,
                  cipher: BatchCipher | None = None) -> None:
@@ -91,10 +101,7 @@ class LogSegment:
         self._last_time_entry_ts = NO_TIMESTAMP
         self._bytes_since_index = 0
         # In-memory copies of the index files, loaded on first lookup.
-        self._index_rel: array | None = None
-        self._index_pos: array | None = None
-        self._time_ts: array | None = None
-        self._time_rel: array | None = None
+        self._lookups: _Lookups | None = None  # the indexes in memory, loaded on first lookup
         # Wall-clock basis for segment.ms: when the first batch arrived (Kafka uses the first
         # batch's timestamp; the append time is immune to odd client clocks).
         self.rolling_basis_ms: int | None = None
@@ -384,9 +391,9 @@ class LogSegment:
                 rel = h.last_offset - base
                 pos = base_pos + h.position
                 index_entries += INDEX_ENTRY.pack(rel, pos)
-                if self._index_rel is not None:
-                    self._index_rel.append(rel)
-                    self._index_pos.append(pos)  # type: ignore[union-attr]
+                if self._lookups is not None:
+                    self._lookups.index_rel.append(rel)
+                    self._lookups.index_pos.append(pos)
                 self._maybe_time_entry(time_entries)
                 self._bytes_since_index = 0
             self._bytes_since_index += h.size
@@ -396,9 +403,9 @@ class LogSegment:
         if self._max_timestamp > self._last_time_entry_ts:
             rel = self._offset_of_max_timestamp - self.base_offset
             time_entries += TIME_INDEX_ENTRY.pack(self._max_timestamp, rel)
-            if self._time_ts is not None:
-                self._time_ts.append(self._max_timestamp)
-                self._time_rel.append(rel)  # type: ignore[union-attr]
+            if self._lookups is not None:
+                self._lookups.time_ts.append(self._max_timestamp)
+                self._lookups.time_rel.append(rel)
             self._last_time_entry_ts = self._max_timestamp
 
     def append_aborted_txn(self, txn: AbortedTxn) -> None:
@@ -442,9 +449,9 @@ class LogSegment:
 
     # --- lookups ---------------------------------------------------------------------------
 
-    def _load_indexes(self) -> None:
-        if self._index_rel is not None:
-            return
+    def _load_indexes(self) -> _Lookups:
+        if self._lookups is not None:
+            return self._lookups
         raw = _read_file(self._index_fd)
         pairs = array("i")
         pairs.frombytes(raw[: len(raw) - len(raw) % INDEX_ENTRY.size])
@@ -452,14 +459,11 @@ class LogSegment:
             pairs.byteswap()
         raw_time = _read_file(self._time_fd)
         time_ts, time_rel = _parse_time_index(raw_time[: len(raw_time) - len(raw_time) % TIME_INDEX_ENTRY.size])
-        self._index_pos = pairs[1::2]
-        self._index_rel = pairs[0::2]
-        self._time_ts = time_ts
-        self._time_rel = time_rel
+        self._lookups = _Lookups(index_rel=pairs[0::2], index_pos=pairs[1::2], time_ts=time_ts, time_rel=time_rel)
+        return self._lookups
 
     def _drop_loaded_indexes(self) -> None:
-        self._index_rel = self._index_pos = None
-        self._time_ts = self._time_rel = None
+        self._lookups = None
 
     def _scan(self, start: int, end: int | None = None) -> Iterator[BatchHeader]:
         """Batch headers from byte start to end, read in chunks with pread."""
@@ -491,9 +495,9 @@ class LogSegment:
         """Header of the first batch whose last offset is >= offset (index lookup, then scan)."""
         if offset >= self._next_offset:
             return None
-        self._load_indexes()
-        i = bisect_right(self._index_rel, offset - self.base_offset) - 1  # type: ignore[arg-type]
-        start = self._index_pos[i] if i >= 0 else 0  # type: ignore[index]
+        lk = self._load_indexes()
+        i = bisect_right(lk.index_rel, offset - self.base_offset) - 1
+        start = lk.index_pos[i] if i >= 0 else 0
         for h in self._scan(start):
             if h.last_offset >= offset:
                 return h
@@ -512,11 +516,11 @@ class LogSegment:
             return end - position  # the file holds only whole batches
         limit = position + max_bytes
         # Indexed positions are batch boundaries: jump to the last one within the limit.
-        self._load_indexes()
-        i = bisect_right(self._index_pos, limit) - 1  # type: ignore[arg-type]
+        lk = self._load_indexes()
+        i = bisect_right(lk.index_pos, limit) - 1
         start = position
-        if i >= 0 and self._index_pos[i] > position:  # type: ignore[index]
-            start = self._index_pos[i]  # type: ignore[index]
+        if i >= 0 and lk.index_pos[i] > position:
+            start = lk.index_pos[i]
         stop = start
         for h in self._scan(start):
             if h.position + h.size > limit:
@@ -555,14 +559,14 @@ class LogSegment:
         """
         if self._max_timestamp < timestamp or self._size == 0:
             return None
-        self._load_indexes()
+        lk = self._load_indexes()
         start = 0
         # Time entries before the target cover only batches with smaller timestamps.
-        i = bisect_left(self._time_ts, timestamp) - 1  # type: ignore[arg-type]
+        i = bisect_left(lk.time_ts, timestamp) - 1
         if i >= 0:
-            rel = self._time_rel[i]  # type: ignore[index]
-            j = bisect_right(self._index_rel, rel) - 1  # type: ignore[arg-type]
-            start = self._index_pos[j] if j >= 0 else 0  # type: ignore[index]
+            rel = lk.time_rel[i]
+            j = bisect_right(lk.index_rel, rel) - 1
+            start = lk.index_pos[j] if j >= 0 else 0
         for h in self._scan(start):
             if h.max_timestamp >= timestamp and h.last_offset >= min_offset:
                 return h.base_offset, h.max_timestamp

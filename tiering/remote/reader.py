@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import logging
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -467,8 +468,8 @@ class RemoteReader:
             task.add_done_callback(self._prefetching.discard)
 
     @staticmethod
-    async def _quiet(coro: asyncio.Future[bytes] | object) -> None:
+    async def _quiet(coro: Awaitable[object]) -> None:
         try:
-            await coro  # type: ignore[misc]
+            await coro
         except Exception as e:  # a failed prefetch only costs a later GET
             log.debug("prefetch failed: %s", e)
