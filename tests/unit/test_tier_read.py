@@ -29,12 +29,15 @@ BATCHES = 3  # per segment, 2 records each: segment k holds offsets 6k .. 6k+5
 
 
 class _CountingStore(FileStore):
-    """A directory store that counts GETs by key suffix and fails GETs of the keys in `failing`."""
+    """A directory store that counts GETs by key suffix, fails GETs of the keys in `failing`,
+    and, while `gate` is set and closed, holds every GET (counted in `held`) until it opens."""
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
         self.gets: dict[str, int] = {".log": 0, ".indexes": 0}
         self.failing: set[str] = set()
+        self.gate: asyncio.Event | None = None
+        self.held = 0
 
     async def get(self, key, start=0, end=None):
         for suffix in self.gets:
@@ -42,6 +45,12 @@ class _CountingStore(FileStore):
                 self.gets[suffix] += 1
         if any(key.endswith(f) for f in self.failing):
             raise StoreUnavailable(f"get {key}: store down")
+        if self.gate is not None:
+            self.held += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.held -= 1
         return await super().get(key, start, end)
 
 
@@ -228,12 +237,16 @@ async def test_read_committed_reads_no_indexes_of_segments_without_transactions(
 async def test_a_cancelled_read_leaves_no_task_behind(tmp_path):
     tier, store, lg, raw = await _small_segments(tmp_path, ReadSettings(prefetch_chunks=0))
     try:
+        store.gate = asyncio.Event()
         task = asyncio.ensure_future(tier.read("orders", 0, 0, 1 << 20, True))
-        await asyncio.sleep(0)  # started, waiting on the store
+        await eventually(lambda: store.held > 0)  # started, waiting on the store
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        store.gate.set()  # shared index loads run on to the end; then nothing may be left
         await eventually(lambda: asyncio.all_tasks() == {asyncio.current_task()})
+        assert store.held == 0
+        store.gate = None
         assert bytes(await tier.read("orders", 0, 0, 1 << 20, True)) == b"".join(raw[:SEGMENTS])
     finally:
         await tier.close()
