@@ -11,8 +11,15 @@ from service.kafka.messages import Schema
 from service.partitions import FileRange  # also re-exported to the server and splice
 
 if TYPE_CHECKING:
-    from service.broker import Broker
+    from service.access import Access
+    from service.config import BrokerConfig
+    from service.groups import GroupCoordinator
     from service.kafka.sasl import SaslSession
+    from service.partitions import Partitions
+    from service.producer_ids import ProducerIds
+    from service.services import ClusterView, Services
+    from service.topics import Topics
+    from service.txn.coordinator import TransactionCoordinator
 
 
 @dataclass
@@ -32,7 +39,10 @@ class Connection:
 
 @dataclass
 class RequestContext:
-    broker: Broker
+    """One request: who sent it, which API and version, and the parts of the broker a handler
+    may use (each narrow; never the broker itself)."""
+
+    services: Services
     conn: Connection
     api_key: int
     version: int
@@ -41,10 +51,42 @@ class RequestContext:
     schema: Schema  # the response classes of this version
     span_attributes: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def config(self) -> BrokerConfig:
+        return self.services.config
+
+    @property
+    def partitions(self) -> Partitions:
+        return self.services.partitions
+
+    @property
+    def topics(self) -> Topics:
+        return self.services.topics
+
+    @property
+    def groups(self) -> GroupCoordinator:
+        return self.services.groups
+
+    @property
+    def txn(self) -> TransactionCoordinator:
+        return self.services.txn
+
+    @property
+    def access(self) -> Access:
+        return self.services.access
+
+    @property
+    def producer_ids(self) -> ProducerIds:
+        return self.services.producer_ids
+
+    @property
+    def cluster(self) -> ClusterView:
+        return self.services.cluster
+
     def authorize(self, op: AclOperation, rtype: ResourceType, name: str, *, audit: bool = True) -> bool:
         """May this connection's principal do `op` on the resource (always, with no authorizer)?"""
-        return self.broker.authorizer.authorize(self.conn.principal, self.conn.client_host, op, rtype, name,
-                                                audit=audit)
+        return self.services.access.authorize(self.conn.principal, self.conn.client_host, op, rtype, name,
+                                              audit=audit)
 
 
 class LazyPart(Protocol):

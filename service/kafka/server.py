@@ -25,7 +25,7 @@ from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_reader
 
-from service.config import Listener
+from service.config import BrokerConfig, Listener
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, FileRange, LazyPart, RequestContext, SplicedResponse
@@ -35,7 +35,9 @@ from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
 from service.kafka.versions import API_RANGES, api_name
 
 if TYPE_CHECKING:
-    from service.broker import Broker
+    from service.auth import Authentication
+    from service.services import Services
+    from service.telemetry import Telemetry
 
 log = logging.getLogger("sediment.kafka")
 
@@ -72,19 +74,25 @@ class _TlsAccept(asyncio.Protocol):
 
 
 class KafkaServer:
-    def __init__(self, broker: Broker, listeners: list[Listener]) -> None:
-        self._broker = broker
-        self._listeners = listeners
+    """The Kafka listeners: `bind()` takes the ports (a port-0 listener gets one from the
+    system), `serve(services)` starts accepting, once the broker knows what to advertise."""
+
+    def __init__(self, config: BrokerConfig, auth: Authentication, telemetry: Telemetry,
+                 listeners: list[Listener] | None = None) -> None:
+        self._auth = auth
+        self._telemetry = telemetry
+        self._listeners = config.listeners if listeners is None else listeners
+        self._services: Services | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._max_reauth_ms = int(broker.config["connections.max.reauth.ms"])
-        self._failed_auth_delay_ms = int(broker.config["connection.failed.authentication.delay.ms"])
-        self._max_request = int(broker.config["socket.request.max.bytes"])
-        self._queue_depth = int(broker.config["queued.max.requests"])
+        self._max_reauth_ms = int(config["connections.max.reauth.ms"])
+        self._failed_auth_delay_ms = int(config["connection.failed.authentication.delay.ms"])
+        self._max_request = int(config["socket.request.max.bytes"])
+        self._queue_depth = int(config["queued.max.requests"])
         self.bound: dict[str, tuple[str, int]] = {}
 
-    async def start(self) -> None:
+    async def bind(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self._listeners:
             factory: Callable[[], asyncio.BaseProtocol]
@@ -93,9 +101,15 @@ class KafkaServer:
                 factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # type: ignore[misc]  # noqa: E731
             else:
                 factory = lambda l=listener: self._framed(l)  # type: ignore[misc]  # noqa: E731
-            server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
+            server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True,
+                                              start_serving=False)
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
+
+    async def serve(self, services: Services) -> None:
+        self._services = services
+        for listener, server in zip(self._listeners, self._servers, strict=True):
+            await server.start_serving()
             log.info("listening on %s://%s:%d", listener.name, *self.bound[listener.name])
 
     def _framed(self, listener: Listener) -> FramedConnection:
@@ -107,7 +121,7 @@ class KafkaServer:
         task.add_done_callback(self._handshakes.discard)
 
     async def _tls_handshake(self, listener: Listener, transport: asyncio.Transport) -> None:
-        tls = self._broker.tls
+        tls = self._auth.tls
         assert tls is not None, "TLS listener without a TLS context"
         peer = transport.get_extra_info("peername") or ("?", 0)
         framed = self._framed(listener)
@@ -154,14 +168,14 @@ class KafkaServer:
         """Set the connection's principal (SSL: the client certificate) or its SASL state machine."""
         protocol = listener.security_protocol
         if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-            assert self._broker.sasl is not None, "SASL listener without SASL mechanisms"
+            assert self._auth.sasl is not None, "SASL listener without SASL mechanisms"
             conn.authenticated = False
-            conn.sasl = SaslSession(self._broker.sasl, self._max_reauth_ms, self._failed_auth_delay_ms)
+            conn.sasl = SaslSession(self._auth.sasl, self._max_reauth_ms, self._failed_auth_delay_ms)
         elif protocol == "SSL":
             ssl_object = framed.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             try:
-                conn.principal = self._broker.principal_mapper.principal_of(der)
+                conn.principal = self._auth.principal_mapper.principal_of(der)
             except ValueError as e:
                 log.warning("authentication failed: client %s:%d on %s: %s", conn.client_host, conn.client_port,
                             listener.name, e)
@@ -225,8 +239,9 @@ class KafkaServer:
             request, _ = read_body(frame, offset)
         except Exception as e:  # kio raises many kinds (KeyError for unknown tags, ValueError...)
             raise _Close(f"malformed {rng.name} v{version} request: {type(e).__name__}: {e}") from None
+        assert self._services is not None, "a connection before serve()"
         ctx = RequestContext(
-            broker=self._broker, conn=conn, api_key=api_key, version=version,
+            services=self._services, conn=conn, api_key=api_key, version=version,
             correlation_id=correlation_id, client_id=header.client_id,
             schema=response_schema(api_key, version),
         )
@@ -241,7 +256,7 @@ class KafkaServer:
 
     async def _run(self, ctx: RequestContext, request: Any) -> bytes | SplicedResponse | None:
         name = api_name(ctx.api_key)
-        with self._broker.telemetry.request_span(name, ctx) as span:
+        with self._telemetry.request_span(name, ctx) as span:
             try:
                 response = await HANDLERS[ctx.api_key](ctx, request)
             except asyncio.CancelledError:

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 from service.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from service.broker import Broker
+    from service.groups import GroupCoordinator
+    from service.metadata import MetadataStore
+    from service.partitions import Partitions
+    from service.producer_ids import ProducerIds
 
 log = logging.getLogger("sediment.txn")
 
@@ -67,8 +70,15 @@ def _now_ms() -> int:
 
 
 class TransactionCoordinator:
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+    def __init__(self, store: MetadataStore, partitions: Partitions, groups: GroupCoordinator,
+                 producer_ids: ProducerIds, *, max_timeout_ms: int = 900_000,
+                 cleanup_interval_ms: int = 10_000) -> None:
+        self._store = store
+        self._partitions = partitions
+        self._groups = groups
+        self._producer_ids = producer_ids
+        self._max_timeout_ms = max_timeout_ms
+        self._cleanup_interval_ms = cleanup_interval_ms
         self._txns: dict[str, TxnMetadata] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
@@ -76,15 +86,14 @@ class TransactionCoordinator:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for txn in await self._broker.store.load_transactions():
+        for txn in await self._store.load_transactions():
             self._txns[txn.transactional_id] = txn
         for txn in list(self._txns.values()):
             if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
                 log.info("completing %s of %s after restart", txn.state, txn.transactional_id)
                 async with self._lock(txn.transactional_id):
                     await self._complete(txn)
-        interval = int(self._broker.config["transaction.abort.timed.out.transaction.cleanup.interval.ms"])
-        self._task = asyncio.create_task(self._expire_loop(interval / 1000))
+        self._task = asyncio.create_task(self._expire_loop(self._cleanup_interval_ms / 1000))
 
     async def close(self) -> None:
         if self._task is not None:
@@ -97,7 +106,7 @@ class TransactionCoordinator:
 
     async def _save(self, txn: TxnMetadata) -> TxnMetadata:
         txn = replace(txn, update_ms=_now_ms())
-        await self._broker.store.put_transaction(txn)
+        await self._store.put_transaction(txn)
         self._txns[txn.transactional_id] = txn
         return txn
 
@@ -107,12 +116,12 @@ class TransactionCoordinator:
                                producer_epoch: int = -1) -> tuple[ErrorCode, int, int]:
         """(error, producer id, epoch). A known id gets its epoch bumped, fencing older producers;
         an open transaction is aborted first."""
-        if not 0 < timeout_ms <= int(self._broker.config["transaction.max.timeout.ms"]):
+        if not 0 < timeout_ms <= self._max_timeout_ms:
             return ErrorCode.invalid_transaction_timeout, -1, -1
         async with self._lock(transactional_id):
             txn = self._txns.get(transactional_id)
             if txn is None:
-                pid = await self._broker.allocate_producer_id()
+                pid = await self._producer_ids.allocate()
                 txn = await self._save(TxnMetadata(transactional_id, pid, 0, timeout_ms))
                 return ErrorCode.none, txn.producer_id, txn.producer_epoch
             if producer_id >= 0 and (producer_id, producer_epoch) != (txn.producer_id, txn.producer_epoch):
@@ -127,7 +136,7 @@ class TransactionCoordinator:
 
     async def _bump(self, txn: TxnMetadata) -> TxnMetadata:
         if txn.producer_epoch >= MAX_EPOCH:
-            pid = await self._broker.allocate_producer_id()
+            pid = await self._producer_ids.allocate()
             return await self._save(replace(txn, producer_id=pid, producer_epoch=0, state=EMPTY,
                                             partitions=frozenset(), groups=frozenset(), start_ms=-1))
         return await self._save(replace(txn, producer_epoch=txn.producer_epoch + 1, state=EMPTY,
@@ -165,7 +174,7 @@ class TransactionCoordinator:
             error, txn = self._check(transactional_id, producer_id, producer_epoch)
             if txn is None:
                 return {tp: error for tp in partitions}
-            unknown = {tp for tp in partitions if self._broker.log(*tp) is None}
+            unknown = {tp for tp in partitions if self._partitions.log(*tp) is None}
             if unknown:
                 return {tp: ErrorCode.unknown_topic_or_partition if tp in unknown
                         else ErrorCode.operation_not_attempted for tp in partitions}
@@ -225,7 +234,7 @@ class TransactionCoordinator:
     async def _complete(self, txn: TxnMetadata) -> TxnMetadata:
         """Phase two: markers to every partition (made durable), then the group offsets."""
         commit = txn.state == PREPARE_COMMIT
-        await self._broker.partitions.write_markers(sorted(txn.partitions), txn.producer_id, txn.producer_epoch,
+        await self._partitions.write_markers(sorted(txn.partitions), txn.producer_id, txn.producer_epoch,
                                                     commit, _now_ms())
         if txn.offsets:
             await self._complete_offsets(txn, commit)
@@ -236,7 +245,7 @@ class TransactionCoordinator:
     async def _complete_offsets(self, txn: TxnMetadata, commit: bool) -> None:
         from service.groups.coordinator import OffsetAndMetadata
 
-        groups = self._broker.groups
+        groups = self._groups
         by_group: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         for group, topic, partition, offset, epoch, metadata, ts in txn.offsets:
             by_group.setdefault(group, {})[(topic, partition)] = OffsetAndMetadata(offset, epoch, metadata, ts)

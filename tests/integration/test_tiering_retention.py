@@ -23,14 +23,14 @@ async def test_retention_and_delete_topic_remove_remote_objects(tmp_path):
     broker = Broker(config)
     await broker.start()
     try:
-        await broker.create_topic("t", 1, {"remote.storage.enable": "true", "segment.bytes": "1024",
+        await broker.topics.create("t", 1, {"remote.storage.enable": "true", "segment.bytes": "1024",
                                            "local.retention.bytes": "1"})
         log = broker.log("t", 0)
         for i in range(12):  # ~400-byte batches: a roll every two or three
             log.append(make_batch([b"v-%02d-" % i + b"x" * 300], base_timestamp=NOW + i), now_ms=NOW)
         log.roll()
         await broker.tier.run_once(now_ms=NOW)
-        m = await broker.tier.manifest(broker.tiered_topics()[0], 0)
+        m = await broker.tier.manifest(broker.topics.tiered_topics()[0], 0)
         entries = m.committed()
         assert entries[0].base_offset == 0 and entries[-1].last_offset == 11
         assert len(entries) >= 4
@@ -39,18 +39,18 @@ async def test_retention_and_delete_topic_remove_remote_objects(tmp_path):
 
         # retention.bytes over local + remote: only the newest segments' worth stays.
         keep = entries[-1].size + entries[-2].size
-        await broker.set_topic_configs("t", {"remote.storage.enable": "true", "segment.bytes": "1024",
+        await broker.topics.set_configs("t", {"remote.storage.enable": "true", "segment.bytes": "1024",
                                              "local.retention.bytes": "1", "retention.bytes": str(keep)})
         await broker.tier.run_once(now_ms=NOW)
         # Retention changes a copy of the manifest, which replaces the view once saved.
-        left = (await broker.tier.manifest(broker.tiered_topics()[0], 0)).committed()
+        left = (await broker.tier.manifest(broker.topics.tiered_topics()[0], 0)).committed()
         assert [e.segment_uuid for e in m.committed()] == [e.segment_uuid for e in entries]
         assert [e.segment_uuid for e in left] == [e.segment_uuid for e in entries[-2:]]
         assert len([k for k in _objects(remote) if k.endswith((".log", ".indexes"))]) == 4
         assert broker.tier.metrics.segments_deleted == len(entries) - 2
         assert broker.partitions.log_start_offset(log) == log.log_start_offset == entries[-2].base_offset
 
-        await broker.delete_topic("t")
+        await broker.topics.delete("t")
         assert [k for k in _objects(remote) if k.startswith("t-")] == []
     finally:
         await broker.close()

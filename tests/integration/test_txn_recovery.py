@@ -21,7 +21,7 @@ async def _broker_with_open_txn(data_dir, state: str) -> tuple[int, int]:
     broker = Broker(_config(data_dir))
     await broker.start()
     try:
-        await broker.create_topic("t", 2)
+        await broker.topics.create("t", 2)
         firsts = []
         for p in (0, 1):
             log = broker.log("t", p)
@@ -76,7 +76,7 @@ async def test_open_transaction_past_its_timeout_is_aborted_and_its_producer_fen
     broker = Broker(_config(tmp_path, **{"transaction.abort.timed.out.transaction.cleanup.interval.ms": "60000"}))
     await broker.start()
     try:
-        await broker.create_topic("t", 1)
+        await broker.topics.create("t", 1)
         error, pid, epoch = await broker.txn.init_producer_id("slow-app", 1000)
         assert error == 0
         assert await broker.txn.add_partitions("slow-app", pid, epoch, [("t", 0)]) == {("t", 0): 0}

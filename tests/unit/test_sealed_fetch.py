@@ -101,18 +101,24 @@ def sealed_log(tmp_path: Path):
     lg.close()
 
 
+CONFIG = {"fetch.max.bytes": 64 << 20, "connections.max.reauth.ms": 0,
+          "connection.failed.authentication.delay.ms": 0, "socket.request.max.bytes": 100 << 20,
+          "queued.max.requests": 16}
+
+
+def _server() -> KafkaServer:
+    """A server only for its send loop: no listeners, no authentication, no spans."""
+    return KafkaServer(CONFIG, SimpleNamespace(tls=None, sasl=None), None, listeners=[])  # type: ignore[arg-type]
+
+
 def _ctx(lg: UnifiedLog, manager: LogManager) -> RequestContext:
     partitions = Partitions(manager, lambda: None)
     only = {("t", 0): lg}
     partitions.log = lambda topic, partition: only.get((topic, partition))  # type: ignore[method-assign]
-    broker: Any = SimpleNamespace(
-        partitions=partitions,
-        config={"fetch.max.bytes": 64 << 20, "connections.max.reauth.ms": 0,
-                "connection.failed.authentication.delay.ms": 0, "socket.request.max.bytes": 100 << 20,
-                "queued.max.requests": 16},
-        logs=manager, tier=None, topics_by_id={},
-        authorizer=SimpleNamespace(authorize=lambda *a, **k: True))
-    return RequestContext(broker=broker, conn=Connection("PLAINTEXT", "127.0.0.1", 1), api_key=1,
+    services: Any = SimpleNamespace(
+        partitions=partitions, config=CONFIG, topics=SimpleNamespace(by_id=lambda topic_id: None),
+        access=SimpleNamespace(authorize=lambda *a, **k: True))
+    return RequestContext(services=services, conn=Connection("PLAINTEXT", "127.0.0.1", 1), api_key=1,
                           version=VERSION, correlation_id=5, client_id="unit", schema=response_schema(1, VERSION))
 
 
@@ -225,7 +231,7 @@ async def test_a_batch_failing_mid_answer_closes_the_connection_after_correct_by
     bad_offset = _tamper_after(lg, 5 * PIECE_BYTES)
 
     ctx = _ctx(lg, manager)
-    server = KafkaServer(ctx.broker, [])
+    server = _server()
     pending: asyncio.Queue[Any] = asyncio.Queue()
     first = asyncio.ensure_future(fetch.handle(ctx, _request_at(0)))
     behind: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -310,6 +316,6 @@ async def test_pipelined_answers_are_written_whole_and_in_order(sealed_log) -> N
     for fut in (first, middle, second, None):
         pending.put_nowait(fut)
     writer = HoldingWriter(expected[0] + len(small).to_bytes(4, "big") + small + expected[1])
-    await KafkaServer(ctx.broker, [])._send_loop(ctx.conn, writer, pending)  # type: ignore[arg-type]
+    await _server()._send_loop(ctx.conn, writer, pending)  # type: ignore[arg-type]
     assert writer.written == len(expected[0]) + 4 + len(small) + len(expected[1])
     assert not writer.aborted and writer.max_held <= PIECE_BYTES + 4096

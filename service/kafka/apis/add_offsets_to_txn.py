@@ -12,6 +12,6 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     code = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
     if code:
         return ctx.schema.response(throttle_time=0, error_code=code)
-    code = await ctx.broker.txn.add_offsets(req.transactional_id, int(req.producer_id),
+    code = await ctx.txn.add_offsets(req.transactional_id, int(req.producer_id),
                                            int(req.producer_epoch), req.group_id)
     return ctx.schema.response(throttle_time=0, error_code=code)

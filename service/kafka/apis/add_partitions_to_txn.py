@@ -14,7 +14,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     wanted = [(t.name, int(p)) for t in req.v3_and_below_topics for p in t.partitions]
     errors = _denied(ctx, req.v3_and_below_transactional_id, wanted)
     if not errors:
-        errors = await ctx.broker.txn.add_partitions(
+        errors = await ctx.txn.add_partitions(
             req.v3_and_below_transactional_id, int(req.v3_and_below_producer_id),
             int(req.v3_and_below_producer_epoch), wanted)
     by_topic: dict[str, list[Any]] = {}

@@ -22,7 +22,7 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s, access = ctx.schema, ctx.access
     if not cluster_allows(ctx, ALTER):
         users = dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions))
         return s.response(throttle_time=0, results=tuple(
@@ -39,7 +39,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     for d in req.deletions:
         mech = SCRAM_BY_WIRE_ID.get(int(d.mechanism))
         error = _shared_error(d, mech, seen)
-        if error is None and mech is not None and broker.credentials.get(d.name, mech.name) is None:
+        if error is None and mech is not None and access.credentials.get(d.name, mech.name) is None:
             error = ErrorCode.resource_not_found, "Attempt to delete a user credential that does not exist"
         if error is not None:
             fail(d.name, *error)
@@ -62,9 +62,9 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             results.append(s("AlterUserScramCredentialsResult", user=user, error_code=code, error_message=message))
             continue
         for mech_name in deletes.get(user, ()):
-            await broker.delete_scram_credential(user, mech_name)
+            await access.delete_scram_credential(user, mech_name)
         for mech_name, cred in upserts.get(user, ()):
-            await broker.put_scram_credential(user, mech_name, cred)
+            await access.put_scram_credential(user, mech_name, cred)
         results.append(s("AlterUserScramCredentialsResult", user=user, error_code=ErrorCode.none, error_message=None))
     return s.response(throttle_time=0, results=tuple(results))
 

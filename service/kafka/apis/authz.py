@@ -35,7 +35,7 @@ def authorized_ops(ctx: RequestContext, wanted: bool, rtype: ResourceType, name:
     """The bit field when the client asked for it, else Kafka's 'omitted' value."""
     if not wanted:
         return AUTH_OPS_OMITTED
-    return ctx.broker.authorizer.authorized_operations(ctx.conn.principal, ctx.conn.client_host, rtype, name)
+    return ctx.access.authorized_operations(ctx.conn.principal, ctx.conn.client_host, rtype, name)
 
 
 class TopicChecks:

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from security.acl import CLUSTER_NAME, AclOperation
-from service.config import KEYS, TOPIC_DEFAULT_KEYS
+from service.config import KEYS, TOPIC_DEFAULT_KEYS, BrokerConfig
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import ALTER_CONFIGS, CLUSTER, GROUP, TOPIC, check
 from tiering.log.config import TOPIC_CONFIGS
 
 if TYPE_CHECKING:
-    from service.broker import Broker
     from service.kafka.context import RequestContext
 
 # Kafka's resource types and config sources, as on the wire.
@@ -45,16 +44,16 @@ def config_denied(ctx: RequestContext, op: AclOperation, rtype: int, name: str) 
     return ErrorCode.none
 
 
-def topic_config_entries(broker: Broker, overrides: dict[str, str]) -> list[Entry]:
+def topic_config_entries(config: BrokerConfig, overrides: dict[str, str]) -> list[Entry]:
     """Every topic config: the override, else the broker-level default, else Kafka's default."""
-    defaults = broker.config.topic_defaults()
+    defaults = config.topic_defaults()
     out = []
     for name, d in sorted(TOPIC_CONFIGS.items()):
         broker_key = TOPIC_DEFAULT_KEYS.get(name)
         synonyms: list[tuple[str, str | None, int]] = []
         if name in overrides:
             synonyms.append((name, overrides[name], DYNAMIC_TOPIC_CONFIG))
-        if broker_key is not None and broker.config.topic_default_is_static(name):
+        if broker_key is not None and config.topic_default_is_static(name):
             synonyms.append((broker_key, defaults[name], STATIC_BROKER_CONFIG))
         synonyms.append((broker_key or name, defaults.get(name, d.default), DEFAULT_CONFIG))
         value, source = synonyms[0][1], synonyms[0][2]
@@ -62,12 +61,12 @@ def topic_config_entries(broker: Broker, overrides: dict[str, str]) -> list[Entr
     return out
 
 
-def broker_config_entries(broker: Broker) -> list[Entry]:
+def broker_config_entries(config: BrokerConfig) -> list[Entry]:
     out = []
     for key in sorted(KEYS.values(), key=lambda k: k.name):
-        value = broker.config[key.name]
+        value = config[key.name]
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        source = STATIC_BROKER_CONFIG if key.name in broker.config.explicit else DEFAULT_CONFIG
+        source = STATIC_BROKER_CONFIG if key.name in config.explicit else DEFAULT_CONFIG
         kind = 1 if isinstance(key.default, bool) else 5 if isinstance(key.default, int) else 2
         out.append(Entry(key.name, text, source, kind, key.doc, ((key.name, text, source),)))
     return out
@@ -81,11 +80,11 @@ async def alter_result(ctx: RequestContext, r: Any, compute: Callable[[dict[str,
     if denied := config_denied(ctx, ALTER_CONFIGS, rtype, name):
         code = denied
     elif rtype == RESOURCE_TOPIC:
-        topic = ctx.broker.topics.get(name)
+        topic = ctx.topics.get(name)
         try:
             if topic is None:
                 raise TopicError(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.")
-            await ctx.broker.set_topic_configs(name, compute(dict(topic.configs)), validate_only=validate_only)
+            await ctx.topics.set_configs(name, compute(dict(topic.configs)), validate_only=validate_only)
         except TopicError as e:
             code, message = e.code, e.message
     elif rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):

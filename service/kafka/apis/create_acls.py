@@ -29,6 +29,6 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         valid.append(b)
         results.append((0, None))
     if valid:
-        await ctx.broker.create_acls(valid, ctx.conn.principal, ctx.conn.client_host)
+        await ctx.access.create_acls(valid, ctx.conn.principal, ctx.conn.client_host)
     return s.response(throttle_time=0, results=tuple(
         s("AclCreationResult", error_code=code, error_message=message) for code, message in results))

@@ -10,13 +10,13 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s, topics = ctx.schema, ctx.topics
     results = []
     for t in req.topics:
         code, message = check(ctx, ALTER, TOPIC, t.name), None
         try:
             if not code:
-                await broker.create_partitions(t.name, int(t.count), validate_only=bool(req.validate_only))
+                await topics.create_partitions(t.name, int(t.count), validate_only=bool(req.validate_only))
         except TopicError as e:
             code, message = e.code, e.message
         results.append(s("CreatePartitionsTopicResult", name=t.name, error_code=code, error_message=message))

@@ -30,7 +30,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
 
 
 async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
-    broker, s = ctx.broker, ctx.schema
+    topics, s = ctx.topics, ctx.schema
     partitions = int(t.num_partitions)
     if t.assignments:
         if partitions != -1:
@@ -44,13 +44,13 @@ async def _create(ctx: RequestContext, t: Any, validate_only: bool) -> Any:
                       if rf > 1 else f"Replication factor must be larger than 0, got {rf}.")
     configs = {c.name: c.value for c in t.configs if c.value is not None}
     try:
-        topic = await broker.create_topic(t.name, partitions, configs, validate_only=validate_only)
+        topic = await topics.create(t.name, partitions, configs, validate_only=validate_only)
     except TopicError as e:
         return _error(ctx, t.name, e.code, e.message)
     entries: tuple[Any, ...] | None = () if not s.has("CreatableTopicConfigs") else tuple(
         s("CreatableTopicConfigs", name=e.name, value=e.value, read_only=False,
           config_source=e.source, is_sensitive=False)
-        for e in topic_config_entries(broker, topic.configs))
+        for e in topic_config_entries(ctx.config, topic.configs))
     config_error = ErrorCode.none
     if entries and not ctx.authorize(DESCRIBE_CONFIGS, TOPIC, t.name, audit=False):
         entries, config_error = None, ErrorCode.topic_authorization_failed  # created, but its configs stay hidden

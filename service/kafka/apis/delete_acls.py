@@ -26,7 +26,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             valid.append((i, f))
         except AclError as e:
             errors[i] = str(e)
-    matched = await ctx.broker.delete_acls([f for _, f in valid], ctx.conn.principal, ctx.conn.client_host)
+    matched = await ctx.access.delete_acls([f for _, f in valid], ctx.conn.principal, ctx.conn.client_host)
     by_index = {i: found for (i, _), found in zip(valid, matched)}
     results = []
     for i in range(len(req.filters)):

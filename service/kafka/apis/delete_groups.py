@@ -11,7 +11,7 @@ from service.kafka.context import RequestContext
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     denied = {g: code for g in req.groups_names if (code := check(ctx, DELETE, GROUP, g))}
-    results = await ctx.broker.groups.delete_groups([g for g in req.groups_names if g not in denied])
+    results = await ctx.groups.delete_groups([g for g in req.groups_names if g not in denied])
     results.update(denied)
     return s.response(throttle_time=0, results=tuple(
         s("DeletableGroupResult", group_id=g, error_code=results[g]) for g in dict.fromkeys(req.groups_names)))

@@ -17,7 +17,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         parts = []
         for p in t.partitions:
             code = denied(t.name)
-            code, low = (code, -1) if code else await ctx.broker.partitions.delete_records(
+            code, low = (code, -1) if code else await ctx.partitions.delete_records(
                 t.name, int(p.partition_index), int(p.offset))
             parts.append(s("DeleteRecordsPartitionResult", partition_index=p.partition_index,
                            low_watermark=low, error_code=code))

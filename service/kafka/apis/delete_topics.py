@@ -10,7 +10,7 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s, topics = ctx.schema, ctx.topics
     if hasattr(req, "topic_names"):
         wanted = [(name, None) for name in req.topic_names]
     else:
@@ -18,17 +18,17 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     results = []
     for name, topic_id in wanted:
         if name is None and topic_id is not None:
-            rec = broker.topics_by_id.get(topic_id)
+            rec = topics.by_id(topic_id)
             if rec is None:
                 results.append(s("DeletableTopicResult", name=None, topic_id=topic_id,
                                  error_code=ErrorCode.unknown_topic_id, error_message="Unknown topic id."))
                 continue
             name = rec.name
-        rec = broker.topics.get(name)
+        rec = topics.get(name)
         code, message = check(ctx, DELETE, TOPIC, name), None
         try:
             if not code:
-                await broker.delete_topic(name)
+                await topics.delete(name)
         except TopicError as e:
             code, message = e.code, e.message
         results.append(s("DeletableTopicResult", name=name,

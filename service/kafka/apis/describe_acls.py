@@ -31,4 +31,4 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         f.validate()
     except AclError as e:
         return answer(ErrorCode.invalid_request, str(e), [])
-    return answer(0, None, ctx.broker.authorizer.matching(f))
+    return answer(0, None, ctx.access.matching(f))

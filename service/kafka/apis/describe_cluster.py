@@ -13,7 +13,7 @@ BROKERS_ENDPOINT = 1
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, cluster = ctx.schema, ctx.broker.cluster
+    s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     endpoint_type = int(getattr(req, "endpoint_type", BROKERS_ENDPOINT))
     if endpoint_type != BROKERS_ENDPOINT:

@@ -25,7 +25,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
 
 
 def _describe(ctx: RequestContext, r: Any, synonyms: bool, docs: bool) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s = ctx.schema
     rtype, name = int(r.resource_type), r.resource_name
 
     def result(code: int, message: str | None, entries: list[Entry]) -> Any:
@@ -43,12 +43,12 @@ def _describe(ctx: RequestContext, r: Any, synonyms: bool, docs: bool) -> Any:
     if denied := config_denied(ctx, DESCRIBE_CONFIGS, rtype, name):
         return result(denied, None, [])
     if rtype == RESOURCE_TOPIC:
-        topic = broker.topics.get(name)
+        topic = ctx.topics.get(name)
         if topic is None:
             return result(ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.", [])
-        return result(0, None, topic_config_entries(broker, topic.configs))
+        return result(0, None, topic_config_entries(ctx.config, topic.configs))
     if rtype == RESOURCE_BROKER:
-        if name not in ("", str(broker.config["node.id"])):
+        if name not in ("", str(ctx.config["node.id"])):
             return result(ErrorCode.invalid_request, f"Unexpected broker id {name!r}.", [])
-        return result(0, None, broker_config_entries(broker))
+        return result(0, None, broker_config_entries(ctx.config))
     return result(ErrorCode.invalid_request, f"Resource type {rtype} is not supported.", [])

@@ -19,7 +19,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                             protocol_type="", protocol_data="", members=(),
                             authorized_operations=AUTH_OPS_OMITTED))
             continue
-        g = ctx.broker.groups.describe(group_id)
+        g = ctx.groups.describe(group_id)
         members = tuple(s("DescribedGroupMember", member_id=m.member_id, group_instance_id=m.group_instance_id,
                           client_id=m.client_id, client_host=m.client_host, member_metadata=m.metadata,
                           member_assignment=m.assignment) for m in g.members)

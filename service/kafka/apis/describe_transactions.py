@@ -14,7 +14,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     states = []
     for tid in req.transactional_ids:
         denied = check(ctx, DESCRIBE, TXN_ID, tid)
-        txn = None if denied else ctx.broker.txn.describe(tid)
+        txn = None if denied else ctx.txn.describe(tid)
         if txn is None:
             states.append(s("TransactionState", error_code=denied or ErrorCode.transactional_id_not_found,
                             transactional_id=tid, transaction_state="", transaction_timeout=0,

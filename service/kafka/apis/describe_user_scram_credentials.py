@@ -12,7 +12,7 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, creds = ctx.schema, ctx.broker.credentials
+    s, creds = ctx.schema, ctx.access.credentials
     if not cluster_allows(ctx, DESCRIBE):
         return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed,
                           error_message="Cluster authorization failed.", results=())

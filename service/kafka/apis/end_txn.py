@@ -11,6 +11,6 @@ from service.kafka.context import RequestContext
 async def handle(ctx: RequestContext, req: Any) -> Any:
     if code := check(ctx, WRITE, TXN_ID, req.transactional_id):
         return ctx.schema.response(throttle_time=0, error_code=code)
-    code = await ctx.broker.txn.end_txn(req.transactional_id, int(req.producer_id),
+    code = await ctx.txn.end_txn(req.transactional_id, int(req.producer_id),
                                         int(req.producer_epoch), bool(req.committed))
     return ctx.schema.response(throttle_time=0, error_code=code)

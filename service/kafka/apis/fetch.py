@@ -21,14 +21,13 @@ READ_COMMITTED = 1
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    broker = ctx.broker
     if int(getattr(req, "session_id", 0)) != 0:
         return _top_error(ctx, ErrorCode.fetch_session_id_not_found)
     parts = _resolve(ctx, req)
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(sorted({p.topic for p, _ in parts}))
     readable = _authorize(ctx, req, parts)
     if readable:
-        await broker.partitions.fetch(readable, min(int(req.max_bytes), int(broker.config["fetch.max.bytes"])),
+        await ctx.partitions.fetch(readable, min(int(req.max_bytes), int(ctx.config["fetch.max.bytes"])),
                                       int(req.min_bytes), req.max_wait.total_seconds(),
                                       committed=int(getattr(req, "isolation_level", 0)) == READ_COMMITTED)
     if ctx.version >= 13:  # a partition of a topic named by an id this broker does not know
@@ -61,13 +60,12 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, u
 
 def _resolve(ctx: RequestContext, req: Any) -> list[tuple[PartitionRead, uuid.UUID | None]]:
     """Each requested partition with the topic id it was named by (v13+), in request order."""
-    broker = ctx.broker
     parts = []
     for ft in req.topics:
         topic_id = getattr(ft, "topic_id", None)
         name = getattr(ft, "topic", None)
         if name is None and topic_id is not None:
-            rec = broker.topics_by_id.get(topic_id)
+            rec = ctx.topics.by_id(topic_id)
             name = rec.name if rec is not None else ""
         for fp in ft.partitions:
             parts.append((PartitionRead(name or "", int(fp.partition), int(fp.fetch_offset),

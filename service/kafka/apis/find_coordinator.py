@@ -13,7 +13,7 @@ GROUP, TRANSACTION = 0, 1
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, cluster = ctx.schema, ctx.broker.cluster
+    s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     ep = cluster.endpoint_for(ctx.conn.listener_name)
     key_type = int(getattr(req, "key_type", GROUP))

@@ -11,6 +11,6 @@ from service.kafka.context import RequestContext
 async def handle(ctx: RequestContext, req: Any) -> Any:
     if code := check(ctx, READ, GROUP, req.group_id):
         return ctx.schema.response(throttle_time=0, error_code=code)
-    error = ctx.broker.groups.heartbeat(req.group_id, int(req.generation_id), req.member_id,
+    error = ctx.groups.heartbeat(req.group_id, int(req.generation_id), req.member_id,
                                         getattr(req, "group_instance_id", None))
     return ctx.schema.response(throttle_time=0, error_code=error)

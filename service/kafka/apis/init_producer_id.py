@@ -3,7 +3,7 @@
 Without a transactional id (an idempotent producer) every call gets a fresh producer id with
 epoch 0, as Kafka does; the id given in v3+ requests is ignored then. Ids come from a durable
 counter in the metadata store (reserved in blocks), so a restart never hands one out twice.
-With a transactional id the transaction coordinator (`broker.txn`) answers: it owns the
+With a transactional id the transaction coordinator (`ctx.txn`) answers: it owns the
 transactional id's producer id, fences older epochs and aborts a dangling transaction.
 """
 
@@ -23,10 +23,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         ctx.span_attributes["messaging.kafka.transactional_id"] = str(transactional_id)
         if code := check(ctx, WRITE, TXN_ID, str(transactional_id)):
             return s.response(throttle_time=0, error_code=code, producer_id=-1, producer_epoch=-1)
-        txn = getattr(ctx.broker, "txn", None)
-        if txn is None:
-            return s.response(throttle_time=0, error_code=ErrorCode.coordinator_not_available,
-                              producer_id=-1, producer_epoch=-1)
+        txn = ctx.txn
         timeout = req.transaction_timeout
         timeout_ms = int(timeout.total_seconds() * 1000) if hasattr(timeout, "total_seconds") else int(timeout)
         error, producer_id, epoch = await txn.init_producer_id(
@@ -34,10 +31,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             int(getattr(req, "producer_id", -1)), int(getattr(req, "producer_epoch", -1)))
         return s.response(throttle_time=0, error_code=error, producer_id=producer_id, producer_epoch=epoch)
     # An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
-    if not (cluster_allows(ctx, IDEMPOTENT_WRITE, audit=False) or ctx.broker.authorizer.authorize_any(
+    if not (cluster_allows(ctx, IDEMPOTENT_WRITE, audit=False) or ctx.access.authorize_any(
             ctx.conn.principal, ctx.conn.client_host, WRITE, TOPIC)):
         cluster_allows(ctx, IDEMPOTENT_WRITE)  # audited once the fallback failed too
         return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed, producer_id=-1,
                           producer_epoch=-1)
-    producer_id = await ctx.broker.allocate_producer_id()
+    producer_id = await ctx.producer_ids.allocate()
     return s.response(throttle_time=0, error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)

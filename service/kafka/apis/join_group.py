@@ -19,7 +19,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         return s.response(throttle_time=0, error_code=code, generation_id=-1, protocol_type=None,
                           protocol_name=None if ctx.version >= 7 else "", leader="", skip_assignment=False,
                           member_id=req.member_id, members=())
-    result = await ctx.broker.groups.join_group(
+    result = await ctx.groups.join_group(
         req.group_id, req.member_id, getattr(req, "group_instance_id", None),
         client_id=ctx.client_id or "", client_host=f"/{ctx.conn.client_host}",
         session_timeout_ms=session_ms, rebalance_timeout_ms=rebalance_ms,

@@ -14,10 +14,10 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if code := check(ctx, READ, GROUP, req.group_id):
         return s.response(throttle_time=0, error_code=code, members=())
     if ctx.version < 3:
-        errors = ctx.broker.groups.leave_group(req.group_id, [(req.member_id, None)])
+        errors = ctx.groups.leave_group(req.group_id, [(req.member_id, None)])
         return s.response(throttle_time=0, error_code=errors[0])
     leaving = [(m.member_id, m.group_instance_id) for m in req.members]
-    errors = ctx.broker.groups.leave_group(req.group_id, leaving)
+    errors = ctx.groups.leave_group(req.group_id, leaving)
     members = tuple(s("MemberResponse", member_id=m, group_instance_id=i, error_code=e)
                     for (m, i), e in zip(leaving, errors))
     return s.response(throttle_time=0, error_code=ErrorCode.none, members=members)

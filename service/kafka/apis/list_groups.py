@@ -11,7 +11,7 @@ from service.kafka.context import RequestContext
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
-    listed = ctx.broker.groups.list_groups(getattr(req, "states_filter", ()) or ())
+    listed = ctx.groups.list_groups(getattr(req, "states_filter", ()) or ())
     if not cluster_allows(ctx, DESCRIBE, audit=False):  # then only the groups it may describe
         listed = [g for g in listed if ctx.authorize(DESCRIBE, GROUP, g[0], audit=False)]
     groups = tuple(s("ListedGroup", group_id=g, protocol_type=pt, group_state=st) for g, pt, st in listed)

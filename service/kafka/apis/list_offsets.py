@@ -20,7 +20,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         code = denied(t.name)
         parts = []
         for p in t.partitions:
-            error, offset, timestamp = (code, -1, -1) if code else await ctx.broker.partitions.list_offset(
+            error, offset, timestamp = (code, -1, -1) if code else await ctx.partitions.list_offset(
                 t.name, int(p.partition_index), int(p.timestamp), committed)
             parts.append(s("ListOffsetsPartitionResponse", partition_index=p.partition_index, error_code=error,
                            timestamp=timestamp, offset=offset, leader_epoch=0 if offset >= 0 else -1))

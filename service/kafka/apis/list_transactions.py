@@ -14,7 +14,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     s = ctx.schema
     wanted = set(req.state_filters)
     unknown = tuple(sorted(wanted - set(STATES)))
-    txns = ctx.broker.txn.list(wanted & set(STATES) if wanted else None,
+    txns = ctx.txn.list(wanted & set(STATES) if wanted else None,
                                {int(p) for p in req.producer_id_filters} or None,
                                int(getattr(req, "duration_filter", -1)))
     if wanted and not wanted & set(STATES):

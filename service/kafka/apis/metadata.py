@@ -17,7 +17,7 @@ from service.metadata import TopicRecord
 
 
 def _topic(ctx: RequestContext, topic: TopicRecord, want_ops: bool = False) -> Any:
-    s, cluster = ctx.schema, ctx.broker.cluster
+    s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     partitions = []
     for p in range(topic.partitions):
@@ -37,16 +37,15 @@ def _error(ctx: RequestContext, code: int, name: str | None, topic_id: Any = Non
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    broker, s = ctx.broker, ctx.schema
-    cluster = broker.cluster
+    s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     requested = req.topics
     ops = bool(getattr(req, "include_topic_authorized_operations", False))
     if requested is None or (ctx.version == 0 and not requested):
-        topics = [_topic(ctx, t, ops) for t in sorted(broker.topics.values(), key=lambda t: t.name)
+        topics = [_topic(ctx, t, ops) for t in sorted(ctx.topics, key=lambda t: t.name)
                   if ctx.authorize(DESCRIBE, TOPIC, t.name, audit=False)]
     else:
-        auto = broker.config["auto.create.topics.enable"] and getattr(req, "allow_auto_topic_creation", True)
+        auto = ctx.config["auto.create.topics.enable"] and getattr(req, "allow_auto_topic_creation", True)
         topics = []
         for item in requested:
             topics.append(await _lookup(ctx, item, auto, ops))
@@ -61,11 +60,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
 
 
 async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) -> Any:
-    broker = ctx.broker
+    topics = ctx.topics
     name = getattr(item, "name", None)
     topic_id = getattr(item, "topic_id", None)
     if name is None:
-        topic = broker.topics_by_id.get(topic_id) if topic_id is not None else None
+        topic = topics.by_id(topic_id) if topic_id is not None else None
         if topic is None:
             return _error(ctx, ErrorCode.unknown_topic_id, None, topic_id)
         if not ctx.authorize(DESCRIBE, TOPIC, topic.name):  # ids are not secret; the name is
@@ -73,7 +72,7 @@ async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) 
         return _topic(ctx, topic, ops)
     if not ctx.authorize(DESCRIBE, TOPIC, name):
         return _error(ctx, ErrorCode.topic_authorization_failed, name)
-    topic = broker.topics.get(name)
+    topic = topics.get(name)
     if topic is not None:
         return _topic(ctx, topic, ops)
     if not auto_create:
@@ -81,9 +80,10 @@ async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) 
     if not (cluster_allows(ctx, CREATE, audit=False) or ctx.authorize(CREATE, TOPIC, name)):
         return _error(ctx, ErrorCode.topic_authorization_failed, name)
     try:
-        topic = await broker.create_topic(name, -1)
+        topic = await topics.create(name, -1)
     except TopicError as e:
-        if e.code == ErrorCode.topic_already_exists:  # created by a concurrent request
-            return _topic(ctx, broker.topics[name], ops)
+        existing = topics.get(name)
+        if e.code == ErrorCode.topic_already_exists and existing is not None:  # a concurrent create won
+            return _topic(ctx, existing, ops)
         return _error(ctx, e.code, name)
     return _topic(ctx, topic, ops)

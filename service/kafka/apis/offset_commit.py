@@ -12,14 +12,14 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s = ctx.schema
     now = int(time.time() * 1000)
     offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
     errors: dict[tuple[str, int], int] = {}
     group_denied = check(ctx, READ, GROUP, req.group_id)
     topic_denied = TopicChecks(ctx, READ)
     for t in req.topics:
-        topic = broker.topics.get(t.name)
+        topic = ctx.topics.get(t.name)
         for p in t.partitions:
             tp = (t.name, int(p.partition_index))
             if code := group_denied or topic_denied(t.name):
@@ -34,7 +34,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t.name for t in req.topics)
     if not group_denied:
-        errors.update(await broker.groups.commit_offsets(
+        errors.update(await ctx.groups.commit_offsets(
             req.group_id, int(req.generation_id_or_member_epoch), req.member_id,
             getattr(req, "group_instance_id", None), offsets))
     topics = tuple(

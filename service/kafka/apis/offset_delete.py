@@ -10,14 +10,14 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s = ctx.schema
     if code := check(ctx, DELETE, GROUP, req.group_id):
         return s.response(throttle_time=0, error_code=code, topics=())
     requested = [(t.name, int(p.partition_index)) for t in req.topics for p in t.partitions]
     denied = TopicChecks(ctx, READ)
     unknown = {tp: denied(tp[0]) or ErrorCode.unknown_topic_or_partition for tp in requested
-               if denied(tp[0]) or (topic := broker.topics.get(tp[0])) is None or not 0 <= tp[1] < topic.partitions}
-    error, results = await broker.groups.delete_offsets(
+               if denied(tp[0]) or (topic := ctx.topics.get(tp[0])) is None or not 0 <= tp[1] < topic.partitions}
+    error, results = await ctx.groups.delete_offsets(
         req.group_id, [tp for tp in requested if tp not in unknown])
     if error != ErrorCode.none:
         return s.response(throttle_time=0, error_code=error, topics=())

@@ -11,13 +11,13 @@ from service.kafka.context import RequestContext
 
 def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stable: bool,
                   topic_cls: str, partition_cls: str) -> tuple[Any, ...]:
-    s, broker = ctx.schema, ctx.broker
+    s = ctx.schema
     wanted = None if topics is None else [(t.name, int(p)) for t in topics for p in t.partition_indexes]
-    found = broker.groups.fetch_offsets(group_id, wanted, require_stable)
+    found = ctx.groups.fetch_offsets(group_id, wanted, require_stable)
     denied = TopicChecks(ctx, DESCRIBE)
     by_topic: dict[str, list[Any]] = {}
     for (name, p), (om, error) in found.items():
-        topic = broker.topics.get(name)
+        topic = ctx.topics.get(name)
         if wanted is None and not ctx.authorize(DESCRIBE, TOPIC, name, audit=False):
             continue  # all-topics mode: topics this principal may not describe are left out
         if wanted is not None and (code := denied(name)):

@@ -39,7 +39,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             parts.append(p)
         topics.append((td.name, parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
-    await ctx.broker.partitions.append(allowed, acks, int(time.time() * 1000))
+    await ctx.partitions.append(allowed, acks, int(time.time() * 1000))
     if acks == 0:
         return None
     s = ctx.schema

@@ -13,7 +13,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if code := check(ctx, READ, GROUP, req.group_id):
         return ctx.schema.response(throttle_time=0, error_code=code, protocol_type=None, protocol_name=None,
                                    assignment=b"")
-    result = await ctx.broker.groups.sync_group(
+    result = await ctx.groups.sync_group(
         req.group_id, int(req.generation_id), req.member_id, getattr(req, "group_instance_id", None),
         getattr(req, "protocol_type", None), getattr(req, "protocol_name", None),
         {a.member_id: bytes(a.assignment) for a in req.assignments})

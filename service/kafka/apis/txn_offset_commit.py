@@ -12,15 +12,15 @@ from service.kafka.context import RequestContext
 
 
 async def handle(ctx: RequestContext, req: Any) -> Any:
-    s, broker = ctx.schema, ctx.broker
+    s = ctx.schema
     # Authorization comes first: the id, the group, then each topic (before the coordinator's checks).
     auth = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
     code = auth
     if code == ErrorCode.none:
-        code = broker.txn.check_offset_commit(req.transactional_id, int(req.producer_id),
+        code = ctx.txn.check_offset_commit(req.transactional_id, int(req.producer_id),
                                               int(req.producer_epoch), req.group_id)
     if code == ErrorCode.none and ctx.version >= 3:
-        code = broker.groups.validate_txn_member(req.group_id, req.member_id, int(req.generation_id),
+        code = ctx.groups.validate_txn_member(req.group_id, req.member_id, int(req.generation_id),
                                                  req.group_instance_id)
     staged = {}
     topics = []
@@ -29,7 +29,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         parts = []
         for p in t.partitions:
             pcode = auth or denied(t.name) or code
-            if pcode == ErrorCode.none and broker.log(t.name, int(p.partition_index)) is None:
+            if pcode == ErrorCode.none and ctx.partitions.log(t.name, int(p.partition_index)) is None:
                 pcode = ErrorCode.unknown_topic_or_partition
             if pcode == ErrorCode.none:
                 staged[(t.name, int(p.partition_index))] = OffsetAndMetadata(
@@ -39,7 +39,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                            error_code=pcode))
         topics.append(s("TxnOffsetCommitResponseTopic", name=t.name, partitions=tuple(parts)))
     if staged:
-        await broker.txn.stage_offsets(req.transactional_id, req.group_id, [
+        await ctx.txn.stage_offsets(req.transactional_id, req.group_id, [
             (t, p, o.offset, o.leader_epoch, o.metadata, o.commit_timestamp) for (t, p), o in staged.items()])
-        broker.groups.stage_txn_offsets(req.group_id, int(req.producer_id), int(req.producer_epoch), staged)
+        ctx.groups.stage_txn_offsets(req.group_id, int(req.producer_id), int(req.producer_epoch), staged)
     return s.response(throttle_time=0, topics=tuple(topics))
