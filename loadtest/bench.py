@@ -379,6 +379,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="use this running broker instead of starting one",
     )
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    ap.add_argument("--no-mock", action="store_true",
+                    help="skip the produce run against librdkafka's mock cluster (the produce ratio's anchor)")
     ap.add_argument(
         "--disk-dir",
         help="directory for the raw disk baseline (default: beside the started broker's "
@@ -446,6 +448,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Medians compared between a variant and the plain broker: (label, key, higher is better).
 COMPARED = (
     ("produce MiB/s", "produce_mib_s"),
+    ("produce / mock cluster", "produce_vs_mock"),
     ("produce p50 ms", "produce_p50_ms"),
     ("produce p99 ms", "produce_p99_ms"),
     ("consume MiB/s", "consume_mib_s"),
@@ -535,6 +538,15 @@ def run_series(args: argparse.Namespace, variant: Variant, messages: int, phase_
                 notes.append(note)
                 print(f"note: {note}", flush=True)
             check_broker()
+
+            if not args.no_mock:
+                # The same producer against librdkafka's mock cluster (in this process, over
+                # loopback, no disk): the protocol path's speed, the anchor of the produce ratio.
+                mock = produce("", topic, messages, args.value_bytes, deadline=time.monotonic() + phase_timeout,
+                               queue_messages=args.queue_messages, check_broker=lambda: None,
+                               client_conf={"test.mock.num.brokers": "1"})
+                run["mock_produce_mib_s"] = mock["produce_mib_s"]
+                print(f"mock cluster produce: {mock['produce_mib_s']:.1f} MiB/s", flush=True)
 
             d = time.monotonic() + phase_timeout
             with CpuMeter(broker_pid) as cpu:

@@ -8,16 +8,19 @@ from typing import Any
 from .stats import median, ratio
 
 PRODUCE_TO_DISK_TARGET = 0.35
+PRODUCE_TO_MOCK_TARGET = 0.7  # librdkafka's mock cluster: the protocol path without a disk
 CONSUME_TARGET_MIB_S = 300.0
 
 # Per-run figures that get a median, in report order: key, column title, format.
 COLUMNS: list[tuple[str, str, str]] = [
     ("disk_end_mib_s", "disk 1fsync", "{:.0f}"),
     ("disk_each_mib_s", "disk fsync/MiB", "{:.0f}"),
+    ("mock_produce_mib_s", "mock produce", "{:.1f}"),
     ("produce_mib_s", "produce", "{:.1f}"),
     ("produce_p50_ms", "p50 ms", "{:.1f}"),
     ("produce_p99_ms", "p99 ms", "{:.1f}"),
     ("consume_mib_s", "consume", "{:.1f}"),
+    ("produce_vs_mock", "prod/mock", "{:.3f}"),
     ("produce_vs_disk_each", "prod/disk fsync/MiB", "{:.3f}"),
     ("produce_vs_disk_end", "prod/disk 1fsync", "{:.3f}"),
 ]
@@ -35,7 +38,9 @@ CPU_COLUMNS: list[tuple[str, str]] = [
 
 
 def add_ratios(run: dict[str, Any]) -> dict[str, Any]:
-    """Add the produce/disk ratios to one run's figures (in place) and return it."""
+    """Add the produce/disk and produce/mock ratios to one run's figures (in place) and return it."""
+    mock = run.get("mock_produce_mib_s")
+    run["produce_vs_mock"] = ratio(run["produce_mib_s"], mock) if mock else None
     run["produce_vs_disk_each"] = ratio(run["produce_mib_s"], run["disk_each_mib_s"])
     run["produce_vs_disk_end"] = ratio(run["produce_mib_s"], run["disk_end_mib_s"])
     return run
@@ -55,16 +60,19 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         vals = [r[key] for r in runs if r.get(key) is not None]
         medians[key] = median(vals) if vals else None
     prod_ratio = medians["produce_vs_disk_each"]
+    mock_ratio = medians["produce_vs_mock"]
     consume = medians["consume_mib_s"]
     return {
         "runs": len(runs),
         "medians": medians,
         "targets": {
             "produce_vs_disk": PRODUCE_TO_DISK_TARGET,
+            "produce_vs_mock": PRODUCE_TO_MOCK_TARGET,
             "consume_mib_s": CONSUME_TARGET_MIB_S,
         },
         "pass": {
             "produce_vs_disk": prod_ratio is not None and prod_ratio >= PRODUCE_TO_DISK_TARGET,
+            "produce_vs_mock": mock_ratio is not None and mock_ratio >= PRODUCE_TO_MOCK_TARGET,
             "consume_mib_s": consume is not None and consume >= CONSUME_TARGET_MIB_S,
         },
     }
@@ -145,6 +153,12 @@ def format_report(
     out.append(
         "produce / raw disk (one fsync at end):  {}   (stricter reference, not the target)".format(
             _fmt("{:.3f}", r_end)
+        )
+    )
+    out.append(
+        "produce / mock cluster (same settings): {}   target >= {:.2f}   {}".format(
+            _fmt("{:.3f}", med.get("produce_vs_mock")), t["produce_vs_mock"],
+            "PASS" if ok["produce_vs_mock"] else "FAIL",
         )
     )
     out.append(
