@@ -44,9 +44,10 @@ def test_rate_and_ratio():
     assert ratio(1.0, 0.0) is None
 
 
-def _run(produce, disk_each, disk_end, consume):
+def _run(produce, disk_each, disk_end, consume, mock=None):
     return add_ratios(
         {
+            "mock_produce_mib_s": mock,
             "disk_end_mib_s": disk_end,
             "disk_each_mib_s": disk_each,
             "produce_mib_s": produce,
@@ -63,7 +64,7 @@ def _run(produce, disk_each, disk_end, consume):
 
 def test_summary_takes_median_of_per_run_ratios():
     # Per-run ratios 0.5, 0.2, 0.3 -> median 0.3; the ratio of the medians would be 0.4.
-    runs = [_run(100, 200, 400, 350), _run(40, 200, 400, 250), _run(300, 1000, 2000, 320)]
+    runs = [_run(100, 200, 400, 350, mock=200), _run(40, 200, 400, 250, mock=100), _run(300, 1000, 2000, 320)]
     s = summarize(runs)
     m = s["medians"]
     assert m["produce_vs_disk_each"] == pytest.approx(0.3)
@@ -71,13 +72,14 @@ def test_summary_takes_median_of_per_run_ratios():
     assert m["produce_mib_s"] == 100
     assert m["consume_mib_s"] == 320
     assert m["produce_broker_cpu_pct"] is None
-    assert s["pass"] == {"produce_vs_disk": False, "consume_mib_s": True}
+    assert m["produce_vs_mock"] == pytest.approx(0.45)  # per-run 0.5 and 0.4; the third had no mock run
+    assert s["pass"] == {"produce_vs_disk": False, "produce_vs_mock": False, "consume_mib_s": True}
 
 
 def test_summary_pass_at_threshold_and_report_text():
-    runs = [_run(35, 100, 200, 300)]
+    runs = [_run(35, 100, 200, 300, mock=50)]
     s = summarize(runs)
-    assert s["pass"] == {"produce_vs_disk": True, "consume_mib_s": True}
+    assert s["pass"] == {"produce_vs_disk": True, "produce_vs_mock": True, "consume_mib_s": True}
     text = format_report(
         runs,
         s,
@@ -88,7 +90,7 @@ def test_summary_pass_at_threshold_and_report_text():
         },
     )
     assert "command: python -m loadtest.bench --mb 1" in text
-    assert "0.350" in text and "PASS" in text and "FAIL" not in text
+    assert "0.350" in text and "0.700" in text and "PASS" in text and "FAIL" not in text
 
 
 def test_summary_of_nothing_is_an_error():
