@@ -9,15 +9,17 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 
 class Telemetry:
-    """Owns the tracer. With exporter "none" spans are created and dropped (the hook stays hot)."""
+    """Owns the tracer. With exporter "none" no span is made at all: a span the SDK creates and
+    drops costs about a twentieth of the event loop's time under a produce load."""
 
     def __init__(self, exporter: str = "none", service_name: str = "sediment",
                  span_exporter: SpanExporter | None = None) -> None:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        self.enabled = span_exporter is not None or exporter != "none"
         if span_exporter is not None:
             self.provider.add_span_processor(SimpleSpanProcessor(span_exporter))
         elif exporter == "console":
@@ -30,6 +32,9 @@ class Telemetry:
 
     @contextlib.contextmanager
     def request_span(self, api: str, ctx: Any) -> Iterator[Span]:
+        if not self.enabled:
+            yield INVALID_SPAN  # records nothing; set_attribute and the like are no-ops
+            return
         with self.tracer.start_as_current_span(
             f"kafka.{api}", kind=SpanKind.SERVER,
             attributes={
