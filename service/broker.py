@@ -15,7 +15,7 @@ from security.acl import AclBinding, AclFilter, Authorizer, parse_super_users
 from security.audit import AuditLog
 from security.credentials import CredentialCache, ScramCredential
 from service.auth import build_authentication
-from service.config import BrokerConfig, ConfigError, Listener
+from service.config import BrokerConfig, ConfigError, Listener, topic_log_config, validate_topic_configs
 from service.errors import ErrorCode, TopicError
 from service.groups import GroupCoordinator
 from service.http.app import HttpServer
@@ -28,8 +28,7 @@ from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
 from service.tiering import open_key_provider, open_object_store, tier_cache_dir, tier_settings
 from service.txn.coordinator import TransactionCoordinator
-from tiering.log.config import ConfigError as TopicConfigError
-from tiering.log.config import LogConfig, validate_topic_configs
+from tiering.log.config import LogConfig
 from tiering.log.data_keys import PartitionKeys
 from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
@@ -184,7 +183,7 @@ class Broker:
 
     def topic_config(self, topic: TopicRecord) -> LogConfig:
         """The topic's whole config (for a tiered topic, retention.* covers local + remote)."""
-        return LogConfig.from_topic_configs(topic.configs, self.config.topic_defaults())
+        return topic_log_config(topic.configs, self.config)
 
     def log_config(self, topic: TopicRecord) -> LogConfig:
         """What the local log acts on: for a tiered topic, local.retention.* as its retention."""
@@ -192,7 +191,7 @@ class Broker:
 
     def _log_config_by_name(self, name: str) -> LogConfig:
         topic = self.topics.get(name)
-        return self.log_config(topic) if topic else LogConfig.from_topic_configs({}, self.config.topic_defaults())
+        return self.log_config(topic) if topic else topic_log_config({}, self.config)
 
     def tiered_topics(self) -> list[TieredTopic]:
         return [TieredTopic(t.name, str(t.topic_id), t.partitions, self.topic_config(t))
@@ -212,8 +211,8 @@ class Broker:
     def validate_configs(self, configs: dict[str, str]) -> None:
         try:
             validate_topic_configs(configs)
-        except TopicConfigError as e:
-            raise TopicError(ErrorCode.invalid_config, str(e)) from None
+        except ConfigError as e:
+            raise TopicError(ErrorCode.invalid_config, f"{e.key}: {e.message}") from None
 
     async def create_topic(self, name: str, partitions: int, configs: dict[str, str] | None = None,
                            *, validate_only: bool = False) -> TopicRecord:

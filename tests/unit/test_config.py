@@ -1,6 +1,20 @@
 import pytest
 
-from service.config import ConfigError, Listener, load_config
+from service.config import (
+    TOPIC_KEYS,
+    ConfigError,
+    Listener,
+    describe_topic,
+    load_config,
+    topic_log_config,
+    topic_values,
+    validate_topic_configs,
+)
+from tiering.log.config import LogConfig
+
+
+def sources(cfg, overrides=None):
+    return {d.key.name: d.source for d in describe_topic(overrides or {}, cfg)}
 
 
 def test_defaults():
@@ -8,7 +22,7 @@ def test_defaults():
     assert cfg["num.partitions"] == 1
     assert cfg.listeners == [Listener("PLAINTEXT", "127.0.0.1", 9092)]
     assert cfg.http_host_port == ("127.0.0.1", 8080)
-    assert cfg.topic_defaults()["segment.bytes"] == str(1 << 30)
+    assert topic_values({}, cfg)["segment.bytes"] == 1 << 30
     assert cfg.explicit == frozenset()
 
 
@@ -19,8 +33,8 @@ def test_precedence_file_env_flag(tmp_path):
     assert cfg["num.partitions"] == 4  # env beats file
     assert cfg["log.segment.bytes"] == 4096
     assert cfg["log.retention.ms"] == 5  # flag beats file
-    assert cfg.topic_default_is_static("segment.bytes")
-    assert not cfg.topic_default_is_static("max.message.bytes")
+    assert sources(cfg)["segment.bytes"] == "STATIC_BROKER_CONFIG"
+    assert sources(cfg)["max.message.bytes"] == "DEFAULT_CONFIG"
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -65,3 +79,59 @@ def test_upload_concurrency_reaches_the_tier_settings():
 
     assert tier_settings(load_config(environ={})).upload_concurrency == 4
     assert tier_settings(load_config(None, {"remote.upload.concurrency": "2"}, environ={})).upload_concurrency == 2
+
+
+# --- topic keys -----------------------------------------------------------------------------
+
+
+def test_topic_config_table_defaults():
+    assert TOPIC_KEYS["segment.bytes"].default_string == "1073741824"
+    assert TOPIC_KEYS["segment.bytes"].type == "int"
+    assert TOPIC_KEYS["retention.ms"].default_string == "604800000"
+    assert TOPIC_KEYS["retention.ms"].type == "long"
+    assert TOPIC_KEYS["max.message.bytes"].default_string == "1048588"
+    assert TOPIC_KEYS["cleanup.policy"].type == "list"
+    assert TOPIC_KEYS["local.retention.ms"].default_string == "-2"
+    assert TOPIC_KEYS["remote.storage.enable"].default_string == "false"
+    assert topic_log_config({}) == LogConfig()
+    assert topic_log_config({}, load_config(environ={})) == LogConfig()
+
+
+def test_topic_log_config_overrides_over_broker_defaults():
+    broker = load_config(None, {"log.segment.bytes": "5000", "log.retention.ms": "-1"}, environ={})
+    cfg = topic_log_config(
+        {"segment.bytes": "1000", "message.timestamp.type": "LogAppendTime", "cleanup.policy": "compact, delete"},
+        broker,
+    )
+    assert cfg.segment_bytes == 1000
+    assert cfg.retention_ms == -1
+    assert cfg.log_append_time
+    assert cfg.cleanup_policy == "compact,delete" and cfg.deletes
+    assert topic_log_config({}, broker).segment_bytes == 5000
+    assert not topic_log_config({"cleanup.policy": "compact"}).deletes
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("segment.bytes", "13"),
+        ("segment.bytes", "abc"),
+        ("segment.bytes", str(1 << 31)),
+        ("retention.ms", "-2"),
+        ("segment.ms", "0"),
+        ("message.timestamp.type", "Now"),
+        ("cleanup.policy", "delete,forever"),
+        ("unclean.leader.election.enable", "yes"),
+        ("min.cleanable.dirty.ratio", "1.5"),
+        ("no.such.config", "1"),
+    ],
+)
+def test_validate_topic_configs_rejects(key, value):
+    with pytest.raises(ConfigError) as info:
+        validate_topic_configs({key: value})
+    assert info.value.key == key
+
+
+def test_validate_topic_configs_accepts():
+    validate_topic_configs({"segment.bytes": "14", "retention.bytes": "-1", "retention.ms": "-1",
+                            "unclean.leader.election.enable": "TRUE", "compression.type": "zstd"})
