@@ -631,35 +631,58 @@ class Synonym:
 @dataclass(frozen=True)
 class Described:
     """One key as DescribeConfigs reports it: the value in force, where it comes from, and the
-    synonyms it was chosen from, highest precedence first."""
+    synonyms it was chosen from, highest precedence first (Kafka's order)."""
 
     key: ConfigKey
-    value: str | None
+    value: str | None  # None for a password, as Kafka hides them
     source: ConfigSource
     synonyms: tuple[Synonym, ...]
-    read_only: bool
+
+    @property
+    def read_only(self) -> bool:
+        return not self.key.dynamic
+
+    @property
+    def sensitive(self) -> bool:
+        return self.key.type == "password"
+
+
+def _shown(key: ConfigKey, value: Value) -> str | None:
+    return None if key.type == "password" else config_string(value)
+
+
+def _broker_synonyms(name: str, broker: BrokerConfig) -> list[Synonym]:
+    """A broker key's value from the config (file, env or flag), then its built-in default."""
+    key = BROKER_KEYS[name]
+    out = []
+    if name in broker.explicit:
+        out.append(Synonym(name, _shown(key, broker[name]), "STATIC_BROKER_CONFIG"))
+    if key.default is not None:
+        out.append(Synonym(name, _shown(key, key.default), "DEFAULT_CONFIG"))
+    return out
+
+
+def _described(key: ConfigKey, synonyms: list[Synonym]) -> Described:
+    if not synonyms:
+        return Described(key, None, "DEFAULT_CONFIG", ())
+    return Described(key, synonyms[0].value, synonyms[0].source, tuple(synonyms))
 
 
 def describe_topic(overrides: Mapping[str, str], broker: BrokerConfig) -> list[Described]:
-    """Every topic key by name: the override, else the broker-level default, else Kafka's default."""
+    """Every topic key by name: the override (as Kafka writes the parsed value), else the broker
+    key that supplies its default, else Kafka's default."""
     out = []
     for name, key in sorted(TOPIC_KEYS.items()):
         synonyms: list[Synonym] = []
         if name in overrides:
-            synonyms.append(Synonym(name, overrides[name], "DYNAMIC_TOPIC_CONFIG"))
-        if key.broker_key is not None and key.broker_key in broker.explicit:
-            synonyms.append(Synonym(key.broker_key, config_string(broker[key.broker_key]), "STATIC_BROKER_CONFIG"))
-        default = key.default_string if key.broker_key is None else config_string(broker[key.broker_key])
-        synonyms.append(Synonym(key.broker_key or name, default, "DEFAULT_CONFIG"))
-        first = synonyms[0]
-        out.append(Described(key, first.value, first.source, tuple(synonyms), read_only=False))
+            synonyms.append(Synonym(name, _shown(key, key.parse(overrides[name])), "DYNAMIC_TOPIC_CONFIG"))
+        if key.broker_key is not None:
+            synonyms += _broker_synonyms(key.broker_key, broker)
+        elif key.default is not None:
+            synonyms.append(Synonym(name, _shown(key, key.default), "DEFAULT_CONFIG"))
+        out.append(_described(key, synonyms))
     return out
 
 
 def describe_broker(broker: BrokerConfig) -> list[Described]:
-    out = []
-    for name, key in sorted(BROKER_KEYS.items()):
-        value = config_string(broker[name])
-        source: ConfigSource = "STATIC_BROKER_CONFIG" if name in broker.explicit else "DEFAULT_CONFIG"
-        out.append(Described(key, value, source, (Synonym(name, value, source),), read_only=not key.dynamic))
-    return out
+    return [_described(key, _broker_synonyms(name, broker)) for name, key in sorted(BROKER_KEYS.items())]

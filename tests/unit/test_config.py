@@ -4,6 +4,7 @@ from service.config import (
     TOPIC_KEYS,
     ConfigError,
     Listener,
+    describe_broker,
     describe_topic,
     load_config,
     topic_log_config,
@@ -135,3 +136,30 @@ def test_validate_topic_configs_rejects(key, value):
 def test_validate_topic_configs_accepts():
     validate_topic_configs({"segment.bytes": "14", "retention.bytes": "-1", "retention.ms": "-1",
                             "unclean.leader.election.enable": "TRUE", "compression.type": "zstd"})
+
+
+def test_describe_synonyms_as_kafka():
+    """Highest precedence first; the DEFAULT synonym is the built-in default, not the value in force."""
+    broker = load_config(None, {"log.segment.bytes": "4096"}, environ={})
+    described = {d.key.name: d for d in describe_topic({"segment.bytes": "01000", "cleanup.policy": "compact, delete"},
+                                                       broker)}
+    seg = described["segment.bytes"]
+    assert (seg.value, seg.source) == ("1000", "DYNAMIC_TOPIC_CONFIG")
+    assert [(s.name, s.value, s.source) for s in seg.synonyms] == [
+        ("segment.bytes", "1000", "DYNAMIC_TOPIC_CONFIG"),
+        ("log.segment.bytes", "4096", "STATIC_BROKER_CONFIG"),
+        ("log.segment.bytes", "1073741824", "DEFAULT_CONFIG"),
+    ]
+    assert described["cleanup.policy"].value == "compact,delete"
+    assert (described["retention.ms"].value, described["retention.ms"].source) == ("604800000", "DEFAULT_CONFIG")
+    assert [(s.name, s.source) for s in described["compression.type"].synonyms] == [
+        ("compression.type", "DEFAULT_CONFIG")]
+    assert not any(d.read_only for d in described.values())
+
+
+def test_describe_broker_keys_static_and_read_only():
+    described = {d.key.name: d for d in describe_broker(load_config(None, {"num.partitions": "3"}, environ={}))}
+    assert [(s.value, s.source) for s in described["num.partitions"].synonyms] == [
+        ("3", "STATIC_BROKER_CONFIG"), ("1", "DEFAULT_CONFIG")]
+    assert described["sasl.enabled.mechanisms"].value == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    assert all(d.read_only for d in described.values())

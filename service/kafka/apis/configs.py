@@ -33,6 +33,8 @@ class Entry:
     type: int
     doc: str
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
+    read_only: bool = False
+    sensitive: bool = False
 
 
 def config_denied(ctx: RequestContext, op: AclOperation, rtype: int, name: str) -> ErrorCode:
@@ -49,7 +51,8 @@ def config_denied(ctx: RequestContext, op: AclOperation, rtype: int, name: str) 
 
 def _entry(d: Described) -> Entry:
     return Entry(d.key.name, d.value, CONFIG_SOURCES[d.source], CONFIG_TYPES[d.key.type], d.key.doc,
-                 tuple((syn.name, syn.value, CONFIG_SOURCES[syn.source]) for syn in d.synonyms))
+                 tuple((syn.name, syn.value, CONFIG_SOURCES[syn.source]) for syn in d.synonyms), d.read_only,
+                 d.sensitive)
 
 
 def topic_config_entries(broker: Broker, overrides: dict[str, str]) -> list[Entry]:
