@@ -10,7 +10,10 @@ ConfigError naming the key: at start-up it stops the broker, in a request it is 
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -225,7 +228,7 @@ def _check_hostport(value: Value) -> Value:
     return value
 
 
-HOST_PORT = Validator(_check_hostport, "HOST:PORT")
+HOST_PORT = Validator(_check_hostport, "")
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 
@@ -264,182 +267,268 @@ def _topic(name: str, type: ConfigType, default: Value, validator: Validator | N
 # The broker's keys, read once at start-up. Keys that supply topic defaults use Kafka's broker
 # names (log.segment.bytes, ...) and the type of the topic key they stand for.
 BROKER_KEYS: dict[str, ConfigKey] = _table(
-    ConfigKey("node.id", "int", 0, at_least(0), "this broker's id, reported in Metadata"),
-    ConfigKey("cluster.id", "string", "", None, "cluster id; generated and kept in the data dir when empty"),
-    ConfigKey("data.dir", "string", "./data", None, "where segments and metadata live"),
+    ConfigKey("node.id", "int", 0, at_least(0),
+              "Id of this broker, reported to clients in Metadata, DescribeCluster and FindCoordinator."),
+    ConfigKey("cluster.id", "string", "", None,
+              "Id of the cluster reported to clients. Empty: one is generated at the first start and kept "
+              "in data.dir."),
+    ConfigKey("data.dir", "string", "./data", None,
+              "Directory of the partition logs (segments, indexes, producer state) and of metadata.db "
+              "(topics, committed offsets, ACLs, credentials)."),
     ConfigKey("listeners", "string", "PLAINTEXT://127.0.0.1:9092", LISTENERS,
-              "NAME://HOST:PORT,...; port 0 takes a free port and advertises it"),
+              "Comma-separated NAME://HOST:PORT addresses to listen on, where NAME is PLAINTEXT, SSL, "
+              "SASL_PLAINTEXT or SASL_SSL and appears once. Port 0 takes a free port and advertises it."),
     ConfigKey("advertised.listeners", "string", "", ADVERTISED_LISTENERS,
-              "what clients are told to connect to; default: listeners"),
-    ConfigKey("http.listener", "string", "127.0.0.1:8080", HOST_PORT, "HTTP API HOST:PORT"),
-    ConfigKey("num.partitions", "int", 1, at_least(1), "partitions of auto-created topics"),
-    ConfigKey("default.replication.factor", "int", 1, at_least(1), "accepted for compatibility; one copy is kept"),
-    ConfigKey("auto.create.topics.enable", "boolean", True, None, "create topics on Metadata requests for them"),
-    ConfigKey("delete.topic.enable", "boolean", True, None, "allow DeleteTopics"),
-    ConfigKey("log.segment.bytes", "int", 1 << 30, at_least(14), "default segment.bytes"),
-    ConfigKey("log.roll.ms", "long", WEEK_MS, at_least(1), "default segment.ms"),
-    ConfigKey("log.retention.ms", "long", WEEK_MS, at_least(-1), "default retention.ms (-1: unlimited)"),
-    ConfigKey("log.retention.bytes", "long", -1, at_least(-1), "default retention.bytes (-1: unlimited)"),
-    ConfigKey("log.index.interval.bytes", "int", 4096, at_least(0), "default index.interval.bytes"),
-    ConfigKey("message.max.bytes", "int", 1048588, at_least(0), "default max.message.bytes"),
+              "The NAME://HOST:PORT addresses clients are told to connect to; they must be reachable "
+              "from the clients. Empty: the listeners, with 0.0.0.0 and :: replaced by 127.0.0.1."),
+    ConfigKey("http.listener", "string", "127.0.0.1:8080", HOST_PORT,
+              "HOST:PORT of the HTTP API (health checks and Prometheus metrics)."),
+    ConfigKey("num.partitions", "int", 1, at_least(1),
+              "Partitions of a topic created without a partition count: auto-created topics, and "
+              "CreateTopics asking for -1."),
+    ConfigKey("default.replication.factor", "int", 1, at_least(1),
+              "Accepted for compatibility with Kafka tools; a partition has one copy, on this broker."),
+    ConfigKey("auto.create.topics.enable", "boolean", True, None,
+              "Create a topic when a client asks Metadata for one that does not exist (and the client "
+              "allows auto-creation)."),
+    ConfigKey("delete.topic.enable", "boolean", True, None,
+              "Allow DeleteTopics; when false, it is refused with TOPIC_DELETION_DISABLED."),
+    ConfigKey("log.segment.bytes", "int", 1 << 30, at_least(14),
+              "Default of segment.bytes: size at which a segment file is closed and a new one started."),
+    ConfigKey("log.roll.ms", "long", WEEK_MS, at_least(1),
+              "Default of segment.ms: age at which the active segment is rolled even if it is not full."),
+    ConfigKey("log.retention.ms", "long", WEEK_MS, at_least(-1),
+              "Default of retention.ms: segments whose newest record is older than this are deleted; "
+              "-1 keeps them forever."),
+    ConfigKey("log.retention.bytes", "long", -1, at_least(-1),
+              "Default of retention.bytes: the oldest segments are deleted while a partition is larger "
+              "than this; -1 sets no size limit."),
+    ConfigKey("log.index.interval.bytes", "int", 4096, at_least(0),
+              "Default of index.interval.bytes: bytes of records between two entries of the offset index."),
+    ConfigKey("message.max.bytes", "int", 1048588, at_least(0),
+              "Default of max.message.bytes: the largest record batch a producer may write."),
     ConfigKey("log.message.timestamp.type", "string", "CreateTime", one_of("CreateTime", "LogAppendTime"),
-              "default message.timestamp.type"),
-    ConfigKey("log.cleanup.policy", "list", ("delete",), CLEANUP_POLICIES, "default cleanup.policy"),
+              "Default of message.timestamp.type: whose clock record timestamps come from."),
+    ConfigKey("log.cleanup.policy", "list", ("delete",), CLEANUP_POLICIES,
+              "Default of cleanup.policy: delete applies retention.ms and retention.bytes."),
     ConfigKey("log.flush.policy", "string", "always", one_of("always", "interval"),
-              "always: fsync before acks=all answers (group commit); interval: every log.flush.interval.ms"),
-    ConfigKey("log.flush.interval.ms", "long", 1000, at_least(1), "fsync period when log.flush.policy=interval"),
+              "When logs are fsynced. always: before an acks=all produce is answered, concurrent appends "
+              "sharing one fsync (nothing acknowledged is lost to a crash); interval: every "
+              "log.flush.interval.ms, as Kafka does by default."),
+    ConfigKey("log.flush.interval.ms", "long", 1000, at_least(1),
+              "How often logs are fsynced when log.flush.policy is interval."),
     ConfigKey("log.retention.check.interval.ms", "long", 300_000, at_least(1),
-              "how often retention and segment.ms run"),
-    ConfigKey("socket.request.max.bytes", "int", 104857600, at_least(1024), "largest request frame accepted"),
-    ConfigKey("fetch.max.bytes", "int", 57671680, at_least(1024), "broker cap on one fetch response"),
+              "How often retention deletes old segments and segments older than segment.ms are rolled."),
+    ConfigKey("socket.request.max.bytes", "int", 104857600, at_least(1024),
+              "Largest request a client may send; a larger frame closes its connection."),
+    ConfigKey("fetch.max.bytes", "int", 57671680, at_least(1024),
+              "Largest fetch response, whatever the client asks for (at least one batch is always sent)."),
     ConfigKey("group.initial.rebalance.delay.ms", "int", 3000, at_least(0),
-              "how long a new (empty) group waits for more members before its first generation"),
+              "How long a new (empty) consumer group waits for more members to join before its first "
+              "generation starts."),
     ConfigKey("group.min.session.timeout.ms", "int", 6000, at_least(1),
-              "smallest session.timeout.ms a member may ask for"),
+              "Smallest session.timeout.ms a group member may ask for; below it, joining fails with "
+              "INVALID_SESSION_TIMEOUT."),
     ConfigKey("group.max.session.timeout.ms", "int", 1_800_000, at_least(1),
-              "largest session.timeout.ms a member may ask for"),
+              "Largest session.timeout.ms a group member may ask for; above it, joining fails with "
+              "INVALID_SESSION_TIMEOUT."),
     ConfigKey("offsets.retention.minutes", "int", 10080, at_least(1),
-              "committed offsets of an Empty group expire this long after it became empty"),
-    ConfigKey("offsets.retention.check.interval.ms", "long", 600_000, at_least(1), "how often offset expiry runs"),
+              "Committed offsets of a group expire this long after the group became empty."),
+    ConfigKey("offsets.retention.check.interval.ms", "long", 600_000, at_least(1),
+              "How often expired committed offsets are deleted."),
     ConfigKey("queued.max.requests", "int", 500, at_least(1),
-              "requests in flight per connection before reading pauses"),
+              "Requests of one connection being handled at once; beyond it the broker stops reading from "
+              "that connection until answers go out."),
     ConfigKey("producer.id.expiration.ms", "int", 86_400_000, at_least(1),
-              "how long a partition remembers an idle idempotent producer"),
+              "How long a partition remembers an idempotent producer that stopped writing to it (and so "
+              "recognises its retried batches)."),
     ConfigKey("transaction.max.timeout.ms", "int", 900_000, at_least(1),
-              "largest transaction.timeout.ms a producer may ask for"),
+              "Largest transaction.timeout.ms a transactional producer may ask for; a larger one is "
+              "refused with INVALID_TRANSACTION_TIMEOUT."),
     ConfigKey("transaction.abort.timed.out.transaction.cleanup.interval.ms", "int", 10_000, at_least(1),
-              "how often transactions open past their timeout are aborted"),
-    ConfigKey("remote.url", "string", "", None, "object store for tiered segments: s3://bucket/prefix or "
-              "file:///dir (empty: file://<data.dir>/remote)"),
-    ConfigKey("remote.keyring", "string", "", None, "key ring file (sediment keys generate); outside data.dir; "
-              "empty: remote objects are compressed but not encrypted"),
-    ConfigKey("log.encryption.enable", "boolean", False, None, "seal every batch written to local segments with "
-              "AES-256-GCM under a per-partition data key (needs remote.keyring or remote.kms.key.id)"),
+              "How often transactions open longer than their timeout are looked for and aborted."),
+    ConfigKey("remote.url", "string", "", None,
+              "Object store of tiered segments and of the cluster metadata snapshot: s3://bucket/prefix "
+              "or file:///absolute/dir. Empty: the directory remote in data.dir."),
+    ConfigKey("remote.keyring", "string", "", None,
+              "Key ring file (made by sediment keys generate) whose current key wraps the data keys of "
+              "remote objects, encrypted local segments and the metadata snapshot; refused inside "
+              "data.dir. Empty, and no remote.kms.key.id: remote objects are compressed but not encrypted."),
+    ConfigKey("log.encryption.enable", "boolean", False, None,
+              "Seal every record batch written to local segments with AES-256-GCM under a per-partition "
+              "data key. Needs remote.keyring or remote.kms.key.id."),
     ConfigKey("remote.keyring.check.interval.ms", "long", 10_000, at_least(10),
-              "how often the key ring file is checked for a rotation (then data keys are re-wrapped)"),
+              "How often the key ring file is checked for a rotation; after one, every data key is "
+              "re-wrapped under the new key."),
     ConfigKey("remote.kms.key.id", "string", "", None,
-              "AWS KMS key id or ARN wrapping data keys instead of the key ring"),
-    ConfigKey("remote.compression", "string", "zstd", one_of("zstd", "lz4", "none"), "codec of remote chunks"),
-    ConfigKey("remote.chunk.bytes", "int", 4 * 1024 * 1024, at_least(64 * 1024), "target size of remote chunks"),
-    ConfigKey("remote.cache.dir", "string", "", None, "chunk cache directory (empty: <data.dir>/remote-cache)"),
-    ConfigKey("remote.cache.bytes", "long", 1 << 30, at_least(0), "chunk cache size bound"),
-    ConfigKey("remote.fetch.max.wait.ms", "int", 5000, at_least(1), "a remote read answers within this; a store "
-              "that is slower or down gets KAFKA_STORAGE_ERROR, which clients retry at the same offset"),
-    ConfigKey("remote.fetch.parallelism", "int", 8, at_least(1), "concurrent ranged GETs of remote reads"),
+              "AWS KMS key id or ARN that wraps data keys, instead of a key ring."),
+    ConfigKey("remote.compression", "string", "zstd", one_of("zstd", "lz4", "none"),
+              "Codec of remote chunks (chunks of batches the producer already compressed are stored as "
+              "they are)."),
+    ConfigKey("remote.chunk.bytes", "int", 4 * 1024 * 1024, at_least(64 * 1024),
+              "Target size of the chunks a segment is cut into for upload; remote reads fetch whole chunks."),
+    ConfigKey("remote.cache.dir", "string", "", None,
+              "Directory of the on-disk cache of remote chunks. Empty: remote-cache in data.dir."),
+    ConfigKey("remote.cache.bytes", "long", 1 << 30, at_least(0),
+              "Size bound of the remote chunk cache on disk."),
+    ConfigKey("remote.fetch.max.wait.ms", "int", 5000, at_least(1),
+              "Time bound of a remote read: a store that is slower or down gets KAFKA_STORAGE_ERROR, "
+              "which clients retry at the same offset."),
+    ConfigKey("remote.fetch.parallelism", "int", 8, at_least(1),
+              "Ranged GETs that remote reads run at once."),
     ConfigKey("remote.upload.check.interval.ms", "long", 1000, at_least(10),
-              "how often sealed segments are looked for"),
-    ConfigKey("remote.upload.rate.bytes", "long", 0, at_least(0), "upload rate limit in bytes/s (0: none)"),
-    ConfigKey("remote.upload.concurrency", "int", 4, between(1, 64), "partitions whose segments upload at once "
-              "(each upload holds two chunks of remote.chunk.bytes, plus the store's multipart buffers)"),
+              "How often sealed segments waiting for upload are looked for."),
+    ConfigKey("remote.upload.rate.bytes", "long", 0, at_least(0),
+              "Upload rate limit in bytes per second; 0 sets no limit."),
+    ConfigKey("remote.upload.concurrency", "int", 4, between(1, 64),
+              "Partitions whose segments upload at once; each upload holds two chunks of "
+              "remote.chunk.bytes in memory, plus the store's multipart buffers."),
     ConfigKey("remote.snapshot.interval.ms", "long", 10_000, at_least(10),
-              "how often cluster metadata is snapshotted to the bucket"),
+              "How often cluster metadata (topics, configs, committed offsets, ACLs, credentials) is "
+              "snapshotted to the bucket, from which a broker on an empty disk recovers."),
     ConfigKey("remote.s3.endpoint", "string", "", None,
-              "S3 endpoint URL (MinIO, moto, ...); empty: AWS or AWS_ENDPOINT_URL_S3"),
-    ConfigKey("remote.s3.region", "string", "", None, "S3 region (empty: the AWS chain, else us-east-1)"),
-    ConfigKey("remote.s3.path.style", "boolean", False, None, "path-style S3 addressing"),
-    ConfigKey("log.remote.storage.enable", "boolean", False, None, "default remote.storage.enable of topics"),
+              "Endpoint URL of an S3-compatible store (MinIO, moto, ...). Empty: AWS, or "
+              "AWS_ENDPOINT_URL_S3 when set."),
+    ConfigKey("remote.s3.region", "string", "", None,
+              "S3 region. Empty: from the AWS configuration chain, else us-east-1."),
+    ConfigKey("remote.s3.path.style", "boolean", False, None,
+              "Address buckets in the URL path instead of the host name, as many S3-compatible stores need."),
+    ConfigKey("log.remote.storage.enable", "boolean", False, None,
+              "Default of remote.storage.enable: whether topics tier their sealed segments to remote.url."),
     ConfigKey("authorizer.enable", "boolean", False, None,
-              "check ACLs on every request (false: everything is allowed)"),
+              "Check ACLs on every request; when false, everything is allowed."),
     ConfigKey("super.users", "string", "", None,
-              "principals allowed everything, ';'-separated, e.g. User:admin;User:ops"),
+              "Principals allowed everything, separated by ';', e.g. User:admin;User:ops."),
     ConfigKey("allow.everyone.if.no.acl.found", "boolean", False, None,
-              "with the authorizer on, allow access to resources that have no ACL at all"),
-    ConfigKey("audit.log.file", "string", "", None, "append authorization denials and ACL changes here as JSON "
-              "lines (empty: only the sediment.audit logger)"),
+              "With the authorizer on, allow access to a resource that has no ACL at all."),
+    ConfigKey("audit.log.file", "string", "", None,
+              "File that authorization denials and ACL changes are appended to, as JSON lines. Empty: "
+              "they go to the sediment.audit logger only."),
     # -- transport security and authentication --
     ConfigKey("ssl.certfile", "string", "", None,
-              "PEM certificate (chain) of SSL and SASL_SSL listeners; reloaded on change"),
-    ConfigKey("ssl.keyfile", "string", "", None, "PEM private key of ssl.certfile"),
-    ConfigKey("ssl.cafile", "string", "", None, "PEM CA bundle that client certificates must chain to"),
+              "PEM certificate (chain) of SSL and SASL_SSL listeners, required by them; reloaded when "
+              "the file changes."),
+    ConfigKey("ssl.keyfile", "string", "", None,
+              "PEM private key of ssl.certfile, required by SSL and SASL_SSL listeners."),
+    ConfigKey("ssl.cafile", "string", "", None,
+              "PEM CA bundle that client certificates must chain to; required unless ssl.client.auth "
+              "is none."),
     ConfigKey("ssl.client.auth", "string", "none", one_of("none", "requested", "required"),
-              "client certificates on SSL listeners (mTLS)"),
+              "Whether SSL listeners ask clients for a certificate (mTLS)."),
     ConfigKey("ssl.principal.mapping.rules", "string", "DEFAULT", None,
-              "client certificate DN -> principal: RULE:pattern/replacement/[L|U],...,DEFAULT"),
+              "How a client certificate's subject DN becomes a principal, as in Kafka: "
+              "RULE:pattern/replacement/[L|U],...,DEFAULT; the first matching rule wins, DEFAULT is "
+              "the whole DN, and no match refuses the connection."),
     ConfigKey("sasl.enabled.mechanisms", "list", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), MECHANISMS,
-              "mechanisms of SASL_PLAINTEXT and SASL_SSL listeners"),
+              "SASL mechanisms offered on SASL_PLAINTEXT and SASL_SSL listeners."),
     ConfigKey("connections.max.reauth.ms", "long", 0, at_least(0),
-              "SASL session lifetime before re-authentication (0: off)"),
+              "Lifetime of a SASL session, after which the client must re-authenticate (KIP-368); "
+              "0: sessions do not expire."),
     ConfigKey("connection.failed.authentication.delay.ms", "int", 100, at_least(0),
-              "delay before answering and closing a failed authentication"),
+              "Delay before a failed authentication is answered and its connection closed."),
     ConfigKey("sasl.oauthbearer.jwks.file", "string", "", None,
-              "JSON Web Key Set that OAUTHBEARER tokens are checked against"),
-    ConfigKey("sasl.oauthbearer.expected.issuer", "string", "", None, "required iss claim (empty: any)"),
-    ConfigKey("sasl.oauthbearer.expected.audience", "string", "", None, "required aud claim (empty: any)"),
-    ConfigKey("sasl.oauthbearer.sub.claim.name", "string", "sub", None, "the claim naming the principal"),
+              "JSON Web Key Set file that OAUTHBEARER tokens are verified against, re-read when it "
+              "changes; required when a SASL listener offers OAUTHBEARER."),
+    ConfigKey("sasl.oauthbearer.expected.issuer", "string", "", None,
+              "The iss claim OAUTHBEARER tokens must carry. Empty: any issuer."),
+    ConfigKey("sasl.oauthbearer.expected.audience", "string", "", None,
+              "The aud claim OAUTHBEARER tokens must carry. Empty: any audience."),
+    ConfigKey("sasl.oauthbearer.sub.claim.name", "string", "sub", None,
+              "The token claim that names the principal."),
     ConfigKey("telemetry.exporter", "string", "none", one_of("none", "console", "otlp"),
-              "OpenTelemetry span exporter"),
-    ConfigKey("telemetry.service.name", "string", "sediment", None, "OpenTelemetry service.name"),
+              "Where OpenTelemetry spans (one per request) go."),
+    ConfigKey("telemetry.service.name", "string", "sediment", None,
+              "The OpenTelemetry service.name of this broker's spans."),
 )
 
 # Kafka's topic-level keys with Kafka's types, defaults and validators. Keys the broker accepts
 # but does not act on (compaction, throttles, preallocation) are listed so that clients and tools
-# that set them are not refused.
+# that set them are not refused; their docs say so.
 TOPIC_KEYS: dict[str, ConfigKey] = _table(
     _topic("cleanup.policy", "list", ("delete",), CLEANUP_POLICIES,
-           "Retention policy for old segments: delete and/or compact.", "log.cleanup.policy"),
+           "What happens to old segments: delete applies retention.ms and retention.bytes; compact is "
+           "accepted and stored, but logs are not compacted yet (without delete, retention deletes nothing).",
+           "log.cleanup.policy"),
     _topic("compression.type", "string", "producer",
            one_of("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"),
-           "Final compression for the topic; producer keeps the producer's codec."),
+           "Accepted and stored, not acted on: batches are always stored as the producer compressed "
+           "them, as with Kafka's default, producer."),
     _topic("delete.retention.ms", "long", 86400000, at_least(0),
-           "How long delete tombstones are kept for compacted topics."),
+           "Accepted and stored, not acted on (no compaction yet): how long a compacted topic keeps "
+           "delete tombstones."),
     _topic("file.delete.delay.ms", "long", 60000, at_least(0),
-           "Time to wait before deleting a file from the filesystem."),
+           "How long the files of a deleted segment or topic stay on disk before they are removed, so "
+           "that reads already under way finish."),
     _topic("flush.messages", "long", INT64_MAX, at_least(1),
-           "Messages between forced fsyncs (the broker's flush policy governs)."),
+           "Accepted and stored, not acted on: log.flush.policy decides when data is fsynced."),
     _topic("flush.ms", "long", INT64_MAX, at_least(0),
-           "Time between forced fsyncs (the broker's flush policy governs)."),
+           "Accepted and stored, not acted on: log.flush.policy decides when data is fsynced."),
     _topic("follower.replication.throttled.replicas", "list", (), None,
-           "Replicas whose replication is throttled on the follower side."),
+           "Accepted and stored, not acted on: there are no followers to throttle."),
     _topic("index.interval.bytes", "int", 4096, at_least(0),
-           "Bytes between entries in the sparse offset index.", "log.index.interval.bytes"),
+           "Bytes of records between two entries of a segment's offset index: smaller makes lookups "
+           "read less and indexes larger.", "log.index.interval.bytes"),
     _topic("leader.replication.throttled.replicas", "list", (), None,
-           "Replicas whose replication is throttled on the leader side."),
+           "Accepted and stored, not acted on: there are no followers to throttle."),
     _topic("local.retention.bytes", "long", -2, at_least(-2),
-           "Local bytes kept once segments are tiered; -2 means retention.bytes."),
+           "For a tiered topic, the local size a partition is cut down to by deleting local segments "
+           "that are already in the object store; -2: retention.bytes."),
     _topic("local.retention.ms", "long", -2, at_least(-2),
-           "Local time kept once segments are tiered; -2 means retention.ms."),
+           "For a tiered topic, how long segments already in the object store stay on local disk too; "
+           "-2: retention.ms."),
     _topic("max.compaction.lag.ms", "long", INT64_MAX, at_least(1),
-           "Maximum time a message stays ineligible for compaction."),
+           "Accepted and stored, not acted on (no compaction yet)."),
     _topic("max.message.bytes", "int", 1048588, at_least(0),
-           "Largest record batch size allowed.", "message.max.bytes"),
+           "Largest record batch (as sent, after compression) a producer may write; a larger one is "
+           "refused with MESSAGE_TOO_LARGE.", "message.max.bytes"),
     _topic("message.downconversion.enable", "boolean", True, None,
-           "Whether fetches may down-convert the message format."),
+           "Accepted and stored, not acted on: fetches are never down-converted."),
     _topic("message.timestamp.after.max.ms", "long", INT64_MAX, at_least(0),
-           "How far ahead of the broker clock a CreateTime timestamp may be."),
+           "Accepted and stored, not acted on: CreateTime timestamps ahead of the broker clock are "
+           "not refused."),
     _topic("message.timestamp.before.max.ms", "long", INT64_MAX, at_least(0),
-           "How far behind the broker clock a CreateTime timestamp may be."),
+           "Accepted and stored, not acted on: CreateTime timestamps behind the broker clock are not "
+           "refused."),
     _topic("message.timestamp.difference.max.ms", "long", INT64_MAX, at_least(0),
-           "Largest allowed difference between a CreateTime timestamp and the broker clock."),
+           "Accepted and stored, not acted on (deprecated in Kafka for the two keys above)."),
     _topic("message.timestamp.type", "string", "CreateTime", one_of("CreateTime", "LogAppendTime"),
-           "Whether record timestamps are the producer's or the broker's append time.",
-           "log.message.timestamp.type"),
+           "CreateTime keeps the timestamps the producer set; LogAppendTime replaces them with the "
+           "broker's clock when a batch is appended.", "log.message.timestamp.type"),
     _topic("min.cleanable.dirty.ratio", "double", 0.5, between(0.0, 1.0),
-           "Dirty ratio at which the log compactor cleans a log."),
+           "Accepted and stored, not acted on (no compaction yet)."),
     _topic("min.compaction.lag.ms", "long", 0, at_least(0),
-           "Minimum time a message stays uncompacted."),
+           "Accepted and stored, not acted on (no compaction yet)."),
     _topic("min.insync.replicas", "int", 1, at_least(1),
-           "Minimum in-sync replicas for acks=all to succeed."),
+           "Accepted and stored, not acted on: with one copy per partition, acks=all waits for this "
+           "broker's write (and its fsync under log.flush.policy=always)."),
     _topic("preallocate", "boolean", False, None,
-           "Whether to preallocate segment files."),
+           "Accepted and stored, not acted on: segment files grow as they are written."),
     _topic("remote.storage.enable", "boolean", False, None,
-           "Whether sealed segments are tiered to object storage.", "log.remote.storage.enable"),
+           "Tier the topic: sealed segments are uploaded to remote.url, read back from there once "
+           "deleted locally, and retention covers both tiers.", "log.remote.storage.enable"),
     _topic("remote.upload.interval.ms", "long", 600000, at_least(1),
-           "Bound on how old unsealed data may get before its segment is rolled and uploaded."),
+           "For a tiered topic, the longest time data waits before it is in the object store: the "
+           "active segment is rolled and uploaded once its data is this old."),
     _topic("retention.bytes", "long", -1, None,
-           "Largest size of the partition log before old segments are deleted; -1 unlimited.",
-           "log.retention.bytes"),
+           "Largest size of a partition (both tiers of a tiered topic) before its oldest segments are "
+           "deleted; -1 sets no size limit.", "log.retention.bytes"),
     _topic("retention.ms", "long", WEEK_MS, at_least(-1),
-           "Longest time a segment is kept before deletion; -1 unlimited.", "log.retention.ms"),
+           "How long a segment is kept after its newest record (in both tiers of a tiered topic); -1 "
+           "keeps data forever.", "log.retention.ms"),
     _topic("segment.bytes", "int", 1 << 30, at_least(14),
-           "Segment file size at which the log rolls.", "log.segment.bytes"),
+           "Size at which a segment file is closed and a new one started; retention and tiering act on "
+           "whole closed segments.", "log.segment.bytes"),
     _topic("segment.index.bytes", "int", 10485760, at_least(4),
-           "Largest offset index size per segment."),
+           "Accepted and stored, not acted on: offset indexes grow with their segment instead of being "
+           "preallocated."),
     _topic("segment.jitter.ms", "long", 0, at_least(0),
-           "Random jitter subtracted from segment.ms."),
+           "Accepted and stored, not acted on: segments roll at segment.ms exactly."),
     _topic("segment.ms", "long", WEEK_MS, at_least(1),
-           "Time after which the log rolls even if the segment is not full.", "log.roll.ms"),
+           "Age at which the active segment is rolled even if it is not full, so that retention can "
+           "delete it.", "log.roll.ms"),
     _topic("unclean.leader.election.enable", "boolean", False, None,
-           "Whether an out-of-sync replica may become leader."),
+           "Accepted and stored, not acted on: a partition has one copy, so there is no other leader "
+           "to elect."),
 )
 
 
@@ -686,3 +775,122 @@ def describe_topic(overrides: Mapping[str, str], broker: BrokerConfig) -> list[D
 
 def describe_broker(broker: BrokerConfig) -> list[Described]:
     return [_described(key, _broker_synonyms(name, broker)) for name, key in sorted(BROKER_KEYS.items())]
+
+
+# -- documentation: README's config tables are generated from the tables above --------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+GENERATED = re.compile(r"(<!-- generated: (?P<name>[a-z ]+) -->\n).*?(<!-- end generated -->)", re.DOTALL)
+_KEY_NAME = re.compile(r"\b[a-z][a-z0-9]*(?:\.[a-z0-9]+)+\b")
+_SIZES = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+_DURATIONS = (("day", DAY_MS), ("hour", 3_600_000), ("min", 60_000), ("s", 1000))
+
+
+def _size(n: int) -> str:
+    for unit, size in _SIZES:
+        if n >= size:
+            whole, rest = divmod(n, size)
+            return f"{whole} {unit}" if rest == 0 else f"{whole} {unit} + {rest} B" if rest < 1024 else ""
+    return ""
+
+
+def _duration(ms: int) -> str:
+    for unit, size in _DURATIONS:
+        if ms >= size and ms % size == 0:
+            count = ms // size
+            return f"{count} {unit}s" if count > 1 and unit in ("day", "hour") else f"{count} {unit}"
+    return ""
+
+
+def _friendly(name: str, value: Value) -> str:
+    """The default in words, for numbers people read in units: sizes, durations, 'no limit'."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return ""
+    if value == INT64_MAX:
+        return "no limit"
+    if name.endswith(".bytes"):
+        return _size(value)
+    if name.endswith(".ms"):
+        return _duration(value)
+    if name.endswith(".minutes"):
+        return _duration(value * 60_000)
+    return ""
+
+
+def _default_cell(key: ConfigKey) -> str:
+    if key.default is None:
+        return "none"
+    text = config_string(key.default)
+    if not text:
+        return "empty"
+    friendly = _friendly(key.name, key.default)
+    return f"`{text}` ({friendly})" if friendly else f"`{text}`"
+
+
+def _doc_cell(key: ConfigKey) -> str:
+    known = BROKER_KEYS.keys() | TOPIC_KEYS.keys()
+    doc = _KEY_NAME.sub(lambda m: f"`{m[0]}`" if m[0] in known else m[0], key.doc)
+    if key.validator is not None and key.validator.allowed:
+        doc += f" Valid values: {key.validator.allowed}."
+    return doc.replace("|", "\\|")
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def broker_table() -> str:
+    return _markdown(["key", "type", "default", "dynamic", "meaning"], [
+        [f"`{k.name}`", k.type, _default_cell(k), "yes" if k.dynamic else "no", _doc_cell(k)]
+        for k in BROKER_KEYS.values()])
+
+
+def topic_table() -> str:
+    return _markdown(["key", "type", "default", "broker key for the default", "dynamic", "meaning"], [
+        [f"`{k.name}`", k.type, _default_cell(k), f"`{k.broker_key}`" if k.broker_key else "—",
+         "yes" if k.dynamic else "no", _doc_cell(k)]
+        for k in TOPIC_KEYS.values()])
+
+
+TABLES: dict[str, Callable[[], str]] = {"broker config": broker_table, "topic config": topic_table}
+
+
+def render_readme(text: str) -> str:
+    """text with every generated section rewritten from the key tables."""
+    found: set[str] = set()
+
+    def section(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise ValueError(f"README names an unknown generated section {name!r}")
+        found.add(name)
+        return m[1] + TABLES[name]() + m[3]
+
+    out = GENERATED.sub(section, text)
+    if missing := TABLES.keys() - found:
+        raise ValueError(f"README lacks the generated sections {', '.join(sorted(missing))}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m service.config",
+                                description="Print or regenerate README's config tables.")
+    p.add_argument("--markdown", action="store_true", help="print the broker and topic key tables")
+    p.add_argument("--write-readme", nargs="?", const=str(README), metavar="FILE",
+                   help=f"rewrite the generated sections of FILE in place (default {README.name})")
+    args = p.parse_args(argv)
+    if args.write_readme:
+        path = Path(args.write_readme)
+        path.write_text(render_readme(path.read_text()))
+    elif args.markdown:
+        sys.stdout.write(broker_table() + "\n" + topic_table())
+    else:
+        p.print_usage()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
