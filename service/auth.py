@@ -32,7 +32,7 @@ def build_authentication(config: BrokerConfig, credentials: CredentialCache) -> 
         raise ConfigError(e.key, e.message) from None
     sasl = None
     if protocols & {"SASL_PLAINTEXT", "SASL_SSL"}:
-        mechanisms = config["sasl.enabled.mechanisms"].split(",")
+        mechanisms = list(config["sasl.enabled.mechanisms"])
         jwt = None
         if "OAUTHBEARER" in mechanisms:
             key = "sasl.oauthbearer.jwks.file"

@@ -13,11 +13,10 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 
-from service.config import BrokerConfig
+from service.config import BrokerConfig, ConfigError, topic_log_config, validate_topic_configs
 from service.errors import ErrorCode, TopicError
 from service.metadata import MetadataStore, TopicRecord
-from tiering.log.config import ConfigError as TopicConfigError
-from tiering.log.config import LogConfig, validate_topic_configs
+from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
 from tiering.tier import TieredTopic, TierManager
 
@@ -82,7 +81,7 @@ class Topics:
 
     def topic_config(self, topic: TopicRecord) -> LogConfig:
         """The topic's whole config (for a tiered topic, retention.* covers local + remote)."""
-        return LogConfig.from_topic_configs(topic.configs, self._config.topic_defaults())
+        return topic_log_config(topic.configs, self._config)
 
     def log_config(self, topic: TopicRecord) -> LogConfig:
         """What the local log acts on: for a tiered topic, local.retention.* as its retention."""
@@ -90,7 +89,7 @@ class Topics:
 
     def log_config_by_name(self, name: str) -> LogConfig:
         topic = self._by_name.get(name)
-        return self.log_config(topic) if topic else LogConfig.from_topic_configs({}, self._config.topic_defaults())
+        return self.log_config(topic) if topic else topic_log_config({}, self._config)
 
     def tiered_topics(self) -> list[TieredTopic]:
         return [TieredTopic(t.name, str(t.topic_id), t.partitions, self.topic_config(t))
@@ -108,8 +107,8 @@ class Topics:
     def validate_configs(configs: dict[str, str]) -> None:
         try:
             validate_topic_configs(configs)
-        except TopicConfigError as e:
-            raise TopicError(ErrorCode.invalid_config, str(e)) from None
+        except ConfigError as e:
+            raise TopicError(ErrorCode.invalid_config, f"{e.key}: {e.message}") from None
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import batch_of_size, make_batch
-from tiering.log.config import TOPIC_CONFIGS, ConfigError, LogConfig, validate_topic_configs
+from tiering.log.config import LogConfig
 from tiering.log.partition import OffsetOutOfRangeError, UnifiedLog
 from tiering.records import InvalidRecordError, Rejection, iter_batches, validate_batches
 
@@ -20,59 +20,6 @@ def open_log(path: Path, recover: bool = False, **config: object) -> UnifiedLog:
 
 def bases(log: UnifiedLog) -> list[int]:
     return [s.base_offset for s in log.segments]
-
-
-# --- config -------------------------------------------------------------------------------
-
-
-def test_topic_config_table_defaults() -> None:
-    assert TOPIC_CONFIGS["segment.bytes"].default == "1073741824"
-    assert TOPIC_CONFIGS["segment.bytes"].type == "int"
-    assert TOPIC_CONFIGS["retention.ms"].default == "604800000"
-    assert TOPIC_CONFIGS["retention.ms"].type == "long"
-    assert TOPIC_CONFIGS["max.message.bytes"].default == "1048588"
-    assert TOPIC_CONFIGS["cleanup.policy"].type == "list"
-    assert TOPIC_CONFIGS["local.retention.ms"].default == "-2"
-    assert TOPIC_CONFIGS["remote.storage.enable"].default == "false"
-    assert LogConfig.from_topic_configs({}) == LogConfig()
-
-
-def test_log_config_from_topic_configs() -> None:
-    cfg = LogConfig.from_topic_configs(
-        {"segment.bytes": "1000", "message.timestamp.type": "LogAppendTime", "cleanup.policy": "compact, delete"},
-        defaults={"segment.bytes": "5000", "retention.ms": "-1"},
-    )
-    assert cfg.segment_bytes == 1000
-    assert cfg.retention_ms == -1
-    assert cfg.log_append_time
-    assert cfg.cleanup_policy == "compact,delete" and cfg.deletes
-    assert not LogConfig.from_topic_configs({"cleanup.policy": "compact"}).deletes
-
-
-@pytest.mark.parametrize(
-    "key,value",
-    [
-        ("segment.bytes", "13"),
-        ("segment.bytes", "abc"),
-        ("segment.bytes", str(1 << 31)),
-        ("retention.ms", "-2"),
-        ("segment.ms", "0"),
-        ("message.timestamp.type", "Now"),
-        ("cleanup.policy", "delete,forever"),
-        ("unclean.leader.election.enable", "yes"),
-        ("min.cleanable.dirty.ratio", "1.5"),
-        ("no.such.config", "1"),
-    ],
-)
-def test_validate_topic_configs_rejects(key: str, value: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        validate_topic_configs({key: value})
-    assert info.value.key == key
-
-
-def test_validate_topic_configs_accepts() -> None:
-    validate_topic_configs({"segment.bytes": "14", "retention.bytes": "-1", "retention.ms": "-1",
-                            "unclean.leader.election.enable": "TRUE", "compression.type": "zstd"})
 
 
 # --- append / read ------------------------------------------------------------------------

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from security.acl import CLUSTER_NAME, AclOperation
-from service.config import KEYS, TOPIC_DEFAULT_KEYS, BrokerConfig
+from service.config import BrokerConfig, Described, describe_broker, describe_topic
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import ALTER_CONFIGS, CLUSTER, GROUP, TOPIC, check
-from tiering.log.config import TOPIC_CONFIGS
 
 if TYPE_CHECKING:
     from service.kafka.context import RequestContext
@@ -18,8 +17,11 @@ if TYPE_CHECKING:
 # Kafka's resource types and config sources, as on the wire.
 RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_GROUP = 2, 4, 8, 32
 DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5
+CONFIG_SOURCES = {"DYNAMIC_TOPIC_CONFIG": DYNAMIC_TOPIC_CONFIG, "STATIC_BROKER_CONFIG": STATIC_BROKER_CONFIG,
+                  "DEFAULT_CONFIG": DEFAULT_CONFIG}
 # ConfigEntry.ConfigType ids (DescribeConfigs v3+).
-CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6, "list": 7}
+CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6, "list": 7, "class": 8,
+                "password": 9}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Entry:
     type: int
     doc: str
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
+    read_only: bool = False
+    sensitive: bool = False
 
 
 def config_denied(ctx: RequestContext, op: AclOperation, rtype: int, name: str) -> ErrorCode:
@@ -44,32 +48,19 @@ def config_denied(ctx: RequestContext, op: AclOperation, rtype: int, name: str) 
     return ErrorCode.none
 
 
+def _entry(d: Described) -> Entry:
+    return Entry(d.key.name, d.value, CONFIG_SOURCES[d.source], CONFIG_TYPES[d.key.type], d.key.doc,
+                 tuple((syn.name, syn.value, CONFIG_SOURCES[syn.source]) for syn in d.synonyms), d.read_only,
+                 d.sensitive)
+
+
 def topic_config_entries(config: BrokerConfig, overrides: dict[str, str]) -> list[Entry]:
     """Every topic config: the override, else the broker-level default, else Kafka's default."""
-    defaults = config.topic_defaults()
-    out = []
-    for name, d in sorted(TOPIC_CONFIGS.items()):
-        broker_key = TOPIC_DEFAULT_KEYS.get(name)
-        synonyms: list[tuple[str, str | None, int]] = []
-        if name in overrides:
-            synonyms.append((name, overrides[name], DYNAMIC_TOPIC_CONFIG))
-        if broker_key is not None and config.topic_default_is_static(name):
-            synonyms.append((broker_key, defaults[name], STATIC_BROKER_CONFIG))
-        synonyms.append((broker_key or name, defaults.get(name, d.default), DEFAULT_CONFIG))
-        value, source = synonyms[0][1], synonyms[0][2]
-        out.append(Entry(name, value, source, CONFIG_TYPES.get(d.type, 2), d.doc, tuple(synonyms)))
-    return out
+    return [_entry(d) for d in describe_topic(overrides, config)]
 
 
 def broker_config_entries(config: BrokerConfig) -> list[Entry]:
-    out = []
-    for key in sorted(KEYS.values(), key=lambda k: k.name):
-        value = config[key.name]
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        source = STATIC_BROKER_CONFIG if key.name in config.explicit else DEFAULT_CONFIG
-        kind = 1 if isinstance(key.default, bool) else 5 if isinstance(key.default, int) else 2
-        out.append(Entry(key.name, text, source, kind, key.doc, ((key.name, text, source),)))
-    return out
+    return [_entry(d) for d in describe_broker(config)]
 
 
 async def alter_result(ctx: RequestContext, r: Any, compute: Callable[[dict[str, str]], dict[str, str]],

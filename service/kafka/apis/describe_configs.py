@@ -31,8 +31,8 @@ def _describe(ctx: RequestContext, r: Any, synonyms: bool, docs: bool) -> Any:
     def result(code: int, message: str | None, entries: list[Entry]) -> Any:
         keys = set(r.configuration_keys) if r.configuration_keys else None
         configs = tuple(
-            s("DescribeConfigsResourceResult", name=e.name, value=e.value, read_only=rtype != RESOURCE_TOPIC,
-              is_default=e.source == 5, config_source=e.source, is_sensitive=False,
+            s("DescribeConfigsResourceResult", name=e.name, value=e.value, read_only=e.read_only,
+              is_default=e.source == 5, config_source=e.source, is_sensitive=e.sensitive,
               synonyms=tuple(s("DescribeConfigsSynonym", name=n, value=v, source=src)
                              for n, v, src in e.synonyms) if synonyms else (),
               config_type=e.type, documentation=e.doc if docs else None)

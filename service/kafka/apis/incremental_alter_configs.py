@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.config import TOPIC_KEYS
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import alter_result
 from service.kafka.context import RequestContext
-from tiering.log.config import TOPIC_CONFIGS
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
@@ -23,11 +23,11 @@ def _apply(ops: Any, old: dict[str, str]) -> dict[str, str]:
         elif op == DELETE:
             new.pop(c.name, None)
         elif op in (APPEND, SUBTRACT):
-            d = TOPIC_CONFIGS.get(c.name)
+            d = TOPIC_KEYS.get(c.name)
             if d is None or d.type != "list":
                 raise TopicError(ErrorCode.invalid_config, f"Config {c.name} is not a list: APPEND/SUBTRACT apply "
                                                  "only to list configs.")
-            current = [v for v in new.get(c.name, d.default).split(",") if v]
+            current = [v for v in new.get(c.name, d.default_string or "").split(",") if v]
             items = [v for v in (c.value or "").split(",") if v]
             if op == APPEND:
                 current += [v for v in items if v not in current]
