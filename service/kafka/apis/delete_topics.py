@@ -17,7 +17,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         wanted = [(t.name, t.topic_id) for t in req.topics]
     results = []
     for name, topic_id in wanted:
-        if name is None and topic_id is not None:
+        if name is None:
+            if topic_id is None:  # v6 entries name a topic or give its id (the zero id reads as None)
+                results.append(s("DeletableTopicResult", name=None, topic_id=None, error_code=ErrorCode.invalid_request,
+                                 error_message="Neither topic name nor id were specified."))
+                continue
             rec = topics.by_id(topic_id)
             if rec is None:
                 results.append(s("DeletableTopicResult", name=None, topic_id=topic_id,
