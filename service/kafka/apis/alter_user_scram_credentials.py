@@ -9,6 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from kio.schema.alter_user_scram_credentials.v0.request import (
+    AlterUserScramCredentialsRequest,
+    ScramCredentialDeletion,
+    ScramCredentialUpsertion,
+)
+
 from security.credentials import (
     MAX_ITERATIONS,
     MIN_ITERATIONS,
@@ -18,17 +24,18 @@ from security.credentials import (
 )
 from service.errors import ErrorCode
 from service.kafka.apis.authz import ALTER, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: AlterUserScramCredentialsRequest) -> Response:
     s, access = ctx.schema, ctx.access
+    alterations: tuple[ScramCredentialDeletion | ScramCredentialUpsertion, ...] = (*req.deletions, *req.upsertions)
     if not cluster_allows(ctx, ALTER):
-        users = dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions))
+        users = dict.fromkeys(a.name for a in alterations)
         return s.response(throttle_time=0, results=tuple(
             s("AlterUserScramCredentialsResult", user=u, error_code=ErrorCode.cluster_authorization_failed,
               error_message="Cluster authorization failed.") for u in users))
-    seen = Counter((a.name, int(a.mechanism)) for a in (*req.deletions, *req.upsertions))
+    seen = Counter((a.name, int(a.mechanism)) for a in alterations)
     errors: dict[str, tuple[ErrorCode, str]] = {}
     deletes: dict[str, list[str]] = {}
     upserts: dict[str, list[tuple[str, ScramCredential]]] = {}
@@ -56,7 +63,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             upserts.setdefault(u.name, []).append((mech.name, cred))
 
     results = []
-    for user in dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions)):
+    for user in dict.fromkeys(a.name for a in alterations):
         if user in errors:
             code, message = errors[user]
             results.append(s("AlterUserScramCredentialsResult", user=user, error_code=code, error_message=message))

@@ -11,16 +11,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from kio.schema.fetch.v16.request import FetchRequest
+
 from service.errors import ErrorCode
 from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
-from service.kafka.context import Part, RequestContext
+from service.kafka.context import Part, RequestContext, Response
 from service.kafka.splice import new_marker, splice
 from service.partitions import PartitionRead
 
 READ_COMMITTED = 1
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: FetchRequest) -> Response:
     if int(getattr(req, "session_id", 0)) != 0:
         return _top_error(ctx, ErrorCode.fetch_session_id_not_found)
     parts = _resolve(ctx, req)
@@ -41,7 +43,7 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, u
                ) -> list[PartitionRead]:
     """Marks the partitions this principal may not read (29) and returns the others. A follower
     (replica id >= 0) needs CLUSTER_ACTION on the cluster instead."""
-    replica_state = getattr(req, "replica_state", None)
+    replica_state = getattr(req, "replica_state", None)  # v15+; v4-14 send a top-level replica_id
     replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
     follower_code = None
     if replica_id >= 0:  # a follower may read everything or nothing
@@ -62,8 +64,8 @@ def _resolve(ctx: RequestContext, req: Any) -> list[tuple[PartitionRead, uuid.UU
     """Each requested partition with the topic id it was named by (v13+), in request order."""
     parts = []
     for ft in req.topics:
-        topic_id = getattr(ft, "topic_id", None)
-        name = getattr(ft, "topic", None)
+        topic_id = getattr(ft, "topic_id", None)  # v13+: topics by id
+        name = getattr(ft, "topic", None)  # v4-12: by name
         if name is None and topic_id is not None:
             rec = ctx.topics.by_id(topic_id)
             name = rec.name if rec is not None else ""

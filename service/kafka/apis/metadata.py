@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.metadata.v12.request import MetadataRequest
+
 from security.acl import CLUSTER_NAME
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, authorized_ops, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 from service.metadata import TopicRecord
 
 
@@ -36,7 +38,7 @@ def _error(ctx: RequestContext, code: int, name: str | None, topic_id: Any = Non
                       topic_authorized_operations=AUTH_OPS_OMITTED)
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: MetadataRequest) -> Response:
     s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     requested = req.topics
@@ -55,14 +57,14 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     return s.response(throttle_time=0, brokers=brokers, cluster_id=cluster.cluster_id,
                       controller_id=cluster.node_id, topics=tuple(topics),
                       cluster_authorized_operations=authorized_ops(
-                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),
+                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),  # v8-10 only
                           CLUSTER, CLUSTER_NAME))
 
 
 async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) -> Any:
     topics = ctx.topics
     name = getattr(item, "name", None)
-    topic_id = getattr(item, "topic_id", None)
+    topic_id = getattr(item, "topic_id", None)  # v10+
     if name is None:
         topic = topics.by_id(topic_id) if topic_id is not None else None
         if topic is None:

@@ -8,15 +8,16 @@ when log.flush.policy=always, and a full disk answers KAFKA_STORAGE_ERROR, as Ka
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from kio.schema.produce.v11.request import ProduceRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 from service.partitions import PartitionAppend
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: ProduceRequest) -> Response:
     acks = int(req.acks)
     # A transactional producer needs WRITE on its id, else every partition fails; then WRITE on
     # each topic, checked before existence so that unknown topics are not revealed.
