@@ -7,7 +7,6 @@ derived from it are kept. A user's alterations in one request apply all together
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from kio.schema.alter_user_scram_credentials.v0.request import (
     AlterUserScramCredentialsRequest,
@@ -20,6 +19,7 @@ from security.credentials import (
     MIN_ITERATIONS,
     SCRAM_BY_WIRE_ID,
     ScramCredential,
+    ScramMechanism,
     credential_from_salted,
 )
 from service.errors import ErrorCode
@@ -55,7 +55,9 @@ async def handle(ctx: RequestContext, req: AlterUserScramCredentialsRequest) -> 
     for u in req.upsertions:
         mech = SCRAM_BY_WIRE_ID.get(int(u.mechanism))
         iterations = int(u.iterations)
-        error = _shared_error(u, mech, seen) or _credential_error(u, mech, iterations)
+        error = _shared_error(u, mech, seen)
+        if error is None and mech is not None:  # mech is known once the shared checks pass
+            error = _credential_error(u, mech, iterations)
         if error is not None:
             fail(u.name, *error)
         elif mech is not None:  # always: an unknown mechanism is an error above
@@ -76,7 +78,8 @@ async def handle(ctx: RequestContext, req: AlterUserScramCredentialsRequest) -> 
     return s.response(throttle_time=0, results=tuple(results))
 
 
-def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[ErrorCode, str] | None:
+def _shared_error(alteration: ScramCredentialDeletion | ScramCredentialUpsertion, mech: ScramMechanism | None,
+                  seen: Counter[tuple[str, int]]) -> tuple[ErrorCode, str] | None:
     """The checks deletions and upsertions share: a name, a known mechanism, once per request."""
     if not alteration.name:
         return ErrorCode.unacceptable_credential, "Username must not be empty"
@@ -87,7 +90,8 @@ def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[ErrorCode,
     return None
 
 
-def _credential_error(u: Any, mech: Any, iterations: int) -> tuple[ErrorCode, str] | None:
+def _credential_error(u: ScramCredentialUpsertion, mech: ScramMechanism, iterations: int
+                      ) -> tuple[ErrorCode, str] | None:
     if iterations < MIN_ITERATIONS:
         return ErrorCode.unacceptable_credential, f"Too few iterations (minimum {MIN_ITERATIONS})"
     if iterations > MAX_ITERATIONS:

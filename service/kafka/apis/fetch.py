@@ -15,7 +15,7 @@ from kio.schema.fetch.v16.request import FetchRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
-from service.kafka.context import Part, RequestContext, Response
+from service.kafka.context import Part, RequestContext, Response, SplicedResponse
 from service.kafka.splice import new_marker, splice
 from service.partitions import PartitionRead
 
@@ -39,7 +39,7 @@ async def handle(ctx: RequestContext, req: FetchRequest) -> Response:
     return _respond(ctx, parts)
 
 
-def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, uuid.UUID | None]]
+def _authorize(ctx: RequestContext, req: FetchRequest, parts: list[tuple[PartitionRead, uuid.UUID | None]]
                ) -> list[PartitionRead]:
     """Marks the partitions this principal may not read (29) and returns the others. A follower
     (replica id >= 0) needs CLUSTER_ACTION on the cluster instead."""
@@ -60,7 +60,7 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, u
     return readable
 
 
-def _resolve(ctx: RequestContext, req: Any) -> list[tuple[PartitionRead, uuid.UUID | None]]:
+def _resolve(ctx: RequestContext, req: FetchRequest) -> list[tuple[PartitionRead, uuid.UUID | None]]:
     """Each requested partition with the topic id it was named by (v13+), in request order."""
     parts = []
     for ft in req.topics:
@@ -75,7 +75,7 @@ def _resolve(ctx: RequestContext, req: Any) -> list[tuple[PartitionRead, uuid.UU
     return parts
 
 
-def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | None]]) -> Any:
+def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | None]]) -> SplicedResponse:
     s = ctx.schema
     # As Kafka's FetchResponse.of: partitions keep the request's order, and a topic gets a new
     # entry whenever the topic changes (a request may list A-0, B-0, A-1). The splice below
@@ -110,5 +110,5 @@ def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | N
         raise
 
 
-def _top_error(ctx: RequestContext, code: ErrorCode) -> Any:
+def _top_error(ctx: RequestContext, code: ErrorCode) -> Response:
     return ctx.schema.response(throttle_time=0, error_code=code, session_id=0, responses=())

@@ -7,9 +7,10 @@ Auto-creation needs CREATE on the cluster or on the topic.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from kio.schema.metadata.v12.request import MetadataRequest
+from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
 from security.acl import CLUSTER_NAME
 from service.errors import ErrorCode, TopicError
@@ -32,7 +33,7 @@ def _topic(ctx: RequestContext, topic: TopicRecord, want_ops: bool = False) -> A
              topic_authorized_operations=authorized_ops(ctx, want_ops, TOPIC, topic.name))
 
 
-def _error(ctx: RequestContext, code: int, name: str | None, topic_id: Any = None) -> Any:
+def _error(ctx: RequestContext, code: int, name: str | None, topic_id: uuid.UUID | None = None) -> Any:
     return ctx.schema("MetadataResponseTopic", error_code=code, name=name, topic_id=topic_id,
                       is_internal=False, partitions=(),
                       topic_authorized_operations=AUTH_OPS_OMITTED)
@@ -61,7 +62,7 @@ async def handle(ctx: RequestContext, req: MetadataRequest) -> Response:
                           CLUSTER, CLUSTER_NAME))
 
 
-async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) -> Any:
+async def _lookup(ctx: RequestContext, item: MetadataRequestTopic, auto_create: bool, ops: bool) -> Any:
     topics = ctx.topics
     name = getattr(item, "name", None)
     topic_id = getattr(item, "topic_id", None)  # v10+

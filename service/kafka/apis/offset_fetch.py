@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from kio.schema.offset_fetch.v8.request import OffsetFetchRequest
+from kio.schema.offset_fetch.v8.request import OffsetFetchRequest, OffsetFetchRequestTopics
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, GROUP, TOPIC, TopicChecks, check
 from service.kafka.context import RequestContext, Response
 
 
-def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stable: bool,
-                  topic_cls: str, partition_cls: str) -> tuple[Any, ...]:
+# The `topics` of a v1-7 request are that version's own entities, with the same two fields as v8's.
+def _group_topics(ctx: RequestContext, group_id: str, topics: Iterable[OffsetFetchRequestTopics] | None,
+                  require_stable: bool, topic_cls: str, partition_cls: str) -> tuple[Any, ...]:
     s = ctx.schema
     wanted = None if topics is None else [(t.name, int(p)) for t in topics for p in t.partition_indexes]
     found = ctx.groups.fetch_offsets(group_id, wanted, require_stable)
