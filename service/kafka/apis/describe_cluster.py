@@ -26,5 +26,5 @@ async def handle(ctx: RequestContext, req: DescribeClusterRequest) -> Response:
     return s.response(throttle_time=0, error_code=ErrorCode.none, error_message=None, endpoint_type=endpoint_type,
                       cluster_id=cluster.cluster_id, controller_id=cluster.node_id, brokers=brokers,
                       cluster_authorized_operations=authorized_ops(
-                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),
+                          ctx, bool(req.include_cluster_authorized_operations),
                           CLUSTER, CLUSTER_NAME))

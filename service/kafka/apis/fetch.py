@@ -31,7 +31,7 @@ async def handle(ctx: RequestContext, req: FetchRequest) -> Response:
     if readable:
         await ctx.partitions.fetch(readable, min(int(req.max_bytes), int(ctx.config["fetch.max.bytes"])),
                                       int(req.min_bytes), req.max_wait.total_seconds(),
-                                      committed=int(getattr(req, "isolation_level", 0)) == READ_COMMITTED)
+                                      committed=int(req.isolation_level) == READ_COMMITTED)
     if ctx.version >= 13:  # a partition of a topic named by an id this broker does not know
         for p, topic_id in parts:
             if p.error == ErrorCode.unknown_topic_or_partition and topic_id is not None:

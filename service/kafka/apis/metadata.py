@@ -64,7 +64,7 @@ async def handle(ctx: RequestContext, req: MetadataRequest) -> Response:
 
 async def _lookup(ctx: RequestContext, item: MetadataRequestTopic, auto_create: bool, ops: bool) -> Any:
     topics = ctx.topics
-    name = getattr(item, "name", None)
+    name = item.name
     topic_id = getattr(item, "topic_id", None)  # v10+
     if name is None:
         topic = topics.by_id(topic_id) if topic_id is not None else None

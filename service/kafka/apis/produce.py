@@ -21,7 +21,7 @@ async def handle(ctx: RequestContext, req: ProduceRequest) -> Response:
     acks = int(req.acks)
     # A transactional producer needs WRITE on its id, else every partition fails; then WRITE on
     # each topic, checked before existence so that unknown topics are not revealed.
-    tid = getattr(req, "transactional_id", None)
+    tid = req.transactional_id
     txn_denied = check(ctx, WRITE, TXN_ID, tid) if tid is not None else ErrorCode.none
     topic_denied = TopicChecks(ctx, WRITE)
     topics: list[tuple[str, list[PartitionAppend]]] = []
