@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from security.acl import AclOperation, ResourceType
 from service.kafka.messages import Schema
@@ -126,3 +126,11 @@ class SplicedResponse:
         for p in self.parts:
             if not isinstance(p, _BYTES):
                 p.close()
+
+
+# What a handler returns: a kio response entity built by `ctx.schema` (the server encodes it),
+# a `SplicedResponse` (encoded already, its records still to be spliced in), or None for no
+# answer at all (an acks=0 produce). `object` because kio's entities share no base class and
+# `ctx.schema` builds them untyped; the server tells them apart with isinstance (and would
+# send bytes as they are, though no handler returns any).
+Response: TypeAlias = object

@@ -1,4 +1,11 @@
-"""The dispatch table: one module per Kafka API, each exposing `async handle(ctx, request)`."""
+"""The dispatch table: one module per Kafka API, each exposing `async handle(ctx, request)`.
+
+Each handler's request is typed as kio's request class of the newest version the broker serves
+for that API (`versions.py`). kio generates one class per version, and one handler serves them
+all; the newest carries every field a handler reads directly, older versions a subset of them.
+A field some served version lacks, or one only older versions have, is read with
+`getattr(req, name, default)`, so mypy checks every other read against the newest schema.
+"""
 
 from __future__ import annotations
 
@@ -45,8 +52,11 @@ from service.kafka.apis import (
     sync_group,
     txn_offset_commit,
 )
+from service.kafka.context import RequestContext, Response
 
-Handler = Callable[[Any, Any], Awaitable[Any]]
+# Each handler takes its own API's request class, so the table can only say `Any` for the
+# request: the server looks the handler up by the API key it parsed the request for.
+Handler = Callable[[RequestContext, Any], Awaitable[Response]]
 
 HANDLERS: dict[int, Handler] = {
     0: produce.handle,

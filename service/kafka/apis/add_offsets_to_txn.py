@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.add_offsets_to_txn.v3.request import AddOffsetsToTxnRequest
 
 from service.kafka.apis.authz import GROUP, READ, TXN_ID, WRITE, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: AddOffsetsToTxnRequest) -> Response:
     code = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
     if code:
         return ctx.schema.response(throttle_time=0, error_code=code)

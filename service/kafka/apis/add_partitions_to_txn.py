@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.add_partitions_to_txn.v3.request import AddPartitionsToTxnRequest
+
 from service.errors import ErrorCode
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: AddPartitionsToTxnRequest) -> Response:
     s = ctx.schema
-    wanted = [(t.name, int(p)) for t in req.v3_and_below_topics for p in t.partitions]
+    wanted: list[tuple[str, int]] = [(t.name, int(p)) for t in req.v3_and_below_topics for p in t.partitions]
     errors = _denied(ctx, req.v3_and_below_transactional_id, wanted)
     if not errors:
         errors = await ctx.txn.add_partitions(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.alter_configs.v2.request import AlterConfigsRequest
 
 from service.kafka.apis.configs import alter_result
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: AlterConfigsRequest) -> Response:
     results = []
     for r in req.resources:
         new = {c.name: c.value for c in r.configs if c.value is not None}

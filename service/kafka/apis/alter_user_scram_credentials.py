@@ -7,28 +7,35 @@ derived from it are kept. A user's alterations in one request apply all together
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+
+from kio.schema.alter_user_scram_credentials.v0.request import (
+    AlterUserScramCredentialsRequest,
+    ScramCredentialDeletion,
+    ScramCredentialUpsertion,
+)
 
 from security.credentials import (
     MAX_ITERATIONS,
     MIN_ITERATIONS,
     SCRAM_BY_WIRE_ID,
     ScramCredential,
+    ScramMechanism,
     credential_from_salted,
 )
 from service.errors import ErrorCode
 from service.kafka.apis.authz import ALTER, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: AlterUserScramCredentialsRequest) -> Response:
     s, access = ctx.schema, ctx.access
+    alterations: tuple[ScramCredentialDeletion | ScramCredentialUpsertion, ...] = (*req.deletions, *req.upsertions)
     if not cluster_allows(ctx, ALTER):
-        users = dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions))
+        users = dict.fromkeys(a.name for a in alterations)
         return s.response(throttle_time=0, results=tuple(
             s("AlterUserScramCredentialsResult", user=u, error_code=ErrorCode.cluster_authorization_failed,
               error_message="Cluster authorization failed.") for u in users))
-    seen = Counter((a.name, int(a.mechanism)) for a in (*req.deletions, *req.upsertions))
+    seen = Counter((a.name, int(a.mechanism)) for a in alterations)
     errors: dict[str, tuple[ErrorCode, str]] = {}
     deletes: dict[str, list[str]] = {}
     upserts: dict[str, list[tuple[str, ScramCredential]]] = {}
@@ -48,7 +55,9 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     for u in req.upsertions:
         mech = SCRAM_BY_WIRE_ID.get(int(u.mechanism))
         iterations = int(u.iterations)
-        error = _shared_error(u, mech, seen) or _credential_error(u, mech, iterations)
+        error = _shared_error(u, mech, seen)
+        if error is None and mech is not None:  # mech is known once the shared checks pass
+            error = _credential_error(u, mech, iterations)
         if error is not None:
             fail(u.name, *error)
         elif mech is not None:  # always: an unknown mechanism is an error above
@@ -56,7 +65,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
             upserts.setdefault(u.name, []).append((mech.name, cred))
 
     results = []
-    for user in dict.fromkeys(a.name for a in (*req.deletions, *req.upsertions)):
+    for user in dict.fromkeys(a.name for a in alterations):
         if user in errors:
             code, message = errors[user]
             results.append(s("AlterUserScramCredentialsResult", user=user, error_code=code, error_message=message))
@@ -69,7 +78,8 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     return s.response(throttle_time=0, results=tuple(results))
 
 
-def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[ErrorCode, str] | None:
+def _shared_error(alteration: ScramCredentialDeletion | ScramCredentialUpsertion, mech: ScramMechanism | None,
+                  seen: Counter[tuple[str, int]]) -> tuple[ErrorCode, str] | None:
     """The checks deletions and upsertions share: a name, a known mechanism, once per request."""
     if not alteration.name:
         return ErrorCode.unacceptable_credential, "Username must not be empty"
@@ -80,7 +90,8 @@ def _shared_error(alteration: Any, mech: Any, seen: Counter) -> tuple[ErrorCode,
     return None
 
 
-def _credential_error(u: Any, mech: Any, iterations: int) -> tuple[ErrorCode, str] | None:
+def _credential_error(u: ScramCredentialUpsertion, mech: ScramMechanism, iterations: int
+                      ) -> tuple[ErrorCode, str] | None:
     if iterations < MIN_ITERATIONS:
         return ErrorCode.unacceptable_credential, f"Too few iterations (minimum {MIN_ITERATIONS})"
     if iterations > MAX_ITERATIONS:

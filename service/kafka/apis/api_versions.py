@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kio.schema.api_versions.v0.response import ApiVersion as ApiVersionV0
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.static.primitive import i16
 
 from service.errors import ErrorCode
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 from service.kafka.messages import encode_response
 from service.kafka.versions import API_RANGES
 
@@ -22,7 +21,7 @@ def unsupported_version_answer(correlation_id: int) -> bytes:
         error_code=ErrorCode.unsupported_version, api_keys=keys))
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: ApiVersionsRequest) -> Response:
     s = ctx.schema
     keys = tuple(s("ApiVersion", api_key=r.key, min_version=r.min, max_version=r.max)
                  for r in API_RANGES.values())

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.create_partitions.v3.request import CreatePartitionsRequest
 
 from service.errors import TopicError
 from service.kafka.apis.authz import ALTER, TOPIC, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: CreatePartitionsRequest) -> Response:
     s, topics = ctx.schema, ctx.topics
     results = []
     for t in req.topics:

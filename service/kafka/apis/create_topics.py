@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from kio.schema.create_topics.v7.request import CreateTopicsRequest
+
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import CREATE, DESCRIBE_CONFIGS, TOPIC, cluster_allows
 from service.kafka.apis.configs import topic_config_entries
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: CreateTopicsRequest) -> Response:
     s = ctx.schema
     counts = Counter(t.name for t in req.topics)
     results = []

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.delete_acls.v3.request import DeleteAclsRequest
 
 from security.acl import AclError, AclFilter
 from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
 from service.kafka.apis.authz import ALTER, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DeleteAclsRequest) -> Response:
     s = ctx.schema
     if not cluster_allows(ctx, ALTER):
         return s.response(throttle_time=0, filter_results=tuple(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.delete_groups.v2.request import DeleteGroupsRequest
 
+from service.errors import ErrorCode
 from service.kafka.apis.authz import DELETE, GROUP, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DeleteGroupsRequest) -> Response:
     s = ctx.schema
-    denied = {g: code for g in req.groups_names if (code := check(ctx, DELETE, GROUP, g))}
+    denied: dict[str, ErrorCode] = {g: code for g in req.groups_names if (code := check(ctx, DELETE, GROUP, g))}
     results = await ctx.groups.delete_groups([g for g in req.groups_names if g not in denied])
     results.update(denied)
     return s.response(throttle_time=0, results=tuple(

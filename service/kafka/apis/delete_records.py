@@ -3,13 +3,13 @@ layer."""
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.delete_records.v2.request import DeleteRecordsRequest
 
 from service.kafka.apis.authz import DELETE, TopicChecks
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DeleteRecordsRequest) -> Response:
     s = ctx.schema
     topics = []
     denied = TopicChecks(ctx, DELETE)

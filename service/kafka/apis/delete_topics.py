@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+
+from kio.schema.delete_topics.v6.request import DeleteTopicsRequest
 
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import DELETE, TOPIC, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DeleteTopicsRequest) -> Response:
     s, topics = ctx.schema, ctx.topics
-    if hasattr(req, "topic_names"):
-        wanted = [(name, None) for name in req.topic_names]
+    wanted: list[tuple[str | None, uuid.UUID | None]]
+    topic_names = getattr(req, "topic_names", None)  # v1-5: names only, in a field v6 replaced with `topics`
+    if topic_names is not None:
+        wanted = [(name, None) for name in topic_names]
     else:
         wanted = [(t.name, t.topic_id) for t in req.topics]
     results = []
     for name, topic_id in wanted:
-        if name is None and topic_id is not None:
+        if name is None:
+            if topic_id is None:  # v6 entries name a topic or give its id (the zero id reads as None)
+                results.append(s("DeletableTopicResult", name=None, topic_id=None, error_code=ErrorCode.invalid_request,
+                                 error_message="Neither topic name nor id were specified."))
+                continue
             rec = topics.by_id(topic_id)
             if rec is None:
                 results.append(s("DeletableTopicResult", name=None, topic_id=topic_id,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.describe_acls.v3.request import DescribeAclsRequest
+
 from security.acl import AclBinding, AclError
 from service.errors import ErrorCode
 from service.kafka.apis.acls import filter_of
 from service.kafka.apis.authz import DESCRIBE, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DescribeAclsRequest) -> Response:
     s = ctx.schema
 
     def answer(code: int, message: str | None, found: list[AclBinding]) -> Any:

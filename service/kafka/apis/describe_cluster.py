@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.describe_cluster.v1.request import DescribeClusterRequest
 
 from security.acl import CLUSTER_NAME
 from service.errors import ErrorCode
 from service.kafka.apis.authz import CLUSTER, authorized_ops
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 BROKERS_ENDPOINT = 1
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DescribeClusterRequest) -> Response:
     s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     endpoint_type = int(getattr(req, "endpoint_type", BROKERS_ENDPOINT))
@@ -26,5 +26,5 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     return s.response(throttle_time=0, error_code=ErrorCode.none, error_message=None, endpoint_type=endpoint_type,
                       cluster_id=cluster.cluster_id, controller_id=cluster.node_id, brokers=brokers,
                       cluster_authorized_operations=authorized_ops(
-                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),
+                          ctx, bool(req.include_cluster_authorized_operations),
                           CLUSTER, CLUSTER_NAME))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.describe_configs.v4.request import DescribeConfigsRequest
+
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE_CONFIGS
 from service.kafka.apis.configs import (
@@ -14,10 +16,10 @@ from service.kafka.apis.configs import (
     config_denied,
     topic_config_entries,
 )
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DescribeConfigsRequest) -> Response:
     results = tuple(_describe(ctx, r, bool(getattr(req, "include_synonyms", False)),
                               bool(getattr(req, "include_documentation", False)))
                     for r in req.resources)

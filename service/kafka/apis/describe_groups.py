@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import AUTH_OPS_OMITTED, DESCRIBE, GROUP, authorized_ops, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DescribeGroupsRequest) -> Response:
     s = ctx.schema
     groups = []
     want_ops = bool(getattr(req, "include_authorized_operations", False))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.describe_transactions.v0.request import DescribeTransactionsRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TXN_ID, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DescribeTransactionsRequest) -> Response:
     s = ctx.schema
     states = []
     for tid in req.transactional_ids:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+
+from kio.schema.describe_user_scram_credentials.v0.request import DescribeUserScramCredentialsRequest
 
 from security.credentials import SCRAM_MECHANISMS
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: DescribeUserScramCredentialsRequest) -> Response:
     s, creds = ctx.schema, ctx.access.credentials
     if not cluster_allows(ctx, DESCRIBE):
         return s.response(throttle_time=0, error_code=ErrorCode.cluster_authorization_failed,

@@ -11,16 +11,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from kio.schema.fetch.v16.request import FetchRequest
+
 from service.errors import ErrorCode
 from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
-from service.kafka.context import Part, RequestContext
+from service.kafka.context import Part, RequestContext, Response, SplicedResponse
 from service.kafka.splice import new_marker, splice
 from service.partitions import PartitionRead
 
 READ_COMMITTED = 1
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: FetchRequest) -> Response:
     if int(getattr(req, "session_id", 0)) != 0:
         return _top_error(ctx, ErrorCode.fetch_session_id_not_found)
     parts = _resolve(ctx, req)
@@ -29,7 +31,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if readable:
         await ctx.partitions.fetch(readable, min(int(req.max_bytes), int(ctx.config["fetch.max.bytes"])),
                                       int(req.min_bytes), req.max_wait.total_seconds(),
-                                      committed=int(getattr(req, "isolation_level", 0)) == READ_COMMITTED)
+                                      committed=int(req.isolation_level) == READ_COMMITTED)
     if ctx.version >= 13:  # a partition of a topic named by an id this broker does not know
         for p, topic_id in parts:
             if p.error == ErrorCode.unknown_topic_or_partition and topic_id is not None:
@@ -37,11 +39,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     return _respond(ctx, parts)
 
 
-def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, uuid.UUID | None]]
+def _authorize(ctx: RequestContext, req: FetchRequest, parts: list[tuple[PartitionRead, uuid.UUID | None]]
                ) -> list[PartitionRead]:
     """Marks the partitions this principal may not read (29) and returns the others. A follower
     (replica id >= 0) needs CLUSTER_ACTION on the cluster instead."""
-    replica_state = getattr(req, "replica_state", None)
+    replica_state = getattr(req, "replica_state", None)  # v15+; v4-14 send a top-level replica_id
     replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
     follower_code = None
     if replica_id >= 0:  # a follower may read everything or nothing
@@ -58,12 +60,12 @@ def _authorize(ctx: RequestContext, req: Any, parts: list[tuple[PartitionRead, u
     return readable
 
 
-def _resolve(ctx: RequestContext, req: Any) -> list[tuple[PartitionRead, uuid.UUID | None]]:
+def _resolve(ctx: RequestContext, req: FetchRequest) -> list[tuple[PartitionRead, uuid.UUID | None]]:
     """Each requested partition with the topic id it was named by (v13+), in request order."""
     parts = []
     for ft in req.topics:
-        topic_id = getattr(ft, "topic_id", None)
-        name = getattr(ft, "topic", None)
+        topic_id = getattr(ft, "topic_id", None)  # v13+: topics by id
+        name = getattr(ft, "topic", None)  # v4-12: by name
         if name is None and topic_id is not None:
             rec = ctx.topics.by_id(topic_id)
             name = rec.name if rec is not None else ""
@@ -73,7 +75,7 @@ def _resolve(ctx: RequestContext, req: Any) -> list[tuple[PartitionRead, uuid.UU
     return parts
 
 
-def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | None]]) -> Any:
+def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | None]]) -> SplicedResponse:
     s = ctx.schema
     # As Kafka's FetchResponse.of: partitions keep the request's order, and a topic gets a new
     # entry whenever the topic changes (a request may list A-0, B-0, A-1). The splice below
@@ -108,5 +110,5 @@ def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | N
         raise
 
 
-def _top_error(ctx: RequestContext, code: ErrorCode) -> Any:
+def _top_error(ctx: RequestContext, code: ErrorCode) -> Response:
     return ctx.schema.response(throttle_time=0, error_code=code, session_id=0, responses=())

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TXN_ID, check
 from service.kafka.apis.authz import GROUP as GROUP_RESOURCE
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 GROUP, TRANSACTION = 0, 1
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: FindCoordinatorRequest) -> Response:
     s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     ep = cluster.endpoint_for(ctx.conn.listener_name)
@@ -33,7 +33,8 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                                   host=ep.host if not error else "", port=ep.port if not error else -1,
                                   error_code=error, error_message=message))
         return s.response(throttle_time=0, coordinators=tuple(coordinators))
-    error, message = error_of(req.key)
+    # v0-3: one key, in a field v4 replaced with `coordinator_keys`
+    error, message = error_of(getattr(req, "key", ""))
     return s.response(throttle_time=0, error_code=error, error_message=message,
                       node_id=cluster.node_id if not error else -1,
                       host=ep.host if not error else "", port=ep.port if not error else -1)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.heartbeat.v4.request import HeartbeatRequest
 
 from service.kafka.apis.authz import GROUP, READ, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: HeartbeatRequest) -> Response:
     if code := check(ctx, READ, GROUP, req.group_id):
         return ctx.schema.response(throttle_time=0, error_code=code)
     error = ctx.groups.heartbeat(req.group_id, int(req.generation_id), req.member_id,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.incremental_alter_configs.v1.request import IncrementalAlterConfigsRequest
+
 from service.config import TOPIC_KEYS
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.configs import alter_result
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
@@ -39,7 +41,7 @@ def _apply(ops: Any, old: dict[str, str]) -> dict[str, str]:
     return new
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: IncrementalAlterConfigsRequest) -> Response:
     results = []
     for r in req.resources:
         results.append(await alter_result(ctx, r, lambda old, ops=r.configs: _apply(ops, old),  # type: ignore[misc]  # lambda with a default

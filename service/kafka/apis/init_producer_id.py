@@ -9,14 +9,14 @@ transactional id's producer id, fences older epochs and aborts a dangling transa
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.init_producer_id.v5.request import InitProducerIdRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import IDEMPOTENT_WRITE, TOPIC, TXN_ID, WRITE, check, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: InitProducerIdRequest) -> Response:
     s = ctx.schema
     transactional_id = req.transactional_id
     if transactional_id is not None:
@@ -24,8 +24,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
         if code := check(ctx, WRITE, TXN_ID, str(transactional_id)):
             return s.response(throttle_time=0, error_code=code, producer_id=-1, producer_epoch=-1)
         txn = ctx.txn
-        timeout = req.transaction_timeout
-        timeout_ms = int(timeout.total_seconds() * 1000) if hasattr(timeout, "total_seconds") else int(timeout)
+        timeout_ms = int(req.transaction_timeout.total_seconds() * 1000)
         error, producer_id, epoch = await txn.init_producer_id(
             str(transactional_id), timeout_ms,
             int(getattr(req, "producer_id", -1)), int(getattr(req, "producer_epoch", -1)))

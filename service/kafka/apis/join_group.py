@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.join_group.v9.request import JoinGroupRequest
 
 from service.kafka.apis.authz import GROUP, READ, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: JoinGroupRequest) -> Response:
     s = ctx.schema
     session_ms = int(req.session_timeout.total_seconds() * 1000)
     rebalance = getattr(req, "rebalance_timeout", None)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.list_groups.v4.request import ListGroupsRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, GROUP, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: ListGroupsRequest) -> Response:
     s = ctx.schema
     listed = ctx.groups.list_groups(getattr(req, "states_filter", ()) or ())
     if not cluster_allows(ctx, DESCRIBE, audit=False):  # then only the groups it may describe

@@ -3,15 +3,15 @@ by the partition layer."""
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.list_offsets.v8.request import ListOffsetsRequest
 
 from service.kafka.apis.authz import DESCRIBE, TopicChecks
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 READ_COMMITTED = 1
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: ListOffsetsRequest) -> Response:
     s = ctx.schema
     committed = int(getattr(req, "isolation_level", 0)) == READ_COMMITTED
     denied = TopicChecks(ctx, DESCRIBE)

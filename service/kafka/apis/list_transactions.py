@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.list_transactions.v1.request import ListTransactionsRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, TXN_ID
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 from service.txn.coordinator import STATES
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: ListTransactionsRequest) -> Response:
     s = ctx.schema
     wanted = set(req.state_filters)
     unknown = tuple(sorted(wanted - set(STATES)))

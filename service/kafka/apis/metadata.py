@@ -7,12 +7,15 @@ Auto-creation needs CREATE on the cluster or on the topic.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+
+from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
 from security.acl import CLUSTER_NAME
 from service.errors import ErrorCode, TopicError
 from service.kafka.apis.authz import AUTH_OPS_OMITTED, CLUSTER, CREATE, DESCRIBE, TOPIC, authorized_ops, cluster_allows
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 from service.metadata import TopicRecord
 
 
@@ -30,13 +33,13 @@ def _topic(ctx: RequestContext, topic: TopicRecord, want_ops: bool = False) -> A
              topic_authorized_operations=authorized_ops(ctx, want_ops, TOPIC, topic.name))
 
 
-def _error(ctx: RequestContext, code: int, name: str | None, topic_id: Any = None) -> Any:
+def _error(ctx: RequestContext, code: int, name: str | None, topic_id: uuid.UUID | None = None) -> Any:
     return ctx.schema("MetadataResponseTopic", error_code=code, name=name, topic_id=topic_id,
                       is_internal=False, partitions=(),
                       topic_authorized_operations=AUTH_OPS_OMITTED)
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: MetadataRequest) -> Response:
     s, cluster = ctx.schema, ctx.cluster
     assert cluster is not None
     requested = req.topics
@@ -55,14 +58,14 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     return s.response(throttle_time=0, brokers=brokers, cluster_id=cluster.cluster_id,
                       controller_id=cluster.node_id, topics=tuple(topics),
                       cluster_authorized_operations=authorized_ops(
-                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),
+                          ctx, bool(getattr(req, "include_cluster_authorized_operations", False)),  # v8-10 only
                           CLUSTER, CLUSTER_NAME))
 
 
-async def _lookup(ctx: RequestContext, item: Any, auto_create: bool, ops: bool) -> Any:
+async def _lookup(ctx: RequestContext, item: MetadataRequestTopic, auto_create: bool, ops: bool) -> Any:
     topics = ctx.topics
-    name = getattr(item, "name", None)
-    topic_id = getattr(item, "topic_id", None)
+    name = item.name
+    topic_id = getattr(item, "topic_id", None)  # v10+
     if name is None:
         topic = topics.by_id(topic_id) if topic_id is not None else None
         if topic is None:

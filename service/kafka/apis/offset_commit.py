@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from kio.schema.offset_commit.v8.request import OffsetCommitRequest
 
 from service.errors import ErrorCode
 from service.groups import OffsetAndMetadata
 from service.kafka.apis.authz import GROUP, READ, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: OffsetCommitRequest) -> Response:
     s = ctx.schema
     now = int(time.time() * 1000)
     offsets: dict[tuple[str, int], OffsetAndMetadata] = {}

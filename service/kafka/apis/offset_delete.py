@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.offset_delete.v0.request import OffsetDeleteRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DELETE, GROUP, READ, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: OffsetDeleteRequest) -> Response:
     s = ctx.schema
     if code := check(ctx, DELETE, GROUP, req.group_id):
         return s.response(throttle_time=0, error_code=code, topics=())
-    requested = [(t.name, int(p.partition_index)) for t in req.topics for p in t.partitions]
+    requested: list[tuple[str, int]] = [(t.name, int(p.partition_index)) for t in req.topics for p in t.partitions]
     denied = TopicChecks(ctx, READ)
     unknown = {tp: denied(tp[0]) or ErrorCode.unknown_topic_or_partition for tp in requested
                if denied(tp[0]) or (topic := ctx.topics.get(tp[0])) is None or not 0 <= tp[1] < topic.partitions}

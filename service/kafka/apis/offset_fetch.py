@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from kio.schema.offset_fetch.v8.request import OffsetFetchRequest, OffsetFetchRequestTopics
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import DESCRIBE, GROUP, TOPIC, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stable: bool,
-                  topic_cls: str, partition_cls: str) -> tuple[Any, ...]:
+# The `topics` of a v1-7 request are that version's own entities, with the same two fields as v8's.
+def _group_topics(ctx: RequestContext, group_id: str, topics: Iterable[OffsetFetchRequestTopics] | None,
+                  require_stable: bool, topic_cls: str, partition_cls: str) -> tuple[Any, ...]:
     s = ctx.schema
     wanted = None if topics is None else [(t.name, int(p)) for t in topics for p in t.partition_indexes]
     found = ctx.groups.fetch_offsets(group_id, wanted, require_stable)
@@ -31,7 +35,7 @@ def _group_topics(ctx: RequestContext, group_id: str, topics: Any, require_stabl
     return tuple(s(topic_cls, name=n, partitions=tuple(ps)) for n, ps in by_topic.items())
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: OffsetFetchRequest) -> Response:
     s = ctx.schema
     require_stable = bool(getattr(req, "require_stable", False))
     if ctx.version >= 8:
@@ -43,9 +47,11 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
                                 ctx, g.group_id, g.topics, require_stable,
                                 "OffsetFetchResponseTopics", "OffsetFetchResponsePartitions")))
         return s.response(throttle_time=0, groups=tuple(groups))
-    ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
-    if code := check(ctx, DESCRIBE, GROUP, req.group_id):
+    # v1-7: one group, in fields v8 replaced with `groups`
+    group_id, wanted = getattr(req, "group_id", ""), getattr(req, "topics", None)
+    ctx.span_attributes["messaging.kafka.consumer.group"] = group_id
+    if code := check(ctx, DESCRIBE, GROUP, group_id):
         return s.response(throttle_time=0, topics=(), error_code=code)
-    topics = _group_topics(ctx, req.group_id, req.topics, require_stable,
+    topics = _group_topics(ctx, group_id, wanted, require_stable,
                            "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
     return s.response(throttle_time=0, topics=topics, error_code=ErrorCode.none)

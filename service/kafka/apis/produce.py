@@ -8,19 +8,20 @@ when log.flush.policy=always, and a full disk answers KAFKA_STORAGE_ERROR, as Ka
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from kio.schema.produce.v11.request import ProduceRequest
 
 from service.errors import ErrorCode
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 from service.partitions import PartitionAppend
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: ProduceRequest) -> Response:
     acks = int(req.acks)
     # A transactional producer needs WRITE on its id, else every partition fails; then WRITE on
     # each topic, checked before existence so that unknown topics are not revealed.
-    tid = getattr(req, "transactional_id", None)
+    tid = req.transactional_id
     txn_denied = check(ctx, WRITE, TXN_ID, tid) if tid is not None else ErrorCode.none
     topic_denied = TopicChecks(ctx, WRITE)
     topics: list[tuple[str, list[PartitionAppend]]] = []

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 
 from service.errors import ErrorCode
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: SaslAuthenticateRequest) -> Response:
     session = ctx.conn.sasl
     if session is None:  # not a SASL listener
         return ctx.schema.response(error_code=ErrorCode.illegal_sasl_state, error_message="Not a SASL listener",

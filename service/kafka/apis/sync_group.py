@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kio.schema.sync_group.v5.request import SyncGroupRequest
 
 from service.kafka.apis.authz import GROUP, READ, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: SyncGroupRequest) -> Response:
     ctx.span_attributes["messaging.kafka.consumer.group"] = req.group_id
     if code := check(ctx, READ, GROUP, req.group_id):
         return ctx.schema.response(throttle_time=0, error_code=code, protocol_type=None, protocol_name=None,

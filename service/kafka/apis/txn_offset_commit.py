@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from kio.schema.txn_offset_commit.v3.request import TxnOffsetCommitRequest
 
 from service.errors import ErrorCode
 from service.groups.coordinator import OffsetAndMetadata
 from service.kafka.apis.authz import GROUP, READ, TXN_ID, WRITE, TopicChecks, check
-from service.kafka.context import RequestContext
+from service.kafka.context import RequestContext, Response
 
 
-async def handle(ctx: RequestContext, req: Any) -> Any:
+async def handle(ctx: RequestContext, req: TxnOffsetCommitRequest) -> Response:
     s = ctx.schema
     # Authorization comes first: the id, the group, then each topic (before the coordinator's checks).
     auth = check(ctx, WRITE, TXN_ID, req.transactional_id) or check(ctx, READ, GROUP, req.group_id)
@@ -22,7 +23,7 @@ async def handle(ctx: RequestContext, req: Any) -> Any:
     if code == ErrorCode.none and ctx.version >= 3:
         code = ctx.groups.validate_txn_member(req.group_id, req.member_id, int(req.generation_id),
                                                  req.group_instance_id)
-    staged = {}
+    staged: dict[tuple[str, int], OffsetAndMetadata] = {}
     topics = []
     denied = TopicChecks(ctx, READ)
     for t in req.topics:
