@@ -29,6 +29,16 @@ from .stats import MIB, median, percentiles, rate_mib_s, ratio
 from .system import machine_cpu, raise_interrupt_on_sigterm, self_cpu, source_revision
 from .variants import VARIANTS, Variant, plain, remove_revision, revision
 
+# librdkafka's own defaults of what consume() tunes: a consumer as an application gets it.
+CONSUMER_DEFAULTS = {
+    "fetch.max.bytes": "52428800",
+    "max.partition.fetch.bytes": "1048576",
+    "receive.message.max.bytes": "100000000",
+    "queued.max.messages.kbytes": "65536",
+    "queued.min.messages": "100000",
+    "fetch.wait.max.ms": "500",
+    "fetch.min.bytes": "1",
+}
 BATCH_SIZE = 1_000_000  # librdkafka caps a batch at message.max.bytes (default 1000000)
 LATENCY_SAMPLE = 16  # messages per delivery report (a power of two)
 VALUE_POOL = 8192  # distinct random values; no repeat within any 1 MB batch
@@ -452,6 +462,7 @@ COMPARED = (
     ("produce p50 ms", "produce_p50_ms"),
     ("produce p99 ms", "produce_p99_ms"),
     ("consume MiB/s", "consume_mib_s"),
+    ("consume defaults MiB/s", "consume_default_mib_s"),
     ("broker CPU % produce", "produce_broker_cpu_pct"),
     ("broker CPU % consume", "consume_broker_cpu_pct"),
 )
@@ -575,12 +586,17 @@ def run_series(args: argparse.Namespace, variant: Variant, messages: int, phase_
                         deadline=d, check_broker=check_broker, client_conf=client_conf,
                     )
                 )
+            run["consume_default_mib_s"] = consume(
+                bootstrap, topic, partitions, messages, deadline=time.monotonic() + phase_timeout,
+                check_broker=check_broker, client_conf={**client_conf, **CONSUMER_DEFAULTS},
+            )["consume_mib_s"]
             run["consume_client_cpu_pct"] = cpu.client_pct
             run["consume_client_main_cpu_pct"] = cpu.main_pct
             run["consume_broker_cpu_pct"] = cpu.broker_pct
             run["consume_machine_cpu_pct"] = cpu.machine_pct
             print(
-                f"consume: {run['consume_mib_s']:.1f} MiB/s in {run['consume_seconds']:.2f}s",
+                f"consume: {run['consume_mib_s']:.1f} MiB/s in {run['consume_seconds']:.2f}s, "
+                f"with the client's default settings {run['consume_default_mib_s']:.1f} MiB/s",
                 flush=True,
             )
             runs.append(add_ratios(run))

@@ -10,6 +10,7 @@ from .stats import median, ratio
 PRODUCE_TO_DISK_TARGET = 0.35
 PRODUCE_TO_MOCK_TARGET = 0.7  # librdkafka's mock cluster: the protocol path without a disk
 CONSUME_TARGET_MIB_S = 300.0
+CONSUME_DEFAULTS_TARGET = 0.8  # a consumer with librdkafka's defaults against the tuned one
 
 # Per-run figures that get a median, in report order: key, column title, format.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -20,6 +21,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("produce_p50_ms", "p50 ms", "{:.1f}"),
     ("produce_p99_ms", "p99 ms", "{:.1f}"),
     ("consume_mib_s", "consume", "{:.1f}"),
+    ("consume_default_mib_s", "consume defaults", "{:.1f}"),
+    ("consume_default_vs_tuned", "defaults/tuned", "{:.3f}"),
     ("produce_vs_mock", "prod/mock", "{:.3f}"),
     ("produce_vs_disk_each", "prod/disk fsync/MiB", "{:.3f}"),
     ("produce_vs_disk_end", "prod/disk 1fsync", "{:.3f}"),
@@ -40,6 +43,8 @@ CPU_COLUMNS: list[tuple[str, str]] = [
 def add_ratios(run: dict[str, Any]) -> dict[str, Any]:
     """Add the produce/disk and produce/mock ratios to one run's figures (in place) and return it."""
     mock = run.get("mock_produce_mib_s")
+    defaults = run.get("consume_default_mib_s")
+    run["consume_default_vs_tuned"] = ratio(defaults, run["consume_mib_s"]) if defaults is not None else None
     run["produce_vs_mock"] = ratio(run["produce_mib_s"], mock) if mock else None
     run["produce_vs_disk_each"] = ratio(run["produce_mib_s"], run["disk_each_mib_s"])
     run["produce_vs_disk_end"] = ratio(run["produce_mib_s"], run["disk_end_mib_s"])
@@ -61,6 +66,7 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         medians[key] = median(vals) if vals else None
     prod_ratio = medians["produce_vs_disk_each"]
     mock_ratio = medians["produce_vs_mock"]
+    defaults_ratio = medians["consume_default_vs_tuned"]
     consume = medians["consume_mib_s"]
     return {
         "runs": len(runs),
@@ -69,11 +75,13 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "produce_vs_disk": PRODUCE_TO_DISK_TARGET,
             "produce_vs_mock": PRODUCE_TO_MOCK_TARGET,
             "consume_mib_s": CONSUME_TARGET_MIB_S,
+            "consume_default_vs_tuned": CONSUME_DEFAULTS_TARGET,
         },
         "pass": {
             "produce_vs_disk": prod_ratio is not None and prod_ratio >= PRODUCE_TO_DISK_TARGET,
             "produce_vs_mock": mock_ratio is not None and mock_ratio >= PRODUCE_TO_MOCK_TARGET,
             "consume_mib_s": consume is not None and consume >= CONSUME_TARGET_MIB_S,
+            "consume_default_vs_tuned": defaults_ratio is not None and defaults_ratio >= CONSUME_DEFAULTS_TARGET,
         },
     }
 
@@ -166,6 +174,12 @@ def format_report(
             _fmt("{:.1f}", med.get("consume_mib_s")),
             t["consume_mib_s"],
             "PASS" if ok["consume_mib_s"] else "FAIL",
+        )
+    )
+    out.append(
+        "consume, client defaults / tuned:       {}   target >= {:.2f}   {}".format(
+            _fmt("{:.3f}", med.get("consume_default_vs_tuned")), t["consume_default_vs_tuned"],
+            "PASS" if ok["consume_default_vs_tuned"] else "FAIL",
         )
     )
     out.append(

@@ -44,10 +44,11 @@ def test_rate_and_ratio():
     assert ratio(1.0, 0.0) is None
 
 
-def _run(produce, disk_each, disk_end, consume, mock=None):
+def _run(produce, disk_each, disk_end, consume, mock=None, consume_defaults=None):
     return add_ratios(
         {
             "mock_produce_mib_s": mock,
+            "consume_default_mib_s": consume_defaults,
             "disk_end_mib_s": disk_end,
             "disk_each_mib_s": disk_each,
             "produce_mib_s": produce,
@@ -64,7 +65,8 @@ def _run(produce, disk_each, disk_end, consume, mock=None):
 
 def test_summary_takes_median_of_per_run_ratios():
     # Per-run ratios 0.5, 0.2, 0.3 -> median 0.3; the ratio of the medians would be 0.4.
-    runs = [_run(100, 200, 400, 350, mock=200), _run(40, 200, 400, 250, mock=100), _run(300, 1000, 2000, 320)]
+    runs = [_run(100, 200, 400, 350, mock=200, consume_defaults=175), _run(40, 200, 400, 250, mock=100),
+            _run(300, 1000, 2000, 320, consume_defaults=320)]
     s = summarize(runs)
     m = s["medians"]
     assert m["produce_vs_disk_each"] == pytest.approx(0.3)
@@ -73,13 +75,16 @@ def test_summary_takes_median_of_per_run_ratios():
     assert m["consume_mib_s"] == 320
     assert m["produce_broker_cpu_pct"] is None
     assert m["produce_vs_mock"] == pytest.approx(0.45)  # per-run 0.5 and 0.4; the third had no mock run
-    assert s["pass"] == {"produce_vs_disk": False, "produce_vs_mock": False, "consume_mib_s": True}
+    assert m["consume_default_vs_tuned"] == pytest.approx(0.75)  # per-run 0.5 and 1.0
+    assert s["pass"] == {"produce_vs_disk": False, "produce_vs_mock": False, "consume_mib_s": True,
+                         "consume_default_vs_tuned": False}
 
 
 def test_summary_pass_at_threshold_and_report_text():
-    runs = [_run(35, 100, 200, 300, mock=50)]
+    runs = [_run(35, 100, 200, 300, mock=50, consume_defaults=240)]
     s = summarize(runs)
-    assert s["pass"] == {"produce_vs_disk": True, "produce_vs_mock": True, "consume_mib_s": True}
+    assert s["pass"] == {"produce_vs_disk": True, "produce_vs_mock": True, "consume_mib_s": True,
+                         "consume_default_vs_tuned": True}
     text = format_report(
         runs,
         s,
@@ -90,7 +95,7 @@ def test_summary_pass_at_threshold_and_report_text():
         },
     )
     assert "command: python -m loadtest.bench --mb 1" in text
-    assert "0.350" in text and "0.700" in text and "PASS" in text and "FAIL" not in text
+    assert "0.350" in text and "0.700" in text and "0.800" in text and "PASS" in text and "FAIL" not in text
 
 
 def test_summary_of_nothing_is_an_error():
