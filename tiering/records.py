@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import crc32c as _crc32c
 
@@ -221,6 +221,25 @@ def validate_batches(
         headers.append(BatchHeader(pos, *fields))
         pos += size
     return headers
+
+
+def offset_pieces(
+    data: bytes, headers: list[BatchHeader], base_offset: int
+) -> tuple[list[bytes | memoryview], list[BatchHeader]]:
+    """The batches of `data` with baseOffsets consecutive from base_offset, as pieces for one
+    writev: each batch's new 8-byte baseOffset, then the rest of the batch as a view of data.
+    The records are never copied (assign_offsets patches a bytearray copy instead); baseOffset
+    lies outside the CRC, so the batches stay valid. Also the headers with their new offsets."""
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = []
+    stamped: list[BatchHeader] = []
+    offset = base_offset
+    for h in headers:
+        pieces.append(_INT64.pack(offset))
+        pieces.append(view[h.position + BASE_OFFSET_OFFSET + 8 : h.position + h.size])
+        stamped.append(replace(h, base_offset=offset))
+        offset += h.last_offset_delta + 1
+    return pieces, stamped
 
 
 def assign_offsets(

@@ -31,6 +31,7 @@ from tiering.records import (
     assign_offsets,
     build_control_batch,
     control_record_type,
+    offset_pieces,
     read_header,
     record_timestamps,
     validate_batches,
@@ -243,8 +244,10 @@ class UnifiedLog:
             return self.append_prepared(self.prepare_append(records, now_ms=now_ms), now_ms=now_ms)
         config = self._config
         headers = validate_batches(records, config.max_message_bytes)
-        buf = records if isinstance(records, bytearray) else bytearray(records)
         append_time = now_ms if config.log_append_time else None
+        # CreateTime batches are written from the request's bytes as they are, new offsets
+        # beside them; LogAppendTime rewrites CRC-covered bytes, so those get a copy to patch.
+        buf = records if isinstance(records, bytearray) or append_time is None else bytearray(records)
         return self._append_validated(buf, headers, append_time, stamp=append_time,
                                       record_bytes=len(buf), now_ms=now_ms)
 
@@ -270,7 +273,7 @@ class UnifiedLog:
         return self._append_validated(prepared.buf, prepared.headers, prepared.append_time, stamp=None,
                                       record_bytes=prepared.plain_size, now_ms=now_ms)
 
-    def _append_validated(self, buf: bytearray, headers: list[BatchHeader], append_time: int | None, *,
+    def _append_validated(self, buf: bytes | bytearray, headers: list[BatchHeader], append_time: int | None, *,
                           stamp: int | None, record_bytes: int, now_ms: int) -> AppendResult:
         """Producer-state check, offsets (and LogAppendTime when stamp is set), one write."""
         base = self._log_end_offset
@@ -288,9 +291,15 @@ class UnifiedLog:
         count = sum(h.last_offset_delta + 1 for h in headers)
         if self._should_roll(len(buf), base + count - 1, now_ms):
             self.roll()
-        last = assign_offsets(buf, headers, base, stamp)
-        stamped = [read_header(buf, h.position) for h in headers]
-        self._segments[-1].append(buf, stamped, now_ms)
+        if isinstance(buf, bytearray):
+            last = assign_offsets(buf, headers, base, stamp)
+            stamped = [read_header(buf, h.position) for h in headers]
+            self._segments[-1].append(buf, stamped, now_ms)
+        else:
+            assert stamp is None, "a LogAppendTime stamp needs a bytearray to patch"
+            pieces, stamped = offset_pieces(buf, headers, base)
+            last = stamped[-1].last_offset
+            self._segments[-1].append(pieces, stamped, now_ms, size=len(buf))
         self._log_end_offset = last + 1
         if pending is not None:
             self._producers.commit(pending)

@@ -326,18 +326,25 @@ class LogSegment:
     # --- appending -------------------------------------------------------------------------
 
     def append(
-        self, data: bytes | bytearray | memoryview, headers: list[BatchHeader], now_ms: int | None = None
+        self, data: bytes | bytearray | memoryview | list[bytes | memoryview], headers: list[BatchHeader],
+        now_ms: int | None = None, *, size: int | None = None,
     ) -> None:
         """Append whole batches with offsets already assigned; header positions are relative
-        to data. One write for the data; index entries are written after it. now_ms (wall
-        clock, default the system's) starts the segment.ms clock on the first append."""
+        to data, which is one buffer or pieces written with one writev (their total `size`).
+        One write for the data; index entries are written after it. now_ms (wall clock,
+        default the system's) starts the segment.ms clock on the first append."""
         if not headers:
             return
         before = self._append_state()
         index_entries = bytearray()
         time_entries = bytearray()
         try:
-            _write_all(self._log_fd, data)
+            if isinstance(data, list):
+                assert size is not None, "pieces need their total size"
+                _writev_all(self._log_fd, data)
+            else:
+                size = len(data)
+                _write_all(self._log_fd, data)
             self._track(headers, before.size, index_entries, time_entries)
             if index_entries:
                 _write_all(self._index_fd, index_entries)
@@ -348,7 +355,7 @@ class LogSegment:
             # batch without its index entry, no entry pointing past the data.
             self._restore(before)
             raise
-        self._size = before.size + len(data)
+        self._size = before.size + size
         self._next_offset = headers[-1].next_offset
         if self.rolling_basis_ms is None:
             self.rolling_basis_ms = wall_ms() if now_ms is None else now_ms
@@ -681,6 +688,20 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while written < len(view):
         written += os.write(fd, view[written:])
+
+
+def _writev_all(fd: int, pieces: list[bytes | memoryview]) -> None:
+    # IOV_MAX bounds one writev; after a short write (rare on a regular file) the rest goes
+    # out with plain writes, in order.
+    for i in range(0, len(pieces), _IOV_MAX):
+        chunk = pieces[i:i + _IOV_MAX]
+        written = os.writev(fd, chunk)
+        if written < sum(len(p) for p in chunk):
+            _write_all(fd, memoryview(b"".join(pieces[i:]))[written:])
+            return
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 def _pread_exact(fd: int, size: int, position: int) -> bytes:
