@@ -49,7 +49,8 @@ class FileRange:
         os.close(self.fd)
 
 
-Records = FileRange | SealedRange | bytes | bytearray | memoryview
+# A remote read is a list of views of the opened chunks its batches lie in, spliced as they are.
+Records = FileRange | SealedRange | bytes | bytearray | memoryview | list[memoryview]
 
 
 @dataclass
@@ -297,7 +298,7 @@ class Partitions:
             shares.append(share)
             budget -= max(share, 0)
         results = await asyncio.gather(*(
-            tier.read(p.topic, p.partition, p.offset, max(share, 0), min_one=first and i == 0)
+            tier.read_pieces(p.topic, p.partition, p.offset, max(share, 0), min_one=first and i == 0)
             for i, (p, share) in enumerate(zip(parts, shares))), return_exceptions=True)
         total = 0
         for p, data in zip(parts, results):
@@ -321,15 +322,13 @@ class Partitions:
             if not data:
                 continue
             if committed:
-                batches = list(iter_batches(data))
                 lg = self.log(p.topic, p.partition)
-                if lg is not None and batches:
-                    lso_cut = [b for b in batches if b.last_offset < p.last_stable_offset]
-                    data = data[:sum(b.size for b in lso_cut)]
-                    if lso_cut:
-                        p.aborted = await tier.aborted_transactions(lg, p.offset, lso_cut[-1].next_offset)
-            p.records = memoryview(data)  # spliced into the response, not copied through the encoder
-            total += len(data)
+                if lg is not None:
+                    data, next_offset = _below(data, p.last_stable_offset)
+                    if next_offset is not None:
+                        p.aborted = await tier.aborted_transactions(lg, p.offset, next_offset)
+            p.records = data  # spliced into the response, not copied through the encoder
+            total += sum(len(piece) for piece in data)
         return total
 
     # -- offsets -----------------------------------------------------------------------------
@@ -451,6 +450,24 @@ class Partitions:
                     waiting.discard(fut)
                     if not waiting:
                         del self._waiters[key]
+
+
+def _below(pieces: list[memoryview], offset: int) -> tuple[list[memoryview], int | None]:
+    """The leading whole batches of pieces that end below offset (the last stable offset),
+    and the offset after the last of them (None when there are none)."""
+    out: list[memoryview] = []
+    next_offset = None
+    for piece in pieces:
+        end = 0
+        for h in iter_batches(piece):
+            if h.last_offset >= offset:
+                break
+            end, next_offset = h.position + h.size, h.last_offset + 1
+        if end:
+            out.append(piece[:end])
+        if end < len(piece):
+            break
+    return out, next_offset
 
 
 def _close_made(task: asyncio.Future[SealedRange]) -> None:

@@ -22,7 +22,7 @@ from tiering.log.partition import UnifiedLog
 from tiering.log.segment import LogSegment
 from tiering.records import iter_batches, record_timestamps
 from tiering.remote.manifest import ManifestError, PartitionManifest, SegmentEntry, SegmentState
-from tiering.remote.reader import ChunkCache, ReadSettings, RemoteReader
+from tiering.remote.reader import ChunkCache, ReadPart, ReadSettings, RemoteReader
 from tiering.remote.store import ObjectStore, StoreError, StoreUnavailable
 from tiering.remote.transform import TransformError
 from tiering.remote.uploader import SegmentFiles, SegmentUploader, UploadSettings
@@ -36,14 +36,21 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _whole_batches(data: bytes | memoryview, max_bytes: int) -> bytes | memoryview:
-    """The leading whole batches of data within max_bytes."""
-    end = 0
-    for h in iter_batches(data):
-        if h.position + h.size > max_bytes:
+def _whole_batches(pieces: list[memoryview], max_bytes: int) -> list[memoryview]:
+    """The leading whole batches of pieces within max_bytes (none spans two pieces)."""
+    out: list[memoryview] = []
+    for piece in pieces:
+        end = 0
+        for h in iter_batches(piece):
+            if h.position + h.size > max_bytes:
+                break
+            end = h.position + h.size
+        if end:
+            out.append(piece[:end])
+        max_bytes -= end
+        if end < len(piece):
             break
-        end = h.position + h.size
-    return data[:end]
+    return out
 
 _TIME_ENTRY = 12  # time index entry: int64 timestamp, int32 relative offset
 
@@ -382,7 +389,16 @@ class TierManager:
 
     async def read(self, topic: str, partition: int, offset: int, max_bytes: int,
                    min_one: bool) -> bytes | memoryview | None:
-        """Whole batches from the remote segment holding offset on, in offset order; None when
+        """read_pieces as one buffer (a copy when the batches lie in several chunks)."""
+        pieces = await self.read_pieces(topic, partition, offset, max_bytes, min_one)
+        if pieces is None:
+            return None
+        return ReadPart(pieces, None).data
+
+    async def read_pieces(self, topic: str, partition: int, offset: int, max_bytes: int,
+                          min_one: bool) -> list[memoryview] | None:
+        """Whole batches from the remote segment holding offset on, in offset order, as views
+        of the opened chunks they lie in (sent as they are, never joined); None when
         the offset is not remote. Raises StoreError when the store fails or does not answer
         within remote.fetch.max.wait.ms: never an empty answer, which a replay would take for
         its end.
@@ -415,27 +431,24 @@ class TierManager:
                 log.warning("remote read of %s-%d at %d passed remote.fetch.max.wait.ms", topic, partition, offset)
                 raise RemoteReadTimeout(f"remote read of {topic}-{partition} at {offset} passed "
                                         f"remote.fetch.max.wait.ms ({self._settings.fetch_max_wait_ms} ms)") from None
-            parts = [first.data]
-            total = len(first.data)
+            parts = list(first.pieces)
+            total = first.size
             last, end = entry, first.next_offset
             if end is None or end <= entry.last_offset:  # cut by max_bytes, or nothing to return
-                return first.data
+                return parts
             for (e, _), task in zip(following, reads[1:]):
                 try:
                     part = await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - loop.time()))
                 except Exception as ex:  # the answer ends here; the next fetch reports it
                     log.debug("remote read of %s-%d ends before segment %d: %s", topic, partition, e.base_offset, ex)
                     break
-                data = part.data
-                if part.next_offset is None or not data:
+                if part.next_offset is None or not part.pieces:
                     break
-                if total + len(data) > max_bytes:
-                    data = _whole_batches(data, max_bytes - total)
-                    if data:
-                        parts.append(data)
+                if total + part.size > max_bytes:
+                    parts += _whole_batches(part.pieces, max_bytes - total)
                     break
-                parts.append(data)
-                total += len(data)
+                parts += part.pieces
+                total += part.size
                 last, end = e, part.next_offset
                 if end <= e.last_offset:
                     break
@@ -443,7 +456,7 @@ class TierManager:
                 if end > last.last_offset:  # ended at a segment's end: warm the next ones
                     for e, _ in self._following(m, last, 1 << 62, self._reader.settings.prefetch_chunks):
                         self._reader.prefetch_segment(m, e)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return parts
         finally:
             for task in reads:
                 if not task.done():

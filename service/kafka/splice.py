@@ -33,19 +33,20 @@ def _uvarint(n: int) -> bytes:
 
 
 def splice(correlation_id: int, response: Any, flexible: bool,
-           ranges: list[tuple[bytes, Part]]) -> SplicedResponse:
-    """`ranges` are (marker, file range, lazy part, or bytes read remotely) in the order their
-    fields appear in the response; bytes are sent as they are, without another copy."""
+           ranges: list[tuple[bytes, Part | list[memoryview]]]) -> SplicedResponse:
+    """`ranges` are (marker, file range, lazy part, bytes, or the views of a remote read) in
+    the order their fields appear in the response; bytes are sent as they are, not copied."""
     encoded = encode_response(correlation_id, response)
     old_prefix = 1 if flexible else 4  # compact bytes: uvarint(17) is one byte; legacy: int32
     parts: list[Part] = []
     pos = 0
     for marker, file_range in ranges:
         at = encoded.index(marker, pos)
-        size = part_size(file_range)
+        pieces = file_range if isinstance(file_range, list) else [file_range]
+        size = sum(part_size(p) for p in pieces)
         new_prefix = _uvarint(size + 1) if flexible else struct.pack(">i", size)
         parts.append(encoded[pos:at - old_prefix] + new_prefix)
-        parts.append(file_range)
+        parts += pieces
         pos = at + MARKER_SIZE
     parts.append(encoded[pos:])
     return SplicedResponse(parts)

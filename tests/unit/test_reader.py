@@ -133,3 +133,27 @@ def test_opened_chunks_are_bounded_per_partition_and_in_all() -> None:
     opened.put("c-0", "c/0", b"z" * 30)  # 20 + 60 + 30 > 100: the least recently used goes
     assert opened.size <= 100 and opened.get("c/0") == b"z" * 30
     assert opened.get("a/1") is None
+
+
+async def test_a_read_across_chunks_is_views_of_each_chunk_not_a_joined_copy(tmp_path, uploaded):
+    up, manifest, entry, raw, store = uploaded
+    cache = ChunkCache(tmp_path / "cache", 1 << 20)
+    await cache.start()
+    reader = RemoteReader(up, "", cache, ReadSettings(prefetch_chunks=0))
+    part = await reader.read_part(manifest, entry, 7, 30_000)  # 8 KiB chunks: four or five of them
+    assert len(part.pieces) >= 4
+    assert all(isinstance(p, memoryview) for p in part.pieces)
+    # Each piece is whole batches (chunks end at batch boundaries), together exactly the
+    # batches a local read gives, and the offset after them.
+    for piece in part.pieces:
+        batches = list(iter_batches(piece))
+        assert sum(b.size for b in batches) == len(piece)
+    assert b"".join(part.pieces) == whole_batches_from(raw, 7, 30_000)
+    assert part.size == len(whole_batches_from(raw, 7, 30_000))
+    assert part.next_offset == list(iter_batches(part.data))[-1].last_offset + 1
+    # Each piece is a view of an opened chunk, not of a copy: the same memory as the chunk's.
+    ix = await reader.indexes(manifest, entry)
+    second = ix.chunks.entries[ix.chunks.chunks_for_offset(7).index + 1]
+    opened = reader._opened.get(f"{entry.segment_uuid}/{second.index}")
+    assert opened is not None and part.pieces[1].obj is opened
+    await reader.close()

@@ -130,3 +130,18 @@ async def test_a_sealed_range_splices_as_its_opened_batches(tmp_path, version):
     assert lazy.size == len(plain)
     assert await _spliced_bytes(spliced) == encode_response(9, _fetch_response(version, [b"", plain]))
     spliced.close()
+
+
+@pytest.mark.parametrize("version", [4, 16])
+def test_one_records_field_from_several_views(version):
+    """A remote read answers with views of the chunks its batches lie in: one records field,
+    its length prefix the views' total, the views sent one after the other as they are."""
+    payloads = [b"q" * 200 + b"r" * 150, b"s" * 40]
+    expected = encode_response(7, _fetch_response(version, payloads))
+    chunk_a, chunk_b = bytearray(b"q" * 200), bytearray(b"r" * 150)
+    views = [memoryview(chunk_a), memoryview(chunk_b)]
+    m1, m2 = new_marker(), new_marker()
+    spliced = splice(7, _fetch_response(version, [m1, m2]), version >= 12, [(m1, views), (m2, b"s" * 40)])
+    assert any(p is views[0] for p in spliced.parts) and any(p is views[1] for p in spliced.parts)
+    assert b"".join(bytes(p) for p in spliced.parts) == expected
+    assert spliced.size == len(expected)

@@ -293,11 +293,23 @@ def _txn_entries(txn_index: bytes) -> tuple[TxnEntry, ...]:
 
 @dataclass(frozen=True)
 class ReadPart:
-    """Whole batches read from one remote segment, and the offset after the last of them
-    (None when there are none)."""
+    """Whole batches read from one remote segment, as views of the opened chunks they lie in
+    (chunks end at batch boundaries, so no batch spans two), and the offset after the last of
+    them (None when there are none)."""
 
-    data: bytes | memoryview
+    pieces: list[memoryview]
     next_offset: int | None
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+    @property
+    def data(self) -> bytes | memoryview:
+        """The batches as one buffer (a copy when they span chunks)."""
+        if not self.pieces:
+            return b""
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
 
 
 class RemoteReader:
@@ -438,27 +450,35 @@ class RemoteReader:
         ix, data_key = await self._segment(manifest, entry)
         first = ix.chunks.chunks_for_offset(offset)
         if first is None:
-            return ReadPart(b"", None)
+            return ReadPart([], None)
         # The batch holding `offset` starts somewhere in the first chunk: cover max_bytes past
         # the end of that chunk so a full answer never falls short by the part before it.
         chunks = ix.chunks.chunks_for_range(offset, max(max_bytes, 1) + first.size)
         parts = await asyncio.gather(*(self._chunk(manifest, entry, c, data_key) for c in chunks))
         self._prefetch(manifest, entry, ix, chunks[-1].index + 1, data_key)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        start = end = next_offset = None
-        for h in iter_batches(data):
-            if h.last_offset < offset:
-                continue
-            if start is None:
-                start = h.position
-            if h.position + h.size - start > max_bytes and not (min_one and end is None):
+        # Views, not copies, chunk by chunk: the fetch response sends them as they are.
+        pieces: list[memoryview] = []
+        total = 0
+        next_offset = None
+        for data in parts:
+            start = end = None
+            full = False
+            for h in iter_batches(data):
+                if h.last_offset < offset:
+                    continue
+                if start is None:
+                    start = h.position
+                if total + h.position + h.size - start > max_bytes and not (min_one and next_offset is None):
+                    full = True
+                    break
+                end = h.position + h.size
+                next_offset = h.last_offset + 1
+            if start is not None and end is not None:
+                pieces.append(memoryview(data)[start:end])
+                total += end - start
+            if full:
                 break
-            end = h.position + h.size
-            next_offset = h.last_offset + 1
-        # A view, not a copy: the fetch response sends it as it is.
-        if start is None or end is None:
-            return ReadPart(b"", None)
-        return ReadPart(memoryview(data)[start:end], next_offset)
+        return ReadPart(pieces, next_offset)
 
     def _prefetch(self, manifest: PartitionManifest, entry: SegmentEntry, ix: SegmentIndexes, first: int,
                   data_key: bytes | None) -> None:

@@ -81,7 +81,7 @@ def _respond(ctx: RequestContext, parts: list[tuple[PartitionRead, uuid.UUID | N
     # entry whenever the topic changes (a request may list A-0, B-0, A-1). The splice below
     # needs the record fields in exactly the order they are encoded.
     topics: list[tuple[str, uuid.UUID | None, list[Any]]] = []
-    ranges: list[tuple[bytes, Part]] = []
+    ranges: list[tuple[bytes, Part | list[memoryview]]] = []
     for p, topic_id in parts:
         records: bytes = p.records if isinstance(p.records, bytes) else b""
         if p.records is not None and not isinstance(p.records, bytes):  # spliced in after encoding
