@@ -124,7 +124,7 @@ def measure(target: Target, topic: str, partitions: int, rate_mib_s: float, seco
 
 
 def _broker_target(name: str, variant: Variant, policy: str, work_dir: Path) -> tuple[Target, BrokerProcess]:
-    broker = BrokerProcess(data_dir=work_dir / f"{name}-data", settings={
+    broker = BrokerProcess(data_dir=work_dir / f"{name.replace(' ', '-')}-data", settings={
         **variant.broker_settings, "log.flush.policy": policy, "auto.create.topics.enable": "false"},
         command=variant.command, env=variant.env, listener_name=variant.listener_name)
     broker.start()
@@ -140,8 +140,7 @@ def run(args: argparse.Namespace, work_dir: Path, say: Callable[[str], None]) ->
     samples: list[Sample] = []
     try:
         for name, variant, policy in variants:
-            targets.append(_broker_target(name.replace(" ", "-"), variant, policy, work_dir))
-            targets[-1][0].name = name
+            targets.append(_broker_target(name, variant, policy, work_dir))
         for run_no in range(1, args.runs + 1):
             for rate in args.rates:
                 for target, broker in targets:

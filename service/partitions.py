@@ -26,7 +26,7 @@ from tiering.log.manager import LogManager
 from tiering.log.partition import AppendResult, OffsetOutOfRangeError, ReadSlice, UnifiedLog
 from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
-from tiering.records import InvalidRecordError, iter_batches
+from tiering.records import InvalidRecordError, leading_batches
 from tiering.remote.store import StoreError
 from tiering.remote.transform import TransformError
 from tiering.tier import TieredTopic, TierManager
@@ -324,7 +324,7 @@ class Partitions:
             if committed:
                 lg = self.log(p.topic, p.partition)
                 if lg is not None:
-                    data, next_offset = _below(data, p.last_stable_offset)
+                    data, next_offset = leading_batches(data, below=p.last_stable_offset)
                     if next_offset is not None:
                         p.aborted = await tier.aborted_transactions(lg, p.offset, next_offset)
             p.records = data  # spliced into the response, not copied through the encoder
@@ -450,24 +450,6 @@ class Partitions:
                     waiting.discard(fut)
                     if not waiting:
                         del self._waiters[key]
-
-
-def _below(pieces: list[memoryview], offset: int) -> tuple[list[memoryview], int | None]:
-    """The leading whole batches of pieces that end below offset (the last stable offset),
-    and the offset after the last of them (None when there are none)."""
-    out: list[memoryview] = []
-    next_offset = None
-    for piece in pieces:
-        end = 0
-        for h in iter_batches(piece):
-            if h.last_offset >= offset:
-                break
-            end, next_offset = h.position + h.size, h.last_offset + 1
-        if end:
-            out.append(piece[:end])
-        if end < len(piece):
-            break
-    return out, next_offset
 
 
 def _close_made(task: asyncio.Future[SealedRange]) -> None:

@@ -32,7 +32,7 @@ class ClusterView:
         return self.node_id
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     config: BrokerConfig
     partitions: Partitions
@@ -41,4 +41,4 @@ class Services:
     txn: TransactionCoordinator
     access: Access
     producer_ids: ProducerIds
-    cluster: ClusterView  # replaced once the listeners are bound (port 0 becomes a real port)
+    cluster: ClusterView  # built once the listeners are bound: a port-0 listener's real port

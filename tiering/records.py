@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import crc32c as _crc32c
@@ -221,6 +221,41 @@ def validate_batches(
         headers.append(BatchHeader(pos, *fields))
         pos += size
     return headers
+
+
+def leading_batches(
+    pieces: Iterable[bytes | memoryview], *, from_offset: int = -1, max_bytes: int | None = None,
+    min_one: bool = False, below: int | None = None,
+) -> tuple[list[memoryview], int | None]:
+    """The whole batches of pieces (no batch spans two) from the one holding from_offset on,
+    within max_bytes (but at least one batch with min_one) and ending below offset `below`:
+    as views of the pieces, never copied, and the offset after the last batch taken (None
+    when none is)."""
+    out: list[memoryview] = []
+    taken = 0
+    next_offset = None
+    for piece in pieces:
+        view = memoryview(piece)
+        start = end = None
+        stopped = False
+        for h in iter_batches(view):
+            if h.last_offset < from_offset:
+                continue
+            if start is None:
+                start = h.position
+            size = taken + h.position + h.size - start
+            if (max_bytes is not None and size > max_bytes and not (min_one and next_offset is None)) \
+                    or (below is not None and h.last_offset >= below):
+                stopped = True
+                break
+            end = h.position + h.size
+            next_offset = h.last_offset + 1
+        if start is not None and end is not None:
+            out.append(view[start:end])
+            taken += end - start
+        if stopped:
+            break
+    return out, next_offset
 
 
 def offset_pieces(

@@ -20,7 +20,7 @@ from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
 from tiering.log.partition import UnifiedLog
 from tiering.log.segment import LogSegment
-from tiering.records import iter_batches, record_timestamps
+from tiering.records import iter_batches, leading_batches, record_timestamps
 from tiering.remote.manifest import ManifestError, PartitionManifest, SegmentEntry, SegmentState
 from tiering.remote.reader import ChunkCache, ReadPart, ReadSettings, RemoteReader
 from tiering.remote.store import ObjectStore, StoreError, StoreUnavailable
@@ -35,22 +35,6 @@ def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
-
-def _whole_batches(pieces: list[memoryview], max_bytes: int) -> list[memoryview]:
-    """The leading whole batches of pieces within max_bytes (none spans two pieces)."""
-    out: list[memoryview] = []
-    for piece in pieces:
-        end = 0
-        for h in iter_batches(piece):
-            if h.position + h.size > max_bytes:
-                break
-            end = h.position + h.size
-        if end:
-            out.append(piece[:end])
-        max_bytes -= end
-        if end < len(piece):
-            break
-    return out
 
 _TIME_ENTRY = 12  # time index entry: int64 timestamp, int32 relative offset
 
@@ -445,7 +429,7 @@ class TierManager:
                 if part.next_offset is None or not part.pieces:
                     break
                 if total + part.size > max_bytes:
-                    parts += _whole_batches(part.pieces, max_bytes - total)
+                    parts += leading_batches(part.pieces, max_bytes=max_bytes - total)[0]
                     break
                 parts += part.pieces
                 total += part.size

@@ -299,7 +299,7 @@ class UnifiedLog:
             assert stamp is None, "a LogAppendTime stamp needs a bytearray to patch"
             pieces, stamped = offset_pieces(buf, headers, base)
             last = stamped[-1].last_offset
-            self._segments[-1].append(pieces, stamped, now_ms, size=len(buf))
+            self._segments[-1].append(pieces, stamped, now_ms)
         self._log_end_offset = last + 1
         if pending is not None:
             self._producers.commit(pending)

@@ -327,10 +327,10 @@ class LogSegment:
 
     def append(
         self, data: bytes | bytearray | memoryview | list[bytes | memoryview], headers: list[BatchHeader],
-        now_ms: int | None = None, *, size: int | None = None,
+        now_ms: int | None = None,
     ) -> None:
         """Append whole batches with offsets already assigned; header positions are relative
-        to data, which is one buffer or pieces written with one writev (their total `size`).
+        to data, which is one buffer or pieces written with one writev.
         One write for the data; index entries are written after it. now_ms (wall clock,
         default the system's) starts the segment.ms clock on the first append."""
         if not headers:
@@ -340,7 +340,7 @@ class LogSegment:
         time_entries = bytearray()
         try:
             if isinstance(data, list):
-                assert size is not None, "pieces need their total size"
+                size = sum(len(p) for p in data)
                 _writev_all(self._log_fd, data)
             else:
                 size = len(data)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tiering.log.txn_index import ENTRY as TXN_ENTRY
-from tiering.records import iter_batches
+from tiering.records import leading_batches
 from tiering.remote.manifest import PartitionManifest, SegmentEntry
 from tiering.remote.transform import ChunkEntry, TransformError, restore_chunk
 from tiering.remote.uploader import SegmentIndexes, SegmentUploader
@@ -457,27 +457,7 @@ class RemoteReader:
         parts = await asyncio.gather(*(self._chunk(manifest, entry, c, data_key) for c in chunks))
         self._prefetch(manifest, entry, ix, chunks[-1].index + 1, data_key)
         # Views, not copies, chunk by chunk: the fetch response sends them as they are.
-        pieces: list[memoryview] = []
-        total = 0
-        next_offset = None
-        for data in parts:
-            start = end = None
-            full = False
-            for h in iter_batches(data):
-                if h.last_offset < offset:
-                    continue
-                if start is None:
-                    start = h.position
-                if total + h.position + h.size - start > max_bytes and not (min_one and next_offset is None):
-                    full = True
-                    break
-                end = h.position + h.size
-                next_offset = h.last_offset + 1
-            if start is not None and end is not None:
-                pieces.append(memoryview(data)[start:end])
-                total += end - start
-            if full:
-                break
+        pieces, next_offset = leading_batches(parts, from_offset=offset, max_bytes=max_bytes, min_one=min_one)
         return ReadPart(pieces, next_offset)
 
     def _prefetch(self, manifest: PartitionManifest, entry: SegmentEntry, ix: SegmentIndexes, first: int,
