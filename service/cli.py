@@ -10,6 +10,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import uvloop
+
 from service.config import ConfigError, load_config
 
 log = logging.getLogger("sediment")
@@ -195,7 +197,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"sediment: {e}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_run(config))
+        if config["event.loop"] == "uvloop":
+            uvloop.run(_run(config))
+        else:
+            asyncio.run(_run(config))
     except ConfigError as e:
         print(f"sediment: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -39,6 +40,7 @@ class FramedConnection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
+        self._lost: asyncio.Future[None] | None = None  # set when the connection is gone
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -46,7 +48,9 @@ class FramedConnection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream server's transport is a Transport
-        self.task = asyncio.get_running_loop().create_task(self._on_connect(self))
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        self.task = loop.create_task(self._on_connect(self))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._big is not None:
@@ -69,6 +73,8 @@ class FramedConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("connection closed"))
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         for w in self._drain_waiters:
             if not w.done():
                 w.set_exception(ConnectionResetError("connection lost"))
@@ -168,6 +174,57 @@ class FramedConnection(asyncio.BufferedProtocol):
             self._drain_waiters.append(w)
             await w
 
+    async def flushed(self) -> None:
+        """Wait until everything written so far has gone to the kernel."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        if not self.transport.get_write_buffer_size():
+            return
+        low, high = self.transport.get_write_buffer_limits()
+        self.transport.set_write_buffer_limits(high=0, low=0)  # pauses now, resumes when empty
+        try:
+            await self.drain()
+        finally:
+            self.transport.set_write_buffer_limits(high=high, low=low)
+
+    async def sendfile(self, fd: int, position: int, size: int) -> None:
+        """Send a file range with the sendfile system call, after what is already written.
+
+        Our own rather than loop.sendfile: uvloop has none, and asyncio's pauses reading on
+        the connection while it sends, which pipelined requests need not wait for. The
+        socket's descriptor is duplicated because a loop refuses to watch a transport's own."""
+        await self.flushed()
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        sock = os.dup(self.transport.get_extra_info("socket").fileno())
+        try:
+            while size:
+                try:
+                    n = os.sendfile(sock, fd, position, size)
+                except BlockingIOError:
+                    await self._writable(loop, sock)
+                    continue
+                if n == 0:
+                    raise ConnectionResetError(f"file ended {size} bytes before the range did")
+                position += n
+                size -= n
+        finally:
+            os.close(sock)
+
+    async def _writable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        """Until the socket takes more bytes; raises if the connection is lost meanwhile (the
+        duplicated descriptor would otherwise keep a closed connection's socket waiting)."""
+        assert self._lost is not None  # made when the connection was
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await asyncio.wait((ready, self._lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_writer(fd)
+            ready.cancel()
+        if self._lost.done() or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default) if self.transport else default
 
@@ -180,3 +237,4 @@ class FramedConnection(asyncio.BufferedProtocol):
         finished)."""
         if self.transport is not None:
             self.transport.abort()
+

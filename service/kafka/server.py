@@ -341,9 +341,7 @@ class KafkaServer:
                     writer.write(await asyncio.to_thread(os.pread, part.fd, n, pos))
                     await writer.drain()
             else:
-                with open(part.fd, "rb", buffering=0, closefd=False) as f:
-                    assert writer.transport is not None  # connected: it is sending this answer
-                    await loop.sendfile(writer.transport, f, part.position, part.size)
+                await writer.sendfile(part.fd, part.position, part.size)
         await writer.drain()
 
     @staticmethod

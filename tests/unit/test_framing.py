@@ -62,3 +62,115 @@ async def test_bad_size_prefix_fails_after_earlier_frames(size):
     assert isinstance(err, FrameTooLarge) and err.size == size
     writer.close()
     server.close()
+
+
+# -- sendfile: on asyncio's loop and on uvloop, after what was written, whatever the socket takes --
+
+def _on_loop(kind: str, main) -> None:
+    import uvloop
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+async def _sending_server(send):
+    """A server whose connection runs `send(conn)`; returns it, its port and the send's outcome."""
+    outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def on_connect(conn: FramedConnection) -> None:
+        try:
+            await send(conn)
+            outcome.set_result(None)
+        except BaseException as e:  # the test looks at what it was
+            outcome.set_result(e)
+        finally:
+            conn.close()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FramedConnection(1 << 20, 8, on_connect), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], outcome
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_sendfile_follows_written_bytes_through_a_slow_reader(tmp_path, kind):
+    data = os.urandom(24 << 20)  # far more than the socket buffers: sendfile must wait for room
+    (tmp_path / "seg").write_bytes(data)
+
+    async def main():
+        fd = os.open(tmp_path / "seg", os.O_RDONLY)
+
+        async def send(conn: FramedConnection) -> None:
+            conn.write(b"head" * 100_000)  # queued in the transport before the file range
+            await conn.sendfile(fd, 1000, len(data) - 2000)
+            conn.write(b"tail")
+            await conn.drain()
+
+        server, port, outcome = await _sending_server(send)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        got = bytearray()
+        while chunk := await reader.read(64 * 1024):
+            got += chunk
+            if len(got) < 4 << 20:
+                await asyncio.sleep(0)  # read slowly at first, so the sender meets a full socket
+        assert await outcome is None
+        assert bytes(got) == b"head" * 100_000 + data[1000:-1000] + b"tail"
+        writer.close()
+        server.close()
+        os.close(fd)
+
+    _on_loop(kind, main)
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_sendfile_to_a_peer_that_stops_reading_and_leaves_fails_instead_of_waiting(tmp_path, kind):
+    (tmp_path / "seg").write_bytes(os.urandom(32 << 20))
+
+    async def main():
+        fd = os.open(tmp_path / "seg", os.O_RDONLY)
+        blocked = asyncio.Event()
+        conns: list[FramedConnection] = []
+
+        async def send(conn: FramedConnection) -> None:
+            conns.append(conn)
+            blocked.set()  # the peer never reads: the send blocks once the buffers are full
+            await conn.sendfile(fd, 0, 32 << 20)
+
+        server, port, outcome = await _sending_server(send)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await blocked.wait()
+        writer.transport.abort()  # the client goes away without reading
+        result = await asyncio.wait_for(outcome, 10)
+        assert isinstance(result, ConnectionError), result
+        server.close()
+        os.close(fd)
+
+    _on_loop(kind, main)
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_sendfile_stops_when_the_broker_closes_the_connection(tmp_path, kind):
+    (tmp_path / "seg").write_bytes(os.urandom(32 << 20))
+
+    async def main():
+        fd = os.open(tmp_path / "seg", os.O_RDONLY)
+        sending = asyncio.Event()
+        conns: list[FramedConnection] = []
+
+        async def send(conn: FramedConnection) -> None:
+            conns.append(conn)
+            sending.set()
+            await conn.sendfile(fd, 0, 32 << 20)
+
+        server, port, outcome = await _sending_server(send)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)  # never reads
+        await sending.wait()
+        conns[0].abort()  # an idle or limit close while the answer waits for room
+        result = await asyncio.wait_for(outcome, 10)
+        assert isinstance(result, ConnectionError), result
+        writer.close()
+        server.close()
+        os.close(fd)
+
+    _on_loop(kind, main)
