@@ -163,7 +163,10 @@ class FramedConnection(asyncio.BufferedProtocol):
     # -- bytes out -----------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self.transport is not None
+        # asyncio drops writes to a closing transport; uvloop raises RuntimeError: one error
+        # for both, the one the senders expect.
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
         self.transport.write(data)
 
     async def drain(self) -> None:
@@ -216,7 +219,11 @@ class FramedConnection(asyncio.BufferedProtocol):
         duplicated descriptor would otherwise keep a closed connection's socket waiting)."""
         assert self._lost is not None  # made when the connection was
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(fd, wake)
         try:
             await asyncio.wait((ready, self._lost), return_when=asyncio.FIRST_COMPLETED)
         finally:

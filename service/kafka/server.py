@@ -5,8 +5,8 @@ requests (and their fsyncs) overlap; a sender task writes the answers strictly i
 Handlers that must act in arrival order (produce appends) do so before their first await: tasks
 start in creation order. A frame that is oversized or does not parse closes that connection only.
 
-TLS listeners accept plain TCP and upgrade each connection with the TLS context current at that
-moment, so reloaded certificates apply to new connections. SASL listeners run each connection's
+TLS listeners swap the TLS context current at that moment into each handshake, so reloaded
+certificates apply to new connections. SASL listeners run each connection's
 SASL state machine (service.kafka.sasl) before serving anything else; SSL listeners take the
 principal from the client certificate.
 """
@@ -18,7 +18,6 @@ import logging
 import os
 import ssl
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
@@ -59,20 +58,6 @@ class _PartFailed(Exception):
     """A lazy part could not make its bytes after the answer's length went out."""
 
 
-class _TlsAccept(asyncio.Protocol):
-    """A fresh TCP connection on a TLS listener, until start_tls hands it to the framing."""
-
-    def __init__(self, upgrade: Callable[[asyncio.Transport], None]) -> None:
-        self._upgrade = upgrade
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]  # start_tls resumes it
-        self._upgrade(transport)  # type: ignore[arg-type]  # a TCP server's transport is a Transport
-
-    def data_received(self, data: bytes) -> None:  # reading is paused until TLS takes over
-        pass
-
-
 class KafkaServer:
     """The Kafka listeners: `bind()` takes the ports (a port-0 listener gets one from the
     system), `serve(services)` starts accepting, once the broker knows what to advertise."""
@@ -85,7 +70,6 @@ class KafkaServer:
         self._services: Services | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
-        self._handshakes: set[asyncio.Task[None]] = set()
         self._max_reauth_ms = int(config["connections.max.reauth.ms"])
         self._failed_auth_delay_ms = int(config["connection.failed.authentication.delay.ms"])
         self._max_request = int(config["socket.request.max.bytes"])
@@ -95,14 +79,11 @@ class KafkaServer:
     async def bind(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self._listeners:
-            factory: Callable[[], asyncio.BaseProtocol]
-            if listener.security_protocol in ("SSL", "SASL_SSL"):
-                # mypy cannot infer a lambda with a default argument; the declared type above holds.
-                factory = lambda l=listener: _TlsAccept(lambda t, l=l: self._accept_tls(l, t))  # type: ignore[misc]  # noqa: E731
-            else:
-                factory = lambda l=listener: self._framed(l)  # type: ignore[misc]  # noqa: E731
-            server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True,
-                                              start_serving=False)
+            context = self._tls_context(listener)
+            server = await loop.create_server(
+                lambda l=listener: self._framed(l),
+                listener.host, listener.port, reuse_address=True, start_serving=False, ssl=context,
+                ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S if context is not None else None)
             self._servers.append(server)
             self.bound[listener.name] = server.sockets[0].getsockname()[:2]
 
@@ -115,33 +96,26 @@ class KafkaServer:
     def _framed(self, listener: Listener) -> FramedConnection:
         return FramedConnection(self._max_request, _HEAD.size, lambda c: self._on_connect(listener, c))
 
-    def _accept_tls(self, listener: Listener, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._tls_handshake(listener, transport))
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
-
-    async def _tls_handshake(self, listener: Listener, transport: asyncio.Transport) -> None:
+    def _tls_context(self, listener: Listener) -> ssl.SSLContext | None:
+        """A TLS listener's context: each handshake swaps in the context current at that
+        moment (from its ClientHello callback, which runs with or without SNI), so reloaded
+        certificates apply to new connections."""
+        if listener.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
         tls = self._auth.tls
         assert tls is not None, "TLS listener without a TLS context"
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        framed = self._framed(listener)
-        context = tls.current(client_auth=listener.security_protocol == "SSL")
-        try:
-            tls_transport = await asyncio.get_running_loop().start_tls(
-                transport, framed, context, server_side=True, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT_S)
-        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
-            # An untrusted or missing client certificate ends here (the client sees the alert).
-            log.warning("TLS handshake with %s:%s on %s failed: %s", peer[0], peer[1], listener.name, e)
-            transport.close()
-            return
-        assert tls_transport is not None  # start_tls returns the TLS transport or raises
-        framed.connection_made(tls_transport)
+        client_auth = listener.security_protocol == "SSL"
+        first = tls.current(client_auth=client_auth)
+
+        def current(sslobj: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            sslobj.context = tls.current(client_auth=client_auth)
+
+        first.sni_callback = current
+        return first
 
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for task in list(self._handshakes):
-            task.cancel()
         for task in list(self._connections):
             task.cancel()
         if self._connections:
