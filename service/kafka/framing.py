@@ -105,7 +105,7 @@ class FramedConnection(asyncio.BufferedProtocol):
                 return
             body = self._start + 4
             if self._end - body >= size:
-                self._push(bytes(buf[body:body + size]))
+                self._push(bytes(memoryview(buf)[body:body + size]))  # one copy, not a slice's two
                 self._start = body + size
                 continue
             if size > len(buf) - 4:
