@@ -339,6 +339,12 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
     ConfigKey("queued.max.requests", "int", 500, at_least(1),
               "Requests of one connection being handled at once; beyond it the broker stops reading from "
               "that connection until answers go out."),
+    ConfigKey("quota.window.num", "int", 11, at_least(1),
+              "The number of samples of quota.window.size.seconds that client quota rates "
+              "(producer_byte_rate, consumer_byte_rate, request_percentage) are measured over."),
+    ConfigKey("quota.window.size.seconds", "int", 1, at_least(1),
+              "The time span of each sample of client quota rates; also the longest throttle a "
+              "request_percentage quota gives."),
     ConfigKey("producer.id.expiration.ms", "int", 86_400_000, at_least(1),
               "How long a partition remembers an idempotent producer that stopped writing to it (and so "
               "recognises its retried batches)."),
