@@ -16,6 +16,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import KafkaError, Producer, TopicPartition
@@ -330,6 +331,14 @@ def test_a_produce_quota_holds_one_tenant_and_not_the_other(broker_factory):
     assert {name for name, _ in limited.throttles} == {f"127.0.0.1:{b.port}"}, limited.throttles[:5]
     assert all(0 <= ms <= 5000 for _, ms in limited.throttles) and max(ms for _, ms in limited.throttles) > 0
     wait_until(lambda: limited.stats_throttle_max > 0, 10, what="a throttle in librdkafka's statistics")
+    # The broker's metrics per quota entity (a client-id quota: the user is not part of it).
+    with urllib.request.urlopen(b.http_base + "/metrics", timeout=10) as r:
+        metrics = dict(line.rsplit(" ", 1) for line in r.read().decode().splitlines() if not line.startswith("#"))
+    labels = '{quota_type="Produce",user="",client_id="limited"}'
+    assert float(metrics["sediment_quota_limit" + labels]) == MIB
+    assert float(metrics["sediment_quota_throttled_total" + labels]) > 0
+    assert float(metrics["sediment_quota_throttle_time_ms_total" + labels]) > 0
+    assert not any("free" in k for k in metrics)
 
 
 def test_kafka_python_producer_and_consumer_are_throttled(broker_factory):
