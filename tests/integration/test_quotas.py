@@ -18,9 +18,9 @@ import threading
 import time
 import urllib.request
 
-import pytest
-from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KafkaTopicPartition
 from kafka.protocol.admin.client_quotas import AlterClientQuotasRequest, DescribeClientQuotasRequest
 
 from . import ck
@@ -362,7 +362,7 @@ def test_kafka_python_producer_and_consumer_are_throttled(broker_factory):
     c = KafkaConsumer(bootstrap_servers=b.bootstrap, client_id="kp-consumer", auto_offset_reset="earliest",
                       enable_auto_commit=False, max_partition_fetch_bytes=65536, fetch_max_bytes=65536)
     try:
-        c.assign([TopicPartition_kp(topic, 0)])
+        c.assign([KafkaTopicPartition(topic, 0)])
         got: list[bytes] = []
         deadline = time.monotonic() + 120
         while len(got) < len(values) and time.monotonic() < deadline:
@@ -436,8 +436,3 @@ def test_request_time_quota_throttles_every_api_and_mutes_the_connection(broker_
         assert time.monotonic() - t0 >= 0.9
         assert api_versions(other, "someone-else", 3) == 0
 
-
-def TopicPartition_kp(topic: str, partition: int):
-    from kafka import TopicPartition as KTopicPartition
-
-    return KTopicPartition(topic, partition)
