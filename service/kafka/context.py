@@ -54,6 +54,7 @@ class RequestContext:
     schema: Schema  # the response classes of this version
     span_attributes: dict[str, Any] = field(default_factory=dict)
     size: int = 0  # bytes of the request (what a produce quota counts)
+    throttle_ms: int = 0  # the throttle a quota gave when the request arrived (kafka/throttle.py)
     meter: LoopMeter | None = None  # its event-loop time, measured under a request quota (kafka/throttle.py)
 
     @property

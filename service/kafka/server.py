@@ -190,7 +190,7 @@ class KafkaServer:
         try:
             while not sender.done():
                 frame = await framed.read_frame()
-                if self._services is not None and self._services.quotas.active:
+                if conn.throttled_until:
                     await throttle.unmuted(conn)  # a throttled connection takes no request until its time is up
                 sasl = conn.sasl
                 serial = sasl is not None and (sasl.serial or bytes(frame[:2]) == _SASL_HANDSHAKE_KEY)
@@ -248,6 +248,8 @@ class KafkaServer:
             correlation_id=correlation_id, client_id=header.client_id,
             schema=response_schema(api_key, version), size=len(frame),
         )
+        if self._services.quotas.active:
+            throttle.arrived(ctx)  # a produce's bytes count now: a throttle mutes before the next frame
         return asyncio.create_task(self._run(ctx, request))
 
     @staticmethod

@@ -79,14 +79,20 @@ class _Timed:
 
 
 async def unmuted(conn: Connection) -> None:
-    """Before a connection's next request is taken (while quotas are configured): give the
-    requests taken before it a turn of the loop, in which a produce records its bytes, then wait
-    out the connection's throttle. Without that turn, requests already buffered would all be
-    taken before the first of them could throttle the connection."""
-    await asyncio.sleep(0)
-    wait = conn.throttled_until - time.monotonic()
-    if wait > 0:
+    """Before a throttled connection's next request is taken: wait out its throttle (and any
+    a request still in progress adds meanwhile)."""
+    while (wait := conn.throttled_until - time.monotonic()) > 0:
         await asyncio.sleep(wait)
+    conn.throttled_until = 0.0
+
+
+def arrived(ctx: RequestContext) -> None:
+    """A request was read (while quotas are configured). A produce's bytes are recorded against
+    producer_byte_rate now, before the server reads the connection's next frame, so a throttle
+    mutes the connection at once: recorded in the handler, it would come after the frames
+    already buffered were all taken."""
+    if ctx.api_key == 0:
+        ctx.throttle_ms = produce_bytes(ctx)
 
 
 def mute(ctx: RequestContext, ms: int) -> None:
@@ -127,8 +133,7 @@ def with_throttle_time(response: Response, ms: int) -> Response:
 
 
 def produce_bytes(ctx: RequestContext) -> int:
-    """Record a produce request's bytes against producer_byte_rate, before it is appended (so
-    the connection is muted before its next request is taken): the throttle time."""
+    """Record a produce request's bytes against producer_byte_rate: the throttle time."""
     quotas = ctx.quotas
     if not quotas.produce.enabled:
         return 0

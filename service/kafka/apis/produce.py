@@ -42,10 +42,9 @@ async def handle(ctx: RequestContext, req: ProduceRequest) -> Response:
             parts.append(p)
         topics.append((td.name, parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
-    quotas = ctx.quotas.active
-    throttle_ms = throttle.produce_bytes(ctx) if quotas else 0
     await ctx.partitions.append(allowed, acks, int(time.time() * 1000))
-    if quotas:  # the larger of the two throttles is answered, as in Kafka
+    throttle_ms = ctx.throttle_ms  # producer_byte_rate, recorded when the request arrived
+    if ctx.meter is not None:  # request_percentage: the larger of the two throttles is answered, as in Kafka
         throttle_ms = max(throttle_ms, throttle.produce_time(ctx, acks))
     if acks == 0:
         return None
