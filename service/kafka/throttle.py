@@ -5,7 +5,8 @@ with the throttle time in the response's throttle_time_ms, and the connection is
 more is read from it until that time has passed (the server checks `Connection.throttled_until`
 before it takes the next request). Clients that know KIP-219 also hold back by themselves;
 older ones are held back by the muted connection. Which quota and what counts, as in Kafka:
-- Produce: the request's bytes against producer_byte_rate; its request time against
+- Produce: the request's bytes against producer_byte_rate, as soon as it is read (so that a
+  throttle mutes the connection before its next frame is taken); its request time against
   request_percentage unless acks=0; the larger throttle of the two is answered.
 - Fetch: the response's bytes against consumer_byte_rate (a fetch is capped at what the quota
   allows in one window); with either throttle the fetch is answered without records, and its

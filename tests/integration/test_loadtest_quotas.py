@@ -12,7 +12,7 @@ def test_short_quota_benchmark_run() -> None:
     lines: list[str] = []
     figures = quotas.run(args, lines.append)
     assert set(figures) == {"alone_none_mib_s", "cpu_per_gb_none", "alone_quotas_mib_s", "cpu_per_gb_quotas",
-                            "beside_mib_s", "neighbour_mib_s", "neighbour_throttles", "beside_vs_alone",
+                            "beside_mib_s", "around_mib_s", "neighbour_mib_s", "neighbour_throttles", "beside_vs_alone",
                             "neighbour_vs_quota", "cpu_quotas_vs_none", "alone_quotas_vs_none"}
     assert figures["neighbour_throttles"] > 0
     # Held near its quota (a loose bound: one short period on a shared machine).
