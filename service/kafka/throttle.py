@@ -41,13 +41,14 @@ class LoopMeter:
     __slots__ = ("busy", "step_start", "recorded")
 
     def __init__(self) -> None:
-        self.busy = 0.0
-        self.step_start = time.perf_counter()
+        self.busy = 0.0  # the steps done
+        self.step_start: float | None = None  # the step running now, if one is
         self.recorded = False  # the handler recorded its request time itself (produce, fetch)
 
     def percent(self) -> float:
         """Kafka's unit: seconds of handler time as a percentage of one second."""
-        return (self.busy + time.perf_counter() - self.step_start) * 100.0
+        running = 0.0 if self.step_start is None else time.perf_counter() - self.step_start
+        return (self.busy + running) * 100.0
 
 
 class _Timed:
@@ -67,9 +68,10 @@ class _Timed:
             try:
                 yielded = coro.send(value) if error is None else coro.throw(error)
             except StopIteration as done:
-                meter.busy += time.perf_counter() - start
                 return done.value
-            meter.busy += time.perf_counter() - start
+            finally:
+                meter.busy += time.perf_counter() - start
+                meter.step_start = None
             try:
                 value, error = (yield yielded), None
             except GeneratorExit:

@@ -26,7 +26,7 @@ def test_meter_counts_steps_not_waits():
         _spin(0.02)
         return "answer"
 
-    async def run() -> tuple[str, float, float]:
+    async def run() -> tuple[str, LoopMeter, float]:
         gate = asyncio.Event()
         meter = LoopMeter()
         task = asyncio.ensure_future(_Timed(handler(gate), meter))
@@ -35,12 +35,14 @@ def test_meter_counts_steps_not_waits():
         await asyncio.sleep(0.2)
         gate.set()
         result = await task
-        return result, meter.busy, time.perf_counter() - started
+        return result, meter, time.perf_counter() - started
 
-    result, busy, waited = asyncio.run(run())
+    result, meter, waited = asyncio.run(run())
     assert result == "answer"
-    assert 0.04 <= busy < 0.15, busy  # the 0.2 s wait is not in it
+    assert 0.04 <= meter.busy < 0.15, meter.busy  # the 0.2 s wait is not in it
     assert waited >= 0.2
+    # Once the handler is done, time passing is not its time.
+    assert meter.percent() == meter.busy * 100
 
 
 def test_cancellation_and_errors_reach_the_handler():
