@@ -25,6 +25,7 @@ from service.loop_lag import LoopLagMonitor
 from service.metadata import MetadataStore
 from service.partitions import Partitions
 from service.producer_ids import ProducerIds
+from service.quotas import ClientQuotas
 from service.services import ClusterView, Services
 from service.snapshot import ClusterSnapshots
 from service.telemetry import Telemetry
@@ -75,6 +76,7 @@ class Broker:
                                                     on_denied=self.audit.denied),
                              credentials, self.audit)
         self.producer_ids = ProducerIds(self.store)
+        self.quotas = ClientQuotas(self.store, config["quota.window.num"], config["quota.window.size.seconds"])
         self.txn = TransactionCoordinator(
             self.store, self.partitions, self.groups, self.producer_ids,
             max_timeout_ms=config["transaction.max.timeout.ms"],
@@ -100,6 +102,7 @@ class Broker:
         except OSError as e:
             raise ConfigError("audit.log.file", f"cannot open {self.config['audit.log.file']}: {e.strerror}") from None
         await self.access.load()
+        await self.quotas.load()
         cluster_id = self.config["cluster.id"] or await self.store.get_meta("cluster.id")
         if not cluster_id:
             cluster_id = _new_cluster_id()
@@ -123,7 +126,7 @@ class Broker:
         advertised = {l.name: l for l in self.config.advertised_listeners}
         self.cluster = ClusterView(self.config["node.id"], cluster_id, _with_bound_ports(advertised, self.kafka.bound))
         self.services = Services(self.config, self.partitions, self.topics, self.groups, self.txn, self.access,
-                                 self.producer_ids, self.cluster)
+                                 self.producer_ids, self.cluster, self.quotas)
         await self.kafka.serve(self.services)
         self.ready = True
         log.info("broker %d of cluster %s ready", self.cluster.node_id, cluster_id)

@@ -1,4 +1,4 @@
-"""`sediment`: the one entry point (serve, and later topics/users/acls/keys)."""
+"""`sediment`: the one entry point (serve, keys, acls, quotas, users)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- sediment acls (service/acl_cli.py) --
     from service.acl_cli import add_parser as add_acls_parser
     add_acls_parser(sub)
+    from service.quota_cli import add_parser as add_quotas_parser
+    add_quotas_parser(sub)
     _add_users_parser(sub)
     return p
 
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         return acls_command(args)
     if args.command == "users":
         return users_command(args)
+    if args.command == "quotas":
+        from service.quota_cli import quotas_command
+        return quotas_command(args)
     return 2
 
 

@@ -274,7 +274,7 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
               "in data.dir."),
     ConfigKey("data.dir", "string", "./data", None,
               "Directory of the partition logs (segments, indexes, producer state) and of metadata.db "
-              "(topics, committed offsets, ACLs, credentials)."),
+              "(topics, committed offsets, ACLs, credentials, client quotas)."),
     ConfigKey("listeners", "string", "PLAINTEXT://127.0.0.1:9092", LISTENERS,
               "Comma-separated NAME://HOST:PORT addresses to listen on, where NAME is PLAINTEXT, SSL, "
               "SASL_PLAINTEXT or SASL_SSL and appears once. Port 0 takes a free port and advertises it."),
@@ -339,6 +339,12 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
     ConfigKey("queued.max.requests", "int", 500, at_least(1),
               "Requests of one connection being handled at once; beyond it the broker stops reading from "
               "that connection until answers go out."),
+    ConfigKey("quota.window.num", "int", 11, at_least(1),
+              "The number of samples of quota.window.size.seconds that client quota rates "
+              "(producer_byte_rate, consumer_byte_rate, request_percentage) are measured over."),
+    ConfigKey("quota.window.size.seconds", "int", 1, at_least(1),
+              "The time span of each sample of client quota rates; also the longest throttle a "
+              "request_percentage quota gives."),
     ConfigKey("producer.id.expiration.ms", "int", 86_400_000, at_least(1),
               "How long a partition remembers an idempotent producer that stopped writing to it (and so "
               "recognises its retried batches)."),
@@ -384,8 +390,8 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
               "Partitions whose segments upload at once; each upload holds two chunks of "
               "remote.chunk.bytes in memory, plus the store's multipart buffers."),
     ConfigKey("remote.snapshot.interval.ms", "long", 10_000, at_least(10),
-              "How often cluster metadata (topics, configs, committed offsets, ACLs, credentials) is "
-              "snapshotted to the bucket, from which a broker on an empty disk recovers."),
+              "How often cluster metadata (topics, configs, committed offsets, ACLs, credentials, "
+              "client quotas) is snapshotted to the bucket, from which a broker on an empty disk recovers."),
     ConfigKey("remote.s3.endpoint", "string", "", None,
               "Endpoint URL of an S3-compatible store (MinIO, moto, ...). Empty: AWS, or "
               "AWS_ENDPOINT_URL_S3 when set."),

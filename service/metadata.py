@@ -24,6 +24,19 @@ if TYPE_CHECKING:
     from service.txn.coordinator import TxnMetadata
 
 
+# A client quota entity as Kafka names one: (entity type, name) pairs sorted by type, where a
+# None name is the type's default (e.g. (("client-id", None), ("user", "alice"))).
+QuotaEntity = tuple[tuple[str, str | None], ...]
+
+
+def quota_entity_json(entity: QuotaEntity) -> str:
+    return json.dumps([list(pair) for pair in sorted(entity)])
+
+
+def quota_entity_from_json(text: str) -> QuotaEntity:
+    return tuple(sorted((str(t), None if n is None else str(n)) for t, n in json.loads(text)))
+
+
 @dataclass
 class TopicRecord:
     name: str
@@ -77,6 +90,12 @@ CREATE TABLE IF NOT EXISTS scram_credentials (  -- salted forms only, never pass
     server_key BLOB NOT NULL,
     iterations INTEGER NOT NULL,
     PRIMARY KEY (name, mechanism)
+);
+CREATE TABLE IF NOT EXISTS client_quotas (
+    entity TEXT NOT NULL,  -- JSON [[type, name], ...] sorted by type; a null name is the type's default
+    quota_key TEXT NOT NULL,  -- producer_byte_rate, consumer_byte_rate, request_percentage, ...
+    value REAL NOT NULL,
+    PRIMARY KEY (entity, quota_key)
 );
 """
 
@@ -355,3 +374,19 @@ class MetadataStore:
             rows = await self._exec("DELETE FROM scram_credentials WHERE name = ? AND mechanism = ? RETURNING name",
                                     (name, mechanism))
         return len(rows)
+
+    # -- client quotas ---------------------------------------------------------------------------
+
+    async def load_client_quotas(self) -> list[tuple[QuotaEntity, str, float]]:
+        rows = await self._exec("SELECT entity, quota_key, value FROM client_quotas ORDER BY entity, quota_key")
+        return [(quota_entity_from_json(str(e)), str(k), float(v)) for e, k, v in rows]
+
+    async def alter_client_quotas(self, put: list[tuple[QuotaEntity, str, float]],
+                                  remove: list[tuple[QuotaEntity, str]]) -> None:
+        """Set and remove quota values in one transaction (an AlterClientQuotas request is atomic)."""
+        await asyncio.to_thread(self._transaction, [[
+            ("INSERT OR REPLACE INTO client_quotas (entity, quota_key, value) VALUES (?, ?, ?)",
+             [(quota_entity_json(e), k, v) for e, k, v in put]),
+            ("DELETE FROM client_quotas WHERE entity = ? AND quota_key = ?",
+             [(quota_entity_json(e), k) for e, k in remove]),
+        ]])

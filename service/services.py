@@ -13,6 +13,7 @@ from service.config import BrokerConfig, Listener
 from service.groups import GroupCoordinator
 from service.partitions import Partitions
 from service.producer_ids import ProducerIds
+from service.quotas import ClientQuotas
 from service.topics import Topics
 from service.txn.coordinator import TransactionCoordinator
 
@@ -42,3 +43,4 @@ class Services:
     access: Access
     producer_ids: ProducerIds
     cluster: ClusterView  # built once the listeners are bound: a port-0 listener's real port
+    quotas: ClientQuotas

@@ -1,11 +1,11 @@
 """Cluster metadata snapshots in the bucket (`_cluster/metadata.json`), and restoring from one.
 
 The snapshot is an export of the MetadataStore (cluster id, producer-id high mark, topics with
-ids and configs, committed offsets, transactions, ACLs, salted SCRAM credentials), so a broker
-started on an empty data dir with the same bucket comes back with every topic and the offsets of
-the last snapshot. What is lost
-with a disk: committed offsets newer than the last snapshot (remote.snapshot.interval.ms) and the
-unsealed tail not yet uploaded (bounded by remote.upload.interval.ms).
+ids and configs, committed offsets, transactions, ACLs, salted SCRAM credentials, client
+quotas), so a broker started on an empty data dir with the same bucket comes back with every
+topic and the offsets of the last snapshot. What is lost with a disk: committed offsets newer
+than the last snapshot (remote.snapshot.interval.ms) and the unsealed tail not yet uploaded
+(bounded by remote.upload.interval.ms).
 
 With a key provider (remote.keyring or remote.kms.key.id) the JSON body is envelope-encrypted:
 a fresh data key per write seals it with AES-256-GCM, and the object under the same key holds
@@ -32,6 +32,7 @@ from security.credentials import ScramCredential
 from security.keys import KeyProvider, KeysError, WrappedKey, new_data_key
 from service.config import ConfigError
 from service.metadata import MetadataStore, TopicRecord
+from service.quotas import entity_of
 from service.txn.coordinator import txn_from_json, txn_to_json
 from tiering.remote.store import ObjectStore
 
@@ -93,9 +94,11 @@ class ClusterSnapshots:
         txns = [txn_to_json(t) for t in await self._store.load_transactions()]
         acls = sorted(list(b.as_row()) for b in await self._store.load_acls())
         credentials = [_credential_to_json(n, m, c) for n, m, c in await self._store.load_scram_credentials()]
+        quotas = [{"entity": [list(pair) for pair in entity], "key": key, "value": value}
+                  for entity, key, value in await self._store.load_client_quotas()]
         return {"format_version": FORMAT_VERSION, "meta": {k: v for k, v in meta.items() if v is not None},
                 "topics": topics, "offsets": offsets, "transactions": txns, "acls": acls,
-                "credentials": credentials}
+                "credentials": credentials, "client_quotas": quotas}
 
     async def write(self) -> bool:
         """Upload a snapshot if anything changed since the last one; True when one was written."""
@@ -136,6 +139,16 @@ class ClusterSnapshots:
         for d in snap.get("credentials", ()):
             if (d["name"], d["mechanism"]) not in have:  # users added offline before this start win
                 await self._store.put_scram_credential(d["name"], d["mechanism"], _credential_from_json(d))
+        # Client quotas (absent from snapshots written before them); those set offline before
+        # this start win, as credentials do.
+        have_quotas = {(e, k) for e, k, _ in await self._store.load_client_quotas()}
+        restored = []
+        for d in snap.get("client_quotas", ()):
+            entity = entity_of((str(t), None if n is None else str(n)) for t, n in d["entity"])
+            if (entity, str(d["key"])) not in have_quotas:
+                restored.append((entity, str(d["key"]), float(d["value"])))
+        if restored:
+            await self._store.alter_client_quotas(restored, [])
         log.info("restored %d topics and the offsets of %d groups from the bucket's snapshot",
                  len(snap["topics"]), len(by_group))
         return True

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from service.quotas import SensorView
+
 if TYPE_CHECKING:
     from service.broker import Broker
 
@@ -41,6 +43,18 @@ def _metric_lines(broker: Broker) -> list[str]:
            "How late the latest periodic wake-up of the event loop fired.", [("", lag.current_s)])
     metric("sediment_event_loop_lag_max_seconds", "gauge",
            "The largest event-loop wake-up delay since the broker started.", [("", lag.max_s)])
+    sensors = broker.quotas.sensors()
+    if sensors:  # clients measured against a quota (Kafka's per user/client-id quota metrics)
+        def labels(v: SensorView) -> str:
+            return f'{{quota_type="{v.kind}",user="{_escape(v.user)}",client_id="{_escape(v.client_id)}"}}'
+        metric("sediment_quota_rate", "gauge", "Rate measured against a client quota: bytes/s (Produce, Fetch) "
+               "or percent of the event loop (Request).", [(labels(v), v.rate) for v in sensors])
+        metric("sediment_quota_limit", "gauge", "The client quota that applies.",
+               [(labels(v), v.limit) for v in sensors])
+        metric("sediment_quota_throttled_total", "counter", "Requests answered with a throttle time.",
+               [(labels(v), v.throttled) for v in sensors])
+        metric("sediment_quota_throttle_time_ms_total", "counter", "Throttle time given, in ms.",
+               [(labels(v), v.throttle_ms_total) for v in sensors])
     tier = broker.tier
     if tier is not None:
         m = tier.metrics
@@ -65,6 +79,11 @@ def _metric_lines(broker: Broker) -> list[str]:
         metric("sediment_remote_bytes", "gauge", "Object bytes held in the bucket per partition.",
                [(f'{{topic="{t}",partition="{p}"}}', v) for (t, p), v in sorted(m.remote_bytes.items())])
     return lines
+
+
+def _escape(value: str) -> str:
+    """A Prometheus label value: client-ids are the clients' to choose."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 async def metrics(request: web.Request) -> web.Response:

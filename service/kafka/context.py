@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from service.config import BrokerConfig
     from service.groups import GroupCoordinator
     from service.kafka.sasl import SaslSession
+    from service.kafka.throttle import LoopMeter
     from service.partitions import Partitions
     from service.producer_ids import ProducerIds
+    from service.quotas import ClientQuotas
     from service.services import ClusterView, Services
     from service.topics import Topics
     from service.txn.coordinator import TransactionCoordinator
@@ -35,6 +37,7 @@ class Connection:
     mechanism: str | None = None  # the SASL mechanism that authenticated this connection
     session_expiry: float | None = None  # time.monotonic() after which only re-auth is allowed
     sasl: SaslSession | None = None  # the SASL state machine (SASL_* listeners only)
+    throttled_until: float = 0.0  # time.monotonic() before which no further request is read (quotas)
 
 
 @dataclass
@@ -50,10 +53,17 @@ class RequestContext:
     client_id: str | None
     schema: Schema  # the response classes of this version
     span_attributes: dict[str, Any] = field(default_factory=dict)
+    size: int = 0  # bytes of the request (what a produce quota counts)
+    throttle_ms: int = 0  # the throttle a quota gave when the request arrived (kafka/throttle.py)
+    meter: LoopMeter | None = None  # its event-loop time, measured under a request quota (kafka/throttle.py)
 
     @property
     def config(self) -> BrokerConfig:
         return self.services.config
+
+    @property
+    def quotas(self) -> ClientQuotas:
+        return self.services.quotas
 
     @property
     def partitions(self) -> Partitions:

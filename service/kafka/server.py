@@ -25,6 +25,7 @@ from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_reader
 
 from service.config import BrokerConfig, Listener
+from service.kafka import throttle
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, FileRange, LazyPart, RequestContext, SplicedResponse
@@ -163,6 +164,8 @@ class KafkaServer:
         try:
             while not sender.done():
                 frame = await framed.read_frame()
+                if conn.throttled_until:
+                    await throttle.unmuted(conn)  # a throttled connection takes no request until its time is up
                 sasl = conn.sasl
                 serial = sasl is not None and (sasl.serial or bytes(frame[:2]) == _SASL_HANDSHAKE_KEY)
                 try:
@@ -217,8 +220,10 @@ class KafkaServer:
         ctx = RequestContext(
             services=self._services, conn=conn, api_key=api_key, version=version,
             correlation_id=correlation_id, client_id=header.client_id,
-            schema=response_schema(api_key, version),
+            schema=response_schema(api_key, version), size=len(frame),
         )
+        if self._services.quotas.active:
+            throttle.arrived(ctx)  # a produce's bytes count now: a throttle mutes before the next frame
         return asyncio.create_task(self._run(ctx, request))
 
     @staticmethod
@@ -232,7 +237,9 @@ class KafkaServer:
         name = api_name(ctx.api_key)
         with self._telemetry.request_span(name, ctx) as span:
             try:
-                response = await HANDLERS[ctx.api_key](ctx, request)
+                handler = HANDLERS[ctx.api_key]
+                response = await (throttle.run(ctx, handler, request) if ctx.quotas.request.enabled
+                                  else handler(ctx, request))
             except asyncio.CancelledError:
                 raise
             except Exception as e:

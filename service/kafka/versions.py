@@ -41,6 +41,8 @@ API_RANGES: dict[int, ApiRange] = {
         _r(33, "AlterConfigs", 0, 2),
         _r(37, "CreatePartitions", 0, 3),
         _r(44, "IncrementalAlterConfigs", 0, 1),
+        _r(48, "DescribeClientQuotas", 0, 1),
+        _r(49, "AlterClientQuotas", 0, 1),
         _r(24, "AddPartitionsToTxn", 0, 3),
         _r(25, "AddOffsetsToTxn", 0, 3),
         _r(26, "EndTxn", 0, 3),

@@ -26,6 +26,7 @@ from service.kafka.context import Connection, RequestContext, SplicedResponse
 from service.kafka.messages import encode_response, response_schema
 from service.kafka.server import KafkaServer, _PartFailed
 from service.partitions import Partitions
+from service.quotas import ClientQuotas
 from tests.unit.conftest import make_batch
 from tiering.log.config import LogConfig
 from tiering.log.manager import LogManager
@@ -117,7 +118,7 @@ def _ctx(lg: UnifiedLog, manager: LogManager) -> RequestContext:
     partitions.log = lambda topic, partition: only.get((topic, partition))  # type: ignore[method-assign]
     services: Any = SimpleNamespace(
         partitions=partitions, config=CONFIG, topics=SimpleNamespace(by_id=lambda topic_id: None),
-        access=SimpleNamespace(authorize=lambda *a, **k: True))
+        access=SimpleNamespace(authorize=lambda *a, **k: True), quotas=ClientQuotas(None))
     return RequestContext(services=services, conn=Connection("PLAINTEXT", "127.0.0.1", 1), api_key=1,
                           version=VERSION, correlation_id=5, client_id="unit", schema=response_schema(1, VERSION))
 

@@ -3,7 +3,8 @@
 Every fetch is a full fetch: sessions are answered with session id 0 (KIP-227 allows a broker
 not to create one), so clients keep sending full requests. The records of each partition (file
 ranges, encrypted ranges opened while sent, or bytes from the bucket) are spliced into the
-encoded response, not copied through the encoder.
+encoded response, not copied through the encoder. A consumer over its quota gets a throttle time
+and no records (service/kafka/throttle.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from kio.schema.fetch.v16.request import FetchRequest
 
 from service.errors import ErrorCode
+from service.kafka import throttle
 from service.kafka.apis.authz import CLUSTER_ACTION, READ, TopicChecks, cluster_allows
 from service.kafka.context import Part, RequestContext, Response, SplicedResponse
 from service.kafka.splice import new_marker, splice
@@ -27,26 +29,40 @@ async def handle(ctx: RequestContext, req: FetchRequest) -> Response:
         return _top_error(ctx, ErrorCode.fetch_session_id_not_found)
     parts = _resolve(ctx, req)
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(sorted({p.topic for p, _ in parts}))
-    readable = _authorize(ctx, req, parts)
+    follower = _replica_id(req) >= 0
+    readable = _authorize(ctx, req, parts, follower)
+    quota = ctx.quotas.active and not follower  # a follower's fetch is exempt from client quotas
+    if follower:
+        throttle.exempt(ctx)
+    max_bytes = min(int(req.max_bytes), int(ctx.config["fetch.max.bytes"]))
+    if quota:
+        max_bytes = throttle.fetch_max_bytes(ctx, max_bytes)
     if readable:
-        await ctx.partitions.fetch(readable, min(int(req.max_bytes), int(ctx.config["fetch.max.bytes"])),
-                                      int(req.min_bytes), req.max_wait.total_seconds(),
-                                      committed=int(req.isolation_level) == READ_COMMITTED)
+        await ctx.partitions.fetch(readable, max_bytes, min(int(req.min_bytes), max_bytes),
+                                   req.max_wait.total_seconds(), committed=int(req.isolation_level) == READ_COMMITTED)
     if ctx.version >= 13:  # a partition of a topic named by an id this broker does not know
         for p, topic_id in parts:
             if p.error == ErrorCode.unknown_topic_or_partition and topic_id is not None:
                 p.error = ErrorCode.unknown_topic_id
-    return _respond(ctx, parts)
+    response = _respond(ctx, parts)
+    if quota and (throttle_ms := throttle.fetch(ctx, response.size)) > 0:
+        # Over a quota: answered without records, as Kafka's throttled fetch response.
+        response.close()
+        return ctx.schema.response(throttle_time=throttle_ms, error_code=ErrorCode.none, session_id=0, responses=())
+    return response
 
 
-def _authorize(ctx: RequestContext, req: FetchRequest, parts: list[tuple[PartitionRead, uuid.UUID | None]]
-               ) -> list[PartitionRead]:
+def _replica_id(req: FetchRequest) -> int:
+    replica_state = getattr(req, "replica_state", None)  # v15+; v4-14 send a top-level replica_id
+    return int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
+
+
+def _authorize(ctx: RequestContext, req: FetchRequest, parts: list[tuple[PartitionRead, uuid.UUID | None]],
+               follower: bool) -> list[PartitionRead]:
     """Marks the partitions this principal may not read (29) and returns the others. A follower
     (replica id >= 0) needs CLUSTER_ACTION on the cluster instead."""
-    replica_state = getattr(req, "replica_state", None)  # v15+; v4-14 send a top-level replica_id
-    replica_id = int(replica_state.replica_id if replica_state is not None else getattr(req, "replica_id", -1))
     follower_code = None
-    if replica_id >= 0:  # a follower may read everything or nothing
+    if follower:  # a follower may read everything or nothing
         follower_code = ErrorCode.none if cluster_allows(ctx, CLUSTER_ACTION) \
             else ErrorCode.topic_authorization_failed
     topic_denied = TopicChecks(ctx, READ)

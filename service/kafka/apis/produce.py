@@ -2,7 +2,8 @@
 
 The layer appends every partition before its first await, so pipelined requests from one
 connection land in arrival order (see Partitions.append); acks=all waits for a shared fsync
-when log.flush.policy=always, and a full disk answers KAFKA_STORAGE_ERROR, as Kafka does.
+when log.flush.policy=always, and a full disk answers KAFKA_STORAGE_ERROR, as Kafka does. A
+client over its produce quota gets its answer with a throttle time (service/kafka/throttle.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from kio.schema.produce.v11.request import ProduceRequest
 
 from service.errors import ErrorCode
+from service.kafka import throttle
 from service.kafka.apis.authz import TXN_ID, WRITE, TopicChecks, check
 from service.kafka.context import RequestContext, Response
 from service.partitions import PartitionAppend
@@ -41,6 +43,9 @@ async def handle(ctx: RequestContext, req: ProduceRequest) -> Response:
         topics.append((td.name, parts))
     ctx.span_attributes["messaging.kafka.topics"] = ",".join(t for t, _ in topics)
     await ctx.partitions.append(allowed, acks, int(time.time() * 1000))
+    throttle_ms = ctx.throttle_ms  # producer_byte_rate, recorded when the request arrived
+    if ctx.meter is not None:  # request_percentage: the larger of the two throttles is answered, as in Kafka
+        throttle_ms = max(throttle_ms, throttle.produce_time(ctx, acks))
     if acks == 0:
         return None
     s = ctx.schema
@@ -49,4 +54,4 @@ async def handle(ctx: RequestContext, req: ProduceRequest) -> Response:
             s("PartitionProduceResponse", index=p.partition, error_code=p.error, base_offset=p.base_offset,
               log_append_time=p.log_append_time, log_start_offset=p.log_start_offset,
               error_message=p.message, record_errors=()) for p in parts))
-        for name, parts in topics), throttle_time=0)
+        for name, parts in topics), throttle_time=throttle_ms)
