@@ -47,30 +47,38 @@ class BenchError(RuntimeError):
 
 
 class Client:
-    """A producer writing 1 KiB values as fast as it can, in a thread of its own."""
+    """A producer writing values as fast as it can in a thread of its own, with the time and
+    size of every delivery and the throttles librdkafka reports (throttle_cb, and the largest
+    in its statistics when `statistics.interval.ms` is set)."""
 
-    def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, client_id: str, value_size: int = 1024,
+                 **config: object) -> None:
         self.topic = topic
-        self.value = b"q" * 1024
+        self.value = b"q" * value_size
         self.deliveries: list[tuple[float, int]] = []
-        self.errors: list[str] = []
-        self.throttles = 0
+        self.errors: list[KafkaError] = []
+        self.throttles: list[tuple[str, int]] = []  # (broker, ms) from throttle_cb
+        self.stats_throttle_max = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._producer = Producer({
             "bootstrap.servers": bootstrap, "client.id": client_id, "acks": 1, "linger.ms": 5,
             "batch.size": 1_000_000, "enable.idempotence": False, "message.timeout.ms": 120_000,
-            "throttle_cb": self._on_throttle})
+            "throttle_cb": self._on_throttle, "stats_cb": self._on_stats, **config})
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _on_throttle(self, event) -> None:
         if event.throttle_time > 0:
-            self.throttles += 1
+            self.throttles.append((event.broker_name, int(event.throttle_time * 1000)))
+
+    def _on_stats(self, text: str) -> None:
+        for broker in json.loads(text)["brokers"].values():
+            self.stats_throttle_max = max(self.stats_throttle_max, broker["throttle"]["max"])
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
-            if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
-                self.errors.append(str(err))
+            if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):  # stop() purges
+                self.errors.append(err)
             return
         with self._lock:
             self.deliveries.append((time.monotonic(), len(msg.value())))
@@ -83,7 +91,7 @@ class Client:
             except BufferError:
                 p.poll(0.01)
             p.poll(0)
-        p.purge()
+        p.purge()  # what is still queued is not part of any measurement
         p.flush(30)
 
     def start(self) -> Client:
@@ -93,6 +101,8 @@ class Client:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(120)
+        if self._thread.is_alive():
+            raise BenchError(f"the producer of {self.topic} did not stop")
 
     def delivered(self) -> int:
         with self._lock:
@@ -101,6 +111,9 @@ class Client:
     def bytes_between(self, t0: float, t1: float) -> int:
         with self._lock:
             return sum(n for t, n in self.deliveries if t0 < t <= t1)
+
+    def rate_between(self, t0: float, t1: float) -> float:
+        return self.bytes_between(t0, t1) / (t1 - t0)
 
     def last_delivery(self) -> float:
         with self._lock:
@@ -190,7 +203,7 @@ def _phase_quotas(args: argparse.Namespace, work: Path, settings: dict[str, str]
             log(f"  with quotas: tenant alone {alone:.1f} MiB/s, broker {cpu:.2f} CPU s/GB")
             neighbour = Client(quoted.bootstrap, "bench", NEIGHBOUR).start()
             try:
-                _wait(lambda: neighbour.throttles > 0, timeout, "the neighbour's first throttle")
+                _wait(lambda: len(neighbour.throttles) > 0, timeout, "the neighbour's first throttle")
                 t0 = time.monotonic() + period  # past the burst a new client may make
                 beside, _ = _produce(tenant, args.mb * MIB, quoted, timeout)
                 t1 = t0 + args.periods * period
@@ -209,10 +222,10 @@ def _phase_quotas(args: argparse.Namespace, work: Path, settings: dict[str, str]
     finally:
         quoted.stop()
     if tenant.throttles:
-        raise BenchError(f"the tenant was throttled {tenant.throttles} times: its quota is never reached")
+        raise BenchError(f"the tenant was throttled {len(tenant.throttles)} times: its quota is never reached")
     log(f"  beside the neighbour: tenant {beside:.1f} MiB/s (alone again after: {after:.1f}), neighbour "
-        f"{neighbour_rate:.2f} MiB/s (quota {args.quota_mb} MiB/s, throttled {neighbour.throttles} times)")
-    return alone, cpu, beside, (alone + after) / 2, neighbour_rate, neighbour.throttles
+        f"{neighbour_rate:.2f} MiB/s (quota {args.quota_mb} MiB/s, throttled {len(neighbour.throttles)} times)")
+    return alone, cpu, beside, (alone + after) / 2, neighbour_rate, len(neighbour.throttles)
 
 
 def one_run(args: argparse.Namespace, work: Path, index: int = 0, log=print) -> RunResult:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -22,6 +21,8 @@ from confluent_kafka import KafkaError, TopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.protocol.admin.client_quotas import AlterClientQuotasRequest, DescribeClientQuotasRequest
+
+from loadtest.quotas import Client
 
 from . import ck
 from .conftest import sediment_command
@@ -227,67 +228,12 @@ def test_quota_apis_need_describe_configs_and_alter_configs_on_the_cluster(broke
 # -- throttling --------------------------------------------------------------------------------------
 
 
-class Tenant:
-    """A confluent-kafka producer writing as fast as it can in a thread of its own, with the
-    time and size of every delivery, and the throttles librdkafka reports."""
-
-    def __init__(self, bootstrap: str, topic: str, client_id: str, value_size: int = 1000) -> None:
-        self.topic, self.value = topic, b"v" * value_size
-        self.deliveries: list[tuple[float, int]] = []
-        self.errors: list[KafkaError] = []
-        self.throttles: list[tuple[str, int]] = []  # (broker, ms) from throttle_cb
-        self.stats_throttle_max = 0  # the largest throttle in the statistics' window stats
-        self._stop = threading.Event()
-        self._producer = ck.producer(bootstrap, **{
-            "client.id": client_id, "batch.size": 65536, "linger.ms": 5, "acks": 1,
-            "throttle_cb": self._on_throttle, "statistics.interval.ms": 500, "stats_cb": self._on_stats})
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _on_throttle(self, event) -> None:
-        self.throttles.append((event.broker_name, int(event.throttle_time * 1000)))
-
-    def _on_stats(self, text: str) -> None:
-        for broker in json.loads(text)["brokers"].values():
-            self.stats_throttle_max = max(self.stats_throttle_max, broker["throttle"]["max"])
-
-    def _on_delivery(self, err, msg) -> None:
-        if err is not None:
-            if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):  # stop() purges
-                self.errors.append(err)
-        else:
-            self.deliveries.append((time.monotonic(), len(msg.value())))
-
-    def _run(self) -> None:
-        p = self._producer
-        while not self._stop.is_set():
-            try:
-                p.produce(self.topic, self.value, on_delivery=self._on_delivery)
-            except BufferError:
-                p.poll(0.05)
-            p.poll(0)
-        p.purge()  # what is still queued is not part of any measurement
-        p.flush(30)
-
-    def start(self) -> Tenant:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
-        assert not self._thread.is_alive()
-
-    def delivered(self) -> int:
-        return sum(n for _, n in self.deliveries)
-
-    def rate_between(self, t0: float, t1: float) -> float:
-        return sum(n for t, n in self.deliveries if t0 < t <= t1) / (t1 - t0)
-
-    def last_delivery(self) -> float:
-        return self.deliveries[-1][0] if self.deliveries else 0.0
+def _tenant(bootstrap: str, topic: str, client_id: str) -> Client:
+    """The benchmark's producer, with librdkafka's statistics every 500 ms."""
+    return Client(bootstrap, topic, client_id, value_size=1000, **{"batch.size": 65536, "statistics.interval.ms": 500})
 
 
-def _mib_per_s(tenant: Tenant, nbytes: int) -> float:
+def _mib_per_s(tenant: Client, nbytes: int) -> float:
     """Time a tenant takes to deliver nbytes more, as MiB/s."""
     start, t0 = tenant.delivered(), time.monotonic()
     wait_until(lambda: tenant.delivered() - start >= nbytes, 120, interval=0.05, what=f"{nbytes} bytes delivered")
@@ -302,10 +248,10 @@ def test_a_produce_quota_holds_one_tenant_and_not_the_other(broker_factory):
     q.set({"client-id": "limited"}, {"producer_byte_rate": float(MIB)})
     q.close()
 
-    free = Tenant(b.bootstrap, topic, "free").start()
+    free = _tenant(b.bootstrap, topic, "free").start()
     try:
         alone = _mib_per_s(free, 16 * MIB)
-        limited = Tenant(b.bootstrap, topic, "limited").start()
+        limited = _tenant(b.bootstrap, topic, "limited").start()
         try:
             # Measured over whole periods of the sampled rate, once the first (the burst a new
             # client is allowed, and the throttle that follows it) is over.
