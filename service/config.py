@@ -248,6 +248,46 @@ MECHANISMS = Validator(_check_mechanisms, f"a list of {', '.join(SASL_MECHANISMS
 
 CLEANUP_POLICIES = each_of("compact", "delete")
 
+INT32_MAX = INT_RANGES["int"][1]
+_HOST_CHARS = re.compile(r"[0-9a-zA-Z\-%._:]+")  # Kafka's Utils.validHostPattern, not empty
+
+
+def parse_ip_overrides(value: str) -> dict[str, int]:
+    """`max.connections.per.ip.overrides`, Kafka's "host:count,host:count" (IPv6 hosts keep their
+    colons: the count is after the last one). Raises ValueError naming the bad entry."""
+    out: dict[str, int] = {}
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        host, colon, count = item.rpartition(":")
+        host = host.strip().strip("[]")
+        if not colon or not _HOST_CHARS.fullmatch(host):
+            raise ValueError(f"{item!r} is not HOST:COUNT")
+        try:
+            n = int(count.strip())
+        except ValueError:
+            raise ValueError(f"{item!r} has no whole number of connections after its last ':'") from None
+        if not 0 <= n <= INT32_MAX:
+            raise ValueError(f"{item!r}: the count must be between 0 and {INT32_MAX}")
+        out[host] = n
+    return out
+
+
+def _check_ip_overrides(value: Value) -> Value:
+    overrides = parse_ip_overrides(str(value))
+    return ",".join(f"{h}:{n}" for h, n in overrides.items())
+
+
+IP_OVERRIDES = Validator(_check_ip_overrides, "")
+
+
+def _per_listener(key: str, doc: str) -> list[ConfigKey]:
+    """Kafka's listener-prefixed form of a key (`listener.name.<listener>.<key>`), one per listener
+    name; the default, Kafka's Int.MaxValue, sets no limit of the listener's own."""
+    return [ConfigKey(f"listener.name.{name.lower()}.{key}", "int", INT32_MAX, at_least(0),
+                      f"{doc}, for the {name} listener alone, in addition to the broker-wide {key}.")
+            for name in SECURITY_PROTOCOLS]
+
 
 # -- the keys -------------------------------------------------------------------------------
 
@@ -345,6 +385,35 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
     ConfigKey("quota.window.size.seconds", "int", 1, at_least(1),
               "The time span of each sample of client quota rates; also the longest throttle a "
               "request_percentage quota gives."),
+    # -- connection and request limits (Kafka's socket server keys, KIP-402, KIP-612) --
+    ConfigKey("max.connections", "int", INT32_MAX, at_least(0),
+              "Connections the broker holds open at once, over all listeners. When reached, the broker "
+              "stops accepting (new connections wait in the listen backlog) until one closes, as in "
+              "Kafka (KIP-402)."),
+    *_per_listener("max.connections", "Like max.connections"),
+    ConfigKey("max.connections.per.ip", "int", INT32_MAX, at_least(0),
+              "Connections one client IP address may hold open; a further connection from it is closed "
+              "as soon as it is accepted, with a log line. 0 is allowed only with "
+              "max.connections.per.ip.overrides (then only the listed hosts may connect)."),
+    ConfigKey("max.connections.per.ip.overrides", "string", "", IP_OVERRIDES,
+              "Per-host exceptions to max.connections.per.ip, Kafka's comma-separated HOST:COUNT list, "
+              "e.g. 10.0.0.7:500,gateway.internal:2000; host names are resolved at start-up (every "
+              "address of the name gets the count)."),
+    ConfigKey("max.connection.creation.rate", "int", INT32_MAX, at_least(0),
+              "New connections accepted per second over all listeners (KIP-612). Beyond it the broker "
+              "accepts late, by at most one second per connection, rather than refusing; so 0 acts as 1."),
+    *_per_listener("max.connection.creation.rate", "Like max.connection.creation.rate"),
+    ConfigKey("connections.max.idle.ms", "long", 600_000, None,
+              "A connection that has neither sent nor been sent anything for this long, with no request "
+              "being handled, is closed. Negative: never."),
+    ConfigKey("queued.max.request.bytes", "long", -1, None,
+              "Bytes of requests read and not yet answered, over all connections. When reached, the broker "
+              "reads no more requests (from any connection) until some are answered: nothing is lost and "
+              "clients get no error. -1 (or 0): no limit; else at least socket.request.max.bytes."),
+    ConfigKey("connection.queued.max.response.bytes", "long", 16 << 20, at_least(1),
+              "Bytes of answers made for one connection and not yet handed to its socket (a client that "
+              "sends requests but does not read the answers). While above it, the broker reads no more "
+              "requests from that connection."),
     ConfigKey("producer.id.expiration.ms", "int", 86_400_000, at_least(1),
               "How long a partition remembers an idempotent producer that stopped writing to it (and so "
               "recognises its retried batches)."),
@@ -624,7 +693,24 @@ def load_config(
     cfg = BrokerConfig(merged, frozenset(values))
     _check_remote(cfg)
     _check_security(cfg)
+    _check_connection_limits(cfg)
     return cfg
+
+
+def _check_connection_limits(cfg: BrokerConfig) -> None:
+    """Kafka's start-up checks of its socket server keys."""
+    queued = cfg["queued.max.request.bytes"]
+    if 0 < queued < cfg["socket.request.max.bytes"]:
+        raise ConfigError("queued.max.request.bytes", f"{queued} is less than socket.request.max.bytes "
+                                                      f"({cfg['socket.request.max.bytes']}): a largest request "
+                                                      "could never be read")
+    if cfg["max.connections.per.ip"] == 0 and not cfg["max.connections.per.ip.overrides"]:
+        raise ConfigError("max.connections.per.ip", "can be 0 only if max.connections.per.ip.overrides is set")
+    idle, delay = cfg["connections.max.idle.ms"], cfg["connection.failed.authentication.delay.ms"]
+    if idle >= 0 and delay >= idle:
+        raise ConfigError("connection.failed.authentication.delay.ms",
+                          f"{delay} must be less than connections.max.idle.ms ({idle}), or a failed "
+                          "authentication's answer would be closed as idle first")
 
 
 def _check_security(cfg: BrokerConfig) -> None:
