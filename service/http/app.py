@@ -43,6 +43,34 @@ def _metric_lines(broker: Broker) -> list[str]:
            "How late the latest periodic wake-up of the event loop fired.", [("", lag.current_s)])
     metric("sediment_event_loop_lag_max_seconds", "gauge",
            "The largest event-loop wake-up delay since the broker started.", [("", lag.max_s)])
+    kafka = broker.kafka
+    listeners = kafka.limits.stats.items()
+    metric("sediment_connections", "gauge", "Open Kafka connections per listener.",
+           [(f'{{listener="{n}"}}', st.open) for n, st in listeners])
+    metric("sediment_connections_accepted_total", "counter", "Kafka connections accepted per listener.",
+           [(f'{{listener="{n}"}}', st.accepted) for n, st in listeners])
+    metric("sediment_connections_refused_total", "counter",
+           "Connections closed at once for their address's limit (max.connections.per.ip or its overrides) "
+           "or connection creation rate.",
+           [sample for n, st in listeners
+            for sample in ((f'{{listener="{n}",limit="max.connections.per.ip"}}', st.refused_per_ip),
+                           (f'{{listener="{n}",limit="connection_creation_rate"}}', st.refused_ip_rate))])
+    metric("sediment_connections_idle_closed_total", "counter", "Connections closed by connections.max.idle.ms.",
+           [(f'{{listener="{n}"}}', st.closed_idle) for n, st in listeners])
+    metric("sediment_connection_accept_wait_seconds_total", "counter",
+           "Time accepting was held back by max.connections or max.connection.creation.rate.",
+           [(f'{{listener="{n}"}}', st.accept_wait_s) for n, st in listeners])
+    metric("sediment_queued_request_bytes", "gauge",
+           "Bytes of requests read and not yet answered (bounded by queued.max.request.bytes).",
+           [("", kafka.memory.used)])
+    metric("sediment_queued_request_bytes_peak", "gauge", "The most bytes of requests held at once since the start.",
+           [("", kafka.memory.peak)])
+    metric("sediment_unsent_response_bytes", "gauge",
+           "Bytes of answers made and not yet handed to the sockets, over all connections.",
+           [("", kafka.unsent_bytes)])
+    metric("sediment_unsent_response_bytes_peak", "gauge",
+           "The most bytes of unsent answers one connection has held (bounded by "
+           "connection.queued.max.response.bytes).", [("", kafka.stats.unsent_peak)])
     sensors = broker.quotas.sensors()
     if sensors:  # clients measured against a quota (Kafka's per user/client-id quota metrics)
         def labels(v: SensorView) -> str:

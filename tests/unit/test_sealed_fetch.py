@@ -21,10 +21,11 @@ from kio.serial import entity_reader
 from kio.static.primitive import i32, i64
 
 from security.keys import new_data_key
+from service.config import BROKER_KEYS
 from service.kafka.apis import fetch
 from service.kafka.context import Connection, RequestContext, SplicedResponse
 from service.kafka.messages import encode_response, response_schema
-from service.kafka.server import KafkaServer, _PartFailed
+from service.kafka.server import KafkaServer, _PartFailed, _Session
 from service.partitions import Partitions
 from service.quotas import ClientQuotas
 from tests.unit.conftest import make_batch
@@ -102,7 +103,8 @@ def sealed_log(tmp_path: Path):
     lg.close()
 
 
-CONFIG = {"fetch.max.bytes": 64 << 20, "connections.max.reauth.ms": 0,
+CONFIG = {**{name: key.default for name, key in BROKER_KEYS.items()},  # every key the server reads
+          "fetch.max.bytes": 64 << 20, "connections.max.reauth.ms": 0,
           "connection.failed.authentication.delay.ms": 0, "socket.request.max.bytes": 100 << 20,
           "queued.max.requests": 16}
 
@@ -241,7 +243,7 @@ async def test_a_batch_failing_mid_answer_closes_the_connection_after_correct_by
         pending.put_nowait(fut)
     writer = HoldingWriter(good)  # every byte sent must be the right one
     with caplog.at_level(logging.ERROR, logger="sediment.kafka"):
-        await server._send_loop(ctx.conn, writer, pending)  # type: ignore[arg-type]
+        await server._send_loop(_Session(ctx.conn, writer), pending)  # type: ignore[arg-type]
     assert writer.aborted
     assert 4 * PIECE_BYTES < writer.written < len(good)  # the pieces before the bad one went out
     assert behind.done() and writer.written < len(good)  # nothing after: the connection is gone
@@ -317,6 +319,6 @@ async def test_pipelined_answers_are_written_whole_and_in_order(sealed_log) -> N
     for fut in (first, middle, second, None):
         pending.put_nowait(fut)
     writer = HoldingWriter(expected[0] + len(small).to_bytes(4, "big") + small + expected[1])
-    await _server()._send_loop(ctx.conn, writer, pending)  # type: ignore[arg-type]
+    await _server()._send_loop(_Session(ctx.conn, writer), pending)  # type: ignore[arg-type]
     assert writer.written == len(expected[0]) + 4 + len(small) + len(expected[1])
     assert not writer.aborted and writer.max_held <= PIECE_BYTES + 4096
