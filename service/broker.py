@@ -82,6 +82,7 @@ class Broker:
             max_timeout_ms=config["transaction.max.timeout.ms"],
             cleanup_interval_ms=config["transaction.abort.timed.out.transaction.cleanup.interval.ms"])
         self.kafka = KafkaServer(config, self.auth, self.telemetry)
+        self.quotas.on_ip_rates = self.kafka.limits.set_ip_rates  # the ip entities' connection_creation_rate
         self.http = HttpServer(self, *config.http_host_port)
         self.loop_lag = LoopLagMonitor()
         self.ready = False

@@ -16,6 +16,7 @@ from pathlib import Path
 from service.metadata import MetadataStore, QuotaEntity
 from service.quotas import (
     CLIENT_ID,
+    IP,
     MATCH_DEFAULT,
     MATCH_EXACT,
     MATCH_SPECIFIED,
@@ -80,7 +81,7 @@ def _filter(args: argparse.Namespace) -> list[FilterComponent]:
 def _label(entity: QuotaEntity) -> str:
     names = dict(entity)
     return ", ".join(f"{label} '{names[t]}'" if names[t] is not None else f"the default {label}"
-                     for t, label in ((USER, "user-principal"), (CLIENT_ID, "client-id")) if t in names)
+                     for t, label in ((USER, "user-principal"), (CLIENT_ID, "client-id"), (IP, "ip")) if t in names)
 
 
 def describe_line(entity: QuotaEntity, values: dict[str, float]) -> str:

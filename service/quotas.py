@@ -5,8 +5,10 @@ authentication), a client-id (from the request header), a user and a client-id t
 default of either (`<default>`, a None name here as in Kafka's protocol). Three kinds are enforced:
 `producer_byte_rate` (bytes of produce requests per second), `consumer_byte_rate` (bytes of fetch
 responses per second) and `request_percentage` (the share of the event loop's time spent on a
-client's requests, in percent of one core). For a request, the most specific entity that has a
-quota of the kind wins, in Kafka's order (ClientQuotaManager):
+client's requests, in percent of one core). An IP address, or the default of all (the `ip`
+entity, alone), has `connection_creation_rate` (KIP-612): the Kafka listeners apply it when they
+accept (service.kafka.limits), handed the rates through `on_ip_rates`. For a request, the most
+specific entity that has a quota of the kind wins, in Kafka's order (ClientQuotaManager):
 
     1. /config/users/<user>/clients/<client-id>     5. /config/users/<default>/clients/<default>
     2. /config/users/<user>/clients/<default>       6. /config/users/<default>
@@ -27,6 +29,7 @@ nothing at all for it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import time
@@ -51,7 +54,10 @@ QUOTA_KEYS: dict[str, str] = {
     REQUEST_PERCENTAGE: "double",
     CONTROLLER_MUTATION_RATE: "double",
 }
+CONNECTION_CREATION_RATE = "connection_creation_rate"
+IP_QUOTA_KEYS: dict[str, str] = {CONNECTION_CREATION_RATE: "int"}  # Kafka's QuotaConfig.ipConfigs
 INT64_MAX = (1 << 63) - 1
+INT32_MAX = (1 << 31) - 1
 
 # DescribeClientQuotas match types.
 MATCH_EXACT, MATCH_DEFAULT, MATCH_SPECIFIED = 0, 1, 2
@@ -382,8 +388,8 @@ class Alteration:
 
 def validate_entity(pairs: Sequence[tuple[str, str | None]]) -> QuotaEntity:
     """Kafka's checks of a quota entity (ClientQuotaControlManager.validateEntity and
-    configKeysForEntityType); raises QuotaError. IP entities (connection_creation_rate) are
-    refused: connection-rate quotas are not part of client quotas here."""
+    configKeysForEntityType); raises QuotaError. An IP entity's name must be an address: Kafka
+    also takes a host name and resolves it once, which this broker does not do per request."""
     entity = entity_of(pairs)
     if not entity:
         raise invalid("Invalid empty client quota entity")
@@ -396,21 +402,33 @@ def validate_entity(pairs: Sequence[tuple[str, str | None]]) -> QuotaEntity:
     if IP in types:
         if types != {IP}:
             raise invalid("Invalid quota entity combination, IP entity shouldnot be combined with User or ClientId")
-        raise invalid("IP quotas (connection_creation_rate) are not supported by this broker")
+        ((_, name),) = entity
+        if name is not None:
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                raise invalid(f"{name} is not a valid IP or resolvable host.") from None
     return entity
 
 
-def validate_value(key: str, value: float) -> None:
+def quota_keys(entity: QuotaEntity) -> dict[str, str]:
+    """The quota keys an entity may have, with their types."""
+    return IP_QUOTA_KEYS if any(t == IP for t, _ in entity) else QUOTA_KEYS
+
+
+def validate_value(key: str, value: float, keys: dict[str, str] = QUOTA_KEYS) -> None:
     """Kafka's ClientQuotaControlManager.validateQuotaKeyValue; raises QuotaError. Unlike Kafka,
     NaN and infinity are refused too (Kafka would store them)."""
-    kind = QUOTA_KEYS.get(key)
+    kind = keys.get(key)
     if kind is None:
         raise invalid(f"Invalid configuration key {key}")
     if not math.isfinite(value):
         raise invalid(f"Quota {key} must be a finite number")
     if value <= 0.0:
         raise invalid(f"Quota {key} must be greater than 0")
-    if kind == "long":
+    if kind == "int" and value > INT32_MAX:
+        raise invalid(f"Proposed value for {key} is too large for an INT.")
+    if kind in ("int", "long"):
         if value > INT64_MAX:
             raise invalid(f"Proposed value for {key} is too large for a LONG.")
         if abs(math.fmod(value, 1.0)) > 1e-6:
@@ -485,6 +503,8 @@ class ClientQuotas:
                                     max_throttle_ms=window_s * 1000)
         self.active = False  # some quota of some kind is configured: the only check when none is
         self._quotas: dict[QuotaEntity, dict[str, float]] = {}
+        # Given every connection_creation_rate by address (None: the default), whenever they change.
+        self.on_ip_rates: Callable[[dict[str | None, int]], None] | None = None
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -499,6 +519,9 @@ class ClientQuotas:
         for manager in (self.produce, self.fetch, self.request):
             manager.set_limits({e: v[manager.key] for e, v in quotas.items() if manager.key in v})
         self.active = self.produce.enabled or self.fetch.enabled or self.request.enabled
+        if self.on_ip_rates is not None:
+            self.on_ip_rates({dict(e)[IP]: int(v[CONNECTION_CREATION_RATE]) for e, v in quotas.items()
+                              if CONNECTION_CREATION_RATE in v and any(t == IP for t, _ in e)})
 
     @property
     def quotas(self) -> dict[QuotaEntity, dict[str, float]]:
@@ -564,9 +587,10 @@ class ClientQuotas:
                     raise invalid(f"Duplicate quota key {key} not updating quota for this entity "
                                   f"{entity_text(entity)}")
                 seen[key] = value
+            keys = quota_keys(entity)
             for key, value in seen.items():
                 if value is not None:
-                    validate_value(key, value)
+                    validate_value(key, value, keys)
             alt.changes = list(seen.items())
         except QuotaError as e:
             alt.error, alt.message, alt.changes = e.code, e.message, []

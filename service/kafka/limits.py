@@ -9,8 +9,9 @@
 - `max.connections.per.ip` and its overrides: a further connection from an address that holds its
   limit is closed as soon as it is accepted, with a log line naming the address and the limit.
 - The per-IP connection creation rate (KIP-612's `connection_creation_rate` quota of the `ip`
-  entity, set through `set_ip_rate`): a connection beyond it is accepted and closed after the delay
-  that would bring the address under its rate, so that the client does not reconnect at once.
+  entity, set with AlterClientQuotas and handed over by service.quotas through `set_ip_rates`): a
+  connection beyond it is accepted and closed after the delay that would bring the address under
+  its rate, so that the client does not reconnect at once.
 - `queued.max.request.bytes`: `RequestMemory`, the bytes of requests read and not yet answered.
 """
 
@@ -22,7 +23,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -307,18 +308,12 @@ class ConnectionQuotas:
 
     # -- per-IP connection creation rate (the ip entity's connection_creation_rate quota) -------
 
-    def set_ip_rate(self, ip: str | None, rate: int | None) -> None:
-        """Set (or with None remove) the connection creation rate quota of one address, or with
-        ip None the default of every address, as AlterClientQuotas does for the `ip` entity."""
-        if ip is None:
-            self._default_ip_rate = _limit(rate)
-            return
-        key = client_ip(ip)
-        limit = _limit(rate)
-        if limit is None:
-            self._ip_rates.pop(key, None)
-        else:
-            self._ip_rates[key] = limit
+    def set_ip_rates(self, rates: Mapping[str | None, int]) -> None:
+        """Every address's connection creation rate quota (None: the default of all addresses),
+        as the `ip` entities of the client quotas have them now; addresses absent have none."""
+        self._default_ip_rate = _limit(rates.get(None))
+        self._ip_rates = {client_ip(ip): limit for ip, rate in rates.items()
+                          if ip is not None and (limit := _limit(rate)) is not None}
 
     def _ip_bucket(self, ip: str, rate: int) -> RateLimit:
         """The address's bucket; a changed quota applies to it with its recent connections

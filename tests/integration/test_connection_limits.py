@@ -201,6 +201,39 @@ def test_bad_overrides_stop_start_up_naming_the_key(tmp_path, value, reason):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_an_address_over_its_connection_creation_rate_quota_is_closed_after_a_delay(broker_factory):
+    from .test_quotas import QuotaAdmin
+
+    b = broker_factory()
+    admin = QuotaAdmin(b.bootstrap)  # from 127.0.0.1, which has no quota
+    try:
+        # KIP-612's ip entity, set with AlterClientQuotas (kafka-configs --entity-type ips)
+        assert admin.alter([({"ip": "127.0.0.2"}, {"connection_creation_rate": 2.0})]) == [
+            ({"ip": "127.0.0.2"}, 0, None)]
+        assert admin.describe([("ip", 2, None)]) == [((("ip", "127.0.0.2"),), {"connection_creation_rate": 2.0})]
+        assert [answered(connect_from(b.bootstrap, "127.0.0.2")) for _ in range(2)] == [True, True]
+        started = time.monotonic()
+        assert refused(connect_from(b.bootstrap, "127.0.0.2"))
+        assert time.monotonic() - started >= 0.2  # held, not closed at once: the client does not retry at once
+        assert logged(b, "refused connection from 127.0.0.2 on PLAINTEXT: over its connection creation rate of 2/s")
+        refusals = 'sediment_connections_refused_total{listener="PLAINTEXT",limit="connection_creation_rate"}'
+        assert metrics(b)[refusals] == 1
+        assert all(answered(connect_from(b.bootstrap, "127.0.0.3")) for _ in range(4))  # other addresses: no quota
+    finally:
+        admin.close()
+
+    b.restart()  # the quota is kept, and the listeners get it again at start
+    assert [answered(connect_from(b.bootstrap, "127.0.0.2")) for _ in range(2)] == [True, True]
+    assert refused(connect_from(b.bootstrap, "127.0.0.2"))
+    admin = QuotaAdmin(b.bootstrap)
+    try:
+        assert admin.alter([({"ip": "127.0.0.2"}, {"connection_creation_rate": None})]) == [
+            ({"ip": "127.0.0.2"}, 0, None)]
+        assert all(answered(connect_from(b.bootstrap, "127.0.0.2")) for _ in range(4))  # removed: no rate
+    finally:
+        admin.close()
+
+
 # -- idle connections -----------------------------------------------------------------------------
 
 

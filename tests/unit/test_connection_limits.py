@@ -146,7 +146,7 @@ async def test_per_ip_limit_and_overrides_by_address():
 async def test_per_ip_creation_rate_refuses_for_a_while_and_costs_the_broker_rate_nothing():
     clock = FakeClock()
     q = quotas(clock, creation_rate=100)
-    q.set_ip_rate("10.0.0.7", 2)
+    q.set_ip_rates({"10.0.0.7": 2})
     for _ in range(2):
         assert q.admit(await q.acquire("PLAINTEXT"), "10.0.0.7") is None
     refused = q.admit(await q.acquire("PLAINTEXT"), "10.0.0.7")
@@ -156,11 +156,13 @@ async def test_per_ip_creation_rate_refuses_for_a_while_and_costs_the_broker_rat
     assert q._broker_rate is not None and q._broker_rate.delay() == 0
     clock.now += 0.5
     assert q.admit(await q.acquire("PLAINTEXT"), "10.0.0.7") is None
-    q.set_ip_rate(None, 1)  # the default of every address; 10.0.0.7 keeps its own
+    q.set_ip_rates({"10.0.0.7": 2, None: 1})  # the default of every address; 10.0.0.7 keeps its own
     assert q.admit(await q.acquire("PLAINTEXT"), "10.0.0.8") is None
     assert isinstance(q.admit(await q.acquire("PLAINTEXT"), "10.0.0.8"), Throttled)
-    q.set_ip_rate("10.0.0.7", None)
-    assert isinstance(q.admit(await q.acquire("PLAINTEXT"), "10.0.0.7"), Throttled)  # now the default's 1/s
+    q.set_ip_rates({None: 1})  # 10.0.0.7's own removed: its recent connections count against the default
+    assert isinstance(q.admit(await q.acquire("PLAINTEXT"), "10.0.0.7"), Throttled)
+    q.set_ip_rates({})
+    assert q.admit(await q.acquire("PLAINTEXT"), "10.0.0.8") is None  # no quota: no rate
 
 
 def test_client_ip_spells_an_address_one_way():
@@ -262,7 +264,7 @@ async def test_a_connection_over_its_address_rate_is_closed_after_the_delay_unan
     await server.serve(services)  # type: ignore[arg-type]
     try:
         port = server.bound["PLAINTEXT"][1]
-        server.limits.set_ip_rate("127.0.0.1", 1)
+        server.limits.set_ip_rates({"127.0.0.1": 1})
         answer, _ = await _exchange(port)
         assert struct.unpack(">ii", answer)[1] == 9  # the first is served
         started = time.monotonic()

@@ -287,8 +287,13 @@ def _alter(quotas: ClientQuotas, entries, validate_only=False) -> list[tuple[int
      "Duplicate quota key producer_byte_rate not updating quota for this entity ClientQuotaEntity(entries={user=a})"),
     ([("ip", "1.2.3.4"), (USER, "a")], [("producer_byte_rate", 1.0)],
      "Invalid quota entity combination, IP entity shouldnot be combined with User or ClientId"),
-    ([("ip", "1.2.3.4")], [("connection_creation_rate", 1.0)],
-     "IP quotas (connection_creation_rate) are not supported by this broker"),
+    ([("ip", "gateway.internal")], [("connection_creation_rate", 1.0)],
+     "gateway.internal is not a valid IP or resolvable host."),
+    ([("ip", "1.2.3.4")], [("producer_byte_rate", 1.0)], "Invalid configuration key producer_byte_rate"),
+    ([("ip", None)], [("connection_creation_rate", 0.0)], "Quota connection_creation_rate must be greater than 0"),
+    ([("ip", "::1")], [("connection_creation_rate", 2.5)], "connection_creation_rate cannot be a fractional value."),
+    ([("ip", "::1")], [("connection_creation_rate", 3e9)],
+     "Proposed value for connection_creation_rate is too large for an INT."),
 ])
 def test_alter_refuses_what_kafka_refuses(pairs, ops, message):
     quotas = ClientQuotas(None)
