@@ -408,9 +408,8 @@ class KafkaServer:
     async def _answer_turn(self, s: _Session) -> None:
         """The handlers' half: requests read before the bound was reached (a pipelined burst is
         taken whole before any of its answers exists) make their answers one at a time, in
-        order, while the answers already made exceed it. Free when under the bound."""
-        if s.unsent <= self._max_unsent and not s.gate:
-            return
+        order, while the answers already made exceed it. Callers check first: a request under
+        the bound, with none waiting, goes straight on."""
         self._log_unread(s)
         fut = asyncio.get_running_loop().create_future()
         s.gate.append(fut)
@@ -485,7 +484,8 @@ class KafkaServer:
         """A SASL token without a Kafka header (after SaslHandshake v0); the answer is raw too."""
         conn = s.conn
         assert conn.sasl is not None
-        await self._answer_turn(s)
+        if s.gate or s.unsent > self._max_unsent:
+            await self._answer_turn(s)
         out = await conn.sasl.authenticate(conn, token)
         answer = None if out.error_code else out.auth_bytes  # a failure just closes (after the delay)
         self._owe(s, answer)
@@ -493,7 +493,8 @@ class KafkaServer:
 
     async def _run(self, ctx: RequestContext, request: Any, s: _Session) -> bytes | SplicedResponse | None:
         """The request's answer, counted as owed to the connection the moment it is made."""
-        await self._answer_turn(s)
+        if s.gate or s.unsent > self._max_unsent:  # (checked here: no coroutine per request under the bound)
+            await self._answer_turn(s)
         name = api_name(ctx.api_key)
         with self._telemetry.request_span(name, ctx) as span:
             try:
