@@ -401,7 +401,8 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
               "address of the name gets the count)."),
     ConfigKey("max.connection.creation.rate", "int", INT32_MAX, at_least(0),
               "New connections accepted per second over all listeners (KIP-612). Beyond it the broker "
-              "accepts late, by at most one second per connection, rather than refusing; so 0 acts as 1."),
+              "accepts late, by at most one quota.window.size.seconds per connection, rather than "
+              "refusing; so 0 acts as one connection per window."),
     *_per_listener("max.connection.creation.rate", "Like max.connection.creation.rate"),
     ConfigKey("connections.max.idle.ms", "long", 600_000, None,
               "A connection that has neither sent nor been sent anything for this long, with no request "

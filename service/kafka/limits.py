@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sediment.kafka")
 
-MAX_THROTTLE_S = 1.0  # Kafka's quota window: no connection is delayed longer than this
 _PRUNE_IP_BUCKETS = 1024  # drop refilled per-IP buckets once this many are kept
 
 
@@ -49,25 +48,36 @@ def client_ip(host: str) -> str:
 
 
 class RateLimit:
-    """New connections per second, as a token bucket holding one second's worth.
+    """New connections per second, as a token bucket holding one quota window's worth.
 
-    Kafka measures the rate over eleven one-second samples and delays a connection that exceeds
-    it by what brings the rate back under the quota, at most one second. The bucket gives the
-    same answer clients see (at most `rate` connections in any second once busy, each delayed by
-    no more than a second) without Kafka's first ten seconds of allowance; written here because
-    the acceptor needs "how long until the next one may pass", which rate-limiter libraries that
-    only wait do not say, on an injected clock.
+    Kafka measures the rate over `quota.window.num` samples of `quota.window.size.seconds` and
+    delays a connection that exceeds it by what brings the rate back under the quota, at most
+    one window (so 0 acts as one connection per window). The bucket gives clients the same delays
+    once busy (at most `rate` connections a second, none delayed longer than a window) without
+    the extra allowance of Kafka's first samples; written here because the acceptor needs "how
+    long until the next one may pass", on an injected clock, which limiter libraries that only
+    wait do not say.
     """
 
-    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
-        self.rate = max(rate, 1)  # 0 acts as 1: no connection waits longer than a second
+    def __init__(self, rate: int, clock: Callable[[], float], window_s: float = 1.0) -> None:
         self._clock = clock
-        self._tokens = float(self.rate)
-        self._stamp = clock()
+        self._window_s = window_s
+        self._tokens = 0.0
+        self.set_rate(rate, full=True)
+
+    def set_rate(self, rate: int, full: bool = False) -> None:
+        """A new rate for the connections to come; those already counted stay counted."""
+        if not full:
+            self._refill()
+        self.rate = rate  # as configured
+        self._per_s = max(float(rate), 1 / self._window_s)
+        self._capacity = max(self._per_s * self._window_s, 1.0)
+        self._tokens = self._capacity if full else min(self._tokens, self._capacity)
+        self._stamp = self._clock()
 
     def _refill(self) -> None:
         now = self._clock()
-        self._tokens = min(float(self.rate), self._tokens + (now - self._stamp) * self.rate)
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._per_s)
         self._stamp = now
 
     def delay(self) -> float:
@@ -75,26 +85,20 @@ class RateLimit:
         self._refill()
         if self._tokens >= 1:
             return 0.0
-        return min((1 - self._tokens) / self.rate, MAX_THROTTLE_S)
+        return min((1 - self._tokens) / self._per_s, self._window_s)
 
     def take(self) -> None:
         self._refill()
         self._tokens = max(self._tokens - 1, 0.0)
 
-    def set_rate(self, rate: int) -> None:
-        """A new rate for the connections to come; those already counted stay counted."""
-        self._refill()
-        self.rate = max(rate, 1)
-        self._tokens = min(self._tokens, float(self.rate))
-
     def give_back(self) -> None:
         """A connection counted here that was not accepted after all (Kafka un-records it too)."""
-        self._tokens = min(float(self.rate), self._tokens + 1)
+        self._tokens = min(self._capacity, self._tokens + 1)
 
     @property
     def full(self) -> bool:
         self._refill()
-        return self._tokens >= self.rate
+        return self._tokens >= self._capacity
 
 
 def _limit(value: int | None) -> int | None:
@@ -110,6 +114,7 @@ class ConnectionSettings:
     per_ip_overrides: dict[str, int] = field(default_factory=dict)  # canonical address -> limit
     creation_rate: int | None = None
     listener_creation_rate: dict[str, int] = field(default_factory=dict)
+    window_s: float = 1.0  # quota.window.size.seconds: the longest delay, one window's burst
 
     @classmethod
     def from_config(cls, config: BrokerConfig, listeners: list[str]) -> ConnectionSettings:
@@ -131,7 +136,8 @@ class ConnectionSettings:
                    listener_max_connections=per_listener("max.connections"),
                    max_connections_per_ip=_limit(get("max.connections.per.ip")),
                    creation_rate=_limit(get("max.connection.creation.rate")),
-                   listener_creation_rate=per_listener("max.connection.creation.rate"))
+                   listener_creation_rate=per_listener("max.connection.creation.rate"),
+                   window_s=float(config["quota.window.size.seconds"]))
 
 
 @dataclass
@@ -191,8 +197,10 @@ class ConnectionQuotas:
         self.total = 0
         self._per_ip: Counter[str] = Counter()
         self._freed: list[asyncio.Future[None]] = []
-        self._broker_rate = RateLimit(settings.creation_rate, clock) if settings.creation_rate is not None else None
-        self._listener_rate = {name: RateLimit(rate, clock) for name, rate in settings.listener_creation_rate.items()}
+        window = settings.window_s
+        self._broker_rate = None if settings.creation_rate is None else RateLimit(settings.creation_rate, clock, window)
+        self._listener_rate = {name: RateLimit(rate, clock, window)
+                               for name, rate in settings.listener_creation_rate.items()}
         self._default_ip_rate: int | None = None
         self._ip_rates: dict[str, int] = {}
         self._ip_buckets: dict[str, RateLimit] = {}
@@ -247,7 +255,7 @@ class ConnectionQuotas:
             if delay > 0:
                 if logged != which:
                     log.info("listener %s: %s reached: accepting new connections late, by at most %.0f s each",
-                             listener, which, MAX_THROTTLE_S)
+                             listener, which, self._settings.window_s)
                     logged = which
                 stats.accept_wait_s += delay
                 await self._sleep(delay)  # the throttle itself: Kafka delays accepting, it does not refuse
@@ -322,8 +330,8 @@ class ConnectionQuotas:
         if bucket is None:
             if len(self._ip_buckets) >= _PRUNE_IP_BUCKETS:  # forget addresses back under their rate
                 self._ip_buckets = {k: b for k, b in self._ip_buckets.items() if not b.full}
-            bucket = self._ip_buckets[ip] = RateLimit(rate, self._clock)
-        elif bucket.rate != max(rate, 1):
+            bucket = self._ip_buckets[ip] = RateLimit(rate, self._clock, self._settings.window_s)
+        elif bucket.rate != rate:
             bucket.set_rate(rate)
         return bucket
 

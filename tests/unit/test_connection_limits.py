@@ -61,6 +61,20 @@ def test_rate_zero_acts_as_one_per_second_as_in_kafka():
     assert rate.delay() == pytest.approx(1.0)  # never more than Kafka's one-second window
 
 
+def test_rate_keeps_kafka_quota_window():
+    clock = FakeClock()
+    rate = RateLimit(2, clock, window_s=2.0)  # quota.window.size.seconds=2: a window's burst, a window's delay
+    for _ in range(4):
+        assert rate.delay() == 0
+        rate.take()
+    assert rate.delay() == pytest.approx(0.5)
+    never = RateLimit(0, clock, window_s=2.0)
+    never.take()
+    assert never.delay() == pytest.approx(2.0)
+    cfg = load_config(None, {"quota.window.size.seconds": "3"}, environ={})
+    assert ConnectionSettings.from_config(cfg, ["PLAINTEXT"]).window_s == 3.0
+
+
 def test_rate_gives_back_a_connection_not_accepted_after_all():
     clock = FakeClock()
     rate = RateLimit(1, clock)
