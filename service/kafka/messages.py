@@ -15,8 +15,8 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-from kio.index import load_payload_module, load_request_schema
-from kio.serial import entity_reader, entity_writer
+from kio.index import load_payload_module
+from kio.serial import entity_writer
 from kio.static.constants import EntityType
 
 from service.errors import ErrorCode
@@ -98,12 +98,6 @@ def response_schema(api_key: int, version: int) -> Schema:
         if isinstance(v, type) and getattr(v, "__type__", None) is EntityType.response
     )
     return Schema(module, root)
-
-
-@cache
-def request_reader(api_key: int, version: int) -> tuple[Callable[..., Any], bool]:
-    cls = load_request_schema(api_key, version)
-    return entity_reader(cls), bool(cls.__flexible__)
 
 
 # mypy does not take a class for Hashable when passing it to a functools.cache function,

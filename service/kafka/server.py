@@ -32,18 +32,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
-from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
-from kio.serial import entity_reader
-
 from service.config import BrokerConfig, ConfigError, Listener, parse_ip_overrides
 from service.kafka import throttle
 from service.kafka.apis import HANDLERS
 from service.kafka.apis.api_versions import unsupported_version_answer
 from service.kafka.context import Connection, FileRange, LazyPart, RequestContext, SplicedResponse
+from service.kafka.decoding import MalformedRequest, decode_request
 from service.kafka.framing import FramedConnection, FrameTooLarge
 from service.kafka.limits import ConnectionQuotas, ConnectionSettings, RequestMemory, Slot, Throttled, client_ip
-from service.kafka.messages import encode_response, request_reader, response_schema
+from service.kafka.messages import encode_response, response_schema
 from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
 from service.kafka.versions import API_RANGES, api_name
 
@@ -56,8 +53,6 @@ log = logging.getLogger("sediment.kafka")
 
 _HEAD = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
-_read_header_v1 = entity_reader(RequestHeaderV1)
-_read_header_v2 = entity_reader(RequestHeaderV2)
 _SASL_HANDSHAKE_KEY = SASL_HANDSHAKE.to_bytes(2, "big")  # a re-authentication starts with it
 _TLS_HANDSHAKE_TIMEOUT_S = 10.0
 _COPY_CHUNK = 1 << 20  # file ranges sent over TLS are copied this much at a time
@@ -465,11 +460,9 @@ class KafkaServer:
         if not rng.served(version):
             raise _Close(f"unsupported {rng.name} version {version}")
         try:
-            read_body, flexible = request_reader(api_key, version)
-            header, offset = (_read_header_v2 if flexible else _read_header_v1)(frame, 0)
-            request, _ = read_body(frame, offset)
-        except Exception as e:  # kio raises many kinds (KeyError for unknown tags, ValueError...)
-            raise _Close(f"malformed {rng.name} v{version} request: {type(e).__name__}: {e}") from None
+            header, request = decode_request(api_key, version, frame)
+        except MalformedRequest as e:  # as Kafka: an unparseable request closes its connection
+            raise _Close(f"malformed {rng.name} v{version} request: {e}") from None
         assert self._services is not None, "a connection before serve()"
         ctx = RequestContext(
             services=self._services, conn=conn, api_key=api_key, version=version,
