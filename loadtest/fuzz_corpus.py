@@ -27,6 +27,7 @@ from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_writer
 from kio.serial._introspect import EntityField, EntityTupleField, classify_field, get_schema_field_type
+from kio.static.primitive import i16, i32
 
 from service.kafka.versions import API_RANGES
 
@@ -104,8 +105,8 @@ def request_frame(api_key: int, version: int, body: Any, correlation_id: int = 1
     cls = type(body)
     header_cls = RequestHeaderV2 if cls.__flexible__ else RequestHeaderV1
     buf = io.BytesIO()
-    entity_writer(header_cls)(buf, header_cls(request_api_key=api_key, request_api_version=version,
-                                              correlation_id=correlation_id, client_id=CLIENT_ID))
+    entity_writer(header_cls)(buf, header_cls(request_api_key=i16(api_key), request_api_version=i16(version),
+                                              correlation_id=i32(correlation_id), client_id=CLIENT_ID))
     entity_writer(cls)(buf, body)
     return buf.getvalue()
 
