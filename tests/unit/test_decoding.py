@@ -98,9 +98,12 @@ def test_records_longer_than_the_frame_are_refused() -> None:
     assert e.kind == "length" and "records" in str(e)
 
 
-def test_trailing_bytes_are_refused() -> None:
-    e = _refused(METADATA, 0, _h1(METADATA, 0) + struct.pack(">i", 0) + b"junk")
-    assert e.kind == "trailing bytes" and str(e) == "4 bytes after the request"
+def test_trailing_bytes_are_ignored_as_kafka_does() -> None:
+    """librdkafka's all-topics Metadata v9+ writes a 4-byte placeholder where the compact null
+    array (1 byte) goes: Kafka reads the null and ignores what is left, and so must we."""
+    frame = _h2(METADATA, 12)[:-1] + b"\x00" + bytes.fromhex("0000000001 0000".replace(" ", ""))
+    _, req = decode_request(METADATA, 12, frame)
+    assert req.topics is None
 
 
 def test_tagged_fields_unknown_duplicate_or_of_the_wrong_size_are_refused() -> None:
