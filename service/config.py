@@ -331,6 +331,11 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
     ConfigKey("auto.create.topics.enable", "boolean", True, None,
               "Create a topic when a client asks Metadata for one that does not exist (and the client "
               "allows auto-creation)."),
+    ConfigKey("max.broker.partitions", "int", 4000, at_least(1),
+              "Most partitions this broker holds, all topics together (KIP-578's name; Kafka sets no "
+              "bound). CreateTopics, CreatePartitions and auto-creation beyond it are refused with "
+              "POLICY_VIOLATION, so a stream of requests for new topic names cannot grow the broker "
+              "without bound."),
     ConfigKey("delete.topic.enable", "boolean", True, None,
               "Allow DeleteTopics; when false, it is refused with TOPIC_DELETION_DISABLED."),
     ConfigKey("log.segment.bytes", "int", 1 << 30, at_least(14),

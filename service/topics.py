@@ -112,6 +112,17 @@ class Topics:
 
     # -- changes ---------------------------------------------------------------------------
 
+    def _check_partition_limit(self, name: str, more: int) -> None:
+        """max.broker.partitions, checked under the lock so concurrent creates cannot both pass.
+        POLICY_VIOLATION, as managed Kafka services answer a partition limit (KIP-578 proposed
+        a code of its own that never shipped)."""
+        limit = int(self._config["max.broker.partitions"])
+        held = sum(t.partitions for t in self._by_name.values())
+        if held + more > limit:
+            raise TopicError(ErrorCode.policy_violation,
+                             f"Cannot create {more} partition(s) for topic '{name}': the broker holds {held} "
+                             f"partitions and max.broker.partitions is {limit}.")
+
     async def create(self, name: str, partitions: int, configs: dict[str, str] | None = None,
                      *, validate_only: bool = False) -> TopicRecord:
         """A new topic (partitions -1: num.partitions), or TopicError with Kafka's code."""
@@ -126,6 +137,7 @@ class Topics:
         async with self._lock:
             if name in self._by_name:
                 raise TopicError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
+            self._check_partition_limit(name, partitions)
             topic = TopicRecord(name, uuid.uuid4(), partitions, configs)
             if validate_only:
                 return topic
@@ -168,6 +180,7 @@ class Topics:
                                  f"which is higher than or equal to the requested {count}.")
             if count > MAX_PARTITIONS:
                 raise TopicError(ErrorCode.invalid_partitions, f"At most {MAX_PARTITIONS} partitions.")
+            self._check_partition_limit(name, count - topic.partitions)
             if validate_only:
                 return
             old = topic.partitions

@@ -2,18 +2,19 @@
 
 kio 0.6.5 (the codec) reads a null (-1) array where the schema allows none, allocates an array
 of whatever length the frame claims before reading a single element (a compact length of 2^32
-aborts the process with a failed allocation), ignores the size of a tagged field, raises
-KeyError for a tag it does not know. So before kio reads a
-frame, `decode_request` walks it once with a plan compiled from the same kio dataclass metadata
-kio compiles its own readers from (field kinds, nullability, tags), reading every length with
-kio's own primitive readers, and refuses, as Kafka's generated readers do:
+aborts the process with a failed allocation), ignores the size of a tagged field and raises
+KeyError for a tag it does not know. So before kio reads a frame, `decode_request` walks it
+once with a plan compiled from the same kio dataclass metadata kio compiles its own readers
+from (field kinds, nullability, tags; varints are read with kio's reader), and refuses, as
+Kafka's generated readers do:
 - a null string, bytes or array where the schema allows none;
 - a negative length other than -1, or a length past the end of the frame (for an array, more
   elements than the remaining bytes can hold even at their smallest);
 - a tagged field whose value is not exactly its declared size, or a tag given twice.
-Bytes after the last field are ignored, as Kafka ignores them: librdkafka's all-topics Metadata
-(v9+) leaves three bytes of a four-byte placeholder after the null topics array. Unknown tags are refused too (kio cannot skip them). Nothing is decoded by hand: the walk only
-measures, and kio then builds the request. Fixed-size runs are skipped in one step and arrays of
+Unknown tags are refused too (kio cannot skip them). Bytes after the last field are ignored,
+as Kafka ignores them: librdkafka's all-topics Metadata (v9+) leaves three bytes of a four-byte
+placeholder behind the null topics array. Nothing is decoded by hand: the walk only measures,
+and kio then builds the request. Fixed-size runs are skipped in one step and arrays of
 fixed-size elements in O(1), so the walk costs a few microseconds per partition of a request
 and nothing per record (records are one bytes field).
 
