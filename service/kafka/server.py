@@ -502,8 +502,14 @@ class KafkaServer:
                 raise _Close(f"{name} handler failed: {e}") from e
             for k, v in ctx.span_attributes.items():
                 span.set_attribute(k, v)
-        answer = response if response is None or isinstance(response, (bytes, SplicedResponse)) \
-            else encode_response(ctx.correlation_id, response)
+        if response is None or isinstance(response, (bytes, SplicedResponse)):
+            answer = response
+        else:
+            try:
+                answer = encode_response(ctx.correlation_id, response)
+            except Exception as e:  # a handler built what its version cannot carry: a bug, logged as one
+                log.exception("%s v%d from %s: the answer cannot be encoded", name, ctx.version, ctx.client_id)
+                raise _Close(f"{name} answer cannot be encoded: {e}") from e
         self._owe(s, answer)
         return answer
 

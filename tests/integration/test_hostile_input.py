@@ -5,14 +5,17 @@ create topics without bound (max.broker.partitions)."""
 from __future__ import annotations
 
 import struct
+import uuid
 
 import pytest
 from confluent_kafka.admin import NewPartitions, NewTopic
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from kio.schema.metadata.v12.response import MetadataResponse
 from kio.serial import entity_reader
+from kio.static.constants import EntityType
 
 from loadtest.fuzz_corpus import request_frame
+from service.kafka.messages import build
 
 from . import ck
 from .helpers import connect, frame, recv_frame, unique_topic, wait_closed
@@ -97,3 +100,24 @@ def test_create_topics_and_partitions_respect_max_broker_partitions(broker_facto
     # Deleting makes room again.
     admin.delete_topics([a])[a].result(15)
     admin.create_topics([NewTopic(c, 3)])[c].result(15)
+
+
+@pytest.mark.parametrize("version", [10, 11])
+def test_metadata_v10_v11_with_a_null_topic_name_answers_invalid_request(module_broker, version):
+    """Found by loadtest.fuzz_socket: the v10-11 answer has no null names, so encoding the
+    UNKNOWN_TOPIC_ID answer failed after the handler (a traceback, the connection dropped).
+    Kafka answers every topic with INVALID_REQUEST and a null name as ""."""
+    from kio.index import load_payload_module
+
+    mod = load_payload_module(3, version, EntityType.request)
+    req = build(mod.MetadataRequest, dict(
+        topics=(mod.MetadataRequestTopic(topic_id=uuid.uuid4(), name=None),
+                mod.MetadataRequestTopic(topic_id=None, name="named")),
+        allow_auto_topic_creation=True, include_cluster_authorized_operations=False,
+        include_topic_authorized_operations=False))
+    with connect(module_broker.bootstrap) as s:
+        s.sendall(frame(request_frame(3, version, req, correlation_id=8)))
+        resp = recv_frame(s)
+    body, _ = entity_reader(load_payload_module(3, version, EntityType.response).MetadataResponse)(resp, 5)
+    assert [(t.name, int(t.error_code)) for t in body.topics] == [("", 42), ("named", 42)]
+    assert "Traceback" not in _log(module_broker)

@@ -47,6 +47,11 @@ async def handle(ctx: RequestContext, req: MetadataRequest) -> Response:
     if requested is None or (ctx.version == 0 and not requested):
         topics = [_topic(ctx, t, ops) for t in sorted(ctx.topics, key=lambda t: t.name)
                   if ctx.authorize(DESCRIBE, TOPIC, t.name, audit=False)]
+    elif ctx.version < 12 and any(t.name is None for t in requested):
+        # v10-11 carry topic ids but may not look topics up by them, and their answer has no
+        # null names: Kafka answers every topic with INVALID_REQUEST, a null name as "".
+        topics = [_error(ctx, ErrorCode.invalid_request, t.name or "", getattr(t, "topic_id", None))
+                  for t in requested]
     else:
         auto = ctx.config["auto.create.topics.enable"] and getattr(req, "allow_auto_topic_creation", True)
         topics = []
