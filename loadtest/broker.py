@@ -98,9 +98,11 @@ class BrokerProcess:
         keep_data: bool = False,
         env: Mapping[str, str] | None = None,
         listener_name: str = "PLAINTEXT",
+        extra_listeners: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.listener_name = listener_name  # e.g. SSL, with ssl.* keys in settings
+        self.extra_listeners = list(extra_listeners)  # more NAME://HOST:PORT listeners, after the first
         self.settings = dict(settings or {})
         self.command = list(command) if command else sediment_command()
         self.keep_data = keep_data
@@ -148,7 +150,7 @@ class BrokerProcess:
             "--data-dir",
             str(self.data_dir),
             "--listeners",
-            f"{self.listener_name}://{self.host}:{self.kafka_port}",
+            ",".join([f"{self.listener_name}://{self.host}:{self.kafka_port}", *self.extra_listeners]),
             "--http",
             f"{self.host}:{self.http_port}",
         ]
