@@ -100,6 +100,13 @@ class FramedConnection(asyncio.BufferedProtocol):
         self._fail(exc or ConnectionResetError("connection closed"))
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
+        # Let go of the receive buffer and the transport (with TLS, its own 256 KiB buffer and
+        # the OpenSSL session) now: this object lives on in reference cycles with its tasks
+        # until the cycle collector runs, and thousands of short hostile connections would
+        # otherwise hold half a MiB each until then, and fragment the heap.
+        self._buf = bytearray()
+        self._big = None
+        self.transport = None
         for w in self._drain_waiters:
             if not w.done():
                 w.set_exception(ConnectionResetError("connection lost"))

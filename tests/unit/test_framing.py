@@ -154,3 +154,36 @@ def test_sendfile_to_a_reader_that_never_reads_ends_when_either_side_closes(tmp_
         os.close(fd)
 
     _on_loop(kind, main)
+
+
+async def test_lost_connection_lets_go_of_its_buffers_at_once():
+    """A connection object can outlive its socket in reference cycles until the cycle
+    collector runs: its receive buffer and transport (with TLS, OpenSSL's session and another
+    buffer) must go when the connection is lost, or hostile short connections pile them up."""
+    conns: list[FramedConnection] = []
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def on_connect(conn: FramedConnection) -> None:
+        conns.append(conn)
+        try:
+            while True:
+                await got.put(bytes(await conn.read_frame()))
+        except ConnectionError as e:
+            await got.put(e)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: FramedConnection(1 << 20, 8, on_connect), "127.0.0.1", 0)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    writer.write(_frame(b"last words"))
+    await writer.drain()
+    assert await asyncio.wait_for(got.get(), 10) == b"last words"
+    writer.transport.abort()
+    assert isinstance(await asyncio.wait_for(got.get(), 10), ConnectionError)
+    (conn,) = conns
+    assert conn.transport is None
+    assert len(conn.get_buffer(-1)) == 0
+    with pytest.raises(ConnectionResetError):  # an answer still on its way fails as the senders expect
+        conn.write(b"dropped")
+    with pytest.raises(ConnectionResetError):
+        await conn.drain()
+    server.close()
