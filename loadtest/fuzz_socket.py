@@ -68,6 +68,8 @@ QUIET = re.compile(r" (INFO|DEBUG) ")
 
 SENTINEL_ID = struct.pack(">i", 0x5EED5EED)
 SENTINEL = struct.pack(">ihhi", 10, 18, 0, 0x5EED5EED) + struct.pack(">h", -1)  # ApiVersions v0, null client id
+# What a fuzzing connection does, and how often (relative weights).
+KINDS = {"requests": 55, "truncated": 10, "oversized": 5, "sasl": 15, "tls-garbage": 10, "tls-requests": 5}
 INTERESTING_16 = (0, 1, -1, -2, 0x7FFF, -0x8000, 0xFF, 0x100)
 INTERESTING_32 = (0, 1, -1, -2, 0x7FFFFFFF, -0x80000000, 0xFFFF, 0x10000, 1 << 24)
 
@@ -242,7 +244,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 class Fuzzer:
     def __init__(self, broker: BrokerProcess, sasl_port: int, ssl_port: int, seeds: list[bytes],
-                 rng: random.Random, stats: Stats) -> None:
+                 rng: random.Random, stats: Stats, kinds: list[str]) -> None:
+        self.kinds = kinds
+        self.weights = [KINDS[k] for k in kinds]
         self.host = broker.host
         self.plain_port = broker.kafka_port
         self.sasl_port = sasl_port
@@ -346,26 +350,34 @@ class Fuzzer:
         reader, writer = await self._open(self.ssl_port)
         data = self.mut.mutate(self.hello) if rng.random() < 0.7 else rng.randbytes(rng.randrange(1, 600))
         writer.write(data)
+        writer.write_eof()  # plain TCP under the garbage: the handshake ends now, not at its timeout
         self.stats.count("tls garbage")
         await self._drain_and_abort(reader, writer)
 
     async def one(self) -> None:
-        r = self.rng.random()
+        kind = self.rng.choices(self.kinds, self.weights)[0]
         try:
-            if r < 0.55:
+            if kind == "requests":
                 await self.requests()
-            elif r < 0.65:
+            elif kind == "truncated":
                 await self.truncated()
-            elif r < 0.70:
+            elif kind == "oversized":
                 await self.oversized()
-            elif r < 0.85:
+            elif kind == "sasl":
                 await self.sasl()
-            elif r < 0.95:
+            elif kind == "tls-garbage":
                 await self.tls_garbage()
             else:
                 await self.requests(self.ssl_port, tls=True)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass  # the broker may close first; that is its right
+
+    async def each_seed(self) -> None:
+        for seed in self.mut.seeds:
+            reader, writer = await self._open(self.plain_port)
+            writer.write(frame(seed))
+            writer.write_eof()
+            await self._drain_and_abort(reader, writer)
 
     async def round(self, frames: int, concurrency: int) -> None:
         target = self.stats.frames + frames
@@ -468,7 +480,7 @@ def scan_log(text: str) -> list[str]:
 
 
 def run(frames: int, round_frames: int, seed: int, concurrency: int, warmup: int,
-        keep_log: Path | None = None) -> Report:
+        keep_log: Path | None = None, kinds: list[str] | None = None) -> Report:
     rng = random.Random(seed)
     seeds = [p.read_bytes() for p in sorted(SEEDS_DIR.iterdir()) if not p.name.startswith("records-")]
     work = Path(tempfile.mkdtemp(prefix="sediment-fuzz-"))
@@ -496,9 +508,12 @@ def run(frames: int, round_frames: int, seed: int, concurrency: int, warmup: int
         from confluent_kafka.admin import AdminClient, NewTopic
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
-        fuzzer = Fuzzer(broker, sasl_port, ssl_port, seeds, rng, stats)
+        fuzzer = Fuzzer(broker, sasl_port, ssl_port, seeds, rng, stats, kinds or list(KINDS))
         loop = asyncio.new_event_loop()
-        # Warm-up: caches fill, schemas compile, auto-created topics reach their bound.
+        # Warm-up: every seed once as it is (the schemas of every served version, requests and
+        # answers, are loaded on first use), then fuzzing until caches fill and auto-created
+        # topics reach their bound: RSS growth is measured from there.
+        loop.run_until_complete(fuzzer.each_seed())
         loop.run_until_complete(fuzzer.round(warmup, concurrency))
         client_check(broker.bootstrap, f"127.0.0.1:{sasl_port}", topic, 0)
         rss_start = peak = rss_mib(broker.pid)
@@ -536,14 +551,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Fuzz a broker process over its sockets.")
     ap.add_argument("--frames", type=int, default=1_000_000, help="frames to send after the warm-up (1000000)")
     ap.add_argument("--round", type=int, default=20_000, help="frames between two client checks (20000)")
-    ap.add_argument("--warmup", type=int, default=2_000, help="frames before RSS is first taken (2000)")
+    ap.add_argument("--warmup", type=int, default=10_000, help="frames before RSS is first taken (10000)")
     ap.add_argument("--connections", type=int, default=8, help="concurrent fuzzing connections (8)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-rss-growth-mib", type=float, default=None, help="fail above this RSS growth")
     ap.add_argument("--max-stall-s", type=float, default=None, help="fail above this probe round trip")
+    ap.add_argument("--only", type=lambda v: v.split(","), default=None,
+                    help=f"comma-separated kinds of hostile connection to make (default all: {','.join(KINDS)})")
     ap.add_argument("--keep-log", type=Path, default=None, help="copy the broker's log here")
     args = ap.parse_args(argv)
-    r = run(args.frames, args.round, args.seed, args.connections, args.warmup, args.keep_log)
+    r = run(args.frames, args.round, args.seed, args.connections, args.warmup, args.keep_log, args.only)
     print(f"frames sent: {r.frames} in {r.seconds:.0f} s ({r.frames / max(r.seconds, 1e-9):,.0f}/s) over "
           f"{r.connections} connections, {r.answers} answers read, {r.rounds} rounds of client checks")
     for kind, n in sorted(r.by_kind.items(), key=lambda kv: -kv[1]):
