@@ -408,7 +408,7 @@ def client_check(bootstrap: str, sasl_bootstrap: str, topic: str, round_no: int)
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20)
         c.assign([TopicPartition(topic, 0, high - len(values))])
-        got: list[bytes] = []
+        got: list[bytes | None] = []
         deadline = time.monotonic() + 30
         while len(got) < len(values) and time.monotonic() < deadline:
             m = c.poll(1.0)
