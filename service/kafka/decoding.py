@@ -89,6 +89,9 @@ def _fail(kind: str, what: str) -> MalformedRequest:
 def _uvarint(buf: Any, pos: int, end: int) -> tuple[int, int]:
     if pos >= end:
         raise _fail("length", f"varint past the end at byte {pos}")
+    first = buf[pos]
+    if first < 0x80:  # most lengths and counts fit in one byte
+        return first, pos + 1
     value, size = read_unsigned_varint(buf, pos)
     if pos + size > end:
         raise _fail("length", f"varint past the end at byte {pos}")
@@ -280,6 +283,18 @@ def _entity(cls: type, nullable: bool, header: bool = False) -> _Plan:
                             f"{name}: tagged field {tag} declares {size} bytes, its value takes {after - pos}")
             pos = after
         return pos
+
+    if flexible and all(isinstance(step, int) for step in run):
+        # Fixed-size fields and a tag buffer, nearly always empty (a Fetch partition, say):
+        # skip to the tag count at once.
+        fixed_part = sum(step for step in run if isinstance(step, int))
+        slow_fields = walk_fields
+
+        def walk_fields(buf: Any, pos: int, end: int) -> int:
+            pos += fixed_part
+            if pos < end and buf[pos] == 0:
+                return pos + 1
+            return slow_fields(buf, pos - fixed_part, end)
 
     if not nullable:
         return _Plan(walk_fields, max(min_size + (1 if flexible else 0), 1), fixed)
