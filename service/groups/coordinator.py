@@ -27,6 +27,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from service.errors import ErrorCode
+from service.logsafe import printable
 
 if TYPE_CHECKING:
     from service.metadata import MetadataStore
@@ -424,7 +425,7 @@ class GroupCoordinator:
             group.join_timer = loop.call_later(rebalance_timeout, self._complete_join, group)
         group.state = GroupState.PREPARING_REBALANCE
         log.info("group %s preparing to rebalance (generation %d, %d members)",
-                 group.group_id, group.generation, len(group.members))
+                 printable(group.group_id), group.generation, len(group.members))
         self._try_complete_join(group)
 
     def _initial_join_expired(self, group: Group) -> None:
@@ -452,7 +453,7 @@ class GroupCoordinator:
             group.join_timer = None
         group.initial_join = False
         for m in [m for m in group.members.values() if not m.awaiting_join]:
-            log.info("group %s: member %s did not rejoin in time", group.group_id, m.member_id)
+            log.info("group %s: member %s did not rejoin in time", printable(group.group_id), printable(m.member_id))
             self._remove_member(group, m)
         if group.leader not in group.members:
             group.leader = next(iter(group.members), None)
@@ -462,12 +463,12 @@ class GroupCoordinator:
             group.state = GroupState.EMPTY
             group.empty_since_ms = _now_ms()
             self._mark_dirty(group)
-            log.info("group %s is empty at generation %d", group.group_id, group.generation)
+            log.info("group %s is empty at generation %d", printable(group.group_id), group.generation)
             return
         group.protocol_name = group.select_protocol()
         group.state = GroupState.COMPLETING_REBALANCE
-        log.info("group %s generation %d: %d members, protocol %s, leader %s", group.group_id,
-                 group.generation, len(group.members), group.protocol_name, group.leader)
+        log.info("group %s generation %d: %d members, protocol %s, leader %s", printable(group.group_id),
+                 group.generation, len(group.members), printable(group.protocol_name), printable(group.leader))
         for m in group.members.values():
             _resolve_join(m, self._join_result(group, m.member_id, include_members=m.member_id == group.leader))
             self._touch(group, m)
@@ -505,7 +506,7 @@ class GroupCoordinator:
         if member.awaiting_join or member.awaiting_sync:
             self._touch(group, member)  # a member blocked in a long poll is alive
             return
-        log.info("group %s: member %s session timed out", group.group_id, member.member_id)
+        log.info("group %s: member %s session timed out", printable(group.group_id), printable(member.member_id))
         self._remove_member_and_update(group, member)
 
     def _expire_pending(self, group: Group, member_id: str) -> None:
@@ -544,7 +545,7 @@ class GroupCoordinator:
             for m in group.members.values():
                 m.assignment = assignments.get(m.member_id, b"")
             group.state = GroupState.STABLE
-            log.info("group %s generation %d is stable", group.group_id, group.generation)
+            log.info("group %s generation %d is stable", printable(group.group_id), group.generation)
             for m in group.members.values():
                 _resolve_sync(m, SyncResult(ErrorCode.none, group.protocol_type, group.protocol_name,
                                             m.assignment))
@@ -589,7 +590,7 @@ class GroupCoordinator:
             elif group.is_static_fenced(instance_id, member_id):
                 errors.append(ErrorCode.fenced_instance_id)
             elif member_id in group.members:
-                log.info("group %s: member %s left", group.group_id, member_id)
+                log.info("group %s: member %s left", printable(group.group_id), printable(member_id))
                 self._remove_member_and_update(group, group.members[member_id])
                 errors.append(ErrorCode.none)
             else:
@@ -773,7 +774,7 @@ class GroupCoordinator:
             if expired:
                 await self._delete_offsets(group, expired)
                 expired_total += len(expired)
-                log.info("group %s: %d committed offsets expired", group.group_id, len(expired))
+                log.info("group %s: %d committed offsets expired", printable(group.group_id), len(expired))
             if not group.offsets and not group.members and not group.pending_members:
                 await self._drop_group(group)
         return expired_total
@@ -802,7 +803,7 @@ class GroupCoordinator:
                     empty_since = g.empty_since_ms if not g.members else None
                     await self.store.put_group_state(gid, g.protocol_type or "", empty_since)
             except Exception:
-                log.exception("could not record the state of group %s", gid)
+                log.exception("could not record the state of group %s", printable(gid))
 
 
 def _resolve_join(member: Member, result: JoinResult) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from security.sasl import SaslAuthenticationError, SaslExchange, SaslMechanisms
 from service.errors import ErrorCode
 from service.kafka.context import Connection
+from service.logsafe import printable
 
 log = logging.getLogger("sediment.auth")
 
@@ -94,7 +95,7 @@ class SaslSession:
                 return ErrorCode.illegal_sasl_state  # authenticated, no re-authentication in play
             if mechanism != conn.mechanism:
                 log.warning("re-authentication of %s from %s changes mechanism %s -> %s: closing",
-                            conn.principal, conn.client_host, conn.mechanism, mechanism)
+                            printable(conn.principal), conn.client_host, conn.mechanism, printable(mechanism))
                 self._fail()
                 return ErrorCode.unsupported_sasl_mechanism
             self.reauthenticating = True
@@ -128,9 +129,9 @@ class SaslSession:
         except SaslAuthenticationError as e:
             reason = getattr(exchange, "reason", None)
             log.warning("authentication failed: principal=%s mechanism=%s client=%s:%d%s: %s",
-                        e.user or exchange.user or "?", exchange.mechanism, conn.client_host, conn.client_port,
-                        " (re-authentication)" if self.reauthenticating else "",
-                        f"{e.message} ({reason})" if reason else e.message)
+                        printable(e.user or exchange.user or "?"), exchange.mechanism, conn.client_host,
+                        conn.client_port, " (re-authentication)" if self.reauthenticating else "",
+                        printable(f"{e.message} ({reason})" if reason else e.message))
             self._fail()
             return AuthOutcome(ErrorCode.sasl_authentication_failed, e.message, b"", 0)
         if not step.done:

@@ -43,6 +43,7 @@ from service.kafka.limits import ConnectionQuotas, ConnectionSettings, RequestMe
 from service.kafka.messages import encode_response, response_schema
 from service.kafka.sasl import SASL_HANDSHAKE, NotAllowed, SaslSession, Stage
 from service.kafka.versions import API_RANGES, api_name
+from service.logsafe import printable
 
 if TYPE_CHECKING:
     from service.auth import Authentication
@@ -316,7 +317,7 @@ class KafkaServer:
                 conn.principal = self._auth.principal_mapper.principal_of(der)
             except ValueError as e:
                 log.warning("authentication failed: client %s:%d on %s: %s", conn.client_host, conn.client_port,
-                            listener.name, e)
+                            listener.name, printable(e))
                 return False
             log.debug("client %s:%d on %s is %s", conn.client_host, conn.client_port, listener.name, conn.principal)
         return True
@@ -342,7 +343,7 @@ class KafkaServer:
                 try:
                     fut = self._start(s, frame)
                 except _Close as e:
-                    log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, e)
+                    log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, printable(e))
                     break
                 await pending.put(fut)
                 if serial and sasl is not None:
@@ -497,7 +498,7 @@ class KafkaServer:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.exception("%s v%d from %s failed", name, ctx.version, ctx.client_id)
+                log.exception("%s v%d from %s failed", name, ctx.version, printable(ctx.client_id))
                 span.record_exception(e)
                 raise _Close(f"{name} handler failed: {e}") from e
             for k, v in ctx.span_attributes.items():
@@ -508,7 +509,8 @@ class KafkaServer:
             try:
                 answer = encode_response(ctx.correlation_id, response)
             except Exception as e:  # a handler built what its version cannot carry: a bug, logged as one
-                log.exception("%s v%d from %s: the answer cannot be encoded", name, ctx.version, ctx.client_id)
+                log.exception("%s v%d from %s: the answer cannot be encoded", name, ctx.version,
+                              printable(ctx.client_id))
                 raise _Close(f"{name} answer cannot be encoded: {e}") from e
         self._owe(s, answer)
         return answer
@@ -521,7 +523,7 @@ class KafkaServer:
                 try:
                     answer = await fut
                 except _Close as e:
-                    log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, e)
+                    log.warning("closing %s:%d: %s", conn.client_host, conn.client_port, printable(e))
                     break
                 size = _answer_size(answer)
                 if conn.sasl is not None and conn.sasl.close_delay_s is not None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from service.errors import ErrorCode
+from service.logsafe import printable
 
 if TYPE_CHECKING:
     from service.groups import GroupCoordinator
@@ -90,7 +91,7 @@ class TransactionCoordinator:
             self._txns[txn.transactional_id] = txn
         for txn in list(self._txns.values()):
             if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
-                log.info("completing %s of %s after restart", txn.state, txn.transactional_id)
+                log.info("completing %s of %s after restart", txn.state, printable(txn.transactional_id))
                 async with self._lock(txn.transactional_id):
                     await self._complete(txn)
         self._task = asyncio.create_task(self._expire_loop(self._cleanup_interval_ms / 1000))
@@ -273,7 +274,7 @@ class TransactionCoordinator:
                 if current is None or current.state != ONGOING:
                     continue
                 log.info("aborting transaction of %s: open longer than %d ms",
-                         current.transactional_id, current.timeout_ms)
+                         printable(current.transactional_id), current.timeout_ms)
                 await self._abort_with_bump(current)
                 aborted.append(current.transactional_id)
         return aborted

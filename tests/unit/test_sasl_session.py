@@ -71,3 +71,18 @@ async def test_failed_authentication_closes_after_the_configured_delay(mechanism
     assert outcome.error_code == ErrorCode.sasl_authentication_failed
     assert s.close_delay_s == 0.1
     assert not conn.authenticated
+
+
+async def test_a_user_name_cannot_break_or_forge_a_log_line(mechanisms, caplog):
+    """Found by loadtest.fuzz_socket: a PLAIN user name with a carriage return split the
+    authentication failure's log line in two, so a client could forge broker log lines."""
+    s, conn = session(mechanisms, FakeClock(1000.0))
+    assert s.handshake(conn, "PLAIN", 1) == ErrorCode.none
+    forged = "mallory\r\n2026-01-01 00:00:00,000 INFO sediment: forged\u2028line"
+    with caplog.at_level("WARNING", logger="sediment.auth"):
+        outcome = await s.authenticate(conn, f"\x00{forged}\x00".encode())
+    assert outcome.error_code == ErrorCode.sasl_authentication_failed
+    (record,) = [r for r in caplog.records if r.name == "sediment.auth"]
+    message = record.getMessage()
+    assert message.splitlines() == [message]
+    assert "principal=mallory\\r\\n2026-01-01 00:00:00,000 INFO sediment: forged\\u2028line " in message
