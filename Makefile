@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install kcat bench clean
+.PHONY: run test lint install kcat bench fuzz clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench
+
+# The long fuzz runs (short ones are in `make test`): 1M decoder inputs per target, 1M socket frames.
+fuzz: $(STAMP)
+	$(PY) -m loadtest.fuzz_decode --inputs 1000000
+	$(PY) -m loadtest.fuzz_socket --frames 1000000 --round 50000 --max-rss-growth-mib 20 --max-stall-s 1
 
 clean:
 	rm -rf $(VENV) data
