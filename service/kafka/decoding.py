@@ -10,7 +10,8 @@ Kafka's generated readers do:
 - a null string, bytes or array where the schema allows none;
 - a negative length other than -1, or a length past the end of the frame (for an array, more
   elements than the remaining bytes can hold even at their smallest);
-- a tagged field whose value is not exactly its declared size, or a tag given twice.
+- a tagged field whose value is not exactly its declared size, or a tag given twice;
+- more than MAX_ELEMENTS array elements in all (Kafka has no such bound).
 Unknown tags are refused too (kio cannot skip them). Bytes after the last field are ignored,
 as Kafka ignores them: librdkafka's all-topics Metadata (v9+) leaves three bytes of a four-byte
 placeholder behind the null topics array. Nothing is decoded by hand: the walk only measures,
@@ -25,6 +26,7 @@ else escaping `decode_request` is a bug (the fuzzers in tests and loadtest/ look
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import struct
 from collections.abc import Callable
@@ -60,6 +62,16 @@ _FIXED_SIZES = {
     "uuid": 16,
 }
 _VARIABLE = frozenset(("string", "bytes", "records"))
+
+
+# Array elements one request may hold, all arrays together. Decoding runs on the event loop and
+# costs about 1 us per element (the walk, then kio building objects): a 30 MB Metadata request
+# naming 10 million one-letter topics held the loop for 7 s. 100,000 elements (about 0.1 s) is 25
+# times the default max.broker.partitions, more than any client puts in one request to one broker.
+MAX_ELEMENTS = 100_000
+# What is left of it while decode_request walks a frame ([remaining]; a context variable, so
+# decodes in two threads do not share it).
+_ELEMENTS_LEFT: contextvars.ContextVar[list[int]] = contextvars.ContextVar("elements_left")
 
 
 class MalformedRequest(Exception):
@@ -162,6 +174,10 @@ def _array(name: str, item: _Plan, flexible: bool, nullable: bool) -> _Plan:
         # least item_min bytes, so this bound is tighter, and it comes before kio allocates n.
         if n * item_min > end - pos:
             raise _fail("length", f"{name}: {n} elements cannot fit in {end - pos} bytes")
+        budget = _ELEMENTS_LEFT.get()
+        budget[0] -= n
+        if budget[0] < 0:
+            raise _fail("too many elements", f"{name}: more than {MAX_ELEMENTS} array elements in one request")
         if item_fixed is not None:
             return pos + n * item_fixed
         for _ in range(n):
@@ -339,10 +355,13 @@ def decode_request(api_key: int, version: int, frame: Any) -> tuple[Any, Any]:
     """(header, request) of a whole frame of a served API version, or MalformedRequest."""
     codec = _codec(api_key, version)
     end = len(frame)
+    budget = _ELEMENTS_LEFT.set([MAX_ELEMENTS])
     try:
         after = codec.walk_body(frame, codec.walk_header(frame, 0, end), end)
     except (SerialError, ValueError) as e:  # kio's varint reader on an overlong varint
         raise _fail("varint", f"{type(e).__name__}: {e}") from None
+    finally:
+        _ELEMENTS_LEFT.reset(budget)
     try:
         header, offset = codec.read_header(frame, 0)  # kio's readers return the bytes they read
         request, size = codec.read_body(frame, offset)
