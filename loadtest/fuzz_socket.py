@@ -34,6 +34,7 @@ import datetime
 import ipaddress
 import random
 import re
+import signal
 import socket
 import ssl
 import struct
@@ -47,6 +48,7 @@ from typing import Any
 
 from loadtest.broker import BrokerProcess, free_ports, sediment_command
 from loadtest.fuzz_corpus import SEEDS_DIR, request_frame
+from loadtest.system import raise_interrupt_on_sigterm
 from service.kafka.versions import API_RANGES
 
 MIB = 1 << 20
@@ -535,9 +537,11 @@ def run(frames: int, round_frames: int, seed: int, concurrency: int, warmup: int
     except Exception as e:
         failure = f"{type(e).__name__}: {e}"
     finally:
-        probe.stop()
         alive = broker.alive()
-        broker.stop()
+        try:
+            probe.stop()
+        finally:
+            broker.stop()  # whatever failed: the broker runs in a session of its own
     text = broker.log_path.read_text(errors="replace")
     if keep_log is not None:
         keep_log.write_text(text)
@@ -560,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated kinds of hostile connection to make (default all: {','.join(KINDS)})")
     ap.add_argument("--keep-log", type=Path, default=None, help="copy the broker's log here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_interrupt_on_sigterm)  # the broker is stopped on the way out
     r = run(args.frames, args.round, args.seed, args.connections, args.warmup, args.keep_log, args.only)
     print(f"frames sent: {r.frames} in {r.seconds:.0f} s ({r.frames / max(r.seconds, 1e-9):,.0f}/s) over "
           f"{r.connections} connections, {r.answers} answers read, {r.rounds} rounds of client checks")
