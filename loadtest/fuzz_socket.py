@@ -63,6 +63,7 @@ EXPECTED = re.compile(
     r"API key -?\d+ before SASL authentication.*|ILLEGAL_SASL_STATE: .*|"
     r"frame of -?\d+ bytes \(socket\.request\.max\.bytes=\d+\))"
     r"|TLS handshake with .* failed: .*"
+    r"|TLS handshake refused: the client's server name .* is not ASCII"
     r"|authentication failed: .*"
     r")$"
     r"| WARNING sediment\.tiering: remote\.keyring is not set")  # at start-up: this run has no key ring

@@ -29,6 +29,8 @@ import os
 import socket
 import ssl
 import struct
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +106,22 @@ class _PartFailed(Exception):
     """A lazy part could not make its bytes after the answer's length went out."""
 
 
+def _server_name_hook(previous: Callable[[Any], object]) -> Callable[[Any], object]:
+    """A TLS listener's ClientHello callback runs only once CPython has decoded the client's
+    server name (SNI) as ASCII. A name that is not ASCII (a broken or hostile client) never
+    reaches it: CPython reports an "Exception ignored" traceback on stderr and fails the
+    handshake with an alert. The refusal is right; this makes its report one warning line."""
+
+    def hook(unraisable: Any) -> None:
+        e = unraisable.exc_value
+        if isinstance(e, UnicodeDecodeError) and e.encoding == "ascii" and isinstance(unraisable.object, bytes):
+            log.warning("TLS handshake refused: the client's server name %s is not ASCII",
+                        printable(unraisable.object[:256]))
+            return
+        previous(unraisable)
+    return hook
+
+
 class KafkaServer:
     """The Kafka listeners: `bind()` takes the ports (a port-0 listener gets one from the
     system), `serve(services)` starts accepting, once the broker knows what to advertise."""
@@ -116,6 +134,7 @@ class KafkaServer:
         self._services: Services | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._handshakes: set[asyncio.Task[None]] = set()  # TLS handshakes of accepted connections
+        self._previous_hook: Callable[[Any], object] | None = None  # sys.unraisablehook before bind()
         self._max_reauth_ms = int(config["connections.max.reauth.ms"])
         self._failed_auth_delay_ms = int(config["connection.failed.authentication.delay.ms"])
         self._max_request = int(config["socket.request.max.bytes"])
@@ -137,6 +156,9 @@ class KafkaServer:
         self.bound: dict[str, tuple[str, int]] = {}
 
     async def bind(self) -> None:
+        if any(l.security_protocol in ("SSL", "SASL_SSL") for l in self._listeners):
+            self._previous_hook = sys.unraisablehook
+            sys.unraisablehook = _server_name_hook(self._previous_hook)
         self.limits.set_ip_overrides(await _resolve_overrides(self._config["max.connections.per.ip.overrides"]))
         for listener in self._listeners:
             socks = await _listen(listener)
@@ -246,6 +268,9 @@ class KafkaServer:
             raise
 
     async def close(self) -> None:
+        if self._previous_hook is not None:
+            sys.unraisablehook = self._previous_hook
+            self._previous_hook = None
         for task in self._acceptors:
             task.cancel()
         await asyncio.gather(*self._acceptors, return_exceptions=True)

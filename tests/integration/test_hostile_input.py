@@ -121,3 +121,34 @@ def test_metadata_v10_v11_with_a_null_topic_name_answers_invalid_request(module_
     body, _ = entity_reader(load_payload_module(3, version, EntityType.response).MetadataResponse)(resp, 5)
     assert [(t.name, int(t.error_code)) for t in body.topics] == [("", 42), ("named", 42)]
     assert "Traceback" not in _log(module_broker)
+
+
+def test_non_ascii_tls_server_name_is_one_warning_line(broker_factory, tmp_path):
+    """Found by loadtest.fuzz_socket: CPython decodes the ClientHello's server name as ASCII
+    before the listener's callback runs, and a name that is not ASCII printed an "Exception
+    ignored" traceback to the broker's output for every such handshake."""
+    import socket as socketlib
+    import ssl as ssllib
+
+    from loadtest.fuzz_socket import client_hello, make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    b = broker_factory({"ssl.certfile": str(cert), "ssl.keyfile": str(key)}, listeners=["PLAINTEXT", "SSL"])
+    hello = client_hello()
+    assert b"localhost" in hello
+    before = _log(b)
+    with socketlib.create_connection(("127.0.0.1", int(b.address("SSL").rsplit(":", 1)[1])), timeout=10) as s:
+        s.sendall(hello.replace(b"localhost", b"localhos\xff"))
+        answer = wait_closed(s)  # refused: closed (after an alert, or none), never a ServerHello
+    assert answer[:1] in (b"", b"\x15")
+    new = _log(b)[len(before):]
+    lines = [line for line in new.splitlines() if line.strip()]
+    assert any(line.endswith("TLS handshake refused: the client's server name b'localhos\\xff' is not ASCII")
+               for line in lines), new
+    assert "Traceback" not in new and "Exception ignored" not in new, new
+    # The listener still serves a proper TLS client.
+    ctx = ssllib.create_default_context(cafile=str(cert))
+    with socketlib.create_connection(("127.0.0.1", int(b.address("SSL").rsplit(":", 1)[1])), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(frame(struct.pack(">hhih", 18, 0, 3, -1)))
+        assert struct.unpack(">i", recv_frame(tls)[:4])[0] == 3
