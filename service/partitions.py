@@ -116,14 +116,14 @@ class Partitions:
         """Append each part's batches, then, with acks=-1 (all), wait until they are durable
         (a group-commit fsync when log.flush.policy=always). Fills in each part's answer.
 
-        Every partition's append takes its turn in its log before the first await, so
-        pipelined requests from one connection land in arrival order; the writes themselves run
-        in worker threads (an encrypted partition's large request is sealed in one first). A
+        Every partition is appended before the first await, so pipelined requests from one
+        connection land in arrival order; on an encrypted partition a large request is sealed
+        in a worker thread, its place in the log's order taken before the first await too. A
         write or fsync that fails (a full disk) answers KAFKA_STORAGE_ERROR for that partition,
         as Kafka does: the segment rolls a failed write back, so nothing is acknowledged that
         was not written."""
         written: list[tuple[PartitionAppend, UnifiedLog, int]] = []  # what acks=all waits for
-        appending: list[tuple[PartitionAppend, UnifiedLog, asyncio.Task[AppendResult]]] = []
+        sealing: list[tuple[PartitionAppend, UnifiedLog, asyncio.Task[AppendResult]]] = []
         for p in parts:
             lg = self.log(p.topic, p.partition)
             if lg is None:
@@ -133,11 +133,16 @@ class Partitions:
                 p.fail(ErrorCode.invalid_record, "no record batches")
                 continue
             try:
-                appending.append((p, lg, self._logs.append(lg, p.records, now_ms)))
-            except OSError as e:  # the log is offline
+                result = self._logs.append(lg, p.records, now_ms)
+            except (InvalidRecordError, OSError) as e:
                 self._failed(p, lg, e)
-        outcomes = await asyncio.gather(*(task for _, _, task in appending), return_exceptions=True)
-        for (p, lg, _), outcome in zip(appending, outcomes):
+                continue
+            if isinstance(result, asyncio.Task):
+                sealing.append((p, lg, result))
+            else:
+                written.append(self._appended(p, lg, result))
+        for p, lg, task in sealing:
+            (outcome,) = await asyncio.gather(task, return_exceptions=True)
             if isinstance(outcome, (InvalidRecordError, OSError)):
                 self._failed(p, lg, outcome)
             elif isinstance(outcome, BaseException):
@@ -404,7 +409,7 @@ class Partitions:
             if lg is None:
                 continue
             try:
-                await self._logs.append_control(lg, producer_id, producer_epoch, commit, 0, now_ms)
+                lg.append_control(producer_id, producer_epoch, commit, 0, now_ms)
             except InvalidRecordError as e:
                 log.warning("no %s marker for producer %d at %s-%d: %s", "commit" if commit else "abort",
                             producer_id, topic, partition, e)

@@ -213,8 +213,7 @@ class TierManager:
     def _roll_if_stale(lg: UnifiedLog, config: LogConfig, now: int) -> None:
         active = lg.active_segment
         basis = active.rolling_basis_ms
-        if (active.size > 0 and basis is not None and now - basis >= config.remote_upload_interval_ms
-                and not lg.writing):  # a segment being written to rolls on the next pass
+        if active.size > 0 and basis is not None and now - basis >= config.remote_upload_interval_ms:
             lg.roll()
 
     async def _upload_sealed(self, topic: TieredTopic, p: int, lg: UnifiedLog) -> None:

@@ -200,14 +200,14 @@ async def test_failed_fsync_takes_the_log_offline_until_restart(
     await mgr.start()
     lg = mgr.create("t", 0, LogConfig())
     other = mgr.create("t", 1, LogConfig())
-    await mgr.append(lg, make_batch(2), NOW)
+    mgr.append(lg, make_batch(2), NOW)
     await mgr.flush_for_ack(lg, 2)
 
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fdatasync", failing)
-    await mgr.append(lg, make_batch(1), NOW)
+    mgr.append(lg, make_batch(1), NOW)
     with pytest.raises(LogOfflineError):
         await mgr.flush_for_ack(lg, 3)
     monkeypatch.undo()  # the disk "works" again: a later fsync would succeed
@@ -217,7 +217,7 @@ async def test_failed_fsync_takes_the_log_offline_until_restart(
         mgr.append(lg, make_batch(1), NOW)
     assert lg.log_end_offset == 3 and lg.flushed_offset == 2
     # Other partitions carry on.
-    await mgr.append(other, make_batch(1), NOW)
+    mgr.append(other, make_batch(1), NOW)
     await mgr.flush_for_ack(other, 1)
     assert other.flushed_offset == 1
     await mgr.close()
@@ -228,7 +228,7 @@ async def test_failed_fsync_takes_the_log_offline_until_restart(
     assert not again.was_clean_shutdown
     lg = again.get("t", 0)
     assert lg is not None and lg.log_end_offset == 3
-    assert (await again.append(lg, make_batch(1), NOW)).base_offset == 3
+    assert again.append(lg, make_batch(1), NOW).base_offset == 3
     await again.flush_for_ack(lg, 4)
     assert lg.flushed_offset == 4
     await again.close()

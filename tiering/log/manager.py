@@ -18,18 +18,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from tiering.log.config import LogConfig
 from tiering.log.data_keys import PartitionKeys
 from tiering.log.files import fsync_dir
-from tiering.log.partition import AppendResult, PendingAppend, ReadSlice, UnifiedLog
+from tiering.log.partition import AppendResult, ReadSlice, UnifiedLog
 from tiering.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from tiering.log.sealed_read import SealedRange, plan_pieces
 from tiering.log.sealing import BatchCipher
 from tiering.log.segment import LogSegment
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -264,73 +263,38 @@ class LogManager:
 
     # --- encrypted appends and reads ----------------------------------------------------------
 
-    def append(self, lg: UnifiedLog, records: bytes | bytearray, now_ms: int) -> asyncio.Task[AppendResult]:
-        """Append one produce request's batches: a task that takes this log's next turn at
-        once (so pipelined requests land in arrival order), validates and assigns offsets on
-        the loop when its turn comes, and writes in a worker thread. A write into the page
-        cache can wait milliseconds behind a running fsync of the same disk; the loop serves
-        everyone else meanwhile. An encrypted log's large request is sealed in a thread before
-        its turn. Raises LogOfflineError at once for a log that lost an fsync."""
+    def append(self, lg: UnifiedLog, records: bytes | bytearray,
+               now_ms: int) -> AppendResult | asyncio.Task[AppendResult]:
+        """Append one produce request's batches. Synchronous (done before the caller's first
+        await, so pipelined requests land in arrival order) unless the log seals its batches
+        and the request is large or an earlier one is still being sealed: then a task that
+        seals in a worker thread and appends after every earlier append of this log."""
         if lg in self._offline:
             raise self._offline[lg]
-        return asyncio.create_task(self._in_turn(lg, lambda: self._append_now(lg, records, now_ms)))
-
-    async def append_control(self, lg: UnifiedLog, producer_id: int, producer_epoch: int, commit: bool,
-                             coordinator_epoch: int, now_ms: int) -> int:
-        """A transaction marker, in its turn after the appends before it (see
-        UnifiedLog.append_control)."""
-        async def write() -> int:
-            return lg.append_control(producer_id, producer_epoch, commit, coordinator_epoch, now_ms)
-        return await self._in_turn(lg, write)
-
-    async def _in_turn(self, lg: UnifiedLog, change: Callable[[], Awaitable[T]]) -> T:
-        """Run `change` after every change to this log queued before it, and before those
-        queued after it: one at a time, in call order."""
         prev = self._append_tails.get(lg)
+        if not lg.seal_appends or (prev is None and len(records) <= CRYPTO_INLINE_BYTES):
+            return lg.append(records, now_ms=now_ms)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._append_tails[lg] = done
-        try:
-            if prev is not None:
-                await asyncio.shield(prev)
-            return await change()
-        finally:
-            if prev is not None and not prev.done():
-                # Cancelled (or failed) before our turn: keep the order for later changes.
-                await asyncio.gather(asyncio.shield(prev), return_exceptions=True)
-            done.set_result(None)
-            if self._append_tails.get(lg) is done:
-                del self._append_tails[lg]
+        return asyncio.create_task(self._append_in_turn(lg, records, now_ms, prev, done))
 
-    async def _append_now(self, lg: UnifiedLog, records: bytes | bytearray, now_ms: int) -> AppendResult:
-        if lg.seal_appends:
-            # Sealing waits for no earlier append (it is CPU work on the request alone), but
-            # must end before this turn's offsets are assigned.
+    async def _append_in_turn(self, lg: UnifiedLog, records: bytes | bytearray, now_ms: int,
+                              prev: asyncio.Future[None] | None, done: asyncio.Future[None]) -> AppendResult:
+        try:
             if len(records) > CRYPTO_INLINE_BYTES:
                 prepared = await asyncio.to_thread(lg.prepare_append, records, now_ms=now_ms)
             else:
                 prepared = lg.prepare_append(records, now_ms=now_ms)
-            pending = lg.begin_append_prepared(prepared, now_ms=now_ms)
-        else:
-            pending = lg.begin_append(records, now_ms=now_ms)
-        if isinstance(pending, AppendResult):
-            return pending  # a duplicate: nothing to write
-        # Once the bytes are going to the file, the log takes them in (and the turn lasts until
-        # it has) whether or not the request still waits for the answer.
-        write = asyncio.ensure_future(self._write(lg, pending))
-        try:
-            return await asyncio.shield(write)
+            if prev is not None:
+                await asyncio.shield(prev)
+            return lg.append_prepared(prepared, now_ms=now_ms)
         finally:
-            if not write.done():
-                await asyncio.wait({write})
-
-    @staticmethod
-    async def _write(lg: UnifiedLog, pending: PendingAppend) -> AppendResult:
-        try:
-            await asyncio.to_thread(pending.write.run)
-        except BaseException:
-            lg.abort_append(pending)
-            raise
-        return lg.finish_append(pending)
+            if prev is not None and not prev.done():
+                # Cancelled (or failed) before our turn: keep the order for later appends.
+                await asyncio.gather(asyncio.shield(prev), return_exceptions=True)
+            done.set_result(None)
+            if self._append_tails.get(lg) is done:
+                del self._append_tails[lg]
 
     async def open_range(self, lg: UnifiedLog, read_slice: ReadSlice) -> SealedRange:
         """A read slice of an encrypted log as clients will see it, opened piece by piece only

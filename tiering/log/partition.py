@@ -20,9 +20,8 @@ from pathlib import Path
 from tiering.log.config import LogConfig
 from tiering.log.files import SyncMark, fsync_dir, write_atomically
 from tiering.log.producer_state import CompletedTxn, ProducerStateManager
-from tiering.log.producer_state import PendingAppend as PendingProducerAppend
 from tiering.log.sealing import BatchCipher
-from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment, SegmentWrite
+from tiering.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from tiering.log.txn_index import AbortedTxn
 from tiering.records import (
     CONTROL_ABORT,
@@ -74,19 +73,6 @@ class PreparedAppend:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingAppend:
-    """An append planned up to its write (UnifiedLog.begin_append)."""
-
-    segment: LogSegment
-    write: SegmentWrite
-    producers: PendingProducerAppend | None
-    base_offset: int
-    last_offset: int
-    append_time: int | None
-    record_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
 class ReadSlice:
     """Whole batches in one segment file: send with sendfile(fileno, position, size)."""
 
@@ -130,7 +116,6 @@ class UnifiedLog:
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
         self._log_end_offset = segments[-1].next_offset
-        self._writing = False  # an append's write is under way (see begin_append)
         self._log_start_offset = log_start_offset
         # Recovered segments were rewritten and are not yet known to be on disk.
         self._flushed_offset = min(
@@ -253,26 +238,18 @@ class UnifiedLog:
         """Validate, assign offsets and write the batches of one produce request.
 
         Pass a bytearray to avoid the one copy made to patch offsets in place.
-        Raises InvalidRecordError, and OSError when the write fails.
+        Raises InvalidRecordError.
         """
-        return self._write_now(self.begin_append(records, now_ms=now_ms))
-
-    def begin_append(self, records: bytes | bytearray, *, now_ms: int) -> PendingAppend | AppendResult:
-        """An append up to its write: validated, offsets assigned, the segment's file changes
-        planned. Returns the result at once for a duplicate (nothing to write). Otherwise the
-        caller runs `pending.write.run()` (in a worker thread, say), then `finish_append` or,
-        if it raised, `abort_append`; until then the log looks as before to readers and takes
-        no other change (`writing` is true). Raises InvalidRecordError."""
         if self.seal_appends:
-            return self.begin_append_prepared(self.prepare_append(records, now_ms=now_ms), now_ms=now_ms)
+            return self.append_prepared(self.prepare_append(records, now_ms=now_ms), now_ms=now_ms)
         config = self._config
         headers = validate_batches(records, config.max_message_bytes)
         append_time = now_ms if config.log_append_time else None
         # CreateTime batches are written from the request's bytes as they are, new offsets
         # beside them; LogAppendTime rewrites CRC-covered bytes, so those get a copy to patch.
         buf = records if isinstance(records, bytearray) or append_time is None else bytearray(records)
-        return self._plan_append(buf, headers, append_time, stamp=append_time,
-                                 record_bytes=len(buf), now_ms=now_ms)
+        return self._append_validated(buf, headers, append_time, stamp=append_time,
+                                      record_bytes=len(buf), now_ms=now_ms)
 
     def prepare_append(self, records: bytes | bytearray, *, now_ms: int) -> PreparedAppend:
         """Validate and seal the batches of one produce request without touching the log's
@@ -293,52 +270,12 @@ class UnifiedLog:
     def append_prepared(self, prepared: PreparedAppend, *, now_ms: int) -> AppendResult:
         """Assign offsets to prepared (sealed) batches and write them: the part of an append
         that must happen in arrival order, on the loop."""
-        return self._write_now(self.begin_append_prepared(prepared, now_ms=now_ms))
+        return self._append_validated(prepared.buf, prepared.headers, prepared.append_time, stamp=None,
+                                      record_bytes=prepared.plain_size, now_ms=now_ms)
 
-    def begin_append_prepared(self, prepared: PreparedAppend, *, now_ms: int) -> PendingAppend | AppendResult:
-        """As begin_append, for batches prepare_append sealed."""
-        return self._plan_append(prepared.buf, prepared.headers, prepared.append_time, stamp=None,
-                                 record_bytes=prepared.plain_size, now_ms=now_ms)
-
-    def _write_now(self, pending: PendingAppend | AppendResult) -> AppendResult:
-        if isinstance(pending, AppendResult):
-            return pending
-        try:
-            pending.write.run()
-        except BaseException:
-            self.abort_append(pending)
-            raise
-        return self.finish_append(pending)
-
-    @property
-    def writing(self) -> bool:
-        """An append's write is under way: the active segment must not roll or go."""
-        return self._writing
-
-    def finish_append(self, pending: PendingAppend) -> AppendResult:
-        """Take in an append whose write returned: the segment, the log end and the producer
-        state move past it."""
-        pending.segment.commit_append(pending.write)
-        self._log_end_offset = pending.last_offset + 1
-        if pending.producers is not None:
-            self._producers.commit(pending.producers)
-        self._writing = False
-        return AppendResult(
-            base_offset=pending.base_offset,
-            last_offset=pending.last_offset,
-            log_append_time_ms=-1 if pending.append_time is None else pending.append_time,
-            log_start_offset=self._log_start_offset,
-            record_bytes=pending.record_bytes,
-        )
-
-    def abort_append(self, pending: PendingAppend) -> None:
-        """Forget an append whose write failed (its files were cut back): nothing changed."""
-        self._writing = False
-
-    def _plan_append(self, buf: bytes | bytearray, headers: list[BatchHeader], append_time: int | None, *,
-                     stamp: int | None, record_bytes: int, now_ms: int) -> PendingAppend | AppendResult:
-        """Producer-state check, offsets (and LogAppendTime when stamp is set), one planned write."""
-        assert not self._writing, "appends to a log take turns"
+    def _append_validated(self, buf: bytes | bytearray, headers: list[BatchHeader], append_time: int | None, *,
+                          stamp: int | None, record_bytes: int, now_ms: int) -> AppendResult:
+        """Producer-state check, offsets (and LogAppendTime when stamp is set), one write."""
         base = self._log_end_offset
         pending = self._producers.prepare_append(headers, base, append_time)
         if pending is not None and pending.duplicate is not None:
@@ -354,18 +291,25 @@ class UnifiedLog:
         count = sum(h.last_offset_delta + 1 for h in headers)
         if self._should_roll(len(buf), base + count - 1, now_ms):
             self.roll()
-        active = self._segments[-1]
         if isinstance(buf, bytearray):
             last = assign_offsets(buf, headers, base, stamp)
             stamped = [read_header(buf, h.position) for h in headers]
-            write = active.plan_append(buf, stamped, now_ms)
+            self._segments[-1].append(buf, stamped, now_ms)
         else:
             assert stamp is None, "a LogAppendTime stamp needs a bytearray to patch"
             pieces, stamped = offset_pieces(buf, headers, base)
             last = stamped[-1].last_offset
-            write = active.plan_append(pieces, stamped, now_ms)
-        self._writing = True
-        return PendingAppend(active, write, pending, base, last, append_time, record_bytes)
+            self._segments[-1].append(pieces, stamped, now_ms)
+        self._log_end_offset = last + 1
+        if pending is not None:
+            self._producers.commit(pending)
+        return AppendResult(
+            base_offset=base,
+            last_offset=last,
+            log_append_time_ms=-1 if append_time is None else append_time,
+            log_start_offset=self._log_start_offset,
+            record_bytes=record_bytes,
+        )
 
     def append_control(
         self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, now_ms: int
@@ -374,7 +318,6 @@ class UnifiedLog:
         An abort is recorded in the active segment's transaction index. Returns the marker's
         offset. Raises InvalidRecordError (STALE_PRODUCER_EPOCH, STALE_COORDINATOR_EPOCH).
         """
-        assert not self._writing, "a marker takes its turn after the appends before it"
         self._producers.check_marker(producer_id, producer_epoch, coordinator_epoch)
         buf = bytearray(build_control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now_ms))
         headers = validate_batches(buf, len(buf))
@@ -453,7 +396,6 @@ class UnifiedLog:
         active = self._segments[-1]
         if active.size == 0:
             return active
-        assert not self._writing, "the segment an append is being written to cannot roll"
         active.seal()
         new = LogSegment.open(self.dir, self._log_end_offset, self._config, create=True, cipher=self.cipher)
         self._dir_sync.wrote()
@@ -478,9 +420,8 @@ class UnifiedLog:
         _write_checkpoint(self.dir / LOG_START_CHECKPOINT, offset, durable=True)
 
     def maybe_roll(self, now_ms: int) -> bool:
-        """Roll on segment.ms even without new appends (keeps sealing time-bounded); not while
-        an append is being written (the next check rolls)."""
-        if not self._writing and self._segment_expired(self._segments[-1], now_ms):
+        """Roll on segment.ms even without new appends (keeps sealing time-bounded)."""
+        if self._segment_expired(self._segments[-1], now_ms):
             self.roll()
             return True
         return False
@@ -649,8 +590,8 @@ class UnifiedLog:
         count = 0
         for i, seg in enumerate(segments):
             nxt = segments[i + 1] if i + 1 < len(segments) else None
-            if nxt is None and (seg.size == 0 or self._writing):
-                break  # the active segment goes only when nothing is being written to it
+            if nxt is None and seg.size == 0:
+                break
             if may_delete is not None and not may_delete(seg):
                 break
             if not predicate(seg, nxt):

@@ -9,8 +9,7 @@ the index files to segment.index.bytes, mmaps them and trims on roll, we append 
 os.write and keep a lazily loaded in-memory copy for lookups: no trim step, and a torn tail is a
 size that is not a multiple of the entry size, which the sanity check catches.
 
-All methods are synchronous; the caller decides which ones run in a thread (fsync, recovery,
-an append's writes: see plan_append).
+All methods are synchronous; the caller decides which ones run in a thread (fsync, recovery).
 """
 
 from __future__ import annotations
@@ -214,7 +213,6 @@ class LogSegment:
         """
         size = os.fstat(self._log_fd).st_size
         self._reset_state()
-        tracker = self._tracker(keep_entries=False)
         valid = 0
         index_entries = bytearray()
         time_entries = bytearray()
@@ -254,9 +252,9 @@ class LogSegment:
                         expected = h.next_offset
                         pos += batch_size
                         if len(headers) >= 4096:
-                            self._track(tracker, headers, 0, index_entries, time_entries)
+                            self._track(headers, 0, index_entries, time_entries)
                             headers.clear()
-                    self._track(tracker, headers, 0, index_entries, time_entries)
+                    self._track(headers, 0, index_entries, time_entries)
                     valid = pos
                 finally:
                     view.release()
@@ -269,7 +267,7 @@ class LogSegment:
             if entries:
                 _write_all(fd, entries)
         self._size = valid
-        self._apply(tracker, None)
+        self._drop_loaded_indexes()
         self.rolling_basis_ms = None if first_ts is None else _rolling_basis(first_ts)
         self.recovered_bytes = truncated
         self._log_sync.wrote()
@@ -337,97 +335,85 @@ class LogSegment:
         default the system's) starts the segment.ms clock on the first append."""
         if not headers:
             return
-        write = self.plan_append(data, headers, now_ms)
-        write.run()
-        self.commit_append(write)
-
-    def plan_append(
-        self, data: bytes | bytearray | memoryview | list[bytes | memoryview], headers: list[BatchHeader],
-        now_ms: int | None = None,
-    ) -> SegmentWrite:
-        """The file changes of an append, worked out without changing the segment: `run`
-        them anywhere (a worker thread), then `commit_append` on the loop. Until the commit,
-        readers see the segment as it was. The caller lets nothing else change the segment in
-        between (the partition log's appends take turns)."""
-        size = sum(len(p) for p in data) if isinstance(data, list) else len(data)
-        tracker = self._tracker()
+        before = self._append_state()
         index_entries = bytearray()
         time_entries = bytearray()
-        self._track(tracker, headers, self._size, index_entries, time_entries)
-        return SegmentWrite(self._log_fd, self._index_fd, self._time_fd, data, size, self._size,
-                            bytes(index_entries), bytes(time_entries), tracker, self._lookups, now_ms)
-
-    def commit_append(self, write: SegmentWrite) -> None:
-        """Take in a planned append whose `run` returned."""
-        self._size = write.before_size + write.size
-        self._apply(write.tracker, write.lookups)
+        try:
+            if isinstance(data, list):
+                size = sum(len(p) for p in data)
+                _writev_all(self._log_fd, data)
+            else:
+                size = len(data)
+                _write_all(self._log_fd, data)
+            self._track(headers, before.size, index_entries, time_entries)
+            if index_entries:
+                _write_all(self._index_fd, index_entries)
+            if time_entries:
+                _write_all(self._time_fd, time_entries)
+        except OSError:
+            # A failed write (ENOSPC, EIO) leaves the segment as it was: no torn batch, no
+            # batch without its index entry, no entry pointing past the data.
+            self._restore(before)
+            raise
+        self._size = before.size + size
+        self._next_offset = headers[-1].next_offset
         if self.rolling_basis_ms is None:
-            self.rolling_basis_ms = wall_ms() if write.now_ms is None else write.now_ms
+            self.rolling_basis_ms = wall_ms() if now_ms is None else now_ms
         # Counted once written: a sync that captures the count must start after the write.
         self._log_sync.wrote()
-        if write.index_entries or write.time_entries:
+        if index_entries or time_entries:
             self._index_sync.wrote()
 
-    def _tracker(self, keep_entries: bool = True) -> _Tracker:
-        t = _Tracker(self._next_offset, self._max_timestamp, self._offset_of_max_timestamp,
-                     self._last_time_entry_ts, self._bytes_since_index)
-        if keep_entries:
-            t.index_rel, t.index_pos, t.time_ts, t.time_rel = [], [], [], []
-        return t
+    def _append_state(self) -> _AppendState:
+        return _AppendState(
+            self._size, os.fstat(self._index_fd).st_size, os.fstat(self._time_fd).st_size,
+            self._next_offset, self._max_timestamp, self._offset_of_max_timestamp,
+            self._last_time_entry_ts, self._bytes_since_index)
 
-    def _apply(self, t: _Tracker, lookups: _Lookups | None) -> None:
-        """Make a tracker's state the segment's. The index entries it made join the loaded
-        lookups they were planned against; lookups loaded since then were read from files
-        that may already hold those entries, so they are dropped and loaded again."""
-        self._next_offset = t.next_offset
-        self._max_timestamp = t.max_timestamp
-        self._offset_of_max_timestamp = t.offset_of_max_timestamp
-        self._last_time_entry_ts = t.last_time_entry_ts
-        self._bytes_since_index = t.bytes_since_index
-        lk = self._lookups
-        if lk is None:
-            return
-        if lk is not lookups or t.index_rel is None:
-            self._drop_loaded_indexes()
-            return
-        assert t.index_pos is not None and t.time_ts is not None and t.time_rel is not None
-        lk.index_rel.extend(t.index_rel)
-        lk.index_pos.extend(t.index_pos)
-        lk.time_ts.extend(t.time_ts)
-        lk.time_rel.extend(t.time_rel)
+    def _restore(self, st: _AppendState) -> None:
+        """Cut the files back to `st` and forget what _track recorded after it."""
+        os.ftruncate(self._log_fd, st.size)
+        os.ftruncate(self._index_fd, st.index_size)
+        os.ftruncate(self._time_fd, st.time_size)
+        self._size = st.size
+        self._next_offset = st.next_offset
+        self._max_timestamp = st.max_timestamp
+        self._offset_of_max_timestamp = st.offset_of_max_timestamp
+        self._last_time_entry_ts = st.last_time_entry_ts
+        self._bytes_since_index = st.bytes_since_index
+        self._drop_loaded_indexes()  # reloaded from the files on the next lookup
 
     def _track(
-        self, t: _Tracker, headers: list[BatchHeader], base_pos: int, index_entries: bytearray,
-        time_entries: bytearray,
+        self, headers: list[BatchHeader], base_pos: int, index_entries: bytearray, time_entries: bytearray
     ) -> None:
-        """Kafka's per-batch index rule, on a tracker: update the max timestamp, and once more
-        than index_interval_bytes went by since the last entry, index this batch."""
+        """Kafka's per-batch index rule: update the max timestamp, and once more than
+        index_interval_bytes went by since the last entry, index this batch."""
         base = self.base_offset
         interval = self.index_interval_bytes
         for h in headers:
-            if h.max_timestamp > t.max_timestamp:
-                t.max_timestamp = h.max_timestamp
-                t.offset_of_max_timestamp = h.last_offset
-            if t.bytes_since_index > interval:
+            if h.max_timestamp > self._max_timestamp:
+                self._max_timestamp = h.max_timestamp
+                self._offset_of_max_timestamp = h.last_offset
+            if self._bytes_since_index > interval:
                 rel = h.last_offset - base
                 pos = base_pos + h.position
                 index_entries += INDEX_ENTRY.pack(rel, pos)
-                if t.index_rel is not None and t.index_pos is not None:
-                    t.index_rel.append(rel)
-                    t.index_pos.append(pos)
-                self._maybe_time_entry(t, time_entries)
-                t.bytes_since_index = 0
-            t.bytes_since_index += h.size
-            t.next_offset = h.next_offset
+                if self._lookups is not None:
+                    self._lookups.index_rel.append(rel)
+                    self._lookups.index_pos.append(pos)
+                self._maybe_time_entry(time_entries)
+                self._bytes_since_index = 0
+            self._bytes_since_index += h.size
+            self._next_offset = h.next_offset
 
-    def _maybe_time_entry(self, t: _Tracker, time_entries: bytearray) -> None:
-        if t.max_timestamp > t.last_time_entry_ts:
-            rel = t.offset_of_max_timestamp - self.base_offset
-            time_entries += TIME_INDEX_ENTRY.pack(t.max_timestamp, rel)
-            if t.time_ts is not None and t.time_rel is not None:
-                t.time_ts.append(t.max_timestamp)
-                t.time_rel.append(rel)
-            t.last_time_entry_ts = t.max_timestamp
+    def _maybe_time_entry(self, time_entries: bytearray) -> None:
+        if self._max_timestamp > self._last_time_entry_ts:
+            rel = self._offset_of_max_timestamp - self.base_offset
+            time_entries += TIME_INDEX_ENTRY.pack(self._max_timestamp, rel)
+            if self._lookups is not None:
+                self._lookups.time_ts.append(self._max_timestamp)
+                self._lookups.time_rel.append(rel)
+            self._last_time_entry_ts = self._max_timestamp
 
     def append_aborted_txn(self, txn: AbortedTxn) -> None:
         assert self.txn_index is not None
@@ -455,16 +441,17 @@ class LogSegment:
         """The segment stops being active: record its max timestamp in the time index, as
         Kafka does on roll, so timestamp lookups and restarts see it without a scan."""
         entries = bytearray()
-        tracker = self._tracker()
-        self._maybe_time_entry(tracker, entries)
+        before = self._last_time_entry_ts
+        self._maybe_time_entry(entries)
         if entries:
             size = os.fstat(self._time_fd).st_size
             try:
                 _write_all(self._time_fd, entries)
             except OSError:
                 os.ftruncate(self._time_fd, size)
+                self._last_time_entry_ts = before
+                self._drop_loaded_indexes()
                 raise
-            self._apply(tracker, self._lookups)
             self._index_sync.wrote()
 
     # --- lookups ---------------------------------------------------------------------------
@@ -673,64 +660,18 @@ class LogSegment:
         )
 
 
-@dataclass(slots=True)
-class _Tracker:
-    """What Kafka's index rule follows as batches are appended (see LogSegment._track), and
-    the index entries it made, for the lookups in memory."""
+@dataclass(frozen=True, slots=True)
+class _AppendState:
+    """What a failed append rolls a segment back to."""
 
+    size: int
+    index_size: int
+    time_size: int
     next_offset: int
     max_timestamp: int
     offset_of_max_timestamp: int
     last_time_entry_ts: int
     bytes_since_index: int
-    # The entries made, for lookups loaded in memory (None: not kept, as in a recovery,
-    # which drops the lookups anyway).
-    index_rel: list[int] | None = None
-    index_pos: list[int] | None = None
-    time_ts: list[int] | None = None
-    time_rel: list[int] | None = None
-
-
-@dataclass(slots=True)
-class SegmentWrite:
-    """The file changes of one planned append (LogSegment.plan_append). `run` touches only
-    the files, so it may run in a worker thread while the loop serves reads of the segment
-    as it was."""
-
-    log_fd: int
-    index_fd: int
-    time_fd: int
-    data: bytes | bytearray | memoryview | list[bytes | memoryview]
-    size: int
-    before_size: int
-    index_entries: bytes
-    time_entries: bytes
-    tracker: _Tracker
-    lookups: _Lookups | None  # the lookups loaded when it was planned
-    now_ms: int | None
-
-    def run(self) -> None:
-        """One write of the data, then the index entries. A failed write (ENOSPC, EIO) cuts
-        the files back: no torn batch, no batch without its index entry, no entry pointing
-        past the data."""
-        index_size = os.fstat(self.index_fd).st_size if self.index_entries else -1
-        time_size = os.fstat(self.time_fd).st_size if self.time_entries else -1
-        try:
-            if isinstance(self.data, list):
-                _writev_all(self.log_fd, self.data)
-            else:
-                _write_all(self.log_fd, self.data)
-            if self.index_entries:
-                _write_all(self.index_fd, self.index_entries)
-            if self.time_entries:
-                _write_all(self.time_fd, self.time_entries)
-        except OSError:
-            os.ftruncate(self.log_fd, self.before_size)
-            if index_size >= 0:
-                os.ftruncate(self.index_fd, index_size)
-            if time_size >= 0:
-                os.ftruncate(self.time_fd, time_size)
-            raise
 
 
 def _rolling_basis(first_batch_ts: int) -> int:
