@@ -1,6 +1,6 @@
 """How long an append's write into the page cache takes, alone and beside fsyncs of the same
-disk: the measurement behind running segment writes in a worker thread instead of on the event
-loop (a write that waits stalls every connection of the broker for as long).
+disk. The broker writes appends on its event loop, so a write that waits stalls every
+connection for as long (loadtest/README.md, "Hot path, second pass").
 
 Writes of `--write-kib` go round-robin to `--files` files at a paced `--rate` MiB/s, as a
 broker's appends to its partitions do; in the "beside fsync" phase one thread fdatasyncs the
