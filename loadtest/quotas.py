@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .broker import BrokerProcess, sediment_command
+from .faults.rig import RigError, wait_for
 from .stats import MIB, median, ratio
 
 TENANT, NEIGHBOUR = "tenant", "noisy-neighbour"
@@ -120,18 +121,10 @@ class Client:
             return self.deliveries[-1][0] if self.deliveries else 0.0
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def _produce(client: Client, nbytes: int, broker: BrokerProcess, timeout: float) -> tuple[float, float]:
     """Time the client takes to deliver nbytes more: (MiB/s, broker CPU seconds per GB)."""
     start, cpu0, t0 = client.delivered(), broker.cpu_seconds(), time.monotonic()
-    _wait(lambda: client.delivered() - start >= nbytes or bool(client.errors), timeout, f"{nbytes} bytes delivered")
+    wait_for(lambda: client.delivered() - start >= nbytes or bool(client.errors), timeout, f"{nbytes} bytes delivered")
     if client.errors:
         raise BenchError(f"delivery failed: {client.errors[:3]}")
     elapsed, done = time.monotonic() - t0, client.delivered() - start
@@ -203,11 +196,11 @@ def _phase_quotas(args: argparse.Namespace, work: Path, settings: dict[str, str]
             log(f"  with quotas: tenant alone {alone:.1f} MiB/s, broker {cpu:.2f} CPU s/GB")
             neighbour = Client(quoted.bootstrap, "bench", NEIGHBOUR).start()
             try:
-                _wait(lambda: len(neighbour.throttles) > 0, timeout, "the neighbour's first throttle")
+                wait_for(lambda: len(neighbour.throttles) > 0, timeout, "the neighbour's first throttle")
                 t0 = time.monotonic() + period  # past the burst a new client may make
                 beside, _ = _produce(tenant, args.mb * MIB, quoted, timeout)
                 t1 = t0 + args.periods * period
-                _wait(lambda: neighbour.last_delivery() > t1, timeout + t1 - time.monotonic(),
+                wait_for(lambda: neighbour.last_delivery() > t1, timeout + t1 - time.monotonic(),
                       "the neighbour's measured window to pass")
                 neighbour_rate = neighbour.bytes_between(t0, t1) / MIB / (t1 - t0)
                 if neighbour.errors:
@@ -307,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         figures = run(args)
-    except BenchError as e:
+    except (BenchError, RigError) as e:
         print(f"quotas benchmark failed: {e}", file=sys.stderr)
         return 1
     if args.json:

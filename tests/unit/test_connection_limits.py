@@ -23,27 +23,14 @@ from service.kafka.limits import (
     TooMany,
     client_ip,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
+from tests.clock import FakeClock, eventually, until
 
 # -- the rate -------------------------------------------------------------------------------------
 
 
 def test_rate_lets_a_second_of_connections_through_then_spaces_them():
-    clock = FakeClock()
-    rate = RateLimit(4, clock)
+    clock = FakeClock(1000.0)
+    rate = RateLimit(4, clock.monotonic)
     for _ in range(4):
         assert rate.delay() == 0
         rate.take()
@@ -55,20 +42,21 @@ def test_rate_lets_a_second_of_connections_through_then_spaces_them():
 
 
 def test_rate_zero_acts_as_one_per_second_as_in_kafka():
-    clock = FakeClock()
-    rate = RateLimit(0, clock)
+    clock = FakeClock(1000.0)
+    rate = RateLimit(0, clock.monotonic)
     rate.take()
     assert rate.delay() == pytest.approx(1.0)  # never more than Kafka's one-second window
 
 
 def test_rate_keeps_kafka_quota_window():
-    clock = FakeClock()
-    rate = RateLimit(2, clock, window_s=2.0)  # quota.window.size.seconds=2: a window's burst, a window's delay
+    clock = FakeClock(1000.0)
+    # quota.window.size.seconds=2: a window's burst, a window's delay
+    rate = RateLimit(2, clock.monotonic, window_s=2.0)
     for _ in range(4):
         assert rate.delay() == 0
         rate.take()
     assert rate.delay() == pytest.approx(0.5)
-    never = RateLimit(0, clock, window_s=2.0)
+    never = RateLimit(0, clock.monotonic, window_s=2.0)
     never.take()
     assert never.delay() == pytest.approx(2.0)
     cfg = load_config(None, {"quota.window.size.seconds": "3"}, environ={})
@@ -76,8 +64,8 @@ def test_rate_keeps_kafka_quota_window():
 
 
 def test_rate_gives_back_a_connection_not_accepted_after_all():
-    clock = FakeClock()
-    rate = RateLimit(1, clock)
+    clock = FakeClock(1000.0)
+    rate = RateLimit(1, clock.monotonic)
     rate.take()
     assert rate.delay() > 0
     rate.give_back()
@@ -88,19 +76,18 @@ def test_rate_gives_back_a_connection_not_accepted_after_all():
 
 
 def quotas(clock: FakeClock, **settings) -> ConnectionQuotas:
-    return ConnectionQuotas(ConnectionSettings(**settings), ["PLAINTEXT", "SSL"], clock=clock, sleep=clock.sleep)
+    return ConnectionQuotas(ConnectionSettings(**settings), ["PLAINTEXT", "SSL"], clock=clock.monotonic,
+                            sleep=clock.sleep)
 
 
 async def test_max_connections_holds_the_next_one_until_a_connection_closes(caplog):
-    q = quotas(FakeClock(), max_connections=2)
+    q = quotas(FakeClock(1000.0), max_connections=2)
     a = await q.acquire("PLAINTEXT")
     await q.acquire("SSL")  # broker-wide: every listener counts
     with caplog.at_level(logging.INFO, logger="sediment.kafka"):
         waiting = asyncio.ensure_future(q.acquire("PLAINTEXT"))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await until(lambda: any("max.connections=2 reached (2 open)" in r.getMessage() for r in caplog.records))
     assert not waiting.done()
-    assert any("max.connections=2 reached (2 open)" in r.getMessage() for r in caplog.records)
     a.release()
     c = await asyncio.wait_for(waiting, 1)
     assert q.total == 2 and q.stats["PLAINTEXT"].open == 1 and q.stats["SSL"].open == 1
@@ -109,35 +96,37 @@ async def test_max_connections_holds_the_next_one_until_a_connection_closes(capl
     assert q.total == 1
 
 
-async def test_a_listener_limit_holds_only_its_listener():
-    q = quotas(FakeClock(), listener_max_connections={"PLAINTEXT": 1})
+async def test_a_listener_limit_holds_only_its_listener(caplog):
+    q = quotas(FakeClock(1000.0), listener_max_connections={"PLAINTEXT": 1})
     p = await q.acquire("PLAINTEXT")
     for _ in range(3):
         await q.acquire("SSL")
-    waiting = asyncio.ensure_future(q.acquire("PLAINTEXT"))
-    await asyncio.sleep(0)
+    with caplog.at_level(logging.INFO, logger="sediment.kafka"):
+        waiting = asyncio.ensure_future(q.acquire("PLAINTEXT"))
+        await until(lambda: any("listener.name.plaintext.max.connections=1 reached" in r.getMessage()
+                                for r in caplog.records))
     assert not waiting.done()
     p.release()
     await asyncio.wait_for(waiting, 1)
 
 
 async def test_creation_rates_delay_accepting_by_the_larger_of_broker_and_listener():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     q = quotas(clock, creation_rate=10, listener_creation_rate={"PLAINTEXT": 2})
     for _ in range(2):
         await q.acquire("PLAINTEXT")
-    assert clock.slept == []
+    assert clock.sleeps == []
     await q.acquire("PLAINTEXT")
-    assert clock.slept == [pytest.approx(0.5)]  # the listener's 2/s, not the broker's 10/s
+    assert clock.sleeps == [pytest.approx(0.5)]  # the listener's 2/s, not the broker's 10/s
     for _ in range(9):
         await q.acquire("SSL")  # 10 - 2 + 5 refilled in the half second waited (at most 10), - 1
-    assert len(clock.slept) == 1
+    assert len(clock.sleeps) == 1
     await q.acquire("SSL")
-    assert len(clock.slept) == 2 and q.stats["SSL"].accept_wait_s > 0
+    assert len(clock.sleeps) == 2 and q.stats["SSL"].accept_wait_s > 0
 
 
 async def test_per_ip_limit_and_overrides_by_address():
-    q = quotas(FakeClock(), max_connections_per_ip=1, per_ip_overrides={"10.0.0.7": 2})
+    q = quotas(FakeClock(1000.0), max_connections_per_ip=1, per_ip_overrides={"10.0.0.7": 2})
     held = []
     for host in ("10.0.0.7", "::ffff:10.0.0.7"):  # the same client through a dual-stack socket
         slot = await q.acquire("PLAINTEXT")
@@ -158,7 +147,7 @@ async def test_per_ip_limit_and_overrides_by_address():
 
 
 async def test_per_ip_creation_rate_refuses_for_a_while_and_costs_the_broker_rate_nothing():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     q = quotas(clock, creation_rate=100)
     q.set_ip_rates({"10.0.0.7": 2})
     for _ in range(2):
@@ -323,11 +312,8 @@ async def test_framing_stops_taking_requests_when_request_memory_is_used_up():
     assert [await asyncio.wait_for(got.get(), 5) for _ in range(2)] == bodies[:2]  # read while any room was left
     transport = conns[0].transport
     assert transport is not None
-    for _ in range(500):  # until the third frame is in and found no room (reading stops then)
-        if not transport.is_reading():
-            break
-        await asyncio.sleep(0.01)
-    assert not transport.is_reading() and memory.used == 160 and got.empty()
+    await eventually(lambda: not transport.is_reading(), timeout=5)  # the third frame found no room
+    assert memory.used == 160 and got.empty()
     memory.release(80)  # one request answered: the third is read
     assert await asyncio.wait_for(got.get(), 5) == bodies[2]
     assert memory.used == 160

@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from service.kafka.framing import FramedConnection, FrameTooLarge
+from tests.clock import eventually
 
 
 async def _serve(max_frame: int):
@@ -94,9 +95,19 @@ async def _sending_server(send):
 
 
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
-def test_sendfile_follows_written_bytes_through_a_slow_reader(tmp_path, kind):
+def test_sendfile_follows_written_bytes_through_a_slow_reader(tmp_path, kind, monkeypatch):
     data = os.urandom(24 << 20)  # far more than the socket buffers: sendfile must wait for room
     (tmp_path / "seg").write_bytes(data)
+    real_sendfile, full = os.sendfile, []
+
+    def sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        try:
+            return real_sendfile(out_fd, in_fd, offset, count)
+        except BlockingIOError:
+            full.append(offset)
+            raise
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
 
     async def main():
         fd = os.open(tmp_path / "seg", os.O_RDONLY)
@@ -109,11 +120,10 @@ def test_sendfile_follows_written_bytes_through_a_slow_reader(tmp_path, kind):
 
         server, port, outcome = await _sending_server(send)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await eventually(lambda: bool(full))  # nothing read yet: the sender meets a full socket
         got = bytearray()
         while chunk := await reader.read(64 * 1024):
             got += chunk
-            if len(got) < 4 << 20:
-                await asyncio.sleep(0)  # read slowly at first, so the sender meets a full socket
         assert await outcome is None
         assert bytes(got) == b"head" * 100_000 + data[1000:-1000] + b"tail"
         writer.close()

@@ -20,19 +20,20 @@ def _spin(seconds: float) -> None:
 
 
 def test_meter_counts_steps_not_waits():
-    async def handler(gate: asyncio.Event) -> str:
+    async def handler(waiting: asyncio.Event, gate: asyncio.Event) -> str:
         _spin(0.02)
+        waiting.set()
         await gate.wait()  # waiting: not the handler's loop time
         _spin(0.02)
         return "answer"
 
     async def run() -> tuple[str, LoopMeter, float]:
-        gate = asyncio.Event()
+        waiting, gate = asyncio.Event(), asyncio.Event()
         meter = LoopMeter()
-        task = asyncio.ensure_future(_Timed(handler(gate), meter))
-        await asyncio.sleep(0.01)
+        task = asyncio.ensure_future(_Timed(handler(waiting, gate), meter))
+        await waiting.wait()
         started = time.perf_counter()
-        await asyncio.sleep(0.2)
+        _spin(0.2)  # other work on the loop while the handler waits: not its time either
         gate.set()
         result = await task
         return result, meter, time.perf_counter() - started
@@ -48,25 +49,29 @@ def test_meter_counts_steps_not_waits():
 def test_cancellation_and_errors_reach_the_handler():
     seen: list[str] = []
 
-    async def handler() -> None:
+    async def handler(waiting: asyncio.Event) -> None:
         try:
-            await asyncio.sleep(10)
+            waiting.set()
+            await asyncio.Event().wait()  # never set: only the cancellation ends it
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
 
-    async def failing() -> None:
-        await asyncio.sleep(0)
+    async def failing(gate: asyncio.Event) -> None:
+        await gate.wait()  # the error comes in a later step than the first
         raise ValueError("bad")
 
     async def run() -> None:
-        task = asyncio.ensure_future(_Timed(handler(), LoopMeter()))
-        await asyncio.sleep(0)
+        waiting = asyncio.Event()
+        task = asyncio.ensure_future(_Timed(handler(waiting), LoopMeter()))
+        await waiting.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        gate = asyncio.Event()
+        asyncio.get_running_loop().call_soon(gate.set)
         with pytest.raises(ValueError, match="bad"):
-            await _Timed(failing(), LoopMeter())
+            await _Timed(failing(gate), LoopMeter())
 
     asyncio.run(run())
     assert seen == ["cancelled"]
