@@ -13,6 +13,12 @@ delays (no coordinated omission). Latencies go into an HDR histogram (microsecon
 significant digits); the report gives p50, p99, p99.9 and max per target, as medians over the
 runs, the rate each actually achieved, and each percentile as a ratio to the mock cluster's in
 the same run. With --baseline REV a broker at another git revision is measured too.
+
+Before the targets at each rate, the disk itself is timed ("disk fdatasync"): appends of one
+request's share of a partition (rate x 1 ms / partitions) each followed by an fdatasync, one a
+millisecond, for --floor-seconds in the brokers' work directory. An answer under `always` waits
+for at least one such sync, so this row is the floor of that policy's figures in the same run;
+a virtual disk's sync latency moves by 10x with its neighbours' I/O.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .system import raise_interrupt_on_sigterm, source_revision
 from .variants import Variant, plain, remove_revision, revision
 
 MOCK = "mock"
+DISK = "disk fdatasync"
 PERCENTILES = (50.0, 99.0, 99.9, 100.0)
 LABELS = {50.0: "p50", 99.0: "p99", 99.9: "p99.9", 100.0: "max"}
 # The issue's targets for flush policy `always`: (rate MiB/s, percentile) -> ms.
@@ -123,6 +130,32 @@ def measure(target: Target, topic: str, partitions: int, rate_mib_s: float, seco
                   {p: hist.get_value_at_percentile(p) / 1000.0 for p in PERCENTILES}, errors[0], count, cpu)
 
 
+def disk_floor(directory: Path, append_bytes: int, seconds: float) -> Sample:
+    """fdatasync latency of paced appends (one a millisecond) to a new file in `directory`."""
+    hist = HdrHistogram(1, 120_000_000, 3)
+    data = os.urandom(append_bytes)
+    path = directory / f"floor-{uuid.uuid4().hex[:8]}.log"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+    clock = time.perf_counter
+    try:
+        start = due = clock()
+        while due - start < seconds:
+            os.write(fd, data)
+            t0 = clock()
+            os.fdatasync(fd)
+            hist.record_value(max(1, int((clock() - t0) * 1e6)))
+            due += 0.001
+            if due > clock():
+                time.sleep(due - clock())  # pacing the writer, not waiting for a condition
+    finally:
+        os.close(fd)
+        path.unlink()
+    elapsed = clock() - start
+    count = hist.get_total_count()
+    return Sample(DISK, 0.0, count * append_bytes / MIB / elapsed if elapsed > 0 else 0.0,
+                  {p: hist.get_value_at_percentile(p) / 1000.0 for p in PERCENTILES}, 0, count)
+
+
 def _broker_target(name: str, variant: Variant, policy: str, work_dir: Path) -> tuple[Target, BrokerProcess]:
     broker = BrokerProcess(data_dir=work_dir / f"{name.replace(' ', '-')}-data", settings={
         **variant.broker_settings, "log.flush.policy": policy, "auto.create.topics.enable": "false"},
@@ -143,6 +176,13 @@ def run(args: argparse.Namespace, work_dir: Path, say: Callable[[str], None]) ->
             targets.append(_broker_target(name, variant, policy, work_dir))
         for run_no in range(1, args.runs + 1):
             for rate in args.rates:
+                if args.floor_seconds > 0:
+                    append = max(args.record_bytes, int(rate * MIB / 1000 / args.partitions))
+                    s = disk_floor(work_dir, append, args.floor_seconds)
+                    s.rate_mib_s = rate
+                    samples.append(s)
+                    say(f"run {run_no} {rate:>5.0f} MiB/s {DISK:<24} " + "  ".join(
+                        f"{LABELS[p]} {s.ms[p]:7.2f} ms" for p in PERCENTILES) + f"  {append} B appends")
                 for target, broker in targets:
                     topic = f"lat-{uuid.uuid4().hex[:8]}"
                     if broker is not None:
@@ -177,10 +217,11 @@ def report(samples: list[Sample], rates: list[float]) -> str:
             cells = ""
             for p in PERCENTILES:
                 value = median(s.ms[p] for s in mine)
-                q = ratio(value, median(s.ms[p] for s in mock)) if mock and name != MOCK else None
+                q = ratio(value, median(s.ms[p] for s in mock)) if mock and name not in (MOCK, DISK) else None
                 cells += f"{value:11.2f}{'' if q is None else f'{q:7.1f}x':>8}"
             cpus = [s.broker_cpu_pct for s in mine if s.broker_cpu_pct is not None]
-            lines.append(f"{rate:6.0f} {name:<24}{cells}{median(s.achieved_mib_s for s in mine):12.1f}"
+            sent = "" if name == DISK else f"{median(s.achieved_mib_s for s in mine):12.1f}"
+            lines.append(f"{rate:6.0f} {name:<24}{cells}{sent:>12}"
                          + (f"{median(cpus):11.0f}%" if cpus else f"{'':>12}"))
     lines.append("")
     for (rate, p), limit in TARGETS.items():
@@ -205,6 +246,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--record-bytes", type=int, default=1024)
     ap.add_argument("--policies", default="always,interval", help="log.flush.policy values to measure")
     ap.add_argument("--baseline", help="also measure the broker at this git revision")
+    ap.add_argument("--floor-seconds", type=float, default=3.0,
+                    help="seconds of paced appends and fdatasyncs timed before each rate (0: none)")
     args = ap.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.policies = [p for p in args.policies.split(",") if p]
