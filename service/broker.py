@@ -68,7 +68,7 @@ class Broker:
         self.groups = GroupCoordinator.from_config(self.store, config)
         self.audit = AuditLog(config["audit.log.file"] or None)
         # Authentication: built here so that a bad certificate or key set stops start-up at once.
-        credentials = CredentialCache()
+        self.credentials = credentials = CredentialCache()
         self.auth = build_authentication(config, credentials)
         self.access = Access(self.store, Authorizer(enabled=config["authorizer.enable"],
                                                     super_users=parse_super_users(config["super.users"]),

@@ -322,7 +322,19 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
               "The NAME://HOST:PORT addresses clients are told to connect to; they must be reachable "
               "from the clients. Empty: the listeners, with 0.0.0.0 and :: replaced by 127.0.0.1."),
     ConfigKey("http.listener", "string", "127.0.0.1:8080", HOST_PORT,
-              "HOST:PORT of the HTTP API (health checks and Prometheus metrics)."),
+              "HOST:PORT of the HTTP API: the REST API (Confluent REST Proxy v3 and v2 shapes), "
+              "replay, health checks and Prometheus metrics."),
+    ConfigKey("http.ssl.enable", "boolean", False, None,
+              "Serve the HTTP API over TLS with ssl.certfile and ssl.keyfile (reloaded like the Kafka "
+              "listeners'). Callers authenticate with http.authentication.methods, not certificates."),
+    ConfigKey("http.authentication.methods", "list", (), each_of("BASIC", "BEARER"),
+              "How HTTP API callers authenticate: BASIC (a user's SCRAM password, as stored for "
+              "SASL/SCRAM) and BEARER (a JWT, validated with the sasl.oauthbearer.* keys). Empty: "
+              "no authentication, every caller is User:ANONYMOUS. Health checks, /metrics and the "
+              "API description stay open."),
+    ConfigKey("http.max.request.bytes", "int", 16 << 20, at_least(1024),
+              "Largest HTTP request body read whole (413 beyond it); streamed produce bodies are "
+              "read record by record and bounded per record by message.max.bytes."),
     ConfigKey("num.partitions", "int", 1, at_least(1),
               "Partitions of a topic created without a partition count: auto-created topics, and "
               "CreateTopics asking for -1."),

@@ -1,13 +1,19 @@
-"""The HTTP listener: health probes and /metrics. The REST API and replay are to be built on
-this app, calling the same partition layer as the Kafka handlers."""
+"""The HTTP listener: health probes, /metrics and the REST API. Each API module keeps its own
+route table (v3_clusters, ...); they reach the broker only through `api.services()`, the same
+narrow services the Kafka handlers use, and are authorized by the same ACLs."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from service.http import v3_clusters
+from service.http.api import SERVICES_KEY
+from service.http.auth import HttpAuthenticator, auth_middleware
+from service.http.errors import error_middleware
 from service.quotas import SensorView
 
 if TYPE_CHECKING:
@@ -121,29 +127,52 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(broker: Broker) -> web.Application:
-    app = web.Application()
+    config = broker.config
+    auth = HttpAuthenticator(list(config["http.authentication.methods"]), broker.credentials, broker.auth.jwt)
+    app = web.Application(middlewares=[error_middleware, auth_middleware(auth)],
+                          client_max_size=config["http.max.request.bytes"])
     app[BROKER_KEY] = broker
+    app[SERVICES_KEY] = lambda: broker.services if broker.ready else None
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
+    app.add_routes(v3_clusters.routes)
     return app
 
 
 class HttpServer:
     def __init__(self, broker: Broker, host: str, port: int) -> None:
         self._app = make_app(broker)
+        self._broker = broker
         self._host, self._port = host, port
         self.port = port
         self._runner: web.AppRunner | None = None
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """Like a Kafka SASL_SSL listener's (no client certificate: callers authenticate with a
+        header): each handshake swaps in the context current then, so reloaded certificates
+        apply to new connections."""
+        tls = self._broker.auth.tls
+        if not self._broker.config["http.ssl.enable"] or tls is None:
+            return None
+
+        def current(sslobj: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            sslobj.context = tls.current(client_auth=False)
+
+        first = tls.current(client_auth=False)
+        first.sni_callback = current
+        return first
+
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True).start()
+        context = self._tls_context()
+        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True, ssl_context=context).start()
         self.port = self._runner.addresses[0][1]  # the real one when port 0 was asked for
-        log.info("HTTP API on %s:%d", self._host, self.port)
+        log.info("HTTP API on %s:%d%s", self._host, self.port, " (TLS)" if context else "")
 
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -88,7 +89,8 @@ class Broker:
 
     @property
     def http_base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.settings.get("http.ssl.enable") == "true" else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     # -- lifecycle -------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -163,7 +165,9 @@ class Broker:
                     f"broker exited with code {code} before it was ready\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(self.http_base + "/health/ready", timeout=1) as r:
+                # Readiness only: the log line below says it is ours, so TLS is not verified here.
+                with urllib.request.urlopen(self.http_base + "/health/ready", timeout=1,
+                                            context=ssl._create_unverified_context()) as r:
                     # Another process may have taken our port and be the one answering: only
                     # our own broker's log line says that it bound its ports and is ready.
                     if r.status == 200 and self._logged_ready():

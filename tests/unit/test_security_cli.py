@@ -25,6 +25,9 @@ from service.cli import main
     (["--set", "ssl.principal.mapping.rules=RULE:x"],
      "ssl.principal.mapping.rules"),
     (["--set", "connections.max.reauth.ms=-1"], "connections.max.reauth.ms"),
+    (["--set", "http.authentication.methods=BASIC,KERBEROS"], "http.authentication.methods"),
+    (["--set", "http.authentication.methods=BEARER"], "sasl.oauthbearer.jwks.file"),
+    (["--set", "http.ssl.enable=true"], "ssl.certfile"),
 ])
 def test_bad_security_config_exits_2_naming_the_key(tmp_path, capsys, args, key):
     assert main(["serve", "--data-dir", str(tmp_path), *args]) == 2
