@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from service.http import v3_clusters
+from service.http import openapi, v3_clusters
 from service.http.api import SERVICES_KEY
 from service.http.auth import HttpAuthenticator, auth_middleware
 from service.http.errors import error_middleware
@@ -136,7 +136,11 @@ def make_app(broker: Broker) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
-    app.add_routes(v3_clusters.routes)
+    # Each resource module: its routes and its part of the API description.
+    modules = [v3_clusters]
+    for module in modules:
+        app.add_routes(module.routes)
+    app.add_routes(openapi.routes([m.OPENAPI for m in modules]))
     return app
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from security.acl import AclOperation, ResourceType
 from service.http.api import authorize, services, url
 from service.http.errors import RestError
+from service.http.openapi import error_responses
 
 CLUSTER_RESOURCE = "kafka-cluster"  # Kafka's one cluster resource name
 
@@ -55,3 +56,33 @@ async def get_cluster(request: web.Request) -> web.Response:
     cluster_id_of(request)
     authorize(request, AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_RESOURCE)
     return web.json_response(cluster_body(request))
+
+
+_LINK = {"type": "object", "properties": {"related": {"type": "string"}}, "required": ["related"]}
+OPENAPI: dict[str, Any] = {
+    "paths": {
+        "/v3/clusters": {"get": {
+            "summary": "The cluster (a list of one)", "operationId": "listClusters", "tags": ["Cluster (v3)"],
+            "responses": {"200": {"description": "The clusters", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ClusterList"}}}}, **error_responses(401, 403)}}},
+        "/v3/clusters/{cluster_id}": {"get": {
+            "summary": "The cluster", "operationId": "getCluster", "tags": ["Cluster (v3)"],
+            "parameters": [{"name": "cluster_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The cluster", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ClusterData"}}}}, **error_responses(401, 403, 404)}}},
+    },
+    "components": {"schemas": {
+        "ClusterData": {"type": "object", "required": ["kind", "metadata", "cluster_id"], "properties": {
+            "kind": {"type": "string", "enum": ["KafkaCluster"]},
+            "metadata": {"type": "object", "properties": {"self": {"type": "string"},
+                                                          "resource_name": {"type": "string"}}},
+            "cluster_id": {"type": "string"},
+            **{k: _LINK for k in ("controller", "acls", "brokers", "broker_configs", "consumer_groups", "topics",
+                                  "partition_reassignments")}}},
+        "ClusterList": {"type": "object", "required": ["kind", "metadata", "data"], "properties": {
+            "kind": {"type": "string", "enum": ["KafkaClusterList"]},
+            "metadata": {"type": "object", "properties": {"self": {"type": "string"},
+                                                          "next": {"type": "string", "nullable": True}}},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/ClusterData"}}}},
+    }},
+}

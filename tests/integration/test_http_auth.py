@@ -110,6 +110,11 @@ def test_basic_and_bearer_authentication_with_acls(secured: Secured, issuer: Jwt
     # Open paths stay open.
     assert https("GET", "/health/live").status == 200
     assert https("GET", "/metrics").status == 200
+    spec = https("GET", "/openapi.json")
+    assert spec.status == 200 and spec.json()["openapi"].startswith("3.")
+    assert "/v3/clusters/{cluster_id}" in spec.json()["paths"]
+    page = https("GET", "/docs")
+    assert page.status == 200 and b"<code>/v3/clusters</code>" in page.body
 
     anonymous = https("GET", "/v3/clusters")
     assert (anonymous.status, anonymous.json()) == (401, {"error_code": 40101, "message": "Authentication required"})
