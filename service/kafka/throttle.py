@@ -27,12 +27,13 @@ import dataclasses
 import datetime
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from service.kafka.context import Connection, RequestContext, Response
 from service.quotas import quota_user
 
 _EXEMPT = frozenset((17, 36))  # SaslHandshake, SaslAuthenticate
+T = TypeVar("T")
 
 
 class LoopMeter:
@@ -51,15 +52,15 @@ class LoopMeter:
         return (self.busy + running) * 100.0
 
 
-class _Timed:
+class _Timed(Generic[T]):
     """Drives a handler coroutine step by step, adding each step's duration to the meter.
     Awaiting it is awaiting the coroutine: values and exceptions (a cancellation) pass through."""
 
-    def __init__(self, coro: Coroutine[Any, Any, Response], meter: LoopMeter) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T], meter: LoopMeter) -> None:
         self._coro = coro
         self._meter = meter
 
-    def __await__(self) -> Generator[Any, Any, Response]:
+    def __await__(self) -> Generator[Any, Any, T]:
         coro, meter = self._coro, self._meter
         value: Any = None
         error: BaseException | None = None
@@ -127,7 +128,7 @@ async def run(ctx: RequestContext, handler: Callable[[RequestContext, Any], Awai
     return with_throttle_time(response, ms)
 
 
-def with_throttle_time(response: Response, ms: int) -> Response:
+def with_throttle_time(response: T, ms: int) -> T:
     """The response with its throttle_time_ms set (versions without the field stay as they are)."""
     if dataclasses.is_dataclass(response) and not isinstance(response, type) and any(
             f.name == "throttle_time" for f in dataclasses.fields(response)):

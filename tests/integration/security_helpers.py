@@ -172,13 +172,14 @@ class KioConnection:
         from kio.schema.request_header.v1.header import RequestHeader as H1
         from kio.schema.request_header.v2.header import RequestHeader as H2
         from kio.serial import entity_writer
+        from kio.static.primitive import i16, i32
 
         cls = load_request_schema(api_key, version)
         self._cid += 1
         header_cls = H2 if cls.__flexible__ else H1
         buf = io.BytesIO()
-        entity_writer(header_cls)(buf, header_cls(request_api_key=api_key, request_api_version=version,
-                                                  correlation_id=self._cid, client_id="security-it"))
+        entity_writer(header_cls)(buf, header_cls(request_api_key=i16(api_key), request_api_version=i16(version),
+                                                  correlation_id=i32(self._cid), client_id="security-it"))
         entity_writer(cls)(buf, cls(**fields))
         payload = buf.getvalue()
         self.sock.sendall(struct.pack(">i", len(payload)) + payload)

@@ -33,7 +33,16 @@ from .helpers import kio_call
 
 ME = "User:ANONYMOUS"
 TOPIC_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED = 29, 30, 31
-ANY_FILTER = AclBindingFilter(RT.ANY, None, PT.ANY, None, None, Op.ANY, Perm.ANY)
+
+
+def _filter(restype: RT, name: str | None, pattern: PT, principal: str | None, host: str | None, op: Op,
+            perm: Perm) -> AclBindingFilter:
+    """An AclBindingFilter where None matches any name, principal or host."""
+    # confluent-kafka documents None as "any" for these three but types them as plain str
+    return AclBindingFilter(restype, name, pattern, principal, host, op, perm)  # type: ignore[arg-type]
+
+
+ANY_FILTER = _filter(RT.ANY, None, PT.ANY, None, None, Op.ANY, Perm.ANY)
 
 
 def _admin(bootstrap: str) -> AdminClient:
@@ -53,20 +62,21 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> list[KafkaError
     return errors
 
 
-def _consume_assigned(bootstrap: str, topic: str, count: int) -> tuple[list[bytes], list[int]]:
+def _consume_assigned(bootstrap: str, topic: str, count: int) -> tuple[list[bytes | None], list[int]]:
     """Values read from partition 0 from offset 0 (group g, nothing committed), and error codes."""
     c = consumer(bootstrap, **{"group.id": "g"})
     c.assign([TopicPartition(topic, 0, 0)])
-    values, errors = [], []
+    values: list[bytes | None] = []
+    errors: list[int] = []
     deadline = time.monotonic() + 15
     try:
         while time.monotonic() < deadline and len(values) < count and not errors:
             m = c.poll(0.5)
             if m is None:
                 continue
-            if m.error():
-                if m.error().code() != KafkaError._PARTITION_EOF:
-                    errors.append(m.error().code())
+            if err := m.error():
+                if err.code() != KafkaError._PARTITION_EOF:
+                    errors.append(err.code())
                 continue
             values.append(m.value())
     finally:
@@ -116,14 +126,14 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
 
     assert sorted(map(_key, admin.describe_acls(ANY_FILTER, request_timeout=10).result(15))) == \
         sorted(map(_key, wanted))
-    match = AclBindingFilter(RT.TOPIC, "orders-secret", PT.MATCH, None, None, Op.ANY, Perm.ANY)
+    match = _filter(RT.TOPIC, "orders-secret", PT.MATCH, None, None, Op.ANY, Perm.ANY)
     assert sorted(map(_key, admin.describe_acls(match, request_timeout=10).result(15))) == \
         sorted(map(_key, wanted[2:4]))
-    literal_only = AclBindingFilter(RT.TOPIC, None, PT.LITERAL, ME, None, Op.ANY, Perm.ANY)
+    literal_only = _filter(RT.TOPIC, None, PT.LITERAL, ME, None, Op.ANY, Perm.ANY)
     assert sorted(map(_key, admin.describe_acls(literal_only, request_timeout=10).result(15))) == \
         sorted(map(_key, [wanted[0], wanted[3]]))
-    bob = AclBindingFilter(RT.ANY, None, PT.ANY, "User:bob", None, Op.ANY, Perm.ANY)
-    nothing = AclBindingFilter(RT.GROUP, "zzz", PT.ANY, None, None, Op.ANY, Perm.ANY)
+    bob = _filter(RT.ANY, None, PT.ANY, "User:bob", None, Op.ANY, Perm.ANY)
+    nothing = _filter(RT.GROUP, "zzz", PT.ANY, None, None, Op.ANY, Perm.ANY)
     deleted = admin.delete_acls([bob, nothing], request_timeout=10)
     assert [_key(x) for x in deleted[bob].result(15)] == [_key(wanted[4])]
     assert deleted[nothing].result(15) == []
@@ -138,7 +148,7 @@ def test_acls_with_admin_client_survive_a_restart_and_are_enforced(broker_factor
     # READ on `a` and group `g`: a group consumer gets exactly what was produced
     c = consumer(b.bootstrap, **{"group.id": "g", "auto.offset.reset": "earliest", "enable.partition.eof": False})
     c.subscribe(["a"])
-    got: list[bytes] = []
+    got: list[bytes | None] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(got) < len(data):
         m = c.poll(0.5)
@@ -370,7 +380,7 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
     assert errors == [None, None, None]
     c = consumer(b.bootstrap, **{"group.id": "cg-1", "auto.offset.reset": "earliest", "enable.partition.eof": False})
     c.subscribe(["c"])
-    got: list[bytes] = []
+    got: list[bytes | None] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(got) < 3:
         m = c.poll(0.5)
@@ -391,7 +401,7 @@ def test_cli_grants_access_before_start(broker_factory, tmp_path):
     c.close()
     rc = consumer(b.bootstrap, **{"group.id": "cg-2", "isolation.level": "read_committed"})
     rc.assign([TopicPartition("c", 0, 0)])
-    seen: list[bytes] = []
+    seen: list[bytes | None] = []
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and len(seen) < 4:
         m = rc.poll(0.5)
@@ -487,31 +497,36 @@ def _denials_over_the_wire(bootstrap: str) -> None:
         TxnOffsetCommitRequestPartition,
         TxnOffsetCommitRequestTopic,
     )
-    from kio.static.primitive import i8, i16, i32, i64
+    from kio.schema.types import BrokerId, GroupId, ProducerId, TopicName, TransactionalId
+    from kio.static.primitive import Records, i8, i16, i32, i32Timedelta, i64
 
-    ms = datetime.timedelta(milliseconds=10000)
+    ms = i32Timedelta.parse(datetime.timedelta(milliseconds=10000))
+    zzz, cg_1 = GroupId("zzz"), GroupId("cg-1")
+    c, nope = TopicName("c"), TopicName("nope")
+    tx_c, tx_other = TransactionalId("tx-c"), TransactionalId("tx-other")
+    pid, record = ProducerId(1), Records(b"x")
     group_apis = [
-        (11, 9, JoinGroupRequest(group_id="zzz", session_timeout=ms, rebalance_timeout=ms, member_id="",
+        (11, 9, JoinGroupRequest(group_id=zzz, session_timeout=ms, rebalance_timeout=ms, member_id="",
                                  protocol_type="consumer",
                                  protocols=(JoinGroupRequestProtocol(name="range", metadata=b""),)),
          lambda r: r.error_code),
-        (14, 5, SyncGroupRequest(group_id="zzz", generation_id=i32(1), member_id="m", assignments=()),
+        (14, 5, SyncGroupRequest(group_id=zzz, generation_id=i32(1), member_id="m", assignments=()),
          lambda r: r.error_code),
-        (12, 4, HeartbeatRequest(group_id="zzz", generation_id=i32(1), member_id="m"), lambda r: r.error_code),
-        (13, 5, LeaveGroupRequest(group_id="zzz", members=(MemberIdentity(member_id="m"),)), lambda r: r.error_code),
-        (8, 8, OffsetCommitRequest(group_id="zzz", member_id="", topics=(OffsetCommitRequestTopic(
-            name="c", partitions=(OffsetCommitRequestPartition(partition_index=i32(0), committed_offset=i64(1),
-                                                               committed_metadata=""),)),)),
+        (12, 4, HeartbeatRequest(group_id=zzz, generation_id=i32(1), member_id="m"), lambda r: r.error_code),
+        (13, 5, LeaveGroupRequest(group_id=zzz, members=(MemberIdentity(member_id="m"),)), lambda r: r.error_code),
+        (8, 8, OffsetCommitRequest(group_id=zzz, member_id="", topics=(OffsetCommitRequestTopic(
+            name=c, partitions=(OffsetCommitRequestPartition(partition_index=i32(0), committed_offset=i64(1),
+                                                             committed_metadata=""),)),)),
          lambda r: [p.error_code for t in r.topics for p in t.partitions]),
-        (9, 8, OffsetFetchRequest(groups=(OffsetFetchRequestGroup(group_id="zzz", topics=None),
-                                          OffsetFetchRequestGroup(group_id="cg-1", topics=None))),
+        (9, 8, OffsetFetchRequest(groups=(OffsetFetchRequestGroup(group_id=zzz, topics=None),
+                                          OffsetFetchRequestGroup(group_id=cg_1, topics=None))),
          lambda r: [(g.error_code, [t.name for t in g.topics]) for g in r.groups]),
-        (9, 7, OffsetFetch7(group_id="zzz", topics=None), lambda r: r.error_code),
-        (15, 5, DescribeGroupsRequest(groups=("zzz", "cg-1"), include_authorized_operations=True),
+        (9, 7, OffsetFetch7(group_id=zzz, topics=None), lambda r: r.error_code),
+        (15, 5, DescribeGroupsRequest(groups=(zzz, cg_1), include_authorized_operations=True),
          lambda r: [(g.error_code, g.authorized_operations) for g in r.groups]),
-        (42, 2, DeleteGroupsRequest(groups_names=("zzz",)), lambda r: [x.error_code for x in r.results]),
-        (47, 0, OffsetDeleteRequest(group_id="zzz", topics=(OffsetDeleteRequestTopic(
-            name="c", partitions=(OffsetDeleteRequestPartition(partition_index=i32(0)),)),)),
+        (42, 2, DeleteGroupsRequest(groups_names=(zzz,)), lambda r: [x.error_code for x in r.results]),
+        (47, 0, OffsetDeleteRequest(group_id=zzz, topics=(OffsetDeleteRequestTopic(
+            name=c, partitions=(OffsetDeleteRequestPartition(partition_index=i32(0)),)),)),
          lambda r: r.error_code),
     ]
     assert [int_codes(get(kio_call(bootstrap, req, key, version))) for key, version, req, get in group_apis] == [
@@ -522,26 +537,26 @@ def _denials_over_the_wire(bootstrap: str) -> None:
         [30], 30]
 
     txn_apis = [
-        (24, 3, AddPartitionsToTxnRequest(v3_and_below_transactional_id="tx-other", v3_and_below_producer_id=i64(1),
+        (24, 3, AddPartitionsToTxnRequest(v3_and_below_transactional_id=tx_other, v3_and_below_producer_id=pid,
                                           v3_and_below_producer_epoch=i16(0), v3_and_below_topics=(
-            AddPartitionsToTxnTopic(name="c", partitions=(i32(0),)),)),
+            AddPartitionsToTxnTopic(name=c, partitions=(i32(0),)),)),
          lambda r: [p.partition_error_code for t in r.results_by_topic_v3_and_below for p in t.results_by_partition]),
-        (24, 3, AddPartitionsToTxnRequest(v3_and_below_transactional_id="tx-c", v3_and_below_producer_id=i64(1),
+        (24, 3, AddPartitionsToTxnRequest(v3_and_below_transactional_id=tx_c, v3_and_below_producer_id=pid,
                                           v3_and_below_producer_epoch=i16(0), v3_and_below_topics=(
-            AddPartitionsToTxnTopic(name="c", partitions=(i32(0),)),
-            AddPartitionsToTxnTopic(name="nope", partitions=(i32(0),)))),
+            AddPartitionsToTxnTopic(name=c, partitions=(i32(0),)),
+            AddPartitionsToTxnTopic(name=nope, partitions=(i32(0),)))),
          lambda r: {t.name: [p.partition_error_code for p in t.results_by_partition]
                     for t in r.results_by_topic_v3_and_below}),
-        (25, 3, AddOffsetsToTxnRequest(transactional_id="tx-other", producer_id=i64(1), producer_epoch=i16(0),
-                                       group_id="cg-1"), lambda r: r.error_code),
-        (25, 3, AddOffsetsToTxnRequest(transactional_id="tx-c", producer_id=i64(1), producer_epoch=i16(0),
-                                       group_id="zzz"), lambda r: r.error_code),
-        (28, 3, TxnOffsetCommitRequest(transactional_id="tx-c", group_id="cg-1", producer_id=i64(1),
+        (25, 3, AddOffsetsToTxnRequest(transactional_id=tx_other, producer_id=pid, producer_epoch=i16(0),
+                                       group_id=cg_1), lambda r: r.error_code),
+        (25, 3, AddOffsetsToTxnRequest(transactional_id=tx_c, producer_id=pid, producer_epoch=i16(0),
+                                       group_id=zzz), lambda r: r.error_code),
+        (28, 3, TxnOffsetCommitRequest(transactional_id=tx_c, group_id=cg_1, producer_id=pid,
                                        producer_epoch=i16(0), topics=(TxnOffsetCommitRequestTopic(
-            name="nope", partitions=(TxnOffsetCommitRequestPartition(
+            name=nope, partitions=(TxnOffsetCommitRequestPartition(
                 partition_index=i32(0), committed_offset=i64(1), committed_metadata=""),)),)),
          lambda r: [p.error_code for t in r.topics for p in t.partitions]),
-        (26, 3, EndTxnRequest(transactional_id="tx-other", producer_id=i64(1), producer_epoch=i16(0), committed=True),
+        (26, 3, EndTxnRequest(transactional_id=tx_other, producer_id=pid, producer_epoch=i16(0), committed=True),
          lambda r: r.error_code),
     ]
     got = [int_codes(get(kio_call(bootstrap, req, key, version))) for key, version, req, get in txn_apis]
@@ -549,30 +564,30 @@ def _denials_over_the_wire(bootstrap: str) -> None:
     assert got[1] == {"c": [55], "nope": [29]}  # the allowed partition is not attempted
     assert got[2:] == [53, 30, [29], 53]
     # DescribeTransactions (kio cannot read the -1 start time back): throttle, one state, its code
-    body = kio_call(bootstrap, DescribeTransactionsRequest(transactional_ids=("tx-other",)), 65, 0, raw=True)
+    body = kio_call(bootstrap, DescribeTransactionsRequest(transactional_ids=(tx_other,)), 65, 0, raw=True)
     assert body[4] == 2 and struct.unpack_from(">h", body, 5)[0] == 53
 
     topic_apis = [
-        (2, 8, ListOffsetsRequest(replica_id=i32(-1), isolation_level=i8(0), topics=(ListOffsetsTopic(
-            name="nope", partitions=(ListOffsetsPartition(partition_index=i32(0), timestamp=i64(-1)),)),)),
+        (2, 8, ListOffsetsRequest(replica_id=BrokerId(-1), isolation_level=i8(0), topics=(ListOffsetsTopic(
+            name=nope, partitions=(ListOffsetsPartition(partition_index=i32(0), timestamp=i64(-1)),)),)),
          lambda r: [p.error_code for t in r.topics for p in t.partitions]),
-        (21, 2, DeleteRecordsRequest(topics=(DeleteRecordsTopic(name="nope", partitions=(
+        (21, 2, DeleteRecordsRequest(topics=(DeleteRecordsTopic(name=nope, partitions=(
             DeleteRecordsPartition(partition_index=i32(0), offset=i64(0)),)),), timeout=ms),
          lambda r: [p.error_code for t in r.topics for p in t.partitions]),
-        (37, 3, CreatePartitionsRequest(topics=(CreatePartitionsTopic(name="nope", count=i32(2), assignments=None),),
+        (37, 3, CreatePartitionsRequest(topics=(CreatePartitionsTopic(name=nope, count=i32(2), assignments=None),),
                                         timeout=ms, validate_only=False),
          lambda r: [x.error_code for x in r.results]),
         (0, 9, ProduceRequest(acks=i16(1), timeout=ms, topic_data=(
-            TopicProduceData(name="nope", partition_data=(PartitionProduceData(index=i32(0), records=b"x"),)),)),
+            TopicProduceData(name=nope, partition_data=(PartitionProduceData(index=i32(0), records=record),)),)),
          lambda r: [p.error_code for t in r.responses for p in t.partition_responses]),
-        (0, 9, ProduceRequest(transactional_id="tx-other", acks=i16(1), timeout=ms, topic_data=(
-            TopicProduceData(name="c", partition_data=(PartitionProduceData(index=i32(0), records=b"x"),)),)),
+        (0, 9, ProduceRequest(transactional_id=tx_other, acks=i16(1), timeout=ms, topic_data=(
+            TopicProduceData(name=c, partition_data=(PartitionProduceData(index=i32(0), records=record),)),)),
          lambda r: [p.error_code for t in r.responses for p in t.partition_responses]),
         # A fetch of nothing readable answers at once: had it waited out max_wait, kio_call's
         # socket timeout (15 s) would end the test first.
-        (1, 12, FetchRequest(max_wait=datetime.timedelta(minutes=10), min_bytes=i32(1), topics=(
-            FetchTopic(topic="nope", partitions=(FetchPartition(partition=i32(0), fetch_offset=i64(0),
-                                                                partition_max_bytes=i32(1 << 20)),)),),
+        (1, 12, FetchRequest(max_wait=i32Timedelta.parse(datetime.timedelta(minutes=10)), min_bytes=i32(1), topics=(
+            FetchTopic(topic=nope, partitions=(FetchPartition(partition=i32(0), fetch_offset=i64(0),
+                                                              partition_max_bytes=i32(1 << 20)),)),),
                              forgotten_topics_data=()),
          lambda r: (r.error_code, [p.error_code for t in r.responses for p in t.partitions])),
     ]

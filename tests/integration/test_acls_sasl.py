@@ -54,23 +54,25 @@ def _produce(address: str, conf: dict, topic: str, values: list[bytes]) -> list[
     return codes
 
 
-def _group_consume(address: str, conf: dict, topic: str, group: str, count: int) -> tuple[list[tuple], list[int]]:
+def _group_consume(address: str, conf: dict, topic: str, group: str,
+                   count: int) -> tuple[list[tuple[int | None, bytes | None]], list[int]]:
     """(offset, value) read through a subscribed group, committing after each record; error codes."""
     c = ck.consumer(address, **{**conf, "group.id": group, "enable.auto.commit": False,
                                 "enable.partition.eof": False, "auto.offset.reset": "earliest"})
     c.subscribe([topic])
-    got, errors = [], []
+    got: list[tuple[int | None, bytes | None]] = []
+    errors: list[int] = []
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline and len(got) < count and not errors:
             m = c.poll(0.5)
             if m is None:
                 continue
-            if m.error():
-                errors.append(m.error().code())
+            if err := m.error():
+                errors.append(err.code())
                 continue
             got.append((m.offset(), m.value()))
-            c.commit(m, asynchronous=False)
+            c.commit(message=m, asynchronous=False)
     finally:
         c.close()
     return got, errors
@@ -132,14 +134,15 @@ def test_sasl_and_certificate_principals_get_what_their_acls_allow(acl_broker, p
         while err is None and time.monotonic() < deadline:
             m = c.poll(0.5)
             if m is not None:
-                assert m.error() is not None, f"read offset {m.offset()} without READ"
-                err = m.error().code()
+                denied = m.error()
+                assert denied is not None, f"read offset {m.offset()} without READ"
+                err = denied.code()
         assert err == KafkaError.TOPIC_AUTHORIZATION_FAILED
     finally:
         c.close()
     # The admin sees what the certificate principal wrote, after the reader's records.
-    got = ck.consume(sasl, "a", [0], **admin_conf)
-    assert [(r[1], r[3]) for r in got] == [*enumerate(values), (5, b"from-cert")]
+    read = ck.consume(sasl, "a", [0], **admin_conf)
+    assert [(r[1], r[3]) for r in read] == [*enumerate(values), (5, b"from-cert")]
 
     # aiokafka as the reader over SASL_SSL SCRAM-SHA-512: reads `a`, refused writing it.
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer

@@ -20,7 +20,9 @@ import pytest
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.request_header.v1.header import RequestHeader as HeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as HeaderV2
+from kio.schema.types import TopicName
 from kio.serial import entity_reader, entity_writer
+from kio.static.primitive import Records, i16, i32, i64
 
 from tests.unit.conftest import make_batch
 
@@ -38,8 +40,8 @@ def encode(api_key: int, version: int, correlation_id: int, **fields) -> bytes:
     cls = load_request_schema(api_key, version)
     header = HeaderV2 if cls.__flexible__ else HeaderV1
     buf = io.BytesIO()
-    entity_writer(header)(buf, header(request_api_key=api_key, request_api_version=version,
-                                      correlation_id=correlation_id, client_id="limits-it"))
+    entity_writer(header)(buf, header(request_api_key=i16(api_key), request_api_version=i16(version),
+                                      correlation_id=i32(correlation_id), client_id="limits-it"))
     entity_writer(cls)(buf, cls(**fields))
     return struct.pack(">i", buf.tell()) + buf.getvalue()
 
@@ -53,19 +55,18 @@ def decode(frame: bytes, api_key: int, version: int):
 
 def produce_fields(topic: str, values: list[bytes]) -> dict:
     from kio.schema.produce.v9.request import PartitionProduceData, TopicProduceData
-    from kio.static.primitive import i16, i32
 
     batch = make_batch(values, base_timestamp=int(time.time() * 1000))
     return {"acks": i16(-1), "timeout": datetime.timedelta(seconds=10), "topic_data": (
-        TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=i32(0), records=batch),)),)}
+        TopicProduceData(name=TopicName(topic),
+                         partition_data=(PartitionProduceData(index=i32(0), records=Records(batch)),)),)}
 
 
 def fetch_fields(topic: str, max_bytes: int, max_wait_ms: int = 0) -> dict:
     from kio.schema.fetch.v4.request import FetchPartition, FetchTopic
-    from kio.static.primitive import i32, i64
 
     return {"max_wait": datetime.timedelta(milliseconds=max_wait_ms), "min_bytes": i32(1),
-            "max_bytes": i32(max_bytes), "topics": (FetchTopic(topic=topic, partitions=(FetchPartition(
+            "max_bytes": i32(max_bytes), "topics": (FetchTopic(topic=TopicName(topic), partitions=(FetchPartition(
                 partition=i32(0), fetch_offset=i64(0), partition_max_bytes=i32(max_bytes)),)),)}
 
 

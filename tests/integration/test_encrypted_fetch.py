@@ -26,7 +26,7 @@ from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopi
 from kio.schema.request_header.v2.header import RequestHeader
 from kio.schema.types import TopicName
 from kio.serial import entity_writer
-from kio.static.primitive import i32, i64
+from kio.static.primitive import i16, i32, i32Timedelta, i64
 
 from tiering.log.sealing import NONCE_SIZE, is_sealed
 from tiering.records import HEADER_SIZE, iter_batches
@@ -67,7 +67,8 @@ def sealed_broker(tmp_path_factory, pki):
 def _records(seed: int) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs of mixed sizes, TOTAL bytes in all; each value names its index."""
     rng = random.Random(seed)
-    out, size = [], 0
+    out: list[tuple[bytes, bytes]] = []
+    size = 0
     while size < TOTAL:
         value = b"sealed-%06d|" % len(out) + rng.randbytes(rng.choice((20, 900, 9000, 60_000)))
         out.append((b"k%d" % (len(out) % 7), value))
@@ -107,20 +108,24 @@ def _client_settings(listener: str, pki) -> dict:
             "kp": {"security_protocol": "SSL", "ssl_cafile": ca, "ssl_check_hostname": False}}
 
 
-def _ck_read(address: str, topic: str, conf: dict, count: int, start: int = 0) -> list[tuple[int, bytes, bytes]]:
+def _ck_read(address: str, topic: str, conf: dict, count: int,
+             start: int = 0) -> list[tuple[int | None, bytes | None, bytes | None]]:
     c = ck.consumer(address, **{"fetch.max.bytes": BIG, "max.partition.fetch.bytes": BIG,
                                 "receive.message.max.bytes": BIG + 1_000_000, "fetch.wait.max.ms": 100},
                     **conf)
-    got: list[tuple[int, bytes, bytes]] = []
+    got: list[tuple[int | None, bytes | None, bytes | None]] = []
     try:
         c.assign([ck.TopicPartition(topic, 0, start)])
         deadline = time.monotonic() + 60
         while len(got) < count:
             assert time.monotonic() < deadline, f"confluent-kafka read {len(got)} of {count}"
             msg = c.poll(0.5)
-            if msg is None or (msg.error() and msg.error().code() == ck.KafkaError._PARTITION_EOF):
+            if msg is None:
                 continue
-            assert not msg.error(), msg.error()
+            err = msg.error()
+            if err and err.code() == ck.KafkaError._PARTITION_EOF:
+                continue
+            assert not err, err
             got.append((msg.offset(), msg.key(), msg.value()))
     finally:
         c.close()
@@ -192,13 +197,14 @@ def test_every_client_reads_a_large_encrypted_range_exactly(sealed_broker, pki, 
 
 
 def _fetch_frame(topic: str, offset: int) -> bytes:
-    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=100), min_bytes=i32(1), max_bytes=i32(BIG),
+    max_wait = i32Timedelta.parse(datetime.timedelta(milliseconds=100))
+    req = FetchRequest(max_wait=max_wait, min_bytes=i32(1), max_bytes=i32(BIG),
                        forgotten_topics_data=(), topics=(FetchTopic(topic=TopicName(topic), partitions=(
                            FetchPartition(partition=i32(0), fetch_offset=i64(offset),
                                           partition_max_bytes=i32(BIG)),)),))
     buf = io.BytesIO()
-    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=1, request_api_version=12,
-                                                    correlation_id=3, client_id="sealed-it"))
+    entity_writer(RequestHeader)(buf, RequestHeader(request_api_key=i16(1), request_api_version=i16(12),
+                                                    correlation_id=i32(3), client_id="sealed-it"))
     entity_writer(FetchRequest)(buf, req)
     return struct.pack(">i", len(buf.getvalue())) + buf.getvalue()
 

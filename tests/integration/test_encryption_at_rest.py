@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as AioTP
+from confluent_kafka import KafkaError, Message
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTP
 
@@ -151,6 +152,7 @@ def _kp_produce_consume(bootstrap: str, topic: str, plan: Plan, read_topics: lis
 
 
 def _kcat(bootstrap: str, *args: str, input: bytes | None = None) -> str:
+    assert KCAT is not None  # callers run this only where kcat is installed
     res = subprocess.run([KCAT, "-b", bootstrap, "-X", "enable.idempotence=false", "-q", *args],
                          input=input, capture_output=True, timeout=60)
     assert res.returncode == 0, res.stderr.decode(errors="replace")
@@ -208,6 +210,7 @@ def test_every_client_reads_exact_contents_and_no_value_is_on_disk(tiered_factor
     # ListOffsets by timestamp decodes one batch: through the opening path.
     recs = [r for r in plans["tier"].records if r.partition == 1]
     probe = recs[-5].timestamp
+    assert probe is not None  # text_plan gives every record a timestamp
     c = ck.consumer(b.bootstrap)
     try:
         [tp] = c.offsets_for_times([ck.TopicPartition(tier, 1, probe)], timeout=15)
@@ -247,8 +250,13 @@ def test_pipelined_idempotent_produce_keeps_its_order(tiered_factory, tmp_path):
     p = ck.producer(b.bootstrap, **{"enable.idempotence": True, "acks": "all", "linger.ms": 2,
                                     "batch.size": 300_000, "max.in.flight.requests.per.connection": 5})
     rng = random.Random(3)
-    sent = {0: [], 1: []}
-    errors = []
+    sent: dict[int, list[bytes]] = {0: [], 1: []}
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err:
+            errors.append(err)
+
     for i in range(3000):
         part = i % 2
         value = b"pipe-%06d|" % i + rng.randbytes(rng.choice((40, 400, 1500))).hex().encode()
@@ -256,7 +264,7 @@ def test_pipelined_idempotent_produce_keeps_its_order(tiered_factory, tmp_path):
         while True:
             try:
                 p.produce(topic, value=value, partition=part,
-                          on_delivery=lambda err, msg: err and errors.append(err))
+                          on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.01)

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka.admin import NewPartitions, NewTopic
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from kio.schema.metadata.v12.response import MetadataResponse
+from kio.schema.types import TopicName
 from kio.serial import entity_reader
 from kio.static.constants import EntityType
 
@@ -30,7 +31,7 @@ def _log(broker) -> str:
 
 
 def _metadata(bootstrap: str, names: list[str], auto: bool = True) -> MetadataResponse:
-    req = MetadataRequest(topics=tuple(MetadataRequestTopic(topic_id=None, name=n) for n in names),
+    req = MetadataRequest(topics=tuple(MetadataRequestTopic(topic_id=None, name=TopicName(n)) for n in names),
                           allow_auto_topic_creation=auto, include_topic_authorized_operations=False)
     with connect(bootstrap) as s:
         s.sendall(frame(request_frame(3, 12, req, correlation_id=5)))
@@ -79,7 +80,7 @@ def test_auto_creation_stops_at_max_broker_partitions(broker_factory):
     b = broker_factory({"max.broker.partitions": 3, "num.partitions": 1})
     names = [unique_topic("auto") for _ in range(5)]
     resp = _metadata(b.bootstrap, names + ["bad name!", ".."])
-    codes = {t.name: int(t.error_code) for t in resp.topics}
+    codes: dict[str | None, int] = {t.name: int(t.error_code) for t in resp.topics}
     assert [codes[n] for n in names] == [0, 0, 0, POLICY_VIOLATION, POLICY_VIOLATION]
     assert codes["bad name!"] == INVALID_TOPIC_EXCEPTION and codes[".."] == INVALID_TOPIC_EXCEPTION
     listed = _metadata(b.bootstrap, names, auto=False)

@@ -130,12 +130,13 @@ def proxied(broker_factory):
         p.stop()
 
 
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[tuple[int, bytes]]:
+def _consume_all(bootstrap: str, topic: str, expected: int,
+                 timeout: float = 30) -> list[tuple[int | None, bytes | None]]:
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     c = ck.consumer(bootstrap)
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int | None, bytes | None]] = []
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -152,7 +153,7 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30)
     return out
 
 
-def _check_exactly_once(got: list[tuple[int, bytes]], produced: list[bytes]) -> None:
+def _check_exactly_once(got: list[tuple[int | None, bytes | None]], produced: list[bytes]) -> None:
     assert [v for _, v in got] == produced
     assert [o for o, _ in got] == list(range(len(produced)))
 

@@ -7,6 +7,7 @@ required, mapped by a RULE) at once. Users are added with `sediment users add` b
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import shutil
 import socket
 import ssl
@@ -17,6 +18,7 @@ import uuid
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+from kio.schema.metadata.v12.response import MetadataResponse
 
 from . import ck
 from .conftest import Broker, BrokerError
@@ -127,7 +129,7 @@ def aiokafka_roundtrip(address: str, kw: dict, topic: str, recs) -> list[tuple]:
             tp = ATP(topic, 0)
             c.assign([tp])
             await c.seek_to_beginning(tp)
-            out = []
+            out: list[tuple] = []
             deadline = time.monotonic() + 30
             while len(out) < len(recs) and time.monotonic() < deadline:
                 for msgs in (await c.getmany(timeout_ms=500)).values():
@@ -282,7 +284,7 @@ def _tls_client(pki, client=None, ca=None) -> ssl.SSLContext:
     return ctx
 
 
-def _mtls_metadata(sec_broker, ctx) -> object:
+def _mtls_metadata(sec_broker, ctx) -> MetadataResponse:
     """Handshake, then one Metadata request; returns the response (raises when refused)."""
     host, port = sec_broker.address("SSL").split(":")
     with (socket.create_connection((host, int(port)), timeout=5) as raw,
@@ -388,6 +390,7 @@ def test_sasl_state_errors(sec_broker):
 def test_describe_and_alter_user_scram_credentials(sec_broker, pki):
     admin = ck.admin(sec_broker.bootstrap)
     described = admin.describe_user_scram_credentials([ALICE, BOB])
+    assert isinstance(described, dict)  # named users: a future per user
     infos = {u: [(i.mechanism, i.iterations) for i in f.result(10).scram_credential_infos]
              for u, f in described.items()}
     assert infos == {ALICE: [(ScramMechanism.SCRAM_SHA_512, 4096)], BOB: [(ScramMechanism.SCRAM_SHA_256, 8192)]}
@@ -395,7 +398,9 @@ def test_describe_and_alter_user_scram_credentials(sec_broker, pki):
     fs = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
         carol, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"carol-Pw-3")])
     fs[carol].result(10)
-    everyone = admin.describe_user_scram_credentials().result(10)
+    all_users = admin.describe_user_scram_credentials()
+    assert isinstance(all_users, concurrent.futures.Future)  # no users named: one future for all
+    everyone = all_users.result(10)
     assert {ALICE, BOB, carol} <= set(everyone)
     assert [(i.mechanism, i.iterations) for i in everyone[carol].scram_credential_infos] == \
         [(ScramMechanism.SCRAM_SHA_512, 8192)]
@@ -406,6 +411,7 @@ def test_describe_and_alter_user_scram_credentials(sec_broker, pki):
         "dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), b"pw")])
     assert ck.future_error_code(bad["dave"]) == 93  # UNACCEPTABLE_CREDENTIAL
     missing = admin.describe_user_scram_credentials(["nobody"])
+    assert isinstance(missing, dict)
     assert ck.future_error_code(missing["nobody"]) == 91  # RESOURCE_NOT_FOUND
 
 
@@ -553,7 +559,8 @@ def test_confluent_consumer_reauthenticates_across_several_lifetimes(reauth_brok
     log_before = len(reauth_broker.log_path.read_text().splitlines())
     try:
         c.assign([TopicPartition(topic, 0, 0)])
-        got, sent = [], []
+        got: list[tuple[int | None, bytes | None]] = []
+        sent: list[bytes] = []
         started = time.monotonic()
         while time.monotonic() - started < 3.5 * REAUTH_MS / 1000:
             value = f"r-{len(sent)}".encode()
@@ -590,7 +597,9 @@ def test_server_certificate_reloads_without_restart(broker_factory, tmp_path):
         with (socket.create_connection((host, int(port)), timeout=5) as raw,
               ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s):
             from cryptography import x509
-            return fingerprint(x509.load_der_x509_certificate(s.getpeercert(binary_form=True)))
+            der = s.getpeercert(binary_form=True)
+            assert der is not None  # a completed TLS handshake: the server sent its certificate
+            return fingerprint(x509.load_der_x509_certificate(der))
 
     assert served_fingerprint() == fingerprint(first.cert)
     old = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname="127.0.0.1")

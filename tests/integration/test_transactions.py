@@ -9,10 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from kio.schema.end_txn.v3.request import EndTxnRequest
+from kio.schema.types import ProducerId, TransactionalId
+from kio.static.primitive import i16, i64
 
 from tests.integration import ck
 from tests.integration.helpers import kio_call, unique_topic
@@ -37,11 +40,13 @@ def _group_consumer(bootstrap: str, group: str) -> Consumer:
 
 def _read_all(bootstrap: str, topic: str, isolation: str) -> list[tuple[int, bytes]]:
     """Every visible record of partition 0 as (offset, value): read_committed or read_uncommitted."""
-    return [(r[1], r[3]) for r in ck.consume(bootstrap, topic, [0], **{"isolation.level": isolation})]
+    conf: dict[str, Any] = {"isolation.level": isolation}  # a dict[str, str] would be checked against start=
+    return [(r[1], r[3]) for r in ck.consume(bootstrap, topic, [0], **conf)]
 
 
 def _poll_n(consumer: Consumer, n: int, timeout: float = 30.0) -> list:
-    got, deadline = [], time.monotonic() + timeout
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout
     while len(got) < n:
         assert time.monotonic() < deadline, f"only {len(got)} of {n} records"
         msg = consumer.poll(0.5)
@@ -168,7 +173,8 @@ def test_restart_keeps_committed_results_and_aborts_nothing_twice(module_broker)
 
 
 def _end_txn_raw(bootstrap: str, txn_id: str, producer_id: int, epoch: int) -> int:
-    req = EndTxnRequest(transactional_id=txn_id, producer_id=producer_id, producer_epoch=epoch, committed=True)
+    req = EndTxnRequest(transactional_id=TransactionalId(txn_id), producer_id=ProducerId(producer_id),
+                        producer_epoch=i16(epoch), committed=True)
     return int(kio_call(bootstrap, req, 26, 3).error_code)
 
 
@@ -227,7 +233,8 @@ def test_describe_and_list_transactions(module_broker):
     p.produce(topic, value=b"a", partition=0)
     p.produce(topic, value=b"b", partition=1)
     p.flush(10)
-    resp = kio_call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=(txn_id,)), 65, 0)
+    describe = DescribeTransactionsRequest(transactional_ids=(TransactionalId(txn_id),))
+    resp = kio_call(b.bootstrap, describe, 65, 0)
     (state,) = resp.transaction_states
     assert (state.error_code, state.transactional_id, state.transaction_state) == (0, txn_id, "Ongoing")
     assert state.transaction_timeout.total_seconds() == 45
@@ -235,16 +242,17 @@ def test_describe_and_list_transactions(module_broker):
     assert state.producer_epoch >= 0 and state.producer_id >= 0
     # An unknown id: error 105 and start time -1 (which the codec will not read back, so by hand:
     # throttle int32, array length 2 as uvarint, then error int16 and the id as a compact string).
-    raw = kio_call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=("no-such-id",)), 65, 0, raw=True)
+    unknown = DescribeTransactionsRequest(transactional_ids=(TransactionalId("no-such-id"),))
+    raw = kio_call(b.bootstrap, unknown, 65, 0, raw=True)
     assert raw[4] == 2 and struct.unpack_from(">h", raw, 5)[0] == 105
     assert raw[7] == len("no-such-id") + 1 and raw[8:18] == b"no-such-id"
 
     listed = kio_call(b.bootstrap, ListTransactionsRequest(state_filters=("Ongoing", "Bogus"),
-                                                        producer_id_filters=(), duration_filter=-1), 66, 1)
+                                                        producer_id_filters=(), duration_filter=i64(-1)), 66, 1)
     assert listed.error_code == 0 and tuple(listed.unknown_state_filters) == ("Bogus",)
     assert (txn_id, state.producer_id, "Ongoing") in [
         (t.transactional_id, t.producer_id, t.transaction_state) for t in listed.transaction_states]
     p.commit_transaction(30)
-    resp = kio_call(b.bootstrap, DescribeTransactionsRequest(transactional_ids=(txn_id,)), 65, 0)
+    resp = kio_call(b.bootstrap, describe, 65, 0)
     assert resp.transaction_states[0].transaction_state == "CompleteCommit"
     assert resp.transaction_states[0].topics == ()

@@ -8,11 +8,24 @@ from service.config import load_config
 from service.errors import ErrorCode
 from service.txn.coordinator import COMPLETE_ABORT, COMPLETE_COMMIT, ONGOING, PREPARE_ABORT, PREPARE_COMMIT, TxnMetadata
 from tests.unit.conftest import make_batch
+from tiering.log.partition import UnifiedLog
 
 
 def _config(data_dir, **extra):
     return load_config(None, {"data.dir": str(data_dir), "listeners": "PLAINTEXT://127.0.0.1:0",
                               "http.listener": "127.0.0.1:0", **extra}, environ={})
+
+
+def _log(broker: Broker, topic: str, partition: int) -> UnifiedLog:
+    log = broker.log(topic, partition)
+    assert log is not None, f"no log for {topic}-{partition}"
+    return log
+
+
+def _txn(broker: Broker, transactional_id: str) -> TxnMetadata:
+    txn = broker.txn.describe(transactional_id)
+    assert txn is not None, f"no transaction {transactional_id}"
+    return txn
 
 
 async def _broker_with_open_txn(data_dir, state: str) -> tuple[int, int]:
@@ -24,7 +37,7 @@ async def _broker_with_open_txn(data_dir, state: str) -> tuple[int, int]:
         await broker.topics.create("t", 2)
         firsts = []
         for p in (0, 1):
-            log = broker.log("t", p)
+            log = _log(broker, "t", p)
             log.append(make_batch([b"before"], base_offset=0), now_ms=1000)  # non-transactional
             r = log.append(make_batch([b"txn-a", b"txn-b"], producer_id=7000, producer_epoch=3,
                                       base_sequence=0, attributes=0x10), now_ms=1000)
@@ -44,16 +57,16 @@ async def test_prepare_commit_is_finished_after_restart(tmp_path):
     broker = Broker(_config(tmp_path))
     await broker.start()
     try:
-        txn = broker.txn.describe("app-1")
+        txn = _txn(broker, "app-1")
         assert (txn.state, txn.partitions, txn.offsets) == (COMPLETE_COMMIT, frozenset(), ())
         for p, first in ((0, first0), (1, first1)):
-            log = broker.log("t", p)
+            log = _log(broker, "t", p)
             assert log.log_end_offset == first + 3  # two records and the COMMIT marker
             assert log.last_stable_offset == log.high_watermark
             assert log.aborted_transactions(0, log.log_end_offset) == []
         offsets = broker.groups.fetch_offsets("g", [("in", 0)])
         committed, error = offsets[("in", 0)]
-        assert error == 0 and (committed.offset, committed.metadata) == (42, "meta")
+        assert error == 0 and committed is not None and (committed.offset, committed.metadata) == (42, "meta")
     finally:
         await broker.close()
 
@@ -63,8 +76,8 @@ async def test_prepare_abort_is_finished_after_restart(tmp_path):
     broker = Broker(_config(tmp_path))
     await broker.start()
     try:
-        assert broker.txn.describe("app-1").state == COMPLETE_ABORT
-        log = broker.log("t", 0)
+        assert _txn(broker, "app-1").state == COMPLETE_ABORT
+        log = _log(broker, "t", 0)
         assert log.last_stable_offset == log.high_watermark == first0 + 3
         assert log.aborted_transactions(0, log.log_end_offset) == [(7000, first0)]
         assert broker.groups.fetch_offsets("g", [("in", 0)])[("in", 0)] == (None, 0)
@@ -80,14 +93,14 @@ async def test_open_transaction_past_its_timeout_is_aborted_and_its_producer_fen
         error, pid, epoch = await broker.txn.init_producer_id("slow-app", 1000)
         assert error == 0
         assert await broker.txn.add_partitions("slow-app", pid, epoch, [("t", 0)]) == {("t", 0): 0}
-        log = broker.log("t", 0)
+        log = _log(broker, "t", 0)
         r = log.append(make_batch([b"never-committed"], producer_id=pid, producer_epoch=epoch,
                                   base_sequence=0, attributes=0x10), now_ms=1000)
-        assert broker.txn.describe("slow-app").state == ONGOING
-        start = broker.txn.describe("slow-app").start_ms
+        assert _txn(broker, "slow-app").state == ONGOING
+        start = _txn(broker, "slow-app").start_ms
         assert await broker.txn.abort_timed_out(start + 999) == []  # not yet past the timeout
         assert await broker.txn.abort_timed_out(start + 1001) == ["slow-app"]
-        txn = broker.txn.describe("slow-app")
+        txn = _txn(broker, "slow-app")
         assert (txn.state, txn.producer_epoch) == (COMPLETE_ABORT, epoch + 1)
         assert log.aborted_transactions(0, log.log_end_offset) == [(pid, r.base_offset)]
         assert log.last_stable_offset == log.high_watermark

@@ -113,7 +113,8 @@ async def test_oauthbearer_exchange(validator, rsa_issuer):
     token = rsa_issuer.token("alice", 600, **claims())
     step = await OAuthBearerServer(validator).step(f"n,,\x01auth=Bearer {token}\x01\x01".encode())
     assert step.done and step.principal == "User:alice" and step.response == b""
-    assert 590_000 < step.credential_lifetime_ms <= 600_000
+    lifetime = step.credential_lifetime_ms
+    assert lifetime is not None and 590_000 < lifetime <= 600_000
     expired = rsa_issuer.token("alice", -600, **claims())
     server = OAuthBearerServer(validator)
     step = await server.step(f"n,a=alice,\x01auth=Bearer {expired}\x01\x01".encode())

@@ -195,7 +195,8 @@ def test_data_wrapped_under_key_1_unwraps_after_rotation(ring_path):
 
 
 async def test_local_provider(ring_path):
-    provider = LocalKeyProvider.from_file(generate_keyring(ring_path) and ring_path)
+    generate_keyring(ring_path)
+    provider = LocalKeyProvider.from_file(ring_path)
     assert isinstance(provider, KeyProvider)
     dk = new_data_key()
     wrapped = await provider.wrap(dk)

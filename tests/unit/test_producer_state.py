@@ -179,7 +179,8 @@ def test_state_survives_reopen(tmp_path: Path, drop_snapshots: bool, clean: bool
         for name in snaps:
             (tmp_path / "t-0" / name).unlink()
     log = open_log(tmp_path, recover=not clean, segment_bytes=300)
-    assert log.producer_state.entry(PID).epoch == 1
+    entry = log.producer_state.entry(PID)
+    assert entry is not None and entry.epoch == 1
     dup = log.append(idem(2, 6, epoch=1), now_ms=NOW)
     assert dup.duplicate and dup.base_offset == 9
     dup = log.append(idem(2, 4, epoch=1), now_ms=NOW)
@@ -250,7 +251,9 @@ def test_transactions_move_the_lso(tmp_path: Path) -> None:
     assert log.aborted_transactions(8, 9) == []
     (entry,) = log.active_segment.aborted_txns()
     assert (entry.producer_id, entry.first_offset, entry.last_offset, entry.last_stable_offset) == (9, 4, 7, 8)
-    batch = log.active_segment.read_bytes(log.active_segment.batch_for(7).position, 78)
+    header = log.active_segment.batch_for(7)
+    assert header is not None
+    batch = log.active_segment.read_bytes(header.position, 78)
     assert control_record_type(batch) == (CONTROL_ABORT, 0)
     # After the marker the producer writes normally again.
     assert log.append(idem(1, 1, pid=9), now_ms=NOW).base_offset == 8
@@ -279,11 +282,14 @@ def test_read_upto_offset_returns_whole_batches_below_it(tmp_path: Path) -> None
     lso = log.last_stable_offset
     assert lso == 3
     sl = log.read(0, 1 << 20, True, upto_offset=lso)
+    assert sl is not None
     assert [h.base_offset for h in iter_batches(log.read_bytes(sl))] == [0, 2]
     assert log.slice_end_offset(sl) == 3
     assert log.read(3, 1 << 20, True, upto_offset=lso) is None
-    assert log.read(1, 1 << 20, True, upto_offset=2).size == len(make_batch(2))
+    below = log.read(1, 1 << 20, True, upto_offset=2)
+    assert below is not None and below.size == len(make_batch(2))
     full = log.read(0, 1 << 20, True)
+    assert full is not None
     assert log.slice_end_offset(full) == 6
     log.append_control(PID, 0, True, 0, NOW)
     assert log.last_stable_offset == 7

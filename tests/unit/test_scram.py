@@ -20,6 +20,7 @@ from security.credentials import (
     verify_password,
 )
 from security.sasl import SaslAuthenticationError, SaslMechanisms
+from security.sasl.base import SaslExchange
 from security.sasl.scram import ScramServer
 
 # RFC 7677 section 3: user "user", password "pencil".
@@ -128,14 +129,20 @@ def test_iterations_bounds(iterations):
         new_credential(SCRAM_SHA_256, "pw", iterations)
 
 
+def _plain(sasl: SaslMechanisms) -> SaslExchange:
+    exchange = sasl.start("PLAIN")
+    assert exchange is not None  # PLAIN is enabled
+    return exchange
+
+
 async def test_plain_checks_the_stored_scram_credential():
     cache = CredentialCache()
     cache.put("bob", "SCRAM-SHA-256", new_credential(SCRAM_SHA_256, "pw-bob", 4096))
     sasl = SaslMechanisms(["PLAIN"], cache)
-    ok = await sasl.start("PLAIN").step(b"\x00bob\x00pw-bob")
+    ok = await _plain(sasl).step(b"\x00bob\x00pw-bob")
     assert ok.done and ok.principal == "User:bob" and ok.response == b""
-    assert (await sasl.start("PLAIN").step(b"bob\x00bob\x00pw-bob")).principal == "User:bob"
+    assert (await _plain(sasl).step(b"bob\x00bob\x00pw-bob")).principal == "User:bob"
     for bad in (b"\x00bob\x00wrong", b"\x00nobody\x00pw-bob", b"\x00bob", b"\x00\x00pw", b"\x00bob\x00",
                 b"eve\x00bob\x00pw-bob", b"\x00bob\x00pw-bob\x00x"):
         with pytest.raises(SaslAuthenticationError):
-            await sasl.start("PLAIN").step(bad)
+            await _plain(sasl).step(bad)
