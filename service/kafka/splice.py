@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from service.kafka.context import Part, SplicedResponse, part_size
@@ -33,7 +34,7 @@ def _uvarint(n: int) -> bytes:
 
 
 def splice(correlation_id: int, response: Any, flexible: bool,
-           ranges: list[tuple[bytes, Part | list[memoryview]]]) -> SplicedResponse:
+           ranges: Sequence[tuple[bytes, Part | list[memoryview]]]) -> SplicedResponse:
     """`ranges` are (marker, file range, lazy part, bytes, or the views of a remote read) in
     the order their fields appear in the response; bytes are sent as they are, not copied."""
     encoded = encode_response(correlation_id, response)

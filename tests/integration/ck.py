@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .helpers import Plan
@@ -106,6 +106,29 @@ def produce_plan(p: Producer, topic: str, plan: Plan) -> list[tuple[int, int]]:
     return [reports[i][1] for i in range(idx)]
 
 
+def partition_of(msg: Message) -> int:
+    """The partition of a consumed message or partition event (only a message not yet
+    produced has none)."""
+    part = msg.partition()
+    assert part is not None, f"a consumed message without a partition: {msg!r}"
+    return part
+
+
+def offset_of(msg: Message) -> int:
+    """The offset of a consumed message (only a message not yet produced has none)."""
+    off = msg.offset()
+    assert off is not None, f"a consumed message without an offset: {msg!r}"
+    return off
+
+
+def headers_of(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    """A consumed message's headers as a list of (key, value) pairs; librdkafka hands a consumed
+    message's headers as a list (the dict form exists only for producing)."""
+    headers = msg.headers() or []
+    assert isinstance(headers, list), f"consumed headers as {type(headers)}"
+    return [(k, v) for k, v in headers]
+
+
 def consume(
     bootstrap: str,
     topic: str,
@@ -133,19 +156,21 @@ def consume(
             msg = c.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_eof.add(msg.partition())
+            part = partition_of(msg)
+            err = msg.error()
+            if err:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_eof.add(part)
                     continue
-                raise AssertionError(f"consume error: {msg.error()}")
-            at_eof.discard(msg.partition())
-            got[msg.partition()].append(
+                raise AssertionError(f"consume error: {err}")
+            at_eof.discard(part)
+            got[part].append(
                 (
-                    msg.partition(),
+                    part,
                     msg.offset(),
                     msg.key(),
                     msg.value(),
-                    [(k, v) for k, v in (msg.headers() or [])],
+                    headers_of(msg),
                     msg.timestamp(),
                 )
             )

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -104,7 +105,7 @@ class Broker:
             cmd += ["--set", f"{key}={value}"]
         return cmd
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> Broker:
+    def start(self, timeout: float = READY_TIMEOUT_S) -> Self:
         """Start and wait until ready. A free port can be taken by another process between
         picking it and the broker binding it: then start again, on new ports if no client
         knows the old ones yet, else on the same ports once their holder lets go."""
@@ -213,7 +214,7 @@ class Broker:
             self.proc.wait(10)
         return self.proc.returncode
 
-    def restart(self, timeout: float = READY_TIMEOUT_S) -> Broker:
+    def restart(self, timeout: float = READY_TIMEOUT_S) -> Self:
         if self.running:
             self.stop()
         return self.start(timeout)

@@ -58,6 +58,14 @@ class Plan:
                 out.append((p, off, r.key, r.value, list(r.headers)))
         return out
 
+    def max_timestamp(self) -> int:
+        """The latest record timestamp, for plans whose records all carry one."""
+        stamps = []
+        for r in self.records:
+            assert r.timestamp is not None, f"{r} has no timestamp"
+            stamps.append(r.timestamp)
+        return max(stamps)
+
     def count(self, partition: int) -> int:
         return sum(1 for r in self.records if r.partition == partition)
 
@@ -91,6 +99,7 @@ def make_plan(
                     value = rng.randbytes(value_size // 2).hex().encode()
                 else:
                     value = rng.randbytes(value_size)
+                headers: tuple[tuple[str, bytes], ...]
                 if kind == 0:
                     headers = ()
                 elif kind == 1:

@@ -56,7 +56,7 @@ async def _consume_all(b, topic, partitions, timeout=30):
         c.assign(tps)
         await c.seek_to_beginning(*tps)
         end = await c.end_offsets(tps)
-        got = {p: [] for p in partitions}
+        got: dict[int, list[tuple]] = {p: [] for p in partitions}
         deadline = time.monotonic() + timeout
         while True:
             positions = {tp: await c.position(tp) for tp in tps}

@@ -12,6 +12,7 @@ from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
     TIMESTAMP_LOG_APPEND_TIME,
     KafkaError,
+    Message,
     TopicCollection,
     TopicPartition,
 )
@@ -112,9 +113,12 @@ def _produce_one_per_batch(bootstrap, topic, partition, timestamps):
     p = ck.producer(bootstrap, **{"linger.ms": 0})
     offsets = []
     for i, ts in enumerate(timestamps):
-        box = {}
-        p.produce(topic, value=f"v{i}".encode(), partition=partition, timestamp=ts,
-                  on_delivery=lambda err, msg, box=box: box.update(err=err, off=msg.offset()))
+        box: dict[str, object] = {}
+
+        def on_delivery(err: KafkaError | None, msg: Message, box: dict[str, object] = box) -> None:
+            box.update(err=err, off=msg.offset())
+
+        p.produce(topic, value=f"v{i}".encode(), partition=partition, timestamp=ts, on_delivery=on_delivery)
         assert p.flush(15) == 0
         assert box["err"] is None, box["err"]
         offsets.append(box["off"])
@@ -205,8 +209,8 @@ def test_delete_records(module_broker):
     assert got == [e for e in plan.expected() if e[0] == 0][7:]
     c = ck.consumer(b.bootstrap)
     try:
-        [res] = c.offsets_for_times([TopicPartition(topic, 0, 0)], timeout=10)
-        assert res.offset == 7
+        [found] = c.offsets_for_times([TopicPartition(topic, 0, 0)], timeout=10)
+        assert found.offset == 7
     finally:
         c.close()
 
@@ -544,7 +548,7 @@ def test_acks_levels(module_broker, acks):
     for i in range(50):
         p.produce(topic, key=b"%d" % i, value=b"a%d" % i, partition=0)
     assert p.flush(15) == 0
-    want = [(0, i, b"%d" % i, b"a%d" % i, []) for i in range(50)]
+    want: list[tuple] = [(0, i, b"%d" % i, b"a%d" % i, []) for i in range(50)]
     if acks == "0":
         # Nothing waits for the broker: poll until everything has landed.
         wait_until(lambda: ck.watermarks(b.bootstrap, topic, 0)[1] == 50, 15, what="50 records")

@@ -10,7 +10,7 @@ import pytest
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.types import TopicName
-from kio.static.primitive import i32, i64
+from kio.static.primitive import i32, i32Timedelta, i64
 
 from tiering.records import iter_batches
 
@@ -35,15 +35,15 @@ def test_fetch_answers_partitions_in_request_order(module_broker, order):
     a, b = unique_topic("order-a"), unique_topic("order-b")
     _fill(module_broker.bootstrap, {a: 2, b: 1})
     wanted = [(a, 0), (b, 0), (a, 1)] if order == "interleaved" else [(a, 0), (a, 1), (b, 0)]
-    topics = []
+    topics: list[FetchTopic] = []
     for name, part in wanted:
         fp = FetchPartition(partition=i32(part), fetch_offset=i64(0), partition_max_bytes=i32(1 << 20))
         if topics and topics[-1].topic == name:
             topics[-1] = FetchTopic(topic=topics[-1].topic, partitions=topics[-1].partitions + (fp,))
         else:
             topics.append(FetchTopic(topic=TopicName(name), partitions=(fp,)))
-    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1), topics=tuple(topics),
-                       forgotten_topics_data=())
+    req = FetchRequest(max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)), min_bytes=i32(1),
+                       topics=tuple(topics), forgotten_topics_data=())
 
     resp = kio_call(module_broker.bootstrap, req, 1, 12)
 

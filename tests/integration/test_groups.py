@@ -91,7 +91,7 @@ class ConfluentMember(threading.Thread):
             m = self.consumer.poll(0.1)
             if m is None or m.error():
                 continue
-            self.seen.add((m.partition(), m.offset()))
+            self.seen.add((ck.partition_of(m), ck.offset_of(m)))
             self.consumer.commit(message=m, asynchronous=False)
         self.consumer.close()
 
@@ -164,6 +164,7 @@ def test_three_mixed_members_share_partitions_then_survive_a_leave_and_a_kill(mo
     killed_seen: set[tuple[int, int]] = set()
 
     def read_killed() -> None:
+        assert killed.stdout is not None  # stdout=PIPE
         for line in killed.stdout:
             p, o = line.split()
             killed_seen.add((int(p), int(o)))
@@ -376,6 +377,7 @@ def test_kcat_balanced_consumer(module_broker):
     lines: list[str] = []
 
     def read() -> None:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             lines.append(line.strip())
 

@@ -59,7 +59,7 @@ def _consume_all(b, topic, partitions, timeout=30):
         c.assign(tps)
         c.seek_to_beginning(*tps)
         end = c.end_offsets(tps)
-        got = {p: [] for p in partitions}
+        got: dict[int, list[tuple]] = {p: [] for p in partitions}
         deadline = time.monotonic() + timeout
         while any(c.position(tp) < end[tp] for tp in tps):
             assert time.monotonic() < deadline, f"timed out: {[len(v) for v in got.values()]} of {end}"

@@ -83,8 +83,8 @@ def test_produce_consume_every_codec(module_broker, codec):
         assert len(b.segment_files(topic, part)) >= 2, b.all_log_files()
 
     # The same data through confluent-kafka, as bytes.
-    got = ck.strip_ts(ck.consume(b.bootstrap, topic, [1]))
-    assert [(g[2], g[3]) for g in got] == [
+    records = ck.strip_ts(ck.consume(b.bootstrap, topic, [1]))
+    assert [(g[2], g[3]) for g in records] == [
         (None if k is None else k.encode(), None if v is None else v.encode()) for k, v in expected[1]
     ]
 

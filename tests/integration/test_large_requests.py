@@ -42,7 +42,7 @@ async def test_aiokafka_large_batch_round_trip(module_broker):
     try:
         consumer.assign([AioTP(topic, 0)])
         await consumer.seek_to_beginning()
-        got = []
+        got: list[tuple[int, bytes]] = []
         while len(got) < 3:
             batch = await consumer.getmany(timeout_ms=5000)
             assert batch, "no records within 5 s"

@@ -187,7 +187,7 @@ def _closed_or_answered(sock: socket.socket, correlation_id: int, timeout: float
     raise AssertionError(f"no answer and no close after {timeout}s ({len(got)} bytes received)")
 
 
-def _check_one_answer(got: bytes, correlation_id: int) -> None:
+def _check_one_answer(got: bytes | bytearray, correlation_id: int) -> None:
     size, cid = struct.unpack_from(">ii", got, 0)
     assert cid == correlation_id, f"answer for correlation id {cid}, sent {correlation_id}"
     assert size == len(got) - 4, "anything sent back must be exactly one whole answer"

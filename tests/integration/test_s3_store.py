@@ -83,6 +83,7 @@ async def test_put_get_head_list_delete(store, s3, bucket):
     assert await store.get("t-1/0/00000000000000000000-a.log") == b"segment bytes"
     assert await store.get("_cluster/topics") == b""
     info = await store.head("t-1/0/manifest.json")
+    assert info is not None
     assert (info.key, info.size) == ("t-1/0/manifest.json", 2)
     assert info.last_modified > 0 and info.etag
     assert await store.head("t-1/0/nope") is None
@@ -228,7 +229,8 @@ async def test_retries_then_succeeds(proxy, bucket, status):
         proxy.fail_next = 2
         assert [i.key for i in await s.list("a/")] == ["a/b"]
         proxy.fail_next = 1
-        assert (await s.head("a/b")).size == len(data)
+        info = await s.head("a/b")
+        assert info is not None and info.size == len(data)
         assert proxy.failed == 8
     finally:
         await s.close()
@@ -354,6 +356,7 @@ async def test_endpoint_from_environment(moto, bucket, monkeypatch):
     """botocore itself honours AWS_ENDPOINT_URL_S3; path-style follows from it."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.url)
     s = open_store(f"s3://{bucket}")
+    assert isinstance(s, S3Store)
     await s.start()
     try:
         assert s.client.meta.endpoint_url == moto.url

@@ -7,6 +7,7 @@ import random
 import time
 
 import pytest
+from confluent_kafka import KafkaError
 
 from . import ck
 from .helpers import unique_topic
@@ -69,20 +70,22 @@ def test_kill_during_uploads_loses_and_doubles_nothing(tiered_factory, tmp_path,
 
     acked: dict[int, bytes] = {}
     for tag in range(KILLS):
-        got = _produce_until_killed(b, topic, tag, 1.0 + rng.random(), rng)
-        assert not set(got) & set(acked), "an offset was acknowledged twice"
-        acked.update(got)
+        acked_now = _produce_until_killed(b, topic, tag, 1.0 + rng.random(), rng)
+        assert not set(acked_now) & set(acked), "an offset was acknowledged twice"
+        acked.update(acked_now)
         b.start(30)
     # One more kill right after a burst that was fully acknowledged, while it uploads.
     burst = ck.producer(b.bootstrap, **{"acks": "all", "linger.ms": 5})
-    reports = {}
+    reports: dict[bytes | None, tuple[KafkaError | None, int | None]] = {}
     for i in range(400):
         value = b"burst-%06d|" % i + rng.randbytes(350).hex().encode()
         burst.produce(topic, value=value, partition=0,
                       on_delivery=lambda err, msg: reports.__setitem__(msg.value(), (err, msg.offset())))
     assert burst.flush(30) == 0
     assert all(err is None for err, _ in reports.values())
-    acked.update({off: v for v, (_, off) in reports.items()})
+    for v, (_, off) in reports.items():
+        assert v is not None and off is not None  # a delivered record has both
+        acked[off] = v
     time.sleep(0.3 + rng.random() * 0.4)
     b.kill()
     b.start(30)

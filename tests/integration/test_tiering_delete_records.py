@@ -42,8 +42,9 @@ def _first_error(bootstrap: str, topic: str, offset: int) -> KafkaError:
             msg = c.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                return msg.error()
+            err = msg.error()
+            if err:
+                return err
             raise AssertionError(f"read offset {msg.offset()} below the log start")
         raise AssertionError("no error for an offset below the log start")
     finally:

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.types import TopicName
-from kio.static.primitive import i32, i64
+from kio.static.primitive import i32, i32Timedelta, i64
 
 from tests.moto_server import ThreadedFaultProxy
 
@@ -69,13 +69,13 @@ def _poll_window(b, assignments, seconds: float, done=None):
             msg = c.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    errors.append(msg.error())
+            err = msg.error()
+            if err:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    errors.append(err)
                 continue
-            got.setdefault(msg.partition(), []).append(
-                (msg.offset(), msg.key(), msg.value(), [(k, v) for k, v in (msg.headers() or [])],
-                 time.monotonic() - started))
+            got.setdefault(ck.partition_of(msg), []).append(
+                (msg.offset(), msg.key(), msg.value(), ck.headers_of(msg), time.monotonic() - started))
     finally:
         c.close()
     return got, errors
@@ -210,7 +210,7 @@ def _mostly_remote(b, remote, marker: bytes):
 def _fetch_one(bootstrap: str, topic: str, partition: int, offset: int):
     """One raw Fetch v12 of one partition; returns its PartitionData."""
     fp = FetchPartition(partition=i32(partition), fetch_offset=i64(offset), partition_max_bytes=i32(1 << 20))
-    req = FetchRequest(max_wait=datetime.timedelta(milliseconds=500), min_bytes=i32(1),
+    req = FetchRequest(max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)), min_bytes=i32(1),
                        topics=(FetchTopic(topic=TopicName(topic), partitions=(fp,)),), forgotten_topics_data=())
     resp = kio_call(bootstrap, req, 1, 12, timeout=30)
     assert resp.error_code == ErrorCode.none
@@ -269,7 +269,7 @@ def test_store_outage_after_failed_upload_hides_no_remote_data(tiered_factory, t
             assert time.monotonic() < deadline, f"timed out waiting for {what}; got {len(got)} records"
             msg = c.poll(0.2)
             if msg is not None and not msg.error():
-                got.append((msg.offset(), msg.value()))
+                got.append((ck.offset_of(msg), msg.value()))
 
     try:
         c.subscribe([topic])

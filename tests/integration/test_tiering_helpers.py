@@ -131,11 +131,16 @@ class RemoteView:
 
     # -- reading what is stored
 
+    def _dir(self) -> Path:
+        assert self.root is not None, f"{self} is not a file store"
+        return self.root
+
     def keys(self) -> list[str]:
         if self.kind == "file":
+            root = self._dir()
             out = []
-            for p in self.root.rglob("*"):
-                rel = p.relative_to(self.root).as_posix()
+            for p in root.rglob("*"):
+                rel = p.relative_to(root).as_posix()
                 if p.is_file() and not rel.startswith(".sediment-tmp"):
                     out.append(rel)
             return sorted(out)
@@ -154,7 +159,7 @@ class RemoteView:
 
     def read(self, key: str) -> bytes:
         if self.kind == "file":
-            return (self.root / key).read_bytes()
+            return (self._dir() / key).read_bytes()
         return s3_client().get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
 
     def partition_dirs(self, topic: str) -> dict[int, str]:
@@ -308,10 +313,12 @@ def rotate_keyring(path: Path) -> str:
 def list_offset(bootstrap: str, topic: str, partition: int, timestamp: int) -> tuple[int, int, int]:
     """(error_code, offset, timestamp) of ListOffsets v8 for one partition."""
     from kio.schema.list_offsets.v8.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
+    from kio.schema.types import BrokerId, TopicName
+    from kio.static.primitive import i8, i32, i64
 
-    req = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(
-        ListOffsetsTopic(name=topic, partitions=(
-            ListOffsetsPartition(partition_index=partition, timestamp=timestamp),)),))
+    req = ListOffsetsRequest(replica_id=BrokerId(-1), isolation_level=i8(0), topics=(
+        ListOffsetsTopic(name=TopicName(topic), partitions=(
+            ListOffsetsPartition(partition_index=i32(partition), timestamp=i64(timestamp)),)),))
     resp = kio_call(bootstrap, req, 2, 8)
     [t] = resp.topics
     [p] = t.partitions

@@ -59,7 +59,9 @@ def _snapshot_offsets(remote, ring: Path, group: str, topic: str) -> dict[int, i
     if SNAPSHOT_KEY not in remote.keys():
         return {}
     snap = asyncio.run(open_snapshot(remote.read(SNAPSHOT_KEY), LocalKeyProvider.from_file(ring)))
-    return {p: o for g, t, p, o, *_ in snap["offsets"] if (g, t) == (group, topic)}
+    rows = snap["offsets"]
+    assert isinstance(rows, list), rows
+    return {p: o for g, t, p, o, *_ in rows if (g, t) == (group, topic)}
 
 
 @pytest.mark.parametrize("kind,how", [("file", "stop"), ("s3", "kill")])
@@ -113,9 +115,9 @@ def test_new_broker_on_empty_disk_serves_the_bucket(tiered_factory, tmp_path, ki
     assert got == plan.expected()
 
     # The local log continues after the remote end.
-    more = text_plan(b"AFTER", 2, 40, seed=11, base_ts=max(r.timestamp for r in plan.records) + 10)
-    p = ck.producer(b.bootstrap, **{"acks": "all"})
-    offsets_seen = ck.produce_plan(p, topic, more)
+    more = text_plan(b"AFTER", 2, 40, seed=11, base_ts=plan.max_timestamp() + 10)
+    prod = ck.producer(b.bootstrap, **{"acks": "all"})
+    offsets_seen = ck.produce_plan(prod, topic, more)
     for part in range(2):
         mine = [off for pp, off in offsets_seen if pp == part]
         assert mine == list(range(ends[part], ends[part] + more.count(part)))

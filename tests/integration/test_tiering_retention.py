@@ -26,11 +26,14 @@ async def test_retention_and_delete_topic_remove_remote_objects(tmp_path):
         await broker.topics.create("t", 1, {"remote.storage.enable": "true", "segment.bytes": "1024",
                                            "local.retention.bytes": "1"})
         log = broker.log("t", 0)
+        assert log is not None
+        tier = broker.tier
+        assert tier is not None  # remote.url is set
         for i in range(12):  # ~400-byte batches: a roll every two or three
             log.append(make_batch([b"v-%02d-" % i + b"x" * 300], base_timestamp=NOW + i), now_ms=NOW)
         log.roll()
-        await broker.tier.run_once(now_ms=NOW)
-        m = await broker.tier.manifest(broker.topics.tiered_topics()[0], 0)
+        await tier.run_once(now_ms=NOW)
+        m = await tier.manifest(broker.topics.tiered_topics()[0], 0)
         entries = m.committed()
         assert entries[0].base_offset == 0 and entries[-1].last_offset == 11
         assert len(entries) >= 4
@@ -41,13 +44,13 @@ async def test_retention_and_delete_topic_remove_remote_objects(tmp_path):
         keep = entries[-1].size + entries[-2].size
         await broker.topics.set_configs("t", {"remote.storage.enable": "true", "segment.bytes": "1024",
                                              "local.retention.bytes": "1", "retention.bytes": str(keep)})
-        await broker.tier.run_once(now_ms=NOW)
+        await tier.run_once(now_ms=NOW)
         # Retention changes a copy of the manifest, which replaces the view once saved.
-        left = (await broker.tier.manifest(broker.topics.tiered_topics()[0], 0)).committed()
+        left = (await tier.manifest(broker.topics.tiered_topics()[0], 0)).committed()
         assert [e.segment_uuid for e in m.committed()] == [e.segment_uuid for e in entries]
         assert [e.segment_uuid for e in left] == [e.segment_uuid for e in entries[-2:]]
         assert len([k for k in _objects(remote) if k.endswith((".log", ".indexes"))]) == 4
-        assert broker.tier.metrics.segments_deleted == len(entries) - 2
+        assert tier.metrics.segments_deleted == len(entries) - 2
         assert broker.partitions.log_start_offset(log) == log.log_start_offset == entries[-2].base_offset
 
         await broker.topics.delete("t")

@@ -259,12 +259,12 @@ async def test_a_connection_over_its_address_rate_is_closed_after_the_delay_unan
 
     config = load_config(None, {"listeners": "PLAINTEXT://127.0.0.1:0"}, environ={})
     auth = SimpleNamespace(tls=None, sasl=None, principal_mapper=None)
-    server = KafkaServer(config, auth, Telemetry())  # type: ignore[arg-type]
+    server = KafkaServer(config, auth, Telemetry())  # type: ignore[arg-type]  # a stand-in: no TLS, no SASL
     await server.bind()
     from service.quotas import ClientQuotas
 
     services = SimpleNamespace(config=config, quotas=ClientQuotas(None))
-    await server.serve(services)  # type: ignore[arg-type]
+    await server.serve(services)  # type: ignore[arg-type]  # a stand-in with what accepting a connection uses
     try:
         port = server.bound["PLAINTEXT"][1]
         server.limits.set_ip_rates({"127.0.0.1": 1})

@@ -9,6 +9,7 @@ from typing import Any
 
 from kio.schema.delete_topics.v6.request import DeleteTopicsRequest, DeleteTopicState
 from kio.schema.types import TopicName
+from kio.static.primitive import i32Timedelta
 
 from security.acl import AclBinding, AclOperation, AclPermission, Authorizer, PatternType, ResourceType
 from service.errors import ErrorCode, TopicError
@@ -44,7 +45,7 @@ async def test_entry_with_neither_name_nor_id_is_invalid() -> None:
                          correlation_id=1, client_id="unit", schema=response_schema(20, 6))
     req = DeleteTopicsRequest(topics=(DeleteTopicState(name=None, topic_id=None),
                                       DeleteTopicState(name=TopicName("tmp-a"), topic_id=None)),
-                              timeout=datetime.timedelta(seconds=1))
+                              timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)))
     answer: Any = await delete_topics.handle(ctx, req)
     got = [(r.name, r.topic_id, r.error_code, r.error_message) for r in answer.responses]
     assert got == [

@@ -46,8 +46,8 @@ def _assigned(target: ast.expr, value: ast.expr | None) -> Iterator[tuple[str, i
             yield target.id, v
     elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
             and len(target.elts) == len(value.elts):
-        for t, v in zip(target.elts, value.elts):
-            yield from _assigned(t, v)
+        for t, item in zip(target.elts, value.elts):
+            yield from _assigned(t, item)
 
 
 def redeclared_codes(source: str) -> list[tuple[int, str, int]]:
@@ -111,7 +111,7 @@ def test_scan_finds_redeclarations() -> None:
 
 def test_service_errors_is_kios_error_code() -> None:
     assert errors.ErrorCode is ErrorCode
-    e = errors.TopicError(3, "gone")  # type: ignore[arg-type]
+    e = errors.TopicError(3, "gone")  # type: ignore[arg-type]  # a bare int on purpose: it becomes the ErrorCode
     assert e.code is ErrorCode.unknown_topic_or_partition and e.code == 3
 
 

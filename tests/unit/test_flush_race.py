@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,8 +100,8 @@ def test_index_write_during_full_fsync_keeps_segment_dirty(seg: LogSegment, monk
     assert not seg.dirty
 
 
-def open_log(path: Path, **config: object) -> UnifiedLog:
-    return UnifiedLog.open(path / "t-0", "t", 0, LogConfig(**config), False)  # type: ignore[arg-type]
+def open_log(path: Path, **config: Any) -> UnifiedLog:
+    return UnifiedLog.open(path / "t-0", "t", 0, LogConfig(**config), False)
 
 
 def test_flushed_offset_never_passes_a_started_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,9 +227,10 @@ async def test_failed_fsync_takes_the_log_offline_until_restart(
     again = LogManager(tmp_path, flush_policy="always")
     await again.start()
     assert not again.was_clean_shutdown
-    lg = again.get("t", 0)
-    assert lg is not None and lg.log_end_offset == 3
-    assert again.append(lg, make_batch(1), NOW).base_offset == 3
-    await again.flush_for_ack(lg, 4)
-    assert lg.flushed_offset == 4
+    reopened = again.get("t", 0)
+    assert reopened is not None and reopened.log_end_offset == 3
+    appended = again.append(reopened, make_batch(1), NOW)
+    assert not isinstance(appended, asyncio.Task) and appended.base_offset == 3
+    await again.flush_for_ack(reopened, 4)
+    assert reopened.flushed_offset == 4
     await again.close()

@@ -32,11 +32,11 @@ async def test_lag_is_how_late_each_wake_up_fires() -> None:
     seen: list[tuple[float, float]] = []
     record = monitor.record
 
-    def spy(lag: float) -> None:
-        record(lag)
+    def spy(lag_s: float) -> None:
+        record(lag_s)
         seen.append((monitor.current_s, monitor.max_s))
 
-    monitor.record = spy  # type: ignore[method-assign]
+    monitor.record = spy  # type: ignore[method-assign]  # a spy around the real method
     monitor.start()
     await asyncio.wait_for(fake.done.wait(), 10)
     await monitor.close()

@@ -177,7 +177,7 @@ async def test_start_removes_unfinished_deletes(tmp_path: Path) -> None:
 
 def test_bad_flush_policy(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        LogManager(tmp_path, flush_policy="sometimes")  # type: ignore[arg-type]
+        LogManager(tmp_path, flush_policy="sometimes")  # type: ignore[arg-type]  # not a policy, on purpose
     assert manager_mod.DELETE_DIR_SUFFIX == "-delete"
 
 

@@ -30,6 +30,13 @@ def entry(uuid: str, base: int, last: int, state=SegmentState.COPY_STARTED, crea
                         size=1000, object_size=400, state=state, created_ms=created_ms, **kw)
 
 
+def _uuid_at(m: PartitionManifest, offset: int) -> str:
+    """The uuid of the segment that serves `offset`; there must be one."""
+    e = m.segment_for_offset(offset)
+    assert e is not None, f"no segment serves offset {offset}"
+    return e.segment_uuid
+
+
 def test_object_keys_exact():
     e = entry(U1, 1234, 2000)
     assert e.log_key("tier", "orders", TOPIC_ID, 3) == (
@@ -109,11 +116,11 @@ def test_segment_for_offset():
         m.add(entry(u, base, last))
         m.mark(u, SegmentState.COPY_FINISHED)
     assert m.segment_for_offset(9) is None
-    assert m.segment_for_offset(10).segment_uuid == U1
-    assert m.segment_for_offset(99).segment_uuid == U1
-    assert m.segment_for_offset(100).segment_uuid == U2
-    assert m.segment_for_offset(220).segment_uuid == U3
-    assert m.segment_for_offset(299).segment_uuid == U3
+    assert _uuid_at(m, 10) == U1
+    assert _uuid_at(m, 99) == U1
+    assert _uuid_at(m, 100) == U2
+    assert _uuid_at(m, 220) == U3
+    assert _uuid_at(m, 299) == U3
     assert m.segment_for_offset(300) is None
 
 
@@ -130,7 +137,7 @@ def test_start_floor_hides_offsets_below_it_and_round_trips():
     assert m.remote_end_offset == 199
     assert [e.segment_uuid for e in m.below_start()] == [U1]
     assert m.segment_for_offset(119) is None
-    assert m.segment_for_offset(120).segment_uuid == U2
+    assert _uuid_at(m, 120) == U2
     back = PartitionManifest.from_json(m.to_json())
     assert back == m and back.start_floor == 120
     # A floor past everything committed: nothing is readable remotely.
@@ -236,7 +243,7 @@ def test_old_entries_spill_in_runs_and_round_trip():
     assert m.manifest_keys("p") == {m.key("p")} | {f"p/orders-{TOPIC_ID}/0/{n}" for n in spills}
     back = PartitionManifest.from_json(m.to_json(), spills)
     assert back == m and back.entries == m.entries and back.version == 1000
-    assert back.segment_for_offset(2565).segment_uuid == _uuid(256)
+    assert _uuid_at(back, 2565) == _uuid(256)
     # Loaded spills are known to be stored: nothing to write until something changes.
     assert back.unsaved_spills("p") == []
     # 10,000 segments: the head still holds fewer than 2 * SPILL_SIZE entries.
@@ -300,9 +307,9 @@ def test_overlapping_segments_lowest_base_wins_by_bisect():
     m = PartitionManifest("orders", TOPIC_ID, 0)
     for u, base, last in ((U1, 0, 500), (U2, 100, 199), (U3, 200, 700)):
         m.add(entry(u, base, last, state=SegmentState.COPY_FINISHED))
-    assert m.segment_for_offset(150).segment_uuid == U1
-    assert m.segment_for_offset(500).segment_uuid == U1
-    assert m.segment_for_offset(501).segment_uuid == U3
+    assert _uuid_at(m, 150) == U1
+    assert _uuid_at(m, 500) == U1
+    assert _uuid_at(m, 501) == U3
     assert m.remote_end_offset == 700
 
 

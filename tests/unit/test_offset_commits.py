@@ -68,14 +68,23 @@ async def coord(store: MetadataStore):
 
 
 def slow_db(store: MetadataStore) -> SlowCommitDb:
-    slow = SlowCommitDb(store._db)  # type: ignore[arg-type]
-    store._db = slow  # type: ignore[assignment]
+    db = store._db
+    assert db is not None  # the store is started
+    slow = SlowCommitDb(db)
+    store._db = slow  # type: ignore[assignment]  # a recording stand-in for the connection
     return slow
 
 
 def commit(coord: GroupCoordinator, group: str, offset: int, partition: int = 0) -> asyncio.Task[dict]:
     return asyncio.create_task(coord.commit_offsets(
         group, -1, "", None, {("t", partition): OffsetAndMetadata(offset, -1, "", 1000)}))
+
+
+def committed(coord: GroupCoordinator, group: str) -> int:
+    """The group's committed offset of t-0; there must be one."""
+    got, _ = coord.fetch_offsets(group, [("t", 0)])[("t", 0)]
+    assert got is not None, f"{group} has no committed offset for t-0"
+    return got.offset
 
 
 async def queued(store: MetadataStore, n: int) -> None:
@@ -120,7 +129,7 @@ async def test_commits_of_two_groups_share_one_transaction_behind_a_slow_one(
     slow.release.set()
     await asyncio.gather(first, *later)
     assert slow.transactions == [["a"], ["b", "c", "a"]]
-    assert coord.fetch_offsets("a", [("t", 0)])[("t", 0)][0].offset == 4
+    assert committed(coord, "a") == 4
     assert await stored(tmp_path) == {("a", "t", 0): 4, ("b", "t", 0): 2, ("c", "t", 0): 3}
 
 
@@ -156,7 +165,7 @@ async def test_commit_after_delete_groups_survives_it(coord: GroupCoordinator, s
     assert await dropped == {"g": 0}
     assert await again == {("t", 0): 0}
     await blocker
-    assert coord.fetch_offsets("g", [("t", 0)])[("t", 0)][0].offset == 9
+    assert committed(coord, "g") == 9
     assert await stored(tmp_path) == {("g", "t", 0): 9, ("other", "t", 0): 1}
 
 

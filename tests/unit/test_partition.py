@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,15 @@ NOW = 1_700_000_000_000
 HOUR = 3_600_000
 
 
-def open_log(path: Path, recover: bool = False, **config: object) -> UnifiedLog:
-    return UnifiedLog.open(path / "orders.v1-3", "orders.v1", 3, LogConfig(**config), recover)  # type: ignore[arg-type]
+def open_log(path: Path, recover: bool = False, **config: Any) -> UnifiedLog:
+    return UnifiedLog.open(path / "orders.v1-3", "orders.v1", 3, LogConfig(**config), recover)
+
+
+def read_at(log: UnifiedLog, offset: int) -> bytes | bytearray:
+    """The batches of one read at `offset` (up to 100 bytes, at least one batch); there must be some."""
+    s = log.read(offset, 100, True)
+    assert s is not None, f"nothing to read at {offset}"
+    return log.read_bytes(s)
 
 
 def bases(log: UnifiedLog) -> list[int]:
@@ -217,13 +225,13 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
         log.append(b, now_ms=NOW)
     log.flush()
     before = [(s.base_offset, s.size, s.next_offset, s.max_timestamp) for s in log.segments]
-    data = [log.read_bytes(log.read(o, 100, True)) for o in range(8)]  # type: ignore[arg-type]
+    data = [read_at(log, o) for o in range(8)]
     log.close()
     for recover in (False, True):
         again = open_log(tmp_path, recover=recover, segment_bytes=300, index_interval_bytes=50)
         assert [(s.base_offset, s.size, s.next_offset, s.max_timestamp) for s in again.segments] == before
         assert (again.log_start_offset, again.log_end_offset) == (0, 8)
-        assert [again.read_bytes(again.read(o, 100, True)) for o in range(8)] == data  # type: ignore[arg-type]
+        assert [read_at(again, o) for o in range(8)] == data
         assert again.offset_for_timestamp(NOW + 5) == (5, NOW + 5)
         assert again.append(make_batch(1), now_ms=NOW).base_offset == 8
         again.close()
@@ -276,8 +284,17 @@ def test_flush_tracks_flushed_offset(tmp_path: Path, monkeypatch: pytest.MonkeyP
     real_fsync = os.fsync
     datasynced: list[int] = []
     real_fdatasync = os.fdatasync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (datasynced.append(fd), real_fdatasync(fd)))
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        datasynced.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     for _ in range(4):
         log.append(batch_of_size(100), now_ms=NOW)
     assert log.flushed_offset == 0

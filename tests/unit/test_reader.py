@@ -110,6 +110,7 @@ async def test_prefetch_warms_the_next_chunks_and_the_cache_stays_bounded(tmp_pa
     last_offset = list(iter_batches(first))[-1].last_offset
     ix = await reader.indexes(manifest, entry)
     first_chunk = ix.chunks.chunks_for_offset(last_offset + 1)
+    assert first_chunk is not None
     needed = ix.chunks.chunks_for_range(last_offset + 1, 12_000 + first_chunk.size)
     # Every chunk the sequential reader needs next is already opened in memory.
     assert needed and all(f"{entry.segment_uuid}/{c.index}" in reader._opened for c in needed)
@@ -155,7 +156,9 @@ async def test_a_read_across_chunks_is_views_of_each_chunk_not_a_joined_copy(tmp
     assert part.next_offset == list(iter_batches(part.data))[-1].last_offset + 1
     # Each piece is a view of an opened chunk, not of a copy: the same memory as the chunk's.
     ix = await reader.indexes(manifest, entry)
-    second = ix.chunks.entries[ix.chunks.chunks_for_offset(7).index + 1]
+    at_7 = ix.chunks.chunks_for_offset(7)
+    assert at_7 is not None
+    second = ix.chunks.entries[at_7.index + 1]
     opened = reader._opened.get(f"{entry.segment_uuid}/{second.index}")
     assert opened is not None and part.pieces[1].obj is opened
     await reader.close()

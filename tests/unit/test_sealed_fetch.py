@@ -18,12 +18,13 @@ import pytest
 from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.types import TopicName
 from kio.serial import entity_reader
-from kio.static.primitive import i32, i64
+from kio.static.primitive import i32, i32Timedelta, i64
 
 from security.keys import new_data_key
 from service.config import BROKER_KEYS
-from service.kafka.apis import fetch
+from service.kafka.apis import Handler, fetch
 from service.kafka.context import Connection, RequestContext, SplicedResponse
+from service.kafka.framing import FramedConnection
 from service.kafka.messages import encode_response, response_schema
 from service.kafka.server import KafkaServer, _PartFailed, _Session
 from service.partitions import Partitions
@@ -38,6 +39,9 @@ from tiering.records import HEADER_SIZE, iter_batches, read_header
 
 NOW = 1_700_000_000_000
 VERSION = 12
+# The fetch handler as the server's dispatch table holds it, for any version's request (the
+# handler is typed with the newest, v16; these tests speak v12).
+FETCH: Handler = fetch.handle
 RANGE_BYTES = 24 << 20
 
 
@@ -77,6 +81,12 @@ class HoldingWriter:
         return b"".join(self.chunks)
 
 
+def _framed(writer: HoldingWriter) -> FramedConnection:
+    """The recording writer where the send path expects the connection (it uses only write,
+    drain, abort and close)."""
+    return writer  # type: ignore[return-value]  # a duck-typed stand-in for the connection
+
+
 def _fill(lg: UnifiedLog, total: int, seed: int = 1) -> list[bytes]:
     """Batches of mixed sizes (a few bytes to ~900 KiB) up to `total` bytes; returns the values."""
     rng = random.Random(seed)
@@ -111,12 +121,14 @@ CONFIG = {**{name: key.default for name, key in BROKER_KEYS.items()},  # every k
 
 def _server() -> KafkaServer:
     """A server only for its send loop: no listeners, no authentication, no spans."""
+    # A stand-in for the authentication setup and no telemetry: the send loop uses neither.
     return KafkaServer(CONFIG, SimpleNamespace(tls=None, sasl=None), None, listeners=[])  # type: ignore[arg-type]
 
 
 def _ctx(lg: UnifiedLog, manager: LogManager) -> RequestContext:
     partitions = Partitions(manager, lambda: None)
     only = {("t", 0): lg}
+    # Only the one log, without a LogManager that opened it.
     partitions.log = lambda topic, partition: only.get((topic, partition))  # type: ignore[method-assign]
     services: Any = SimpleNamespace(
         partitions=partitions, config=CONFIG, topics=SimpleNamespace(by_id=lambda topic_id: None),
@@ -126,14 +138,15 @@ def _ctx(lg: UnifiedLog, manager: LogManager) -> RequestContext:
 
 
 def _request_at(offset: int, max_bytes: int = 48 << 20) -> FetchRequest:
-    return FetchRequest(max_wait=datetime.timedelta(milliseconds=0), min_bytes=i32(1), max_bytes=i32(max_bytes),
-                        forgotten_topics_data=(), topics=(FetchTopic(topic=TopicName("t"), partitions=(
+    return FetchRequest(max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=0)), min_bytes=i32(1),
+                        max_bytes=i32(max_bytes), forgotten_topics_data=(),
+                        topics=(FetchTopic(topic=TopicName("t"), partitions=(
                             FetchPartition(partition=i32(0), fetch_offset=i64(offset),
                                            partition_max_bytes=i32(max_bytes)),)),))
 
 
 async def _answer(lg: UnifiedLog, manager: LogManager) -> SplicedResponse:
-    answer = await fetch.handle(_ctx(lg, manager), _request_at(0))
+    answer = await FETCH(_ctx(lg, manager), _request_at(0))
     assert isinstance(answer, SplicedResponse)
     return answer
 
@@ -162,7 +175,7 @@ async def test_streamed_answer_is_kios_encoding_with_every_record(sealed_log) ->
     lg, values, manager = sealed_log
     answer = await _answer(lg, manager)
     writer = HoldingWriter()
-    await KafkaServer._send_spliced(asyncio.get_running_loop(), writer, answer, plaintext=True)  # type: ignore[arg-type]
+    await KafkaServer._send_spliced(asyncio.get_running_loop(), _framed(writer), answer, plaintext=True)
     answer.close()
     out = writer.output()
     assert int.from_bytes(out[:4], "big") == len(out) - 4 == answer.size
@@ -184,7 +197,7 @@ async def test_the_writer_holds_at_most_a_piece_of_the_opened_range(sealed_log) 
     lg, _, manager = sealed_log
     answer = await _answer(lg, manager)
     expected_writer = HoldingWriter()
-    await KafkaServer._send_spliced(asyncio.get_running_loop(), expected_writer, answer, plaintext=True)  # type: ignore[arg-type]
+    await KafkaServer._send_spliced(asyncio.get_running_loop(), _framed(expected_writer), answer, plaintext=True)
     answer.close()
     expected = expected_writer.output()
     assert len(expected) > RANGE_BYTES - (1 << 20)
@@ -193,7 +206,7 @@ async def test_the_writer_holds_at_most_a_piece_of_the_opened_range(sealed_log) 
     try:
         answer = await _answer(lg, manager)
         writer = HoldingWriter(expected)
-        await KafkaServer._send_spliced(asyncio.get_running_loop(), writer, answer, plaintext=True)  # type: ignore[arg-type]
+        await KafkaServer._send_spliced(asyncio.get_running_loop(), _framed(writer), answer, plaintext=True)
         answer.close()
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -228,7 +241,7 @@ async def test_a_batch_failing_mid_answer_closes_the_connection_after_correct_by
     lg, _, manager = sealed_log
     good_writer = HoldingWriter()
     answer = await _answer(lg, manager)
-    await KafkaServer._send_spliced(asyncio.get_running_loop(), good_writer, answer, plaintext=True)  # type: ignore[arg-type]
+    await KafkaServer._send_spliced(asyncio.get_running_loop(), _framed(good_writer), answer, plaintext=True)
     answer.close()
     good = good_writer.output()
     bad_offset = _tamper_after(lg, 5 * PIECE_BYTES)
@@ -236,14 +249,14 @@ async def test_a_batch_failing_mid_answer_closes_the_connection_after_correct_by
     ctx = _ctx(lg, manager)
     server = _server()
     pending: asyncio.Queue[Any] = asyncio.Queue()
-    first = asyncio.ensure_future(fetch.handle(ctx, _request_at(0)))
+    first = asyncio.ensure_future(FETCH(ctx, _request_at(0)))
     behind: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     behind.set_result(b"pipelined answer behind the failing one")
     for fut in (first, behind, None):
         pending.put_nowait(fut)
     writer = HoldingWriter(good)  # every byte sent must be the right one
     with caplog.at_level(logging.ERROR, logger="sediment.kafka"):
-        await server._send_loop(_Session(ctx.conn, writer), pending)  # type: ignore[arg-type]
+        await server._send_loop(_Session(ctx.conn, _framed(writer)), pending)
     assert writer.aborted
     assert 4 * PIECE_BYTES < writer.written < len(good)  # the pieces before the bad one went out
     assert behind.done() and writer.written < len(good)  # nothing after: the connection is gone
@@ -263,7 +276,7 @@ async def test_a_lazy_part_that_comes_up_short_is_a_failed_part() -> None:
 
     writer = HoldingWriter()
     with pytest.raises(_PartFailed):
-        await KafkaServer._send_spliced(asyncio.get_running_loop(), writer,  # type: ignore[arg-type]
+        await KafkaServer._send_spliced(asyncio.get_running_loop(), _framed(writer),
                                         SplicedResponse([b"head", Short()]), plaintext=True)
 
 
@@ -304,21 +317,22 @@ async def test_pipelined_answers_are_written_whole_and_in_order(sealed_log) -> N
     expected = []
     for offset in (0, len(values) // 2):  # each answer alone, for comparison
         w = HoldingWriter()
-        one = await fetch.handle(ctx, _request_at(offset))
-        await KafkaServer._send_spliced(asyncio.get_running_loop(), w, one, plaintext=True)  # type: ignore[arg-type]
+        one = await FETCH(ctx, _request_at(offset))
+        assert isinstance(one, SplicedResponse)
+        await KafkaServer._send_spliced(asyncio.get_running_loop(), _framed(w), one, plaintext=True)
         one.close()
         expected.append(w.output())
     small = b"an encoded answer between the two"
     # The later request's answer is ready first; the writer still keeps the request order.
-    second = asyncio.ensure_future(fetch.handle(ctx, _request_at(len(values) // 2)))
+    second = asyncio.ensure_future(FETCH(ctx, _request_at(len(values) // 2)))
     await second
-    first = asyncio.ensure_future(fetch.handle(ctx, _request_at(0)))
+    first = asyncio.ensure_future(FETCH(ctx, _request_at(0)))
     middle: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     middle.set_result(small)
     pending: asyncio.Queue[Any] = asyncio.Queue()
     for fut in (first, middle, second, None):
         pending.put_nowait(fut)
     writer = HoldingWriter(expected[0] + len(small).to_bytes(4, "big") + small + expected[1])
-    await _server()._send_loop(_Session(ctx.conn, writer), pending)  # type: ignore[arg-type]
+    await _server()._send_loop(_Session(ctx.conn, _framed(writer)), pending)
     assert writer.written == len(expected[0]) + 4 + len(small) + len(expected[1])
     assert not writer.aborted and writer.max_held <= PIECE_BYTES + 4096

@@ -6,6 +6,7 @@ import asyncio
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,8 +128,8 @@ def test_open_segment_translates_index_positions() -> None:
 # --- the partition log with a cipher -----------------------------------------------------
 
 
-def _open(path: Path, cipher: BatchCipher | None, recover: bool = False, **config: object) -> UnifiedLog:
-    return UnifiedLog.open(path / "t-0", "t", 0, LogConfig(**config), recover,  # type: ignore[arg-type]
+def _open(path: Path, cipher: BatchCipher | None, recover: bool = False, **config: Any) -> UnifiedLog:
+    return UnifiedLog.open(path / "t-0", "t", 0, LogConfig(**config), recover,
                            cipher=cipher, seal_appends=cipher is not None)
 
 
@@ -231,17 +232,24 @@ def _ring(*ids: str) -> KeyRing:
     return KeyRing([Kek(i, 0, os.urandom(32)) for i in ids], ids[-1])
 
 
+def _key_id(directory: Path) -> str:
+    """The key id in the partition's key file; there must be one."""
+    wrapped = read_key_file(directory)
+    assert wrapped is not None, f"no key file in {directory}"
+    return wrapped.key_id
+
+
 def test_partition_key_file_create_reopen_rewrap(tmp_path: Path) -> None:
     ring = _ring("k1")
     keys = PartitionKeys(LocalKeyProvider(ring), enabled=True)
     d = tmp_path / "t-0"
     c1 = asyncio.run(keys.cipher_for(d))
-    assert c1 is not None and read_key_file(d).key_id == "k1"  # type: ignore[union-attr]
+    assert c1 is not None and _key_id(d) == "k1"
     sealed = _seal(c1, _batches([MARKER]))
     rotated = KeyRing(ring.keys() + [Kek("k2", 1, os.urandom(32))], "k2")
     provider = LocalKeyProvider(rotated)
     assert asyncio.run(rewrap_key_file(d, provider))
-    assert read_key_file(d).key_id == "k2"  # type: ignore[union-attr]
+    assert _key_id(d) == "k2"
     assert not asyncio.run(rewrap_key_file(d, provider))
     only_new = LocalKeyProvider(KeyRing([rotated.keys()[1]], "k2"))
     c2 = asyncio.run(PartitionKeys(only_new, enabled=False).cipher_for(d))
@@ -270,8 +278,8 @@ async def test_large_appends_are_sealed_in_a_thread_and_land_in_arrival_order(tm
     first = mgr.append(lg, big, NOW)
     second = mgr.append(lg, small, NOW)  # small, but behind a large one still being sealed
     third = mgr.append(lg, big, NOW)
-    assert all(isinstance(r, asyncio.Task) for r in (first, second, third))
-    results = [await r for r in (first, second, third)]  # type: ignore[misc]
+    assert isinstance(first, asyncio.Task) and isinstance(second, asyncio.Task) and isinstance(third, asyncio.Task)
+    results = [await r for r in (first, second, third)]
     n = read_header(big).record_count
     assert [(r.base_offset, r.last_offset) for r in results] == [(0, n - 1), (n, n), (n + 1, 2 * n)]
     # Nothing pending any more: a small append is synchronous again.
@@ -292,7 +300,8 @@ async def test_large_appends_are_sealed_in_a_thread_and_land_in_arrival_order(tm
     bad[-1] ^= 1
     failing = mgr.append(lg, bytes(bad), NOW)
     after = mgr.append(lg, small, NOW)
+    assert isinstance(failing, asyncio.Task) and isinstance(after, asyncio.Task)  # both awaited below
     with pytest.raises(InvalidRecordError):  # the flipped bit fails the batch's CRC
-        await failing  # type: ignore[misc]
-    assert (await after).base_offset == 2 * n + 2  # type: ignore[misc, union-attr]
+        await failing
+    assert (await after).base_offset == 2 * n + 2
     await mgr.close()

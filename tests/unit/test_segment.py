@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def time_entries(seg: LogSegment) -> list[tuple[int, int]]:
 
 
 @pytest.fixture
-def seg(tmp_path: Path) -> LogSegment:
+def seg(tmp_path: Path) -> Iterator[LogSegment]:
     s = LogSegment.open(tmp_path, 100, CONFIG, create=True)
     yield s
     s.close()

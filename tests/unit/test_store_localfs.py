@@ -166,6 +166,7 @@ def test_open_store_file(tmp_path):
     assert isinstance(s, FileStore)
     assert s.root == f"{tmp_path}/data"
     s = open_store(f"file://{tmp_path}/data/", fsync=True)
+    assert isinstance(s, FileStore)
     assert s.root == f"{tmp_path}/data" and s.fsync
 
 
@@ -175,9 +176,15 @@ def test_open_store_s3():
     s = open_store("s3://my-bucket/tiered/prod/")
     assert isinstance(s, S3Store)
     assert (s.bucket, s.prefix) == ("my-bucket", "tiered/prod/")
-    assert open_store("s3://my-bucket").prefix == ""
-    assert open_store("s3://my-bucket/").prefix == ""
-    assert open_store("s3://my-bucket//a//b").prefix == "a/b/"
+
+    def prefix(url: str) -> str:
+        s = open_store(url)
+        assert isinstance(s, S3Store)
+        return s.prefix
+
+    assert prefix("s3://my-bucket") == ""
+    assert prefix("s3://my-bucket/") == ""
+    assert prefix("s3://my-bucket//a//b") == "a/b/"
 
 
 @pytest.mark.parametrize(

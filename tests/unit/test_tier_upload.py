@@ -129,6 +129,7 @@ async def test_failed_upload_keeps_the_committed_view_while_the_store_is_down(tm
     topic = TieredTopic("orders", TOPIC_ID, 1, config)
     logs = _logs(tmp_path, 1, config)
     lg = logs.get("orders", 0)
+    assert lg is not None
     store = _FlakyStore(str(tmp_path / "bucket"))
     await store.start()
     settings = TierSettings(upload=UploadSettings(chunk_size=4096), read=ReadSettings(), fetch_max_wait_ms=2000)
@@ -164,6 +165,7 @@ async def test_failed_upload_keeps_the_committed_view_while_the_store_is_down(tm
         named = {m.key("")} | {k for e in m.entries for k in m.keys_for(e, "")}
         assert {o.key for o in await store.list("")} == named
         data = await tier.read("orders", 0, 0, 1 << 20, True)
+        assert data is not None
         assert [h.base_offset for h in iter_batches(data)] == [0, 3]  # both segments: the budget allows
     finally:
         await tier.close()

@@ -296,14 +296,21 @@ def sample_index() -> ChunkIndex:
     ])
 
 
+def _chunk_at(idx: ChunkIndex, offset: int) -> int:
+    """The index of the chunk that serves `offset`; there must be one."""
+    e = idx.chunks_for_offset(offset)
+    assert e is not None, f"no chunk serves offset {offset}"
+    return e.index
+
+
 def test_chunk_index_lookups():
     idx = sample_index()
-    assert idx.chunks_for_offset(100).index == 0
-    assert idx.chunks_for_offset(0).index == 0
-    assert idx.chunks_for_offset(149).index == 0
-    assert idx.chunks_for_offset(150).index == 1
-    assert idx.chunks_for_offset(205).index == 2  # in the gap: next chunk
-    assert idx.chunks_for_offset(260).index == 3
+    assert _chunk_at(idx, 100) == 0
+    assert _chunk_at(idx, 0) == 0
+    assert _chunk_at(idx, 149) == 0
+    assert _chunk_at(idx, 150) == 1
+    assert _chunk_at(idx, 205) == 2  # in the gap: next chunk
+    assert _chunk_at(idx, 260) == 3
     assert idx.chunks_for_offset(261) is None
     assert [e.index for e in idx.chunks_for_range(120, 1)] == [0]
     assert [e.index for e in idx.chunks_for_range(120, 1000)] == [0]

@@ -114,6 +114,7 @@ async def test_streamed_object_equals_the_in_memory_pipeline(tmp_path, store, ke
     assert ix.chunks == chunks
     assert ix.chunks.to_bytes() == chunks.to_bytes()
     assert (entry.size, entry.object_size) == (len(raw), len(blob))
+    assert files.index_path is not None  # _sealed hands over the index
     assert ix.offset_index == files.index_path.read_bytes()
     assert await up.download(m, entry) == raw
 
@@ -151,7 +152,10 @@ class _SlowStore(FileStore):
         async def slow():
             taken = 0
             async for part in parts:
-                await eventually(lambda taken=taken: self.transformed() >= min(taken + 2, self.total))
+                def ran_ahead(taken: int = taken) -> bool:
+                    return self.transformed() >= min(taken + 2, self.total)
+
+                await eventually(ran_ahead)
                 self.ahead.append(self.transformed() - taken)
                 taken += 1
                 yield part

@@ -71,6 +71,7 @@ async def test_upload_round_trips_exactly_and_hides_values(tmp_path, store, keys
 
     assert await up.download(stored, entry) == seg.log_path.read_bytes()
     ix = await up.read_indexes(stored, entry)
+    assert seg.index_path is not None and seg.time_index_path is not None  # _sealed_segment hands both over
     assert ix.offset_index == seg.index_path.read_bytes() and ix.offset_index  # sparse index went up
     assert ix.time_index == seg.time_index_path.read_bytes()
     assert len(ix.chunks) > 1  # 1 KiB chunks: several
