@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -25,8 +26,10 @@ def services(request: web.Request) -> Services:
     return found
 
 
-def allowed(request: web.Request, op: AclOperation, rtype: ResourceType, name: str) -> bool:
-    return services(request).access.authorize(principal(request), request.remote or "", op, rtype, name)
+def allowed(request: web.Request, op: AclOperation, rtype: ResourceType, name: str, *, audit: bool = True) -> bool:
+    """audit=False when filtering a list, as Kafka's Metadata does: a hidden item is no denial."""
+    return services(request).access.authorize(principal(request), request.remote or "", op, rtype, name,
+                                              audit=audit)
 
 
 def authorize(request: web.Request, op: AclOperation, rtype: ResourceType, name: str) -> None:
@@ -41,7 +44,11 @@ async def json_body(request: web.Request) -> Any:
     """The request body as JSON (bounded by the app's client_max_size: 413 beyond it)."""
     if not request.can_read_body:
         raise bad_request("A JSON request body is required")
-    text = await request.text()
+    raw = await request.read()
+    try:  # JSON is UTF-8 (RFC 8259); aiohttp's text() would raise on other bytes, a 500
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad_request(f"The request body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -55,5 +62,12 @@ def json_object(value: Any, what: str = "The request body") -> dict[str, Any]:
 
 
 def url(request: web.Request, *parts: object) -> str:
-    """An absolute URL on this listener, as REST Proxy's `metadata.self` and `related` links."""
-    return str(request.url.origin()) + "/" + "/".join(str(p) for p in parts)
+    """An absolute URL on this listener, as REST Proxy's `metadata.self` and `related` links:
+    each part one path segment, percent-encoded (group ids may hold '/', '?' or spaces), and
+    empty parts left out as REST Proxy's UrlFactory does (a lag of no consumer links to the
+    group's consumers)."""
+    segments = (quote(str(p), safe=_PCHAR) for p in parts)
+    return str(request.url.origin()) + "/" + "/".join(s for s in segments if s)
+
+
+_PCHAR = "!$&'()*+,;=:@"  # RFC 3986 path characters that need no encoding, besides letters, digits and -._~
