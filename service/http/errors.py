@@ -23,6 +23,8 @@ UNAUTHORIZED = 40101
 FORBIDDEN = 40301
 RECORD_TOO_LARGE = 42201
 INVALID_OFFSET = 42202
+KAFKA_BAD_REQUEST = 40002  # a Kafka admin request refused (topic exists, bad config, ...)
+INVALID_PAYLOAD = 42206
 
 
 class RestError(Exception):
@@ -63,17 +65,20 @@ _FROM_KAFKA: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.group_authorization_failed: (403, FORBIDDEN),
     ErrorCode.cluster_authorization_failed: (403, FORBIDDEN),
     ErrorCode.transactional_id_authorization_failed: (403, FORBIDDEN),
-    ErrorCode.topic_already_exists: (409, 40901),
+    # Confluent's KafkaExceptionMapper: the refusals of an admin request are 400 with 40002.
+    ErrorCode.topic_already_exists: (400, KAFKA_BAD_REQUEST),
+    ErrorCode.topic_deletion_disabled: (400, KAFKA_BAD_REQUEST),
     ErrorCode.message_too_large: (422, RECORD_TOO_LARGE),
     ErrorCode.record_list_too_large: (422, RECORD_TOO_LARGE),
     ErrorCode.offset_out_of_range: (422, INVALID_OFFSET),
     ErrorCode.invalid_topic_exception: (400, 400),
-    ErrorCode.invalid_partitions: (400, 400),
-    ErrorCode.invalid_replication_factor: (400, 400),
-    ErrorCode.invalid_config: (400, 400),
+    ErrorCode.invalid_replica_assignment: (400, KAFKA_BAD_REQUEST),
+    ErrorCode.invalid_partitions: (400, KAFKA_BAD_REQUEST),
+    ErrorCode.invalid_replication_factor: (400, KAFKA_BAD_REQUEST),
+    ErrorCode.invalid_config: (400, KAFKA_BAD_REQUEST),
     ErrorCode.invalid_request: (400, 400),
     ErrorCode.invalid_record: (400, 400),
-    ErrorCode.policy_violation: (400, 400),
+    ErrorCode.policy_violation: (400, KAFKA_BAD_REQUEST),
     ErrorCode.unsupported_version: (400, 400),
     ErrorCode.corrupt_message: (400, 400),
     ErrorCode.throttling_quota_exceeded: (429, 429),
