@@ -24,6 +24,7 @@ CODE_NAMES = frozenset(m.name.upper() for m in ErrorCode) | frozenset(
 # Constants that share a name with an error code but mean something else.
 ALLOWED = {
     ("tiering/compression.py", "NONE"): "the 'none' compression codec id in batch attributes",
+    ("service/http/errors.py", "LEADER_NOT_AVAILABLE"): "REST Proxy's error_code in an HTTP answer, not Kafka's code",
 }
 
 
