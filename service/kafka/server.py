@@ -218,6 +218,7 @@ class KafkaServer:
                 continue
             framed = self._framed(listener, slot)
             try:
+                # mypy cannot infer a lambda whose default binds the protocol as a protocol factory
                 await loop.connect_accepted_socket(lambda f=framed: f, sock)  # type: ignore[misc]
             except OSError as e:
                 log.info("connection from %s on %s lost before it was served: %s", addr[0], listener.name, e)

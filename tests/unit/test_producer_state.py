@@ -29,6 +29,7 @@ PID = 4000
 
 
 def open_log(path: Path, recover: bool = False, **config: object) -> UnifiedLog:
+    # The LogConfig fields the test sets, each of its own type: collected as **object here
     return UnifiedLog.open(path / "t-0", "t", 0, LogConfig(**config), recover)  # type: ignore[arg-type]
 
 
