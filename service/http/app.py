@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from service.http import openapi, v3_clusters
+from service.http import openapi, v3_clusters, v3_records
 from service.http.api import SERVICES_KEY
 from service.http.auth import HttpAuthenticator, auth_middleware
 from service.http.errors import error_middleware
@@ -137,7 +137,7 @@ def make_app(broker: Broker) -> web.Application:
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
     # Each resource module: its routes and its part of the API description.
-    modules = [v3_clusters]
+    modules = [v3_clusters, v3_records]
     for module in modules:
         app.add_routes(module.routes)
     app.add_routes(openapi.routes([m.OPENAPI for m in modules]))
