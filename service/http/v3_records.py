@@ -151,7 +151,7 @@ def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
         return ()
     if not isinstance(headers, list):
         raise bad("headers must be an array of {name, value}")
-    out = []
+    out: list[tuple[str, bytes | None]] = []
     for h in headers:
         if not isinstance(h, dict) or not isinstance(h.get("name"), str):
             raise bad(f"A header must be an object with a string name, not {_show(h)}")
@@ -423,7 +423,8 @@ class _Produce:
                             slot.result = {"error_code": 500, "message": "Internal server error"}
             if self.gone:
                 continue
-            data = b"".join(json.dumps(r, separators=(",", ":")).encode() + SEPARATOR for r in group.results(self.cluster_id, self.topic))
+            results = group.results(self.cluster_id, self.topic)
+            data = b"".join(json.dumps(r, separators=(",", ":")).encode() + SEPARATOR for r in results)
             try:
                 await response.write(data)
             except (OSError, RuntimeError):  # the client went away (aiohttp's reset is an OSError)
