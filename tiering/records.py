@@ -352,6 +352,9 @@ def record_timestamps(batch: bytes | bytearray | memoryview) -> list[tuple[int, 
 
 def _write_varint(value: int, out: bytearray) -> None:
     zigzag = (value << 1) ^ (value >> 63)
+    if zigzag < 0x80:  # most lengths and deltas of small records: one byte
+        out.append(zigzag)
+        return
     while True:
         byte = zigzag & 0x7F
         zigzag >>= 7
