@@ -30,6 +30,7 @@ import asyncio
 import base64
 import binascii
 import datetime
+import functools
 import json
 import logging
 import re
@@ -44,7 +45,7 @@ from service.errors import ErrorCode
 from service.http.api import authorize, services
 from service.http.auth import principal
 from service.http.errors import PARTITION_NOT_FOUND, TOPIC_NOT_FOUND, RestError, from_kafka
-from service.http.json_stream import JsonObjects, StreamError
+from service.http.json_stream import BadObject, JsonObjects, StreamError
 from service.http.openapi import error_responses
 from service.http.v3_clusters import cluster_id_of
 from service.partitioner import StickyPartitioner, partition_for_key
@@ -204,6 +205,7 @@ def _timestamp(value: Any) -> int:
     return ms
 
 
+@functools.lru_cache(maxsize=1024)  # records arriving together share their timestamp
 def format_timestamp(ms: int) -> str:
     """Epoch ms as Java's Instant.toString (the REST Proxy's timestamps): milliseconds only
     when there are some."""
@@ -217,24 +219,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # compact, as the REST Proxy's answers
-
-
-def load(raw: bytes) -> Any:
-    """One record's JSON (UTF-8, as RFC 8259 has it); RecordError when it is not valid JSON."""
-    try:
-        return _DECODER.decode(raw.decode("utf-8"))
-    except json.JSONDecodeError as e:
-        raise bad(f"The record is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except RecursionError:
-        raise bad("The record's JSON is nested too deeply") from None
-    except ValueError as e:  # not UTF-8, NaN, an integer of too many digits
-        raise bad(f"The record is not valid JSON: {e}") from None
 
 
 # -- records read together -> one append --------------------------------------------------------
@@ -336,7 +321,7 @@ class _Produce:
         self.svc = svc
         self.cluster_id = cluster_id
         self.topic = topic
-        self.objects = JsonObjects(svc.config["http.max.request.bytes"])
+        self.objects = JsonObjects(svc.config["http.max.request.bytes"])  # a bound per record, in characters
         self.sticky = StickyPartitioner()
         self.user = quota_user(principal(request))
         self.client_id = request.headers.get(CLIENT_ID_HEADER, "")
@@ -344,35 +329,35 @@ class _Produce:
         self.done = False  # nothing more is read: the end, or a body that cannot be split further
         self.gone = False  # the client no longer takes answers
 
-    async def records(self) -> list[bytes | dict[str, Any]]:
-        """The next records that have arrived (their JSON), waiting for at least one; an error
-        body last when the body cannot be read further; [] at its end."""
-        out: list[bytes | dict[str, Any]] = []
+    async def records(self) -> list[dict[str, Any] | BadObject]:
+        """The next records that have arrived, waiting for at least one; what cannot be read
+        as a record is a BadObject in its place, last when nothing after it can be read; []
+        at the end of the body."""
+        out: list[dict[str, Any] | BadObject] = []
         while True:
             try:
-                while len(out) < MAX_GROUP_RECORDS and (raw := self.objects.next()) is not None:
-                    out.append(raw)
+                while len(out) < MAX_GROUP_RECORDS and (item := self.objects.next()) is not None:
+                    out.append(item)
             except StreamError as e:
                 self.done = True
-                error = {"error_code": 413, "message": e.message} if e.too_large else bad(e.message).body
-                return [*out, error]
+                return [*out, BadObject(e.message, e.too_large)]
             if out:
                 return out
             if self.eof:
                 self.done = True
                 left = self.objects.finish()
-                return [{"error_code": 400, "message": f"Bad Request: {left}"}] if left else []
+                return [BadObject(left)] if left else []
             try:
                 chunk = await self.request.content.readany()
             except Exception as e:  # a broken chunked encoding, a reset: the body ends here
                 self.done = True
-                return [{"error_code": 400, "message": f"Bad Request: The request body could not be read: {e}"}]
+                return [BadObject(f"The request body could not be read: {e}")]
             if chunk:
                 self.objects.feed(chunk)
             else:
                 self.eof = True
 
-    def group(self, items: list[bytes | dict[str, Any]]) -> _Group:
+    def group(self, items: list[dict[str, Any] | BadObject]) -> _Group:
         """Parse and place the records; start their append."""
         group = _Group()
         now_ms = int(time.time() * 1000)
@@ -381,14 +366,15 @@ class _Produce:
         for item in items:
             slot = _Slot()
             group.slots.append(slot)
-            if isinstance(item, dict):
-                slot.result = item
+            if isinstance(item, BadObject):
+                slot.result = ({"error_code": 413, "message": item.message} if item.too_large
+                               else bad(item.message).body)
                 continue
             if topic is None:
                 slot.result = dict(TOPIC_GONE)
                 continue
             try:
-                slot.parsed = parsed = parse_record(load(item), now_ms)
+                slot.parsed = parsed = parse_record(item, now_ms)
             except RecordError as e:
                 slot.result = e.body
                 continue

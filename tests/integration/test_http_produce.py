@@ -284,11 +284,11 @@ def test_errors_are_confluents_and_nothing_is_written_for_a_bad_record(broker: B
     one = json.dumps(ok).encode()
     _, tail = post(url, one + b" [1, 2]")
     assert [r["error_code"] for r in tail] == [200, 400]
-    assert tail[1]["message"] == (f"Bad Request: Expected a JSON object at byte {len(one) + 1} of the body, "
+    assert tail[1]["message"] == (f"Bad Request: Expected a JSON object at character {len(one) + 1} of the body, "
                                   "found '[1, 2]'")
     _, cut = post(url, one + b'{"value": ')
     assert cut[1] == {"error_code": 400, "message": "Bad Request: The body ends within the JSON object that "
-                                                    f"starts at byte {len(one)}"}
+                                                    f"starts at character {len(one)}"}
     assert ck.watermarks(broker.bootstrap, topic, 0) == (0, 4)
     assert ck.watermarks(broker.bootstrap, topic, 1) == (0, 0)
 

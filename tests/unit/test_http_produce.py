@@ -13,8 +13,8 @@ import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from service.http.json_stream import JsonObjects, StreamError
-from service.http.v3_records import RecordError, format_timestamp, load, parse_record
+from service.http.json_stream import BadObject, JsonObjects, StreamError
+from service.http.v3_records import RecordError, format_timestamp, parse_record
 from service.partitioner import StickyPartitioner, murmur2, partition_for_key
 from tiering.records import HEADER_SIZE, BatchBuilder, Record, build_batch, validate_batches
 
@@ -80,13 +80,13 @@ def test_sticky_partitioner_moves_after_a_batch_of_bytes() -> None:
     assert picks == {0, 1, 2, 3, 4}
 
 
-def split(chunks: list[bytes], max_bytes: int = 1 << 20) -> list[bytes]:
-    objects = JsonObjects(max_bytes)
-    out = []
+def split(chunks: list[bytes], max_chars: int = 1 << 20) -> list[dict | BadObject]:
+    objects = JsonObjects(max_chars)
+    out: list[dict | BadObject] = []
     for chunk in chunks:
         objects.feed(chunk)
-        while (raw := objects.next()) is not None:
-            out.append(raw)
+        while (item := objects.next()) is not None:
+            out.append(item)
     assert objects.finish() is None
     return out
 
@@ -95,39 +95,49 @@ def test_concatenated_objects_split_at_their_ends_whatever_the_chunks() -> None:
     values = [{"a": 1}, {"s": 'br}ace{ "quoted" \\ back\\slash\\\\', "n": [1, {"x": []}]}, {}, {"u": "é€"}]
     body = b"".join(json.dumps(v, ensure_ascii=False).encode() + sep for v, sep in
                     zip(values, [b"", b"\n", b" \r\n\t", b""]))
-    for size in (1, 2, 3, 7, len(body)):
-        parts = split([body[i:i + size] for i in range(0, len(body), size)])
-        assert [json.loads(p) for p in parts] == values
+    for size in (1, 2, 3, 7, len(body)):  # pieces that cut strings, escapes and UTF-8 sequences
+        assert split([body[i:i + size] for i in range(0, len(body), size)]) == values
 
 
-def test_a_malformed_object_is_split_out_and_the_stream_goes_on() -> None:
-    parts = split([b'{"value": {"type": "STRING", "data": "x",}}{"ok": 1}'])
-    assert len(parts) == 2
-    with pytest.raises(RecordError) as e:
-        load(parts[0])
-    assert e.value.body == {"error_code": 400, "message": "Bad Request: The record is not valid JSON: "
-                                                          "Expecting property name enclosed in double quotes "
-                                                          "at line 1 column 42"}
-    assert load(parts[1]) == {"ok": 1}
+def test_an_invalid_object_is_handed_out_as_such_and_the_stream_goes_on() -> None:
+    body = (b'{"value": {"type": "STRING", "data": "x",}}\n{"v": NaN}{"v": 1' + b"1" * 5000 + b'}'
+            b'{"v": ' + b"[" * 100_000 + b"]" * 100_000 + b'}{"bad": "\xff\xfe"}{"ok": 1}')
+    for size in (5, 4096, len(body)):
+        items = split([body[i:i + size] for i in range(0, len(body), size)])
+        assert items[0] == BadObject("The record is not valid JSON: Expecting property name enclosed in double "
+                                     "quotes at line 1 column 42")
+        assert items[1] == BadObject("The record is not valid JSON: NaN is not JSON")
+        assert isinstance(items[2], BadObject) and "digits" in items[2].message
+        assert items[3] == BadObject("The record is not valid JSON: nested too deeply")
+        assert items[4] == {"bad": "\udcff\udcfe"}  # not UTF-8: an error of this record when it is used
+        assert items[5] == {"ok": 1}
+    # Lines and columns are the record's own, as json.loads would count them in it alone.
+    assert split([b'{"x": 1}\n{\n "a": 1,\n "b": }']) == [
+        {"x": 1}, BadObject("The record is not valid JSON: Expecting value at line 3 column 7")]
 
 
 def test_what_cannot_be_split_stops_the_stream() -> None:
     objects = JsonObjects(1 << 20)
     objects.feed(b'{"a": 1} [1, 2]')
-    assert objects.next() == b'{"a": 1}'
-    with pytest.raises(StreamError, match=r"Expected a JSON object at byte 9 of the body, found '\[1, 2\]'"):
+    assert objects.next() == {"a": 1}
+    with pytest.raises(StreamError, match=r"Expected a JSON object at character 9 of the body, found '\[1, 2\]'"):
         objects.next()
     big = JsonObjects(100)
     big.feed(b'{"data": "' + b"x" * 50)
-    assert big.next() is None  # 60 bytes so far
+    assert big.next() is None  # 60 characters so far
     big.feed(b"x" * 50)
     with pytest.raises(StreamError) as too_large:
         big.next()
     assert too_large.value.too_large
+    whole = JsonObjects(100)
+    whole.feed(b'{"data": "' + b"x" * 100 + b'"} {"ok": 1}')
+    assert whole.next() == BadObject("A record's JSON is larger than 100 characters (http.max.request.bytes)",
+                                     too_large=True)
+    assert whole.next() == {"ok": 1}
     left = JsonObjects(100)
     left.feed(b'{"a": 1} {"b": ')
-    assert left.next() == b'{"a": 1}' and left.next() is None
-    assert left.finish() == "The body ends within the JSON object that starts at byte 9"
+    assert left.next() == {"a": 1} and left.next() is None
+    assert left.finish() == "The body ends within the JSON object that starts at character 9"
 
 
 def b64(data: bytes) -> str:
@@ -176,11 +186,3 @@ def test_bad_records_say_what_is_wrong(record: dict, message: str) -> None:
     with pytest.raises(RecordError) as e:
         parse_record(record, now_ms=0)
     assert e.value.body == {"error_code": 400, "message": f"Bad Request: {message}"}
-
-
-def test_json_that_python_would_take_but_json_does_not_allow() -> None:
-    for raw, message in [(b'{"v": NaN}', "NaN is not JSON"), (b'{"v": 1' + b"1" * 5000 + b"}", "digits")]:
-        with pytest.raises(RecordError, match=message):
-            load(raw)
-    with pytest.raises(RecordError, match="nested too deeply"):
-        load(b'{"v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
