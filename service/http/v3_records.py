@@ -68,7 +68,6 @@ RECORD_FIELDS = ("partition_id", "headers", "key", "value", "timestamp")
 SCHEMA_FIELDS = frozenset(("subject", "subject_name_strategy", "schema_id", "schema_version", "schema"))
 TOPIC_GONE = {"error_code": TOPIC_NOT_FOUND, "message": "Topic not found."}
 PARTITION_GONE = {"error_code": PARTITION_NOT_FOUND, "message": "Partition not found."}
-SEPARATOR = b"\r\n"  # between results, as the REST Proxy's chunked output
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MS = datetime.timedelta(milliseconds=1)
@@ -173,6 +172,10 @@ def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
 
 def _base64(text: str) -> bytes | None:
     """Standard base64, padding optional as the REST Proxy's decoder (Guava's) takes it."""
+    try:
+        return base64.b64decode(text, validate=True)  # padded, the usual case
+    except binascii.Error:
+        pass
     text = text.rstrip("=")
     if len(text) % 4 == 1 or not _BASE64.fullmatch(text):
         return None
@@ -278,30 +281,35 @@ class _Group:
             parts.append(part)
         return parts
 
-    def results(self, cluster_id: str, topic: str) -> list[dict[str, Any]]:
+    def answer(self, prefix: str) -> bytes:
+        """Every record's result, each followed by CRLF. A success is written out directly
+        (the bulk of a stream: the json encoder's dict round trip cost more than the record's
+        append); prefix is `{"error_code":200,"cluster_id":...,"topic_name":...,"partition_id":`."""
         out = []
         for slot in self.slots:
             if slot.result is not None:
-                out.append(slot.result)
+                out.append(_ENCODER.encode(slot.result))
                 continue
             assert slot.parsed is not None and slot.batch is not None
             part, delta = self.appended[id(slot.batch)]
             if part.error:
-                out.append(_append_error(part))
+                out.append(_ENCODER.encode(_append_error(part)))
                 continue
             parsed = slot.parsed
             record = parsed.record
             ts = part.log_append_time if part.log_append_time >= 0 else record.timestamp
-            result: dict[str, Any] = {"error_code": 200, "cluster_id": cluster_id, "topic_name": topic,
-                                      "partition_id": slot.partition, "offset": part.base_offset + delta + slot.index,
-                                      "timestamp": format_timestamp(ts)}
+            line = f'{prefix}{slot.partition},"offset":{part.base_offset + delta + slot.index},' \
+                   f'"timestamp":"{format_timestamp(ts)}"'
             if parsed.key_type is not None:
-                result["key"] = {"type": parsed.key_type, "size": -1 if record.key is None else len(record.key)}
+                line += f',"key":{{"type":"{parsed.key_type}","size":{_size(record.key)}}}'
             if parsed.value_type is not None:
-                result["value"] = {"type": parsed.value_type,
-                                   "size": -1 if record.value is None else len(record.value)}
-            out.append(result)
-        return out
+                line += f',"value":{{"type":"{parsed.value_type}","size":{_size(record.value)}}}'
+            out.append(line + "}")
+        return ("\r\n".join(out) + "\r\n").encode()
+
+
+def _size(data: bytes | None) -> int:
+    return -1 if data is None else len(data)
 
 
 def _append_error(part: PartitionAppend) -> dict[str, Any]:
@@ -321,6 +329,8 @@ class _Produce:
         self.svc = svc
         self.cluster_id = cluster_id
         self.topic = topic
+        self.prefix = (f'{{"error_code":200,"cluster_id":{_ENCODER.encode(cluster_id)},'
+                       f'"topic_name":{_ENCODER.encode(topic)},"partition_id":')
         self.objects = JsonObjects(svc.config["http.max.request.bytes"])  # a bound per record, in characters
         self.sticky = StickyPartitioner()
         self.user = quota_user(principal(request))
@@ -414,8 +424,7 @@ class _Produce:
                             slot.result = {"error_code": 500, "message": "Internal server error"}
             if self.gone:
                 continue
-            results = group.results(self.cluster_id, self.topic)
-            data = b"".join(_ENCODER.encode(r).encode() + SEPARATOR for r in results)
+            data = group.answer(self.prefix)
             try:
                 await response.write(data)
             except (OSError, RuntimeError):  # the client went away (aiohttp's reset is an OSError)
