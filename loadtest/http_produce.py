@@ -20,6 +20,8 @@ client doing the same:
   the moment it was handed over (its piece written, or produce()) to its result or delivery
   report, so it includes the queueing of a producer running flat out.
 
+The broker's CPU time per record is measured for each phase too (from /proc).
+
 Every phase is checked: each record got a result (HTTP: error_code 200) and the topic's end
 offsets add up to the records written. The HTTP clients (aiohttp) run in this process, in
 Python, on the same two cores as the broker; librdkafka's producer is C. So the ratios are what a
@@ -62,6 +64,7 @@ class Phase:
     records: int
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
+    broker_cpu_us: float | None = None  # the broker's CPU time per record
 
     @property
     def rate(self) -> float:
@@ -235,20 +238,28 @@ def one_run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, P
         def url(name: str) -> str:
             return f"{broker.http_url}/v3/clusters/{cid}/topics/{topics[name]}/records"
 
-        phases = {
-            "kafka_single": kafka_single_phase(broker.bootstrap, topics["kafka_single"], single_keys, value,
-                                               args.connections),
-            "http_single": asyncio.run(single_phase(url("http_single"), single_keys, value, args.connections)),
-            "kafka_stream": kafka_stream_phase(broker.bootstrap, topics["kafka_stream"], keys, value),
-            "http_stream": asyncio.run(stream_phase(url("http_stream"), keys, value, args.streams)),
+        runs: dict[str, Callable[[], Phase]] = {
+            "kafka_single": lambda: kafka_single_phase(broker.bootstrap, topics["kafka_single"], single_keys, value,
+                                                       args.connections),
+            "http_single": lambda: asyncio.run(single_phase(url("http_single"), single_keys, value, args.connections)),
+            "kafka_stream": lambda: kafka_stream_phase(broker.bootstrap, topics["kafka_stream"], keys, value),
+            "http_stream": lambda: asyncio.run(stream_phase(url("http_stream"), keys, value, args.streams)),
         }
+        phases = {}
+        for name, measure in runs.items():
+            cpu0 = broker.cpu_seconds()
+            phases[name] = phase = measure()
+            cpu1 = broker.cpu_seconds()
+            if cpu0 is not None and cpu1 is not None:
+                phase.broker_cpu_us = (cpu1 - cpu0) / phase.records * 1e6
         for name, phase in phases.items():
             written = _end_offsets(broker.bootstrap, topics[name], args.partitions)
             if written != phase.records:
                 raise BenchError(f"{phase.name}: {written} records in the topic, {phase.records} produced")
             p = phase.pct()
+            cpu = "n/a" if phase.broker_cpu_us is None else f"{phase.broker_cpu_us:.0f}"
             log(f"{phase.name:13s} {phase.records:7d} records  {phase.rate:9.0f} records/s  "
-                f"p50 {p[50.0]:7.2f} ms  p99 {p[99.0]:7.2f} ms")
+                f"p50 {p[50.0]:7.2f} ms  p99 {p[99.0]:7.2f} ms  broker CPU {cpu} us/record")
     return phases
 
 
@@ -267,8 +278,12 @@ def report(runs: list[dict[str, Phase]]) -> dict[str, float | None]:
         figures[f"{name}_records_s"] = med([r[name].rate for r in runs])
         figures[f"{name}_p50_ms"] = med([r[name].pct()[50.0] for r in runs])
         figures[f"{name}_p99_ms"] = med([r[name].pct()[99.0] for r in runs])
+        cpu = [c for r in runs if (c := r[name].broker_cpu_us) is not None]
+        figures[f"{name}_broker_cpu_us"] = med(cpu) if cpu else None
     for kind in ("single", "stream"):
         http, kafka = f"http_{kind}", f"kafka_{kind}"
+        figures[f"{kind}_cpu_http_vs_kafka"] = ratio(figures[f"{http}_broker_cpu_us"] or 0.0,
+                                                     figures[f"{kafka}_broker_cpu_us"] or 0.0)
         figures[f"{kind}_rate_http_vs_kafka"] = ratio(figures[f"{http}_records_s"] or 0.0,
                                                       figures[f"{kafka}_records_s"] or 0.0)
         figures[f"{kind}_p99_http_vs_kafka"] = ratio(figures[f"{http}_p99_ms"] or 0.0,
@@ -288,10 +303,12 @@ def format_report(figures: dict[str, float | None], args: argparse.Namespace, ru
               "kafka_stream": "confluent-kafka unpaced x1", "http_stream": f"HTTP streamed bodies x{args.streams}"}
     for name in NAMES:
         lines.append(f"  {labels[name]:32s} {f(name + '_records_s', '9.0f')} records/s   "
-                     f"p50 {f(name + '_p50_ms', '7.2f')} ms   p99 {f(name + '_p99_ms', '7.2f')} ms")
+                     f"p50 {f(name + '_p50_ms', '7.2f')} ms   p99 {f(name + '_p99_ms', '7.2f')} ms   "
+                     f"broker CPU {f(name + '_broker_cpu_us', '5.0f')} us/record")
     for kind, label in (("single", "one record at a time"), ("stream", "streamed / unpaced")):
         lines.append(f"  HTTP / confluent-kafka, {label}: records/s {f(kind + '_rate_http_vs_kafka', '.3f')}x, "
-                     f"p99 {f(kind + '_p99_http_vs_kafka', '.2f')}x")
+                     f"p99 {f(kind + '_p99_http_vs_kafka', '.2f')}x, "
+                     f"broker CPU per record {f(kind + '_cpu_http_vs_kafka', '.1f')}x")
     return "\n".join(lines)
 
 
