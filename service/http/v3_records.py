@@ -245,7 +245,7 @@ class _Group:
     alone: list[tuple[int, BatchBuilder]] = field(default_factory=list)  # each too large for the topic
     appended: dict[int, tuple[PartitionAppend, int]] = field(default_factory=dict)  # batch id -> part, delta
     task: asyncio.Future[None] | None = None
-    bytes: int = 0
+    nbytes: int = 0  # of its record batches
 
     def add(self, slot: _Slot, max_message_bytes: int) -> None:
         assert slot.parsed is not None
@@ -277,7 +277,7 @@ class _Group:
             for b in batches:
                 self.appended[id(b)] = (part, delta)
                 delta += len(b.records)
-            self.bytes += len(part.records)
+            self.nbytes += len(part.records)
             parts.append(part)
         return parts
 
@@ -407,9 +407,9 @@ class _Produce:
 
     def throttle_ms(self, group: _Group) -> int:
         quota = self.svc.quotas.produce
-        if not quota.enabled or not group.bytes:
+        if not quota.enabled or not group.nbytes:
             return 0
-        return quota.record(self.user, self.client_id, group.bytes)
+        return quota.record(self.user, self.client_id, group.nbytes)
 
     async def answer(self, response: web.StreamResponse, queue: asyncio.Queue[_Group | None]) -> None:
         """Write each group's results, in order, once its append is acknowledged."""
