@@ -71,6 +71,7 @@ PARTITION_GONE = {"error_code": PARTITION_NOT_FOUND, "message": "Partition not f
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MS = datetime.timedelta(milliseconds=1)
+_MAX_MS = (datetime.datetime.max.replace(tzinfo=datetime.UTC) - _EPOCH) // _MS  # what format_timestamp can show
 
 
 class RecordError(Exception):
@@ -144,7 +145,11 @@ def _data(d: Any, what: str) -> tuple[str | None, bytes | None]:
         if not isinstance(data, str):
             raise bad(f"data={_show(data)} is not a string.")
         return kind, _utf8(data, what)
-    return kind, _utf8(json.dumps(data, ensure_ascii=False, separators=(",", ":")), what)
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise bad(f"{what} data is nested too deeply") from None
+    return kind, _utf8(text, what)
 
 
 def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
@@ -159,6 +164,7 @@ def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
         for name in h:
             if name not in ("name", "value"):
                 raise bad(f'Unrecognized field "headers.{name}" (a header has name and value)')
+        _utf8(h["name"], "A header name")  # written as UTF-8
         value = h.get("value")
         if value is None:
             out.append((h["name"], None))
@@ -188,8 +194,9 @@ def _base64(text: str) -> bytes | None:
 def _utf8(text: str, what: str) -> bytes:
     try:
         return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON (\ud800)
-        raise bad(f"{what} data is not valid Unicode text") from None
+    except UnicodeEncodeError:  # a lone surrogate: escaped in the JSON (\ud800), or bytes not UTF-8
+        raise bad(f"{what} data is not valid Unicode text" if what in ("key", "value")
+                  else f"{what} is not valid Unicode text") from None
 
 
 def _timestamp(value: Any) -> int:
@@ -205,6 +212,8 @@ def _timestamp(value: Any) -> int:
     ms = (when - _EPOCH) // _MS
     if ms < 0:
         raise bad(f"timestamp={_show(value)} is before 1970: Kafka timestamps are not negative")
+    if ms > _MAX_MS:
+        raise bad(f"timestamp={_show(value)} is after 9999-12-31T23:59:59.999Z")
     return ms
 
 
@@ -218,7 +227,10 @@ def format_timestamp(ms: int) -> str:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "(a value nested too deeply to show)"
     return text if len(text) <= 64 else text[:61] + "..."
 
 

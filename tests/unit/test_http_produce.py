@@ -181,6 +181,10 @@ def test_confluent_record_shapes() -> None:
     ({"timestamp": "1969-12-31T23:59:59Z"},
      'timestamp="1969-12-31T23:59:59Z" is before 1970: Kafka timestamps are not negative'),
     ({"value": {"type": "STRING", "data": "\ud800"}}, "value data is not valid Unicode text"),
+    ({"key": {"type": "JSON", "data": ["\udcff"]}}, "key data is not valid Unicode text"),
+    ({"headers": [{"name": "\udcff", "value": None}]}, "A header name is not valid Unicode text"),
+    ({"timestamp": "9999-12-31T23:59:59-01:00"}, 'timestamp="9999-12-31T23:59:59-01:00" is after '
+                                                "9999-12-31T23:59:59.999Z"),
 ])
 def test_bad_records_say_what_is_wrong(record: dict, message: str) -> None:
     with pytest.raises(RecordError) as e:
