@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from confluent_kafka import TIMESTAMP_CREATE_TIME
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -24,6 +24,8 @@ from confluent_kafka.admin import (
     ResourcePatternType,
 )
 from confluent_kafka.admin import ResourceType as RT
+
+from service.http.v3_records import format_timestamp
 
 from . import ck
 from .conftest import Broker, BrokerError, sediment_command
@@ -139,9 +141,17 @@ def test_records_without_timestamps_get_the_time_they_arrived(broker: Broker) ->
     _, [result] = post(records_url(broker, topic), b'{"value": {"type": "STRING", "data": "now"}}')
     [(_, offset, _, value, _, (kind, ts))] = ck.consume(broker.bootstrap, topic, [0])
     assert (offset, value, kind) == (result["offset"], b"now", TIMESTAMP_CREATE_TIME)
-    from service.http.v3_records import format_timestamp
-
     assert format_timestamp(ts) == result["timestamp"]
+
+
+def test_a_log_append_time_topic_answers_the_append_time(broker: Broker) -> None:
+    topic = unique_topic("http-append-time")
+    ck.create_topic(broker.bootstrap, topic, partitions=1, config={"message.timestamp.type": "LogAppendTime"})
+    _, [result] = post(records_url(broker, topic), json.dumps(
+        {"value": {"type": "STRING", "data": "t"}, "timestamp": "2001-09-09T01:46:40Z"}).encode())
+    [(_, _, _, _, _, (kind, ts))] = ck.consume(broker.bootstrap, topic, [0])
+    assert kind == TIMESTAMP_LOG_APPEND_TIME and ts > 1_000_000_000_000
+    assert result["timestamp"] == format_timestamp(ts) != "2001-09-09T01:46:40Z"
 
 
 def test_keyed_records_land_where_murmur2_puts_them(broker: Broker) -> None:
