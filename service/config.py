@@ -333,8 +333,9 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
               "no authentication, every caller is User:ANONYMOUS. Health checks, /metrics and the "
               "API description stay open."),
     ConfigKey("http.max.request.bytes", "int", 16 << 20, at_least(1024),
-              "Largest HTTP request body read whole (413 beyond it); streamed produce bodies are "
-              "read record by record and bounded per record by message.max.bytes."),
+              "Largest HTTP request body read whole (413 beyond it); a produce body is read record "
+              "by record, unbounded in length, and each record's JSON is bounded by this (in "
+              "characters), its bytes by the topic's max.message.bytes."),
     ConfigKey("num.partitions", "int", 1, at_least(1),
               "Partitions of a topic created without a partition count: auto-created topics, and "
               "CreateTopics asking for -1."),

@@ -352,6 +352,9 @@ def record_timestamps(batch: bytes | bytearray | memoryview) -> list[tuple[int, 
 
 def _write_varint(value: int, out: bytearray) -> None:
     zigzag = (value << 1) ^ (value >> 63)
+    if zigzag < 0x80:  # most lengths and deltas of small records: one byte
+        out.append(zigzag)
+        return
     while True:
         byte = zigzag & 0x7F
         zigzag >>= 7
@@ -396,6 +399,85 @@ def build_control_batch(
     ) + bytes(records)
     length = len(body) + 9  # partitionLeaderEpoch + magic + crc
     return _PREFIX.pack(base_offset, length, 0, MAGIC_V2, _crc32c.crc32c(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to write: key and value bytes (None is Kafka's null), its CreateTime and its
+    headers (name, value or None)."""
+
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+def encode_record(offset_delta: int, timestamp_delta: int, record: Record) -> bytes:
+    """One record of a v2 batch (Kafka's DefaultRecord): its length, attributes (0), the
+    timestamp and offset deltas, key, value and headers, every length a zig-zag varint."""
+    body = bytearray(b"\x00")
+    _write_varint(timestamp_delta, body)
+    _write_varint(offset_delta, body)
+    for part in (record.key, record.value):
+        if part is None:
+            _write_varint(-1, body)
+        else:
+            _write_varint(len(part), body)
+            body += part
+    _write_varint(len(record.headers), body)
+    for name, value in record.headers:
+        raw = name.encode("utf-8")
+        _write_varint(len(raw), body)
+        body += raw
+        if value is None:
+            _write_varint(-1, body)
+        else:
+            _write_varint(len(value), body)
+            body += value
+    out = bytearray()
+    _write_varint(len(body), out)
+    out += body
+    return bytes(out)
+
+
+class BatchBuilder:
+    """A v2 batch as a plain producer writes it (no compression, CreateTime, no producer id,
+    partitionLeaderEpoch -1), filled one record at a time within a size bound. The broker's own
+    encoder, beside build_control_batch: the protocol codec (kio) carries batches as opaque
+    bytes, and a client library's builder would bring a whole Kafka client into the broker."""
+
+    __slots__ = ("records", "size", "base_timestamp", "max_timestamp")
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.size = HEADER_SIZE
+        self.base_timestamp = self.max_timestamp = NO_TIMESTAMP
+
+    def encode(self, record: Record) -> bytes:
+        """The record as it would be appended next (its deltas depend on its place)."""
+        base = record.timestamp if not self.records else self.base_timestamp
+        return encode_record(len(self.records), record.timestamp - base, record)
+
+    def add(self, record: Record, encoded: bytes) -> None:
+        if not self.records:
+            self.base_timestamp = self.max_timestamp = record.timestamp
+        self.max_timestamp = max(self.max_timestamp, record.timestamp)
+        self.records.append(encoded)
+        self.size += len(encoded)
+
+    def build(self) -> bytes:
+        body = _BODY_HEADER.pack(0, len(self.records) - 1, self.base_timestamp, self.max_timestamp,
+                                 NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE, len(self.records))
+        body += b"".join(self.records)
+        return _PREFIX.pack(0, len(body) + 9, -1, MAGIC_V2, _crc32c.crc32c(body)) + body
+
+
+def build_batch(records: Iterable[Record]) -> bytes:
+    """One batch of all these records, whatever its size."""
+    builder = BatchBuilder()
+    for r in records:
+        builder.add(r, builder.encode(r))
+    return builder.build()
 
 
 def control_record_type(batch: bytes | bytearray | memoryview) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from service.http import openapi, v3_brokers, v3_clusters, v3_configs, v3_groups, v3_partitions, v3_topics
+from service.http import openapi, v3_brokers, v3_clusters, v3_configs, v3_groups, v3_partitions, v3_records, v3_topics
 from service.http.api import SERVICES_KEY
 from service.http.auth import HttpAuthenticator, auth_middleware
 from service.http.errors import error_middleware
@@ -137,7 +137,7 @@ def make_app(broker: Broker) -> web.Application:
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
     # Each resource module: its routes and its part of the API description.
-    modules = [v3_clusters]
+    modules = [v3_clusters, v3_records]
     modules += [v3_brokers, v3_topics, v3_partitions, v3_configs, v3_groups]
     for module in modules:
         app.add_routes(module.routes)
