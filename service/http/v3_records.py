@@ -442,10 +442,30 @@ class _Produce:
             except (OSError, RuntimeError):  # the client went away (aiohttp's reset is an OSError)
                 self.gone = True
 
+    def _streaming(self) -> bool:
+        # Confluent's streaming mode is a chunked body; one record sent with a Content-Length
+        # is answered with its own status (400, 404, 422, ...) rather than a 200 holding it.
+        return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+
+    async def _answer_one(self, items: list[dict[str, Any] | BadObject]) -> web.Response:
+        group = self.group(items)
+        await asyncio.sleep(self.throttle_ms(group) / 1000)  # the quota's throttle, as for a stream
+        if group.task is not None:
+            await group.task
+        text = group.answer(self.prefix).decode()  # one result and its CRLF, as in a stream
+        code = json.loads(text)["error_code"]
+        status = code if code < 1000 else code // 100  # Confluent's 40402 is an HTTP 404
+        return web.Response(text=text, status=status, content_type="application/json")
+
     async def run(self) -> web.StreamResponse:
         items = await self.records()
         if not items:
             raise RestError(422, "Payload error. Request body is empty. Data is required.", 422)
+        if not self._streaming() and len(items) == 1:
+            more = [] if self.done else await self.records()  # [] at the end of the body
+            if not more:
+                return await self._answer_one(items)
+            items += more
         response = web.StreamResponse(status=200)
         response.content_type = "application/json"
         await response.prepare(self.request)
@@ -506,9 +526,11 @@ OPENAPI: dict[str, Any] = {
                 "schema": {"$ref": "#/components/schemas/ProduceRequest"}}}},
             "responses": {
                 "200": {"description": "One result per record, each followed by CRLF: error_code 200 and where "
-                                       "it was written, or the record's error (error_code and message)",
+                                       "it was written, or the record's error (error_code and message). A body "
+                                       "of one record that is not chunked is answered with that record's "
+                                       "status instead (400, 404, 413, 422, ...)",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProduceResponse"}}}},
-                **error_responses(401, 403, 404, 415, 422)}}},
+                **error_responses(400, 401, 403, 404, 413, 415, 422, 500)}}},
     },
     "components": {"schemas": {
         "ProduceRequest": {"type": "object", "properties": {

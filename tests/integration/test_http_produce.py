@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import subprocess
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -303,6 +304,36 @@ def test_errors_are_confluents_and_nothing_is_written_for_a_bad_record(broker: B
     assert ck.watermarks(broker.bootstrap, topic, 1) == (0, 0)
 
 
+def test_one_record_not_streamed_is_answered_with_its_own_status(broker: Broker) -> None:
+    """Confluent's non-streaming mode: a body of one record with a Content-Length (not chunked)
+    gets that record's status; the same record in a chunked stream is answered inside a 200."""
+    topic = unique_topic("http-single")
+    ck.create_topic(broker.bootstrap, topic, partitions=2, config={"max.message.bytes": "1000"})
+    url = records_url(broker, topic)
+    cases = [
+        ({"partition_id": 5, "value": {"type": "STRING", "data": "x"}}, 404,
+         {"error_code": 40402, "message": "Partition not found."}),
+        ({"value": {"type": "TEXT", "data": "x"}}, 400,
+         {"error_code": 400, "message": 'Bad Request: value.type="TEXT" is not one of BINARY, JSON, STRING'}),
+        ({"partition_id": 0, "value": {"type": "BINARY", "data": b64(b"x" * 2000)}}, 422,
+         {"error_code": 42201, "message": "batch of 2070 bytes exceeds max.message.bytes 1000"}),
+    ]
+    for record, status, body in cases:
+        answer = call("POST", url, raw=json.dumps(record).encode(), headers=JSON_TYPE)
+        assert (answer.status, answer.json()) == (status, body), record
+        assert answer.body.endswith(b"\r\n")
+    ok = call("POST", url, raw=json.dumps({"partition_id": 1, "value": {"type": "STRING", "data": "ok"}}).encode(),
+              headers=JSON_TYPE)
+    assert ok.status == 200 and ok.json()["offset"] == 0 and ok.json()["partition_id"] == 1
+    # Chunked (urllib chunks a body given as an iterable): the stream's answer is 200 whatever
+    # its records' results.
+    req = urllib.request.Request(url, data=iter([json.dumps(cases[0][0]).encode()]), method="POST", headers=JSON_TYPE)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and r.read() == json.dumps(cases[0][2], separators=(",", ":")).encode() + b"\r\n"
+    assert ck.watermarks(broker.bootstrap, topic, 0) == (0, 0)
+    assert ck.watermarks(broker.bootstrap, topic, 1) == (0, 1)
+
+
 def test_a_produce_quota_holds_the_client_back_and_loses_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
     """producer_byte_rate for the X-Client-Id: the stream is throttled (read more slowly), the
     throttles show in /metrics under that client-id, and every record is written."""
@@ -370,5 +401,5 @@ def test_the_route_is_described(broker: Broker) -> None:
     doc = call("GET", broker.http_base + "/openapi.json").json()
     op = doc["paths"]["/v3/clusters/{cluster_id}/topics/{topic_name}/records"]["post"]
     assert op["operationId"] == "produceRecords"
-    assert set(op["responses"]) == {"200", "401", "403", "404", "415", "422"}
+    assert set(op["responses"]) == {"200", "400", "401", "403", "404", "413", "415", "422", "500"}
     assert {"ProduceRequest", "ProduceResponse"} <= set(doc["components"]["schemas"])
