@@ -78,10 +78,18 @@ routes = web.RouteTableDef()
 @dataclass(eq=False)
 class Stream:
     task: asyncio.Task[Any] | None
-    buffered: int = 0  # stored bytes read and not yet encoded + encoded bytes not yet written
+    transport: asyncio.BaseTransport | None = None
+    held: int = 0  # stored bytes read and not yet encoded + encoded bytes not yet written
     peak: int = 0
     writing: bool = False
     ahead: asyncio.Future[Any] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """What the stream holds in the broker: its chunks, and what the socket has not taken."""
+        unsent = self.transport.get_write_buffer_size() \
+            if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing() else 0
+        return self.held + unsent
 
     @property
     def waiting(self) -> bool:
@@ -108,10 +116,10 @@ class Replays:
         self._pyarrow_known = False
 
     def hold(self, stream: Stream, delta: int) -> None:
-        stream.buffered += delta
-        if stream.buffered > stream.peak:
-            stream.peak = stream.buffered
-            self.peak = max(self.peak, stream.peak)
+        stream.held += delta
+        if delta > 0 and (buffered := stream.buffered) > stream.peak:
+            stream.peak = buffered
+            self.peak = max(self.peak, buffered)
 
     async def pyarrow(self) -> Any | None:
         """pyarrow (with its IPC module), or None when it is not installed (the optional
@@ -144,7 +152,8 @@ class Replays:
              "ready, so nothing more is read until the client takes bytes.",
              [("", sum(s.waiting for s in streams))]),
             ("sediment_http_replay_buffered_bytes", "gauge",
-             "Bytes replay streams hold: batches read and not yet encoded, encoded bytes not yet written.",
+             "Bytes replay streams hold: batches read and not yet encoded, encoded bytes not yet handed to "
+             "the socket.",
              [("", sum(s.buffered for s in streams))]),
             ("sediment_http_replay_buffered_bytes_peak", "gauge",
              "The most bytes one replay stream has held since the start.", [("", self.peak)]),
@@ -405,8 +414,9 @@ async def _stream(request: web.Request, replays: Replays, partitions: Partitions
                   spans: list[Span], encoder: Encoder) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": encoder.media_type, "Cache-Control": "no-cache",
                                        "X-Content-Type-Options": "nosniff"})
-    resp.enable_chunked_encoding()
-    stream = Stream(asyncio.current_task())
+    if request.version >= (1, 1):
+        resp.enable_chunked_encoding()  # HTTP/1.0 gets a body that ends where the connection does
+    stream = Stream(asyncio.current_task(), request.transport)
     replays.streams.add(stream)
     reader = _Reader(replays, stream, partitions, topic, spans, encoder)
     ahead: asyncio.Task[Chunk | None] | None = None
@@ -430,8 +440,8 @@ async def _stream(request: web.Request, replays: Replays, partitions: Partitions
             # Read and encode the next chunk while this one goes out; no further until it has.
             ahead = asyncio.ensure_future(reader.chunk(chunk.span, chunk.offset))
             stream.ahead = ahead
+            replays.hold(stream, -len(chunk.data))  # from here on it is the transport's (unsent bytes)
             await write(chunk.data)
-            replays.hold(stream, -len(chunk.data))
             replays.records += chunk.records
         await write(encoder.tail())
         await resp.write_eof()
@@ -499,7 +509,7 @@ class _Reader:
         at = offset
         try:
             while at < span.end and stored < CHUNK_BYTES:
-                read, at, size = await self._read(span.partition, at)
+                read, at, size = await self._read(span.partition, at, CHUNK_BYTES - stored)
                 reads.append(read)
                 stored += size
                 self._replays.hold(self._stream, size)
@@ -518,11 +528,12 @@ class _Reader:
             raise ReplayError(500, f"partition {partition}: {e}") from None
         return self._encoder.chunk(partition, cols), len(cols)
 
-    async def _read(self, partition: int, offset: int) -> tuple[Read, int, int]:
-        """One read at offset: its batches, the offset after them and their stored size."""
-        part = PartitionRead(self._topic, partition, offset, CHUNK_BYTES)
+    async def _read(self, partition: int, offset: int, max_bytes: int) -> tuple[Read, int, int]:
+        """One read at offset of at most max_bytes (or one whole batch): its batches, the offset
+        after them and their stored size."""
+        part = PartitionRead(self._topic, partition, offset, max_bytes)
         try:
-            await self._partitions.read([part], CHUNK_BYTES, committed=True)
+            await self._partitions.read([part], max_bytes, committed=True)
             if part.error:
                 raise ReplayError.kafka(part.error, f"partition {partition} at offset {offset}: "
                                                     f"{part.error.name.replace('_', ' ').lower()}")
