@@ -50,7 +50,6 @@ from service.http.replay_formats import (
     Piece,
     Read,
     SseEncoder,
-    UndecodableRecord,
     committed_records,
 )
 from service.partitions import EARLIEST, LATEST, FileRange, PartitionRead, Partitions
@@ -237,7 +236,7 @@ def parse_bound(name: str, text: str) -> Bound:
             raise bad_request(f"{name} offset {text} is larger than the largest offset ({INT64_MAX})")
         return Bound(offset=offset)
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lower-case t and z
     except ValueError:
         hint = " (a + in a URL must be written %2B)" if " " in text else ""
         raise bad_request(f"{name} must be an offset (an integer >= 0) or an RFC 3339 time such as "
@@ -446,14 +445,11 @@ async def _stream(request: web.Request, replays: Replays, partitions: Partitions
         await write(encoder.tail())
         await resp.write_eof()
         replays.ended["complete"] += 1
-    except (ReplayError, UndecodableRecord) as e:
-        code = e.error_code if isinstance(e, ReplayError) else 422
+    except ReplayError as e:
         log.warning("replay of %s failed: %s", topic, e)
         replays.ended["failed"] += 1
         try:
-            if isinstance(e, UndecodableRecord):
-                await write(e.before)
-            await write(encoder.error(code, str(e)))
+            await write(encoder.error(e.error_code, e.message))
         except ConnectionError:
             pass
         # Cut: without the terminating chunk the client knows the response is incomplete.
@@ -578,6 +574,9 @@ class _Reader:
 # The API description
 # --------------------------------------------------------------------------------------------
 
+# An offset, or an RFC 3339 date-time (with its UTC offset).
+_BOUND_PATTERN = (r"^([0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                  r"([Zz]|[+-][0-9]{2}:[0-9]{2}))$")
 _BOUND = ("An offset (an integer >= 0) or an RFC 3339 time (e.g. 2024-05-01T12:00:00Z; write + as %2B). A time "
           "is resolved per partition as ListOffsets resolves it: the first offset whose record's timestamp is at "
           "or after it.")
@@ -603,23 +602,25 @@ OPENAPI: dict[str, Any] = {
                 "Needs READ on the topic, as Fetch."),
             "parameters": [
                 {"name": "topic_name", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
+                {"name": "from", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": _BOUND_PATTERN},
                  "description": "Start of the range (inclusive). " + _BOUND + " Default: the log start (both "
                                 "tiers); an offset below it starts there."},
-                {"name": "to", "in": "query", "required": False, "schema": {"type": "string"},
+                {"name": "to", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": _BOUND_PATTERN},
                  "description": "End of the range (exclusive). " + _BOUND + " Default: the last stable offset "
                                 "when the request arrives (also the most any range reaches)."},
                 {"name": "partition", "in": "query", "required": False, "style": "form", "explode": True,
-                 "schema": {"type": "array", "items": {"type": "string"}},
+                 "schema": {"type": "array", "items": {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}},
                  "description": "Partitions to replay: repeated (partition=0&partition=2) or a comma list "
                                 "(partition=0,2). Default: all."},
                 {"name": "format", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": list(VALUE_FORMATS), "default": "base64"},
                  "description": "How NDJSON and SSE carry keys, values and header values: base64 (any bytes), "
                                 "string (UTF-8 text) or json (a JSON text, embedded as it is; header values as "
-                                "strings). A record that is not what string or json promises ends the stream with "
-                                "an error (422) naming its partition and offset. Arrow columns are binary "
-                                "whatever the format."},
+                                "strings). A key, value or header value that is not what string or json promises "
+                                "is null, its bytes in key_base64 / value_base64 beside it. Arrow columns are "
+                                "binary whatever the format."},
                 {"name": "key_format", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": list(VALUE_FORMATS)},
                  "description": "How NDJSON and SSE carry keys, when not as `format` says (e.g. string keys "
@@ -646,11 +647,16 @@ OPENAPI: dict[str, Any] = {
                              "offset": {"type": "integer", "format": "int64"},
                              "timestamp": {"type": "integer", "format": "int64",
                                            "description": "ms since the epoch (LogAppendTime topics: the append time)"},
-                             "key": {"nullable": True, "description": "Per format: base64 string, string or JSON"},
+                             "key": {"nullable": True, "description": "Per key_format: base64 string, string or JSON"},
                              "value": {"nullable": True, "description": "Per format: base64 string, string or JSON"},
+                             "key_base64": {"type": "string", "description": "Only when the key is not what "
+                                            "key_format promises (then key is null): its bytes"},
+                             "value_base64": {"type": "string", "description": "Only when the value is not what "
+                                              "format promises (then value is null): its bytes"},
                              "headers": {"type": "array", "items": {
                                  "type": "object", "required": ["key", "value"], "properties": {
                                      "key": {"type": "string"},
-                                     "value": {"type": "string", "nullable": True}}}}}},
+                                     "value": {"type": "string", "nullable": True},
+                                     "value_base64": {"type": "string"}}}}}},
     }},
 }

@@ -35,16 +35,6 @@ class Read:
     aborted: list[tuple[int, int]]
 
 
-class UndecodableRecord(Exception):
-    """A key, value or header is not what `format` promises (string: UTF-8; json: a JSON text)."""
-
-    def __init__(self, partition: int, offset: int, message: str) -> None:
-        super().__init__(f"partition {partition} offset {offset}: {message}")
-        self.partition = partition
-        self.offset = offset
-        self.before = b""  # the chunk's records before this one, encoded: sent before the error
-
-
 def committed_records(reads: Sequence[Read], start: int, end: int) -> RecordColumns:
     """The records of the reads with start <= offset < end as a read_committed consumer sees
     them: control batches (transaction markers) and the batches of aborted transactions
@@ -114,39 +104,35 @@ def _header_key(key: bytes) -> str:
     return json.dumps(key.decode("utf-8", "replace"), ensure_ascii=False)
 
 
-def json_lines(partition: int, cols: RecordColumns, value_format: str, key_format: str,
-               out: list[tuple[int, str]]) -> None:
-    """Appends (offset, one JSON object) per record: {partition, offset, timestamp, key, value,
+def _field(name: str, data: bytes | None, encode: Callable[[bytes], str]) -> str:
+    """`"name":<encoded>`, or, when the bytes are not what the format promises, `"name":null`
+    and `"name_base64":<the bytes>`: nothing is lost, and one odd record does not end a replay."""
+    if data is None:
+        return f'"{name}":null'
+    try:
+        return f'"{name}":{encode(data)}'
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return f'"{name}":null,"{name}_base64":{_base64(data)}'
+
+
+def json_lines(partition: int, cols: RecordColumns, value_format: str, key_format: str) -> list[tuple[int, str]]:
+    """(offset, one JSON object) per record: {partition, offset, timestamp, key, value,
     headers}. Values and header values are encoded per value_format (header values of the json
-    format as strings: they are rarely JSON), keys per key_format; null stays null. Raises
-    UndecodableRecord at the first record that is not what its format promises, the records
-    before it in `out`."""
+    format as strings: they are rarely JSON), keys per key_format; null stays null."""
     encode, encode_key = _ENCODE[value_format], _ENCODE[key_format]
     header_value = _base64 if value_format == "base64" else _string
+    out = []
     h = 0
     hkeys, hvalues = cols.header_keys, cols.header_values
     for offset, ts, key, value, count in zip(cols.offsets, cols.timestamps, cols.keys, cols.values,
                                              cols.header_counts):
-        what = "key"
-        try:
-            k = "null" if key is None else encode_key(key)
-            what = "value"
-            v = "null" if value is None else encode(value)
-            what = "a header value"
-            headers = ",".join(
-                '{"key":' + _header_key(hkeys[i]) + ',"value":'
-                + ("null" if (hv := hvalues[i]) is None else header_value(hv)) + "}"
-                for i in range(h, h + count))
-        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            promise = _PROMISE[key_format if what == "key" else value_format]
-            raise UndecodableRecord(partition, offset, f"the {what} is not {promise} ({e}); "
-                                    "base64 returns any bytes") from None
+        headers = ",".join('{"key":' + _header_key(hkeys[i]) + "," + _field("value", hvalues[i], header_value) + "}"
+                           for i in range(h, h + count))
         h += count
         out.append((offset, f'{{"partition":{partition},"offset":{offset},"timestamp":{ts},'
-                            f'"key":{k},"value":{v},"headers":[{headers}]}}'))
-
-
-_PROMISE = {"string": "UTF-8 text", "json": "a JSON text in UTF-8"}
+                            f'{_field("key", key, encode_key)},{_field("value", value, encode)},'
+                            f'"headers":[{headers}]}}'))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,13 +166,7 @@ class _JsonEncoder(Encoder):
         self.key_format = key_format
 
     def chunk(self, partition: int, cols: RecordColumns) -> bytes:
-        lines: list[tuple[int, str]] = []
-        try:
-            json_lines(partition, cols, self.value_format, self.key_format, lines)
-        except UndecodableRecord as e:
-            e.before = self.frame(partition, lines)
-            raise
-        return self.frame(partition, lines)
+        return self.frame(partition, json_lines(partition, cols, self.value_format, self.key_format))
 
     def frame(self, partition: int, lines: list[tuple[int, str]]) -> bytes:
         raise NotImplementedError

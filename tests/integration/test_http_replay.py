@@ -259,22 +259,13 @@ def test_offsets_partitions_and_text_formats(loaded: Loaded) -> None:
          [(hk, None if hv is None else hv.decode()) for hk, hv in h]) for _, o, k, v, h, _ in want]
     assert [x["value"] for x in lines[2:6]] == [f"COMMITTED 0 {j}" for j in range(TXN_RECORDS)]
 
-    # format=json on values that are not JSON: the records before the bad one, then the error, then the cut.
-    bad = http.client.HTTPConnection("127.0.0.1", loaded.broker.http_port, timeout=60)
-    try:
-        bad.request("GET", f"/v1/topics/{loaded.topic}/records?partition=0&from=0&to=5&format=json&key_format=string")
-        resp = bad.getresponse()
-        assert resp.status == 200
-        with pytest.raises(http.client.IncompleteRead) as cut:
-            resp.read()
-    finally:
-        bad.close()
-    lines = cut.value.partial.decode().splitlines()
-    assert json.loads(lines[-1]) == {
-        "error_code": 422,
-        "message": "partition 0 offset 0: the value is not a JSON text in UTF-8 (Expecting value: line 1 "
-                   "column 1 (char 0)); base64 returns any bytes"}
-    assert len(lines) == 1  # offset 0 is the first record
+    # format=json on values that are not JSON: null, and their bytes in value_base64 beside it.
+    mixed = [json.loads(line) for line in
+             get(loaded.url("?partition=0&from=244&to=246&format=json&key_format=string")).body.splitlines()]
+    [committed] = [r for r in loaded.expected if r[0] == 0 and r[1] == 245]
+    assert mixed == [{"partition": 0, "offset": 245, "timestamp": committed[5], "key": "COMMITTED-0-0",
+                      "value": None, "value_base64": base64.b64encode(b"COMMITTED 0 0").decode(),
+                      "headers": [{"key": "txn", "value": "COMMITTED"}]}]
 
 
 def test_sse_resumes_after_last_event_id(loaded: Loaded) -> None:
@@ -457,6 +448,41 @@ def test_client_going_away_ends_the_stream(big: Big) -> None:
     for sign in ("Task was destroyed but it is pending", "Traceback", "Task exception was never retrieved",
                  "Error handling request"):
         assert sign not in log
+
+
+def test_failure_in_the_middle_cuts_the_response(loaded: Loaded) -> None:
+    """The topic is deleted under a stream blocked on its reader: what was read ahead still goes
+    out, then the error record, and the response ends without its last chunk."""
+    b = loaded.broker
+    topic = unique_topic("replay-doomed")
+    ck.create_topic(b.bootstrap, topic, 1)
+    p = ck.producer(b.bootstrap, **{"batch.size": 65536, "linger.ms": 5})
+    for i in range(1536):  # 12 MiB: more than the sockets hold
+        p.produce(topic, value=os.urandom(BIG_VALUE), partition=0)
+        if i % 256 == 255:
+            p.poll(0)
+    assert p.flush(60) == 0
+    before = _replay_gauges(b)
+    conn = SmallWindow("127.0.0.1", b.http_port, timeout=60)
+    try:
+        conn.request("GET", f"/v1/topics/{topic}/records", headers={"Accept": NDJSON})
+        resp = conn.getresponse()
+        first = resp.readline()
+        _blocked(b)
+        ck.admin(b.bootstrap).delete_topics([topic], operation_timeout=10)[topic].result(15)
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            resp.read()
+    finally:
+        conn.close()
+    lines = (first + cut.value.partial).decode().splitlines()
+    *records, last = lines
+    assert [json.loads(line)["offset"] for line in records] == list(range(len(records)))
+    assert 0 < len(records) < 1536
+    assert json.loads(last) == {"error_code": 40401, "message": f"partition 0 at offset {len(records)}: "
+                                                                 "unknown topic or partition"}
+    g = wait_until(lambda: _replay_gauges(b) if _replay_gauges(b)["streams"] == 0 else None, 30,
+                   what="the failed stream to end")
+    assert g["failed"] == before["failed"] + 1 and g["buffered_bytes"] == 0
 
 
 # --------------------------------------------------------------------------------------------
