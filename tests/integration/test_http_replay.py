@@ -485,6 +485,39 @@ def test_failure_in_the_middle_cuts_the_response(loaded: Loaded) -> None:
     assert g["failed"] == before["failed"] + 1 and g["buffered_bytes"] == 0
 
 
+def test_broker_stop_ends_open_streams(tmp_path: Path) -> None:
+    """SIGTERM with a stream blocked on its reader: the broker ends the stream and exits within
+    the suite's stop bound (aiohttp alone would wait 60 s for the handler), and the client sees an
+    incomplete response."""
+    b = Broker(tmp_path).start()
+    try:
+        ck.create_topic(b.bootstrap, "long", 1)
+        p = ck.producer(b.bootstrap, **{"batch.size": 65536, "linger.ms": 5})
+        for i in range(1536):
+            p.produce("long", value=os.urandom(BIG_VALUE), partition=0)
+            if i % 256 == 255:
+                p.poll(0)
+        assert p.flush(60) == 0
+        conn = SmallWindow("127.0.0.1", b.http_port, timeout=60)
+        try:
+            conn.request("GET", "/v1/topics/long/records", headers={"Accept": SSE})
+            resp = conn.getresponse()
+            resp.readline()
+            _blocked(b)
+            assert b.stop() == 0  # raises if the broker is still up after STOP_TIMEOUT_S
+            with pytest.raises(http.client.IncompleteRead):
+                resp.read()
+        finally:
+            conn.close()
+        log = b.log_path.read_text(errors="replace")
+        assert "Task was destroyed but it is pending" not in log and "Traceback" not in log
+    finally:
+        try:
+            b.stop()
+        except BrokerError:
+            pass
+
+
 # --------------------------------------------------------------------------------------------
 # Authentication, ACLs, and a broker without pyarrow
 # --------------------------------------------------------------------------------------------
