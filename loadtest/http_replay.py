@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,17 @@ def replay_once(mode: str, args: argparse.Namespace, broker: BrokerProcess, stor
     out["wire_mib_s"] = None if out["wire_bytes"] is None else rate_mib_s(out["wire_bytes"], out["seconds"])
     out["records_s"] = messages / out["seconds"] if out["seconds"] > 0 else None
     out["broker_peak_rss_mib"] = broker.peak_rss_mib()
+    out["loop_lag_max_ms"] = _gauge(broker, "sediment_event_loop_lag_max_seconds") * 1000
+    out["replay_peak_bytes"] = _gauge(broker, "sediment_http_replay_buffered_bytes_peak")
     return out
+
+
+def _gauge(broker: BrokerProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{broker.http_url}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise BenchError(f"{name} missing from /metrics")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,7 +229,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"run {i + 1} {mode:>6}: {one['value_mib_s']:.1f} MiB/s of values{wire}, "
                       f"{one['records_s']:.0f} records/s, {one['seconds']:.2f}s (first after "
                       f"{one['first_ms'] or 0:.0f} ms); CPU broker {one['cpu'].get('broker') or 0:.0f}% "
-                      f"client {one['cpu'].get('client') or 0:.0f}%", flush=True)
+                      f"client {one['cpu'].get('client') or 0:.0f}%; broker RSS peak "
+                      f"{one['broker_peak_rss_mib'] or 0:.0f} MiB, event loop late by at most "
+                      f"{one['loop_lag_max_ms']:.0f} ms", flush=True)
         return result
     except Exception:
         if broker is not None:
@@ -238,7 +251,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     med: dict[str, dict[str, float | None]] = {}
     for mode, runs in result["replays"].items():
         med[mode] = {}
-        for key in ("value_mib_s", "wire_mib_s", "records_s", "seconds", "first_ms"):
+        for key in ("value_mib_s", "wire_mib_s", "records_s", "seconds", "first_ms", "loop_lag_max_ms",
+                    "broker_peak_rss_mib"):
             vals = [r[key] for r in runs if r.get(key) is not None]
             med[mode][key] = median(vals) if vals else None
         for who in ("broker", "client", "moto", "machine"):
@@ -257,11 +271,12 @@ def format_report(summary: dict[str, Any], config: dict[str, Any]) -> str:
         return "-" if v is None else spec.format(v)
 
     header = f"{'replay':>8}  {'values MiB/s':>12}  {'wire MiB/s':>10}  {'records/s':>10}  {'seconds':>8}  " \
-             f"{'1st ms':>6}  {'broker %':>8}  {'client %':>8}  {'moto %':>6}"
+             f"{'1st ms':>6}  {'broker %':>8}  {'client %':>8}  {'moto %':>6}  {'lag ms':>6}  {'RSS MiB':>7}"
     rows = [f"{mode:>8}  {fmt(m['value_mib_s']):>12}  {fmt(m['wire_mib_s']):>10}  "
             f"{fmt(m['records_s'], '{:.0f}'):>10}  {fmt(m['seconds'], '{:.2f}'):>8}  "
             f"{fmt(m['first_ms'], '{:.0f}'):>6}  {fmt(m['cpu_broker'], '{:.0f}'):>8}  "
-            f"{fmt(m['cpu_client'], '{:.0f}'):>8}  {fmt(m['cpu_moto'], '{:.0f}'):>6}"
+            f"{fmt(m['cpu_client'], '{:.0f}'):>8}  {fmt(m['cpu_moto'], '{:.0f}'):>6}  "
+            f"{fmt(m['loop_lag_max_ms'], '{:.0f}'):>6}  {fmt(m['broker_peak_rss_mib'], '{:.0f}'):>7}"
             for mode, m in med.items()]
     r = summary["ratios"]
     return "\n".join([
@@ -269,7 +284,8 @@ def format_report(summary: dict[str, Any], config: dict[str, Any]) -> str:
         f"{config['partitions']} partitions, {config['segment_mb']} MiB segments, remote share "
         f"{fmt(config.get('remote_share'), '{:.2f}')}; each replay by a newly started broker with an empty chunk cache",
         f"revision {config['revision']}, {config['cpus']} cores, python {config['python']}; medians of "
-        f"{config['runs']} run(s); MiB/s = 2^20 B/s; CPU in % of one core",
+        f"{config['runs']} run(s); MiB/s = 2^20 B/s; CPU in % of one core; lag = the broker's event loop "
+        "woke up late by at most this; RSS = the broker's peak",
         "",
         header,
         "-" * len(header),
