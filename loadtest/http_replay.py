@@ -1,7 +1,7 @@
 """HTTP replay benchmark: the same range of a tiered topic replayed as NDJSON and as Arrow over
 `GET /v1/topics/{t}/records`, beside a Kafka-protocol replay of it by confluent-kafka, in one run.
 
-    python -m loadtest.http_replay [--mb 128] [--partitions 4] [--runs 3] [--store s3|file]
+    python -m loadtest.http_replay [--mb 256] [--partitions 4] [--runs 3] [--store s3|file]
 
 The run starts an object store (moto's S3 server, or a directory) and a broker with a key ring
 and tiered storage, produces N MiB to a topic with small segments and a small local retention,
@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m loadtest.http_replay",
                                  description="HTTP replay (NDJSON, Arrow) beside a Kafka-protocol replay of the same "
                                              "tiered topic.")
-    ap.add_argument("--mb", type=int, default=128, help="MiB of values (128)")
+    ap.add_argument("--mb", type=int, default=256, help="MiB of values (256)")
     ap.add_argument("--partitions", type=int, default=4, help="partitions (4)")
     ap.add_argument("--value-bytes", type=int, default=1024, help="bytes per value (1024)")
     ap.add_argument("--segment-mb", type=int, default=8, help="segment.bytes of the topic in MiB (8)")

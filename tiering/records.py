@@ -454,7 +454,10 @@ def decode_records(batch: bytes | bytearray | memoryview, out: RecordColumns,
             else:
                 value = body[pos:pos + (z >> 1)]
                 pos += z >> 1
-            count, pos = varint(body, pos)
+            if body[pos] == 0:  # no headers, the common case
+                count, pos = 0, pos + 1
+            else:
+                count, pos = varint(body, pos)
             if count < 0:
                 raise IndexError("negative header count")
             for _ in range(count):

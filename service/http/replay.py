@@ -10,9 +10,10 @@ topic, across the local log and the bucket, as NDJSON, Server-Sent Events or an 
   nothing past the last stable offset is read, as a read_committed Kafka consumer sees it.
 - Order: partition by partition (ascending), each in offset order. One request per partition
   reads partitions in parallel.
-- Reads go through `Partitions.read` as Fetch does (sendfile ranges are read in a worker, remote
-  ranges come from the chunk cache); decoding and encoding run in two worker threads of the
-  replay's own, a chunk (about CHUNK_BYTES of stored batches) at a time.
+- Reads go through `Partitions.read` as Fetch does (a file range is read in a worker thread, an
+  encrypted one opened piece by piece, a remote one is the remote reader's chunk views);
+  decoding and encoding run in the replay's own two worker threads, a chunk (about CHUNK_BYTES
+  of stored batches) at a time.
 - Back-pressure: the next chunk is read and encoded while the current one is written; then the
   stream waits until the client has taken the current one (aiohttp's drain) before it reads
   further. A stream holds at most two chunks, whatever the client's speed. A client that goes
@@ -78,7 +79,7 @@ routes = web.RouteTableDef()
 class Stream:
     task: asyncio.Task[Any] | None
     transport: asyncio.BaseTransport | None = None
-    held: int = 0  # stored bytes read and not yet encoded + encoded bytes not yet written
+    held: int = 0  # stored bytes read and not yet encoded + encoded bytes not yet handed to the transport
     peak: int = 0
     writing: bool = False
     ahead: asyncio.Future[Any] | None = None
@@ -403,7 +404,7 @@ async def replay_records(request: web.Request) -> web.StreamResponse:
 
 @dataclass
 class Chunk:
-    data: bytes
+    data: bytes | memoryview
     records: int
     span: int  # where the next chunk starts
     offset: int
@@ -420,7 +421,7 @@ async def _stream(request: web.Request, replays: Replays, partitions: Partitions
     reader = _Reader(replays, stream, partitions, topic, spans, encoder)
     ahead: asyncio.Task[Chunk | None] | None = None
 
-    async def write(data: bytes) -> None:
+    async def write(data: bytes | memoryview) -> None:
         if not data:
             return
         stream.writing = True
@@ -517,7 +518,7 @@ class _Reader:
         self._replays.hold(self._stream, len(data) - stored)
         return Chunk(data, records, span_index, at)
 
-    def _encode(self, partition: int, reads: list[Read], start: int, end: int) -> tuple[bytes, int]:
+    def _encode(self, partition: int, reads: list[Read], start: int, end: int) -> tuple[bytes | memoryview, int]:
         try:
             cols = committed_records(reads, start, end)
         except InvalidRecordError as e:

@@ -12,6 +12,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from tiering.records import CONTROL_ABORT, RecordColumns, control_record_type, decode_records, iter_batches
@@ -147,10 +148,10 @@ class Encoder:
 
     media_type: str
 
-    def head(self) -> bytes:
+    def head(self) -> bytes | memoryview:
         return b""
 
-    def chunk(self, partition: int, cols: RecordColumns) -> bytes:
+    def chunk(self, partition: int, cols: RecordColumns) -> bytes | memoryview:
         raise NotImplementedError
 
     def tail(self) -> bytes:
@@ -211,56 +212,35 @@ def arrow_schema(pa: Any) -> Any:
     ])
 
 
-class _Sink:
-    """Where the IPC stream writer writes: collected until the chunk is taken for the socket."""
-
-    closed = False
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def write(self, data: Any) -> int:
-        self._parts.append(bytes(data))
-        return len(self._parts[-1])
-
-    def flush(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        out = b"".join(self._parts)
-        self._parts.clear()
-        return out
+# Arrow's IPC stream is the schema message, record batch messages, and this end-of-stream marker
+# (continuation token, then a zero length: the columnar format's "IPC Streaming Format").
+_ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
 class ArrowEncoder(Encoder):
-    """An Arrow IPC stream (the schema, then a record batch per chunk, then the end-of-stream
-    marker) made by pyarrow's own stream writer. Keys and values are binary columns whatever
-    `format` says."""
+    """An Arrow IPC stream: the schema, a record batch per chunk, the end-of-stream marker. Each
+    message is pyarrow's own encapsulated IPC message (Schema.serialize, RecordBatch.serialize),
+    sent as the buffer pyarrow made: a stream writer would copy every batch once more into a
+    file object. Keys and values are binary columns whatever `format` says."""
 
     media_type = ARROW
 
     def __init__(self, pa: Any) -> None:
         self._pa = pa
         self._schema = arrow_schema(pa)
-        self._sink = _Sink()
-        self._writer = pa.ipc.new_stream(self._sink, self._schema)
+        self._header_type = self._schema.field("headers").type
 
-    def head(self) -> bytes:
-        return self._sink.take()
+    def head(self) -> bytes | memoryview:
+        return memoryview(self._schema.serialize())
 
-    def chunk(self, partition: int, cols: RecordColumns) -> bytes:
+    def chunk(self, partition: int, cols: RecordColumns) -> bytes | memoryview:
         pa = self._pa
         n = len(cols)
         if not n:
             return b""
-        list_offsets = [0] * (n + 1)
-        total = 0
-        for i, count in enumerate(cols.header_counts, 1):
-            total += count
-            list_offsets[i] = total
-        header_type = self._schema.field("headers").type
+        header_type = self._header_type
         headers = pa.ListArray.from_arrays(
-            pa.array(list_offsets, pa.int32()),
+            pa.array(list(accumulate(cols.header_counts, initial=0)), pa.int32()),
             pa.StructArray.from_arrays(
                 [pa.array([k.decode("utf-8", "replace") for k in cols.header_keys], pa.string()),
                  pa.array(cols.header_values, pa.binary())],
@@ -274,9 +254,7 @@ class ArrowEncoder(Encoder):
             pa.array(cols.values, pa.binary()),
             headers,
         ], schema=self._schema)
-        self._writer.write_batch(batch)
-        return self._sink.take()
+        return memoryview(batch.serialize())
 
     def tail(self) -> bytes:
-        self._writer.close()
-        return self._sink.take()
+        return _ARROW_EOS

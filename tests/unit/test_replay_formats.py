@@ -195,11 +195,9 @@ def test_sse_events() -> None:
 
 def test_arrow_stream_reads_back() -> None:
     enc = ArrowEncoder(pa)
-    stream = enc.head()
-    stream += enc.chunk(0, columns(batch(RECORDS, base_offset=3, codec=compression.ZSTD)))
-    stream += enc.chunk(0, RecordColumns.empty())  # nothing to add: no empty batch
-    stream += enc.chunk(5, columns(batch(RECORDS[:1], base_offset=0)))
-    stream += enc.tail()
+    stream = b"".join([enc.head(), enc.chunk(0, columns(batch(RECORDS, base_offset=3, codec=compression.ZSTD))),
+                       enc.chunk(0, RecordColumns.empty()),  # nothing to add: no empty batch
+                       enc.chunk(5, columns(batch(RECORDS[:1], base_offset=0))), enc.tail()])
     reader = pyarrow.ipc.open_stream(stream)
     batches = list(reader)
     assert [b.num_rows for b in batches] == [4, 1]
@@ -223,7 +221,7 @@ def test_arrow_stream_reads_back() -> None:
 
 def test_empty_arrow_stream_is_a_schema_and_its_end() -> None:
     enc = ArrowEncoder(pa)
-    table = pyarrow.ipc.open_stream(enc.head() + enc.tail()).read_all()
+    table = pyarrow.ipc.open_stream(b"".join([enc.head(), enc.tail()])).read_all()
     assert table.num_rows == 0 and table.schema.names == ["partition", "offset", "timestamp", "key", "value",
                                                           "headers"]
 
