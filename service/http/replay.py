@@ -26,6 +26,7 @@ import asyncio
 import importlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +65,12 @@ CHUNK_BYTES = 1 << 20  # stored batches read (and then encoded) at a time
 WORKERS = 2  # threads that decode and encode, for all streams
 INT64_MAX = (1 << 63) - 1
 INT32_MAX = (1 << 31) - 1
+# RFC 3339's date-time (a space for the T, as its section 5.6 allows for readability); the API
+# description carries the same pattern, offsets added.
+_RFC3339 = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+            r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+_BOUND_PATTERN = f"^([0-9]+|{_RFC3339})$"
+_RFC3339_RE = re.compile(_RFC3339)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -237,13 +244,14 @@ def parse_bound(name: str, text: str) -> Bound:
             raise bad_request(f"{name} offset {text} is larger than the largest offset ({INT64_MAX})")
         return Bound(offset=offset)
     try:
+        if not _RFC3339_RE.fullmatch(text):
+            raise ValueError("not RFC 3339")
         when = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lower-case t and z
     except ValueError:
-        hint = " (a + in a URL must be written %2B)" if " " in text else ""
+        hint = " (a + in a URL must be written %2B)" if re.search(r" [0-9]{2}:[0-9]{2}$", text) else \
+            " (with its UTC offset: Z or +hh:mm)" if re.fullmatch(r"[0-9-]+[Tt ][0-9:.]+", text) else ""
         raise bad_request(f"{name} must be an offset (an integer >= 0) or an RFC 3339 time such as "
                           f"2024-05-01T12:00:00Z, not {text!r}{hint}") from None
-    if when.tzinfo is None:
-        raise bad_request(f"{name} time {text!r} needs a UTC offset (Z or +hh:mm)")
     ms = (when - _EPOCH) // _MS
     if ms < 0:
         raise bad_request(f"{name} time {text!r} is before 1970-01-01T00:00:00Z")
@@ -359,8 +367,9 @@ async def replay_records(request: web.Request) -> web.StreamResponse:
             if a is not None and b is not None and a > b:
                 raise bad_request(f"from ({start}) is after to ({end})")
     wanted = parse_partitions(request.query.getall("partition", []))
-    value_format = _one(request, "format") or "base64"
-    key_format = _one(request, "key_format") or value_format
+    given_format, given_key_format = _one(request, "format"), _one(request, "key_format")
+    value_format = "base64" if given_format is None else given_format
+    key_format = value_format if given_key_format is None else given_key_format
     for name, given in (("format", value_format), ("key_format", key_format)):
         if given not in VALUE_FORMATS:
             raise bad_request(f"{name} must be one of {', '.join(VALUE_FORMATS)}, not {given!r}")
@@ -575,9 +584,6 @@ class _Reader:
 # The API description
 # --------------------------------------------------------------------------------------------
 
-# An offset, or an RFC 3339 date-time (with its UTC offset).
-_BOUND_PATTERN = (r"^([0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-                  r"([Zz]|[+-][0-9]{2}:[0-9]{2}))$")
 _BOUND = ("An offset (an integer >= 0) or an RFC 3339 time (e.g. 2024-05-01T12:00:00Z; write + as %2B). A time "
           "is resolved per partition as ListOffsets resolves it: the first offset whose record's timestamp is at "
           "or after it.")

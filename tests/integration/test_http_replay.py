@@ -289,7 +289,8 @@ def test_error_bodies(loaded: Loaded) -> None:
             "from must be an offset (an integer >= 0) or an RFC 3339 time such as 2024-05-01T12:00:00Z, "
             "not 'yesterday'"}),
         ("?to=2024-05-01T12:00:00", None, 400, {"error_code": 400, "message":
-            "to time '2024-05-01T12:00:00' needs a UTC offset (Z or +hh:mm)"}),
+            "to must be an offset (an integer >= 0) or an RFC 3339 time such as 2024-05-01T12:00:00Z, not "
+            "'2024-05-01T12:00:00' (with its UTC offset: Z or +hh:mm)"}),
         ("?from=2024-05-01T12:00:00+02:00", None, 400, {"error_code": 400, "message":
             "from must be an offset (an integer >= 0) or an RFC 3339 time such as 2024-05-01T12:00:00Z, not "
             "'2024-05-01T12:00:00 02:00' (a + in a URL must be written %2B)"}),
@@ -299,6 +300,8 @@ def test_error_bodies(loaded: Loaded) -> None:
             "partition must be a partition number (an integer >= 0), not 'zero'"}),
         ("?format=avro", None, 400, {"error_code": 400, "message":
             "format must be one of base64, string, json, not 'avro'"}),
+        ("?format=string&key_format=", None, 400, {"error_code": 400, "message":
+            "key_format must be one of base64, string, json, not ''"}),
         ("?partition=0,7", None, 404, {"error_code": 40402, "message": f"Partition 7 of topic '{t}' not found"}),
         ("", "application/json", 406, {"error_code": 406, "message":
             "None of the accepted media types is served here; this resource is application/x-ndjson, "

@@ -261,6 +261,7 @@ def test_bounds() -> None:
     assert parse_bound("to", "2023-11-14T22:13:20Z").timestamp == 1_700_000_000_000
     assert parse_bound("to", "2023-11-14T23:13:20.0059+01:00").timestamp == 1_700_000_000_005
     assert parse_bound("to", "1970-01-01T00:00:00Z").timestamp == 0
+    assert parse_bound("to", "2023-11-14 22:13:20z").timestamp == 1_700_000_000_000  # RFC 3339 5.6's forms
     for text, message in [
         ("9223372036854775808", "from offset 9223372036854775808 is larger than the largest offset "
                                 "(9223372036854775807)"),
@@ -269,7 +270,12 @@ def test_bounds() -> None:
         ("2024-01-01T00:00:00 01:00", "from must be an offset (an integer >= 0) or an RFC 3339 time such as "
                                       "2024-05-01T12:00:00Z, not '2024-01-01T00:00:00 01:00' (a + in a URL must "
                                       "be written %2B)"),
-        ("2024-01-01T00:00:00", "from time '2024-01-01T00:00:00' needs a UTC offset (Z or +hh:mm)"),
+        ("2024-01-01T00:00:00", "from must be an offset (an integer >= 0) or an RFC 3339 time such as "
+                                "2024-05-01T12:00:00Z, not '2024-01-01T00:00:00' (with its UTC offset: Z or +hh:mm)"),
+        ("2024-01-01T00:00Z", "from must be an offset (an integer >= 0) or an RFC 3339 time such as "
+                              "2024-05-01T12:00:00Z, not '2024-01-01T00:00Z'"),  # seconds are not optional
+        ("2024-01-01T00:00:00+0100", "from must be an offset (an integer >= 0) or an RFC 3339 time such as "
+                                     "2024-05-01T12:00:00Z, not '2024-01-01T00:00:00+0100'"),
         ("1969-12-31T23:59:59Z", "from time '1969-12-31T23:59:59Z' is before 1970-01-01T00:00:00Z"),
         ("\u0661\u0662", "from must be an offset (an integer >= 0) or an RFC 3339 time such as "
                          "2024-05-01T12:00:00Z, not '\u0661\u0662'"),
