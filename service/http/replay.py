@@ -38,6 +38,7 @@ from aiohttp import web
 from security.acl import AclOperation, ResourceType
 from service.errors import ErrorCode
 from service.http.api import authorize, services
+from service.http.auth import principal
 from service.http.errors import PARTITION_NOT_FOUND, TOPIC_NOT_FOUND, RestError, bad_request, from_kafka
 from service.http.openapi import error_responses
 from service.http.replay_formats import (
@@ -54,7 +55,9 @@ from service.http.replay_formats import (
     SseEncoder,
     committed_records,
 )
+from service.http.v3_records import CLIENT_ID_HEADER
 from service.partitions import EARLIEST, LATEST, FileRange, PartitionRead, Partitions
+from service.quotas import QuotaManager, quota_user
 from tiering.log.sealed_read import SealedRange
 from tiering.records import InvalidRecordError, iter_batches
 
@@ -403,7 +406,8 @@ async def replay_records(request: web.Request) -> web.StreamResponse:
 
     encoder: Encoder = NdjsonEncoder(value_format, key_format) if media_type == NDJSON else \
         SseEncoder(value_format, key_format) if media_type == SSE else ArrowEncoder(pa)
-    return await _stream(request, replays, svc.partitions, topic, spans, encoder)
+    quota = Quota(svc.quotas.fetch, quota_user(principal(request)), request.headers.get(CLIENT_ID_HEADER, ""))
+    return await _stream(request, replays, svc.partitions, topic, spans, encoder, quota)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,14 +424,14 @@ class Chunk:
 
 
 async def _stream(request: web.Request, replays: Replays, partitions: Partitions, topic: str,
-                  spans: list[Span], encoder: Encoder) -> web.StreamResponse:
+                  spans: list[Span], encoder: Encoder, quota: Quota) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": encoder.media_type, "Cache-Control": "no-cache",
                                        "X-Content-Type-Options": "nosniff"})
     if request.version >= (1, 1):
         resp.enable_chunked_encoding()  # HTTP/1.0 gets a body that ends where the connection does
     stream = Stream(asyncio.current_task(), request.transport)
     replays.streams.add(stream)
-    reader = _Reader(replays, stream, partitions, topic, spans, encoder)
+    reader = _Reader(replays, stream, partitions, topic, spans, encoder, quota)
     ahead: asyncio.Task[Chunk | None] | None = None
 
     async def write(data: bytes | memoryview) -> None:
@@ -487,21 +491,47 @@ def _read_and_close(fd: int, size: int, position: int) -> bytes:
         os.close(fd)
 
 
+@dataclass
+class Quota:
+    """consumer_byte_rate of the caller (user: the HTTP principal; client-id: the X-Client-Id
+    header, as HTTP produce takes it), measured in the stored bytes read, as a Fetch response's
+    bytes are. Over it, the next chunk is read only once the throttle time has passed: a stream
+    cannot be answered without records, as a throttled Fetch is, so it is slowed instead."""
+
+    manager: QuotaManager
+    user: str
+    client_id: str
+    until: float = 0.0  # loop time before which nothing more is read
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.until > loop.time():
+            await asyncio.sleep(self.until - loop.time())
+
+    def record(self, nbytes: int) -> None:
+        if self.manager.enabled and nbytes:
+            ms = self.manager.record(self.user, self.client_id, nbytes)
+            if ms > 0:
+                self.until = asyncio.get_running_loop().time() + ms / 1000
+
+
 class _Reader:
     """Chunks of one stream: reads through the partition layer until CHUNK_BYTES of batches
     are in hand or the span ends, then decodes and encodes them in a worker."""
 
     def __init__(self, replays: Replays, stream: Stream, partitions: Partitions, topic: str,
-                 spans: list[Span], encoder: Encoder) -> None:
+                 spans: list[Span], encoder: Encoder, quota: Quota) -> None:
         self._replays = replays
         self._stream = stream
         self._partitions = partitions
         self._topic = topic
         self._spans = spans
         self._encoder = encoder
+        self._quota = quota
         self._executor = replays.executor
 
     async def chunk(self, span_index: int, offset: int) -> Chunk | None:
+        await self._quota.wait()
         spans = self._spans
         while span_index < len(spans) and offset >= spans[span_index].end:
             span_index += 1
@@ -524,6 +554,8 @@ class _Reader:
         except BaseException:
             self._replays.hold(self._stream, -stored)
             raise
+        finally:
+            self._quota.record(stored)
         self._replays.hold(self._stream, len(data) - stored)
         return Chunk(data, records, span_index, at)
 
@@ -632,6 +664,8 @@ OPENAPI: dict[str, Any] = {
                  "schema": {"type": "string", "enum": list(VALUE_FORMATS)},
                  "description": "How NDJSON and SSE carry keys, when not as `format` says (e.g. string keys "
                                 "of JSON values)."},
+                {"name": CLIENT_ID_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "The client-id that client quotas (consumer_byte_rate) apply to"},
                 {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
                  "description": "text/event-stream only: partition:offset of the last event received; the "
                                 "stream goes on after it."},
