@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from service.http import openapi, v3_brokers, v3_clusters, v3_configs, v3_groups, v3_partitions, v3_records, v3_topics
+from service.http import (
+    openapi,
+    replay,
+    v3_brokers,
+    v3_clusters,
+    v3_configs,
+    v3_groups,
+    v3_partitions,
+    v3_records,
+    v3_topics,
+)
 from service.http.api import SERVICES_KEY
 from service.http.auth import HttpAuthenticator, auth_middleware
 from service.http.errors import error_middleware
@@ -122,7 +132,8 @@ def _escape(value: str) -> str:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition format."""
-    body = "\n".join(_metric_lines(request.app[BROKER_KEY])) + "\n"
+    lines = _metric_lines(request.app[BROKER_KEY]) + request.app[replay.REPLAYS_KEY].metric_lines()
+    body = "\n".join(lines) + "\n"
     return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
 
@@ -139,6 +150,8 @@ def make_app(broker: Broker) -> web.Application:
     # Each resource module: its routes and its part of the API description.
     modules = [v3_clusters, v3_records]
     modules += [v3_brokers, v3_topics, v3_partitions, v3_configs, v3_groups]
+    modules += [replay]
+    replay.install(app)
     for module in modules:
         app.add_routes(module.routes)
     app.add_routes(openapi.routes([m.OPENAPI for m in modules]))
