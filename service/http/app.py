@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from service.http import openapi, v3_brokers, v3_clusters, v3_configs, v3_groups, v3_partitions, v3_records, v3_topics
+from service.http import (
+    openapi,
+    v2_consumers,
+    v3_brokers,
+    v3_clusters,
+    v3_configs,
+    v3_groups,
+    v3_partitions,
+    v3_records,
+    v3_topics,
+)
 from service.http.api import SERVICES_KEY
 from service.http.auth import HttpAuthenticator, auth_middleware
 from service.http.errors import error_middleware
@@ -139,6 +149,8 @@ def make_app(broker: Broker) -> web.Application:
     # Each resource module: its routes and its part of the API description.
     modules = [v3_clusters, v3_records]
     modules += [v3_brokers, v3_topics, v3_partitions, v3_configs, v3_groups]
+    modules += [v2_consumers]
+    v2_consumers.install(app, config)
     for module in modules:
         app.add_routes(module.routes)
     app.add_routes(openapi.routes([m.OPENAPI for m in modules]))
