@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +154,7 @@ ASSIGNORS: dict[str, Callable[[list[Member], dict[str, int]], Assignment]] = {
     RANGE: assign_range, ROUNDROBIN: assign_roundrobin}
 
 
-def assign(protocol: str, members: list[tuple[str, str | None, bytes]],
+def assign(protocol: str, members: Sequence[tuple[str, str | None, bytes]],
            partition_count: Callable[[str], int | None]) -> tuple[dict[str, bytes], dict[str, int]]:
     """The leader's work: each member's assignment (encoded), and the partition counts it was
     computed from (the leader rejoins when they change, as Kafka's leader does). A member whose

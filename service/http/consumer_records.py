@@ -11,7 +11,6 @@ decompressors take an output bound; tiering.compression.decompress has none).
 
 from __future__ import annotations
 
-import io
 import zlib
 from typing import NamedTuple
 
@@ -45,9 +44,7 @@ def decompress(codec: int, data: bytes | memoryview, limit: int) -> bytes:
         elif codec == LZ4:
             out = _unlz4(data, limit)
         elif codec == ZSTD:
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-            with reader:
-                out = reader.read(limit + 1)
+            out = _unzstd(data, limit)
         elif codec == SNAPPY:
             out = _unsnappy(memoryview(data), limit)
         elif codec == NONE:
@@ -88,6 +85,29 @@ def _unlz4(data: bytes | memoryview, limit: int) -> bytes:
                 break
             raise CorruptBatch("truncated LZ4 frame")
         rest = d.unused_data
+    return bytes(out)
+
+
+_ZSTD_STEP = 256  # input per call: an RLE block of 4 bytes opens to 128 KiB, so at most 8 MiB past the bound
+
+
+def _unzstd(data: bytes | memoryview, limit: int) -> bytes:
+    # A stream reader cannot tell a truncated frame from the end; the decompressor object can,
+    # but takes no output bound, so it is fed a little input at a time. Java's zstd-jni may
+    # write several frames: each one is read to its end.
+    out = bytearray()
+    rest = bytes(data)
+    while rest and len(out) <= limit:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        pos = 0
+        while pos < len(rest) and not d.eof and len(out) <= limit:
+            out += d.decompress(rest[pos:pos + _ZSTD_STEP])
+            pos += _ZSTD_STEP
+        if len(out) > limit:
+            break
+        if not d.eof:
+            raise CorruptBatch("truncated zstd frame")
+        rest = d.unused_data + rest[pos:]
     return bytes(out)
 
 
@@ -161,7 +181,15 @@ def batch_records(batch: bytes | memoryview, h: BatchHeader, limit: int) -> list
         if value_len >= 0:
             if pos + value_len > record_end:
                 raise CorruptBatch(f"value overruns its record in batch at offset {h.base_offset}")
-            value = body[pos:pos + value_len]
+            value, pos = body[pos:pos + value_len], pos + value_len
+        headers, pos = _varint(body, pos, record_end)
+        for _ in range(max(headers, 0)):  # skipped (REST v2 has none), but they must fit, as Kafka checks
+            length, pos = _varint(body, pos, record_end)
+            pos += max(length, 0)
+            length, pos = _varint(body, pos, record_end)
+            pos += max(length, 0)
+        if pos != record_end:
+            raise CorruptBatch(f"record of batch at offset {h.base_offset} is not the size it says")
         timestamp = h.max_timestamp if h.is_log_append_time else h.base_timestamp + ts_delta
         out.append(Record(h.base_offset + offset_delta, timestamp, key, value))
         pos = record_end

@@ -376,16 +376,19 @@ def negotiate(accept: str) -> tuple[str, str | None]:
                 except ValueError:
                     q = 0.0
         ranges.append((media, q))
-    best: tuple[float, str, str | None] | None = None
+    best: tuple[tuple[float, float, int], str, str | None] | None = None
     for media, reader, qs in RECORD_TYPES:
         kind = media.split("/")[0]
         matches = [(3 if r == media else 2 if r == f"{kind}/*" else 1, q) for r, q in ranges
                    if r in (media, f"{kind}/*", "*/*")]
         if not matches:
             continue
-        q = max(matches)[1]
-        if q > 0 and (best is None or q * qs > best[0]):
-            best = (q * qs, media, reader)
+        specificity, q = max(matches)
+        # JAX-RS orders the combined types by the client's q, then the server's qs, then how
+        # closely the client's range named the type.
+        rank = (q, qs, specificity)
+        if q > 0 and (best is None or rank > best[0]):
+            best = (rank, media, reader)
     if best is None:
         raise RestError(406, "HTTP 406 Not Acceptable", 406)
     return best[1], best[2]
