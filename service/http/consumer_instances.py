@@ -512,13 +512,14 @@ class ConsumerInstance:
             self.committed[tp] = o
         return [CommitResult(t, p, o) for (t, p), (o, _) in offsets.items()]
 
-    async def _commit_quietly(self, positions: dict[TopicPartition, int]) -> None:
-        """Auto-commit: a failure is logged, as the Java consumer logs a failed auto-commit."""
+    async def _commit_quietly(self, positions: dict[TopicPartition, int], periodic: bool = False) -> None:
+        """Auto-commit: a failure is logged, as the Java consumer logs a failed auto-commit (the
+        periodic one quietly: a simple consumer in a group with members fails it every time)."""
         try:
             await self.commit({tp: (o, "") for tp, o in positions.items()})
         except RestError as e:
-            log.info("consumer instance %s of group %s: auto-commit failed: %s", printable(self.name),
-                     printable(self.group), e.message)
+            log.log(logging.DEBUG if periodic else logging.INFO, "consumer instance %s of group %s: auto-commit "
+                    "failed: %s", printable(self.name), printable(self.group), e.message)
 
     async def _auto_commit(self) -> None:
         while True:
@@ -526,7 +527,7 @@ class ConsumerInstance:
             changed = {tp: o for tp in self.assigned if (o := self.positions.get(tp)) is not None
                        and self.committed.get(tp) != o}
             if changed:
-                await self._commit_quietly(changed)
+                await self._commit_quietly(changed, periodic=True)
 
     def committed_offsets(self, partitions: Iterable[TopicPartition]) -> list[tuple[TopicPartition, int, str]]:
         found = self.svc.groups.fetch_offsets(self.group, list(partitions))
@@ -587,7 +588,7 @@ class ConsumerInstance:
             where = EARLIEST if policy == EARLIEST_RESET else LATEST
         error, offset, _ = await self.svc.partitions.list_offset(tp[0], tp[1], where)
         if error != ErrorCode.none:
-            log.info("consumer instance %s: cannot find the %s offset of %s-%d: %s", printable(self.name),
+            log.debug("consumer instance %s: cannot find the %s offset of %s-%d: %s", printable(self.name),
                      "earliest" if where == EARLIEST else "latest", printable(tp[0]), tp[1], error.name)
             return None
         return offset

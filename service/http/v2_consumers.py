@@ -231,20 +231,23 @@ def _check_exists(request: web.Request, partitions: list[tuple[str, int]]) -> No
 
 
 def _config(body: dict[str, Any]) -> InstanceConfig:
-    fmt = (_string(body, "format") or BINARY).lower()
+    given = _string(body, "format")
+    fmt = BINARY if given is None else given.lower()
     if fmt in SCHEMA_FORMATS:
         raise RestError(422, f"Format {fmt} needs a schema registry, which this broker has not: use binary or json",
                         422)
     if fmt not in (BINARY, JSON):
         raise RestError(422, "Invalid format type.", 422)
     reset = _string(body, "auto.offset.reset")
-    if reset is not None and reset.lower() not in (LATEST_RESET, EARLIEST_RESET, NO_RESET):
+    if reset is not None and reset not in (LATEST_RESET, EARLIEST_RESET, NO_RESET):
         raise RestError(422, f"Invalid consumer configuration: Invalid value {reset} for configuration "
                              "auto.offset.reset: String must be one of: latest, earliest, none", 42204)
     commit = body.get("auto.commit.enable")
-    if isinstance(commit, bool):
+    if isinstance(commit, bool):  # Jackson reads a JSON boolean into REST Proxy's string field
         commit = str(commit).lower()
-    if commit is not None and (not isinstance(commit, str) or commit.lower() not in ("true", "false")):
+    if isinstance(commit, str):  # Kafka's boolean config: trimmed, any case
+        commit = commit.strip().lower()
+    if commit is not None and commit not in ("true", "false"):
         raise RestError(422, f"Invalid consumer configuration: Invalid value {commit} for configuration "
                              "enable.auto.commit: Expected value to be either true or false", 42204)
     min_bytes = _constrained(body, ("fetch.min.bytes", "responseMinBytes"), -1, FETCH_MIN_BYTES_MAX)
@@ -252,8 +255,8 @@ def _config(body: dict[str, Any]) -> InstanceConfig:
     defaults = InstanceConfig()
     return InstanceConfig(
         format=fmt,
-        auto_offset_reset=reset.lower() if reset is not None else defaults.auto_offset_reset,
-        auto_commit=commit.lower() == "true" if commit is not None else defaults.auto_commit,
+        auto_offset_reset=reset if reset is not None else defaults.auto_offset_reset,
+        auto_commit=commit == "true" if commit is not None else defaults.auto_commit,
         fetch_min_bytes=min_bytes if min_bytes is not None else defaults.fetch_min_bytes,
         request_timeout_ms=wait_ms if wait_ms is not None else defaults.request_timeout_ms)
 
@@ -276,13 +279,12 @@ def _constrained(body: dict[str, Any], names: tuple[str, str], lo: int, hi: int)
 
 def _instance_name(body: dict[str, Any]) -> str:
     # REST Proxy: the older "id" wins over "name"; neither: a generated one.
-    name = _string(body, "id") or _string(body, "name")
-    if name is None:
-        return f"rest-consumer-{uuid.uuid4()}"
-    if not 0 < len(name) <= 255 or "/" in name:
-        raise RestError(422, "Invalid consumer configuration: the instance name must be 1 to 255 characters, "
-                             "without '/'", 42204)
-    return name
+    given = _string(body, "id"), _string(body, "name")
+    for name in given:
+        if name is not None and (not 0 < len(name) <= 255 or "/" in name):
+            raise RestError(422, "Invalid consumer configuration: the instance name must be 1 to 255 characters, "
+                                 "without '/'", 42204)
+    return given[0] or given[1] or f"rest-consumer-{uuid.uuid4()}"
 
 
 @routes.post("/consumers/{group}")
@@ -358,9 +360,12 @@ async def get_assignments(request: web.Request) -> web.Response:
 # -- records -----------------------------------------------------------------------------------
 
 
-def negotiate(accept: str) -> tuple[str, str | None]:
+def negotiate(accept: str, instance_format: str | None = None) -> tuple[str, str | None]:
     """The records' media type and the reader it asks for (None: a schema format), as JAX-RS
-    picks among REST Proxy's readers: the highest q x qs, the most specific match per type."""
+    picks among REST Proxy's readers: by the client's q, then REST Proxy's qs (binary first),
+    then how closely the client named it. Among types the client accepts equally (`*/*`, or no
+    Accept), the instance's own format comes first, where REST Proxy would pick binary and
+    refuse a json instance with 406."""
     ranges = []
     for part in (accept or "*/*").split(","):
         fields = [f.strip() for f in part.split(";")]
@@ -376,7 +381,7 @@ def negotiate(accept: str) -> tuple[str, str | None]:
                 except ValueError:
                     q = 0.0
         ranges.append((media, q))
-    best: tuple[tuple[float, float, int], str, str | None] | None = None
+    best: tuple[tuple[float, float, float, int], str, str | None] | None = None
     for media, reader, qs in RECORD_TYPES:
         kind = media.split("/")[0]
         matches = [(3 if r == media else 2 if r == f"{kind}/*" else 1, q) for r, q in ranges
@@ -384,9 +389,7 @@ def negotiate(accept: str) -> tuple[str, str | None]:
         if not matches:
             continue
         specificity, q = max(matches)
-        # JAX-RS orders the combined types by the client's q, then the server's qs, then how
-        # closely the client's range named the type.
-        rank = (q, qs, specificity)
+        rank = (q, float(reader is not None and reader == instance_format), qs, specificity)
         if q > 0 and (best is None or rank > best[0]):
             best = (rank, media, reader)
     if best is None:
@@ -401,16 +404,20 @@ def _query_long(request: web.Request, name: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise RestError(400, f"{name} must be an integer", 400) from None
-    return max(min(value, INT64_MAX), -INT64_MAX)
+        value = INT64_MAX + 1
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise RestError(400, f"{name} must be a 64-bit integer", 400)
+    return value
 
 
 @routes.get("/consumers/{group}/instances/{instance}/records")
 @v2
 async def read_records(request: web.Request) -> web.Response:
-    media, reader = negotiate(request.headers.get("Accept", "*/*"))
-    request[_ERROR_TYPE] = media
+    accept = request.headers.get("Accept", "*/*")
+    request[_ERROR_TYPE] = negotiate(accept)[0]
     instance = _instance(request)
+    media, reader = negotiate(accept, instance.config.format)
+    request[_ERROR_TYPE] = media
     if reader != instance.config.format:
         raise RestError(406, FORMAT_MISMATCH, 40601)
     if not instance.subscribed and not instance.manual:
@@ -489,9 +496,11 @@ def _instant_ms(value: Any, field: str) -> int:
         ms = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
     else:
         raise _type_error(field, "an ISO-8601 instant")
-    if not 0 <= ms <= INT64_MAX:
-        raise RestError(422, f"The target time {value} cannot be before the epoch", 422)
-    return ms
+    if ms > INT64_MAX:
+        raise _type_error(field, "an instant within a 64-bit count of milliseconds since the epoch")
+    # Before the epoch, every record is at or after the time: the same as the epoch itself (and
+    # negative times are ListOffsets' special values).
+    return max(ms, 0)
 
 
 @routes.post("/consumers/{group}/instances/{instance}/positions")
@@ -583,18 +592,28 @@ def _ok(ref: str) -> dict[str, Any]:
 
 
 _NO_CONTENT = {"204": {"description": "Done"}}
-_TP_PROPERTIES: dict[str, Any] = {"topic": {"type": "string"}, "partition": {"type": "integer", "format": "int32"}}
+_NAME = {"type": "string", "pattern": "^[^/]{1,255}$", "nullable": True}
+_TP_PROPERTIES: dict[str, Any] = {"topic": {"type": "string", "minLength": 1},
+                                  "partition": {"type": "integer", "format": "int32", "minimum": 0}}
 _TP = {"type": "object", "required": ["topic", "partition"], "properties": _TP_PROPERTIES}
-_PARTITIONS = {"type": "object", "properties": {"partitions": {"type": "array", "items": _TP}}}
+_PARTITIONS = {"type": "object", "required": ["partitions"],
+               "properties": {"partitions": {"type": "array", "items": _TP}}}
 _RECORD_PROPERTIES: dict[str, Any] = {"topic": {"type": "string"}, "partition": {"type": "integer"},
                                       "offset": {"type": "integer"}}
 _RECORD = {"type": "object", "required": ["topic", "key", "value", "partition", "offset"],
            "properties": _RECORD_PROPERTIES}
 _RECORD_ERRORS = (400, 403, 404, 406, 408, 409, 500, 503)
+# What an instance's creation leads to (OpenAPI links: clients and test generators follow them).
+_INSTANCE_OPS = ("deleteConsumer", "subscribe", "getSubscription", "unsubscribe", "assign", "getAssignments",
+                 "readRecords", "commitOffsets", "getCommittedOffsets", "seek", "seekToBeginning", "seekToEnd")
+_CREATED = _ok("CreateConsumerResponse")
+_CREATED["200"]["links"] = {op: {"operationId": op, "parameters": {"group": "$request.path.group",
+                                                                   "instance": "$response.body#/instance_id"}}
+                            for op in _INSTANCE_OPS}
 OPENAPI: dict[str, Any] = {
     "paths": {
         "/consumers/{group}": {"post": _op(
-            "Create a consumer instance in a group", "createConsumer", _ok("CreateConsumerResponse"),
+            "Create a consumer instance in a group", "createConsumer", _CREATED,
             (400, 403, 409, 413, 415, 422, 429, 503), "CreateConsumerRequest", False, _PATH[:1])},
         "/consumers/{group}/instances/{instance}": {"delete": _op(
             "Delete a consumer instance (commits with auto-commit, leaves the group)", "deleteConsumer",
@@ -642,16 +661,23 @@ OPENAPI: dict[str, Any] = {
     },
     "components": {"schemas": {
         "CreateConsumerRequest": {"type": "object", "properties": {
-            "name": {"type": "string"}, "id": {"type": "string"},
-            "format": {"type": "string", "enum": [BINARY, JSON]},
-            "auto.offset.reset": {"type": "string", "enum": [EARLIEST_RESET, LATEST_RESET, NO_RESET]},
-            "auto.commit.enable": {"type": "string", "enum": ["true", "false"]},
-            "fetch.min.bytes": {"type": "integer", "minimum": -1, "maximum": FETCH_MIN_BYTES_MAX},
-            "consumer.request.timeout.ms": {"type": "integer", "minimum": 0, "maximum": REQUEST_TIMEOUT_MAX_MS}}},
+            "name": _NAME, "id": _NAME,
+            "format": {"type": "string", "pattern": "^([bB][iI][nN][aA][rR][yY]|[jJ][sS][oO][nN])$",
+                       "nullable": True},
+            "auto.offset.reset": {"type": "string", "enum": [EARLIEST_RESET, LATEST_RESET, NO_RESET, None],
+                                  "nullable": True},
+            "auto.commit.enable": {"anyOf": [
+                {"type": "boolean", "nullable": True},
+                {"type": "string", "nullable": True,
+                 "pattern": "^\\s*([tT][rR][uU][eE]|[fF][aA][lL][sS][eE])\\s*$"}]},
+            "fetch.min.bytes": {"type": "integer", "minimum": -1, "maximum": FETCH_MIN_BYTES_MAX, "nullable": True},
+            "consumer.request.timeout.ms": {"type": "integer", "minimum": 0, "maximum": REQUEST_TIMEOUT_MAX_MS,
+                                            "nullable": True}}},
         "CreateConsumerResponse": {"type": "object", "required": ["instance_id", "base_uri"], "properties": {
             "instance_id": {"type": "string"}, "base_uri": {"type": "string"}}},
         "Subscription": {"type": "object", "properties": {
-            "topics": {"type": "array", "items": {"type": "string"}}, "topic_pattern": {"type": "string"}}},
+            "topics": {"type": "array", "items": {"type": "string", "minLength": 1}, "nullable": True},
+            "topic_pattern": {"type": "string", "nullable": True}}},
         "SubscribedTopics": {"type": "object", "required": ["topics"], "properties": {
             "topics": {"type": "array", "items": {"type": "string"}}}},
         "Partitions": _PARTITIONS,
@@ -659,10 +685,11 @@ OPENAPI: dict[str, Any] = {
             **_RECORD_PROPERTIES, "key": {"type": "string", "format": "byte", "nullable": True},
             "value": {"type": "string", "format": "byte", "nullable": True}}}},
         "JsonRecords": {"type": "array", "items": _RECORD},
-        "CommitRequest": {"type": "object", "properties": {"offsets": {"type": "array", "items": {
+        "CommitRequest": {"type": "object", "properties": {"offsets": {"type": "array", "nullable": True, "items": {
             "type": "object", "required": ["topic", "partition", "offset"], "properties": {
-                **_TP_PROPERTIES, "offset": {"type": "integer", "format": "int64"},
-                "metadata": {"type": "string"}}}}}},
+                **_TP_PROPERTIES, "offset": {"type": "integer", "format": "int64", "minimum": 0,
+                                            "maximum": INT64_MAX - 1},  # the offset after it is committed
+                "metadata": {"type": "string", "nullable": True}}}}}},
         "CommitResponse": {"type": "array", "items": {
             "type": "object", "required": ["topic", "partition", "consumed", "committed"], "properties": {
                 **_TP_PROPERTIES, "consumed": {"type": "integer"}, "committed": {"type": "integer"}}}},
@@ -671,13 +698,15 @@ OPENAPI: dict[str, Any] = {
                                        "properties": {**_TP_PROPERTIES, "offset": {"type": "integer"},
                                                       "metadata": {"type": "string"}}}}}},
         "SeekRequest": {"type": "object", "properties": {
-            "offsets": {"type": "array", "items": {
+            "offsets": {"type": "array", "nullable": True, "items": {
                 "type": "object", "required": ["topic", "partition", "offset"], "properties": {
-                    **_TP_PROPERTIES, "offset": {"type": "integer", "format": "int64"},
-                    "metadata": {"type": "string"}}}},
-            "timestamps": {"type": "array", "items": {
+                    **_TP_PROPERTIES, "offset": {"type": "integer", "format": "int64", "minimum": 0},
+                    "metadata": {"type": "string", "nullable": True}}}},
+            "timestamps": {"type": "array", "nullable": True, "items": {
                 "type": "object", "required": ["topic", "partition", "timestamp"], "properties": {
-                    **_TP_PROPERTIES, "timestamp": {"type": "string", "format": "date-time"},
-                    "metadata": {"type": "string"}}}}}},
+                    **_TP_PROPERTIES, "timestamp": {"oneOf": [  # or seconds since the epoch, as Jackson reads
+                        {"type": "string", "format": "date-time"},
+                        {"type": "number", "maximum": INT64_MAX // 1000}]},
+                    "metadata": {"type": "string", "nullable": True}}}}}},
     }},
 }

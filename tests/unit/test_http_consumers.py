@@ -237,7 +237,16 @@ def test_take_records_json() -> None:
     ("application/vnd.kafka.avro.v2+json", ("application/vnd.kafka.avro.v2+json", None)),
 ])
 def test_accept_negotiation(accept: str, expected: tuple[str, str | None]) -> None:
-    assert negotiate(accept) == expected
+    assert negotiate(accept) == negotiate(accept, "binary") == expected
+
+
+def test_accept_anything_means_the_instance_format() -> None:
+    json_type = "application/vnd.kafka.json.v2+json"
+    assert negotiate("*/*", "json") == negotiate("", "json") == negotiate("application/*", "json") \
+        == (json_type, "json")
+    # Named types keep their order: the instance's format does not win over the client's q.
+    assert negotiate("application/vnd.kafka.binary.v2+json", "json")[1] == "binary"
+    assert negotiate(f"application/vnd.kafka.v2+json, {json_type};q=0.9", "json")[1] == "binary"
 
 
 def test_accept_nothing_we_make() -> None:
