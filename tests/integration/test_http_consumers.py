@@ -219,6 +219,12 @@ def test_http_and_kafka_members_share_a_group(module_broker: Broker, rest: Rest,
 
         wait_until(split, 30, what="two partitions each")
         http_parts = {p for _, p in rest.assignment(url)}
+        # The first member leads the two-member generation (the coordinator's log names it):
+        # the broker's own assignor ran for the HTTP member, librdkafka's for the Kafka one.
+        leader = f"leader {url.rsplit('/', 1)[1]}-" if first == "http" else "leader rdkafka-"
+        generations = [line for line in module_broker.log_path.read_text().splitlines()
+                       if f"group {group} generation" in line and ": 2 members" in line]
+        assert generations and all(leader in line for line in generations), generations
 
         produced = _produce(bs, topic, _payloads("a", 4, 10))
         got = _read_until(rest, url, 20)
