@@ -482,10 +482,9 @@ def _instant_ms(value: Any, field: str) -> int:
     if isinstance(value, bool) or value is None:
         raise _type_error(field, "an ISO-8601 instant")
     if isinstance(value, (int, float)):
-        try:
-            ms = int(round(value * 1000))
-        except (OverflowError, ValueError):
-            raise _type_error(field, "an ISO-8601 instant") from None
+        if value != value:  # NaN (Python's JSON reader takes it)
+            raise _type_error(field, "an ISO-8601 instant")
+        ms = 0 if value <= 0 else INT64_MAX + 1 if value > INT64_MAX / 1000 else int(round(value * 1000))
     elif isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)

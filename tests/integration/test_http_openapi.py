@@ -31,7 +31,12 @@ from . import ck
 from .conftest import Broker, BrokerError
 from .http_client import call
 
-EXCLUDED_OPERATIONS: dict[tuple[str, str], str] = {}
+EXCLUDED_OPERATIONS: dict[tuple[str, str], str] = {
+    # REST Proxy's unsubscribe: the instance's subscription stays readable, empty, which the
+    # stateful use_after_free check takes for a deleted resource still served (its per-operation
+    # switch does not reach the stateful phase). Covered by tests/integration/test_http_consumers.py.
+    ("DELETE", "/consumers/{group}/instances/{instance}/subscription"): "unsubscribing deletes no resource",
+}
 
 DISABLED_CHECKS: dict[str, str] = {
     # It takes every 4xx but 401/403/404/409 to a schema-valid request as a defect. REST Proxy
