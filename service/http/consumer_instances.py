@@ -457,7 +457,9 @@ class ConsumerInstance:
         positions = {tp: self.positions[tp] for tp in self.assigned if tp in self.positions}
         self._set_assignment([])
         if self.config.auto_commit and positions:
-            await self._commit_quietly(positions)
+            # Shielded: a delete or unsubscribe that cancels this task meanwhile must not drop
+            # the commit (the partitions are already given up, so _leave has nothing to commit).
+            await asyncio.shield(self._commit_quietly(positions))
 
     async def _leave(self) -> None:
         task, self._member_task = self._member_task, None
