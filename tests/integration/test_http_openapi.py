@@ -116,8 +116,8 @@ def config_file(path: Path, seeds: Seeds) -> Path:
               "", "[[operations]]", 'include-method = "DELETE"',
               f'parameters = {{ "path.topic_name" = {{ dictionary = "doomed", probability = {half} }} }}']
     for method, op_path in EXCLUDED_OPERATIONS:
-        lines += ["", "[[operations]]", f"include-method = {_toml(method)}", f"include-path = {_toml(op_path)}",
-                  "enabled = false"]
+        # By the operation's name: include-method and include-path in one block select either.
+        lines += ["", "[[operations]]", f"include-name = {_toml(f'{method} {op_path}')}", "enabled = false"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
