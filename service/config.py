@@ -336,6 +336,9 @@ BROKER_KEYS: dict[str, ConfigKey] = _table(
               "Largest HTTP request body read whole (413 beyond it); a produce body is read record "
               "by record, unbounded in length, and each record's JSON is bounded by this (in "
               "characters), its bytes by the topic's max.message.bytes."),
+    ConfigKey("consumer.instance.timeout.ms", "int", 300_000, at_least(1),
+              "Idle time after which an HTTP (REST v2) consumer instance is deleted, as Confluent REST "
+              "Proxy's key of that name: it commits (with auto.commit.enable) and leaves its group."),
     ConfigKey("num.partitions", "int", 1, at_least(1),
               "Partitions of a topic created without a partition count: auto-created topics, and "
               "CreateTopics asking for -1."),

@@ -13,6 +13,7 @@ from aiohttp import web
 from service.http import (
     openapi,
     replay,
+    v2_consumers,
     v3_brokers,
     v3_clusters,
     v3_configs,
@@ -152,6 +153,8 @@ def make_app(broker: Broker) -> web.Application:
     modules += [v3_brokers, v3_topics, v3_partitions, v3_configs, v3_groups]
     modules += [replay]
     replay.install(app)
+    modules += [v2_consumers]
+    v2_consumers.install(app, config)
     for module in modules:
         app.add_routes(module.routes)
     app.add_routes(openapi.routes([m.OPENAPI for m in modules]))

@@ -31,7 +31,12 @@ from . import ck
 from .conftest import Broker, BrokerError
 from .http_client import call
 
-EXCLUDED_OPERATIONS: dict[tuple[str, str], str] = {}
+EXCLUDED_OPERATIONS: dict[tuple[str, str], str] = {
+    # REST Proxy's unsubscribe: the instance's subscription stays readable, empty, which the
+    # stateful use_after_free check takes for a deleted resource still served (its per-operation
+    # switch does not reach the stateful phase). Covered by tests/integration/test_http_consumers.py.
+    ("DELETE", "/consumers/{group}/instances/{instance}/subscription"): "unsubscribing deletes no resource",
+}
 
 DISABLED_CHECKS: dict[str, str] = {
     # It takes every 4xx but 401/403/404/409 to a schema-valid request as a defect. REST Proxy
@@ -111,8 +116,8 @@ def config_file(path: Path, seeds: Seeds) -> Path:
               "", "[[operations]]", 'include-method = "DELETE"',
               f'parameters = {{ "path.topic_name" = {{ dictionary = "doomed", probability = {half} }} }}']
     for method, op_path in EXCLUDED_OPERATIONS:
-        lines += ["", "[[operations]]", f"include-method = {_toml(method)}", f"include-path = {_toml(op_path)}",
-                  "enabled = false"]
+        # By the operation's name: include-method and include-path in one block select either.
+        lines += ["", "[[operations]]", f"include-name = {_toml(f'{method} {op_path}')}", "enabled = false"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
