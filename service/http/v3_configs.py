@@ -65,13 +65,17 @@ async def get_config(request: web.Request) -> web.Response:
     raise _unknown_config(cid, topic, name)
 
 
-async def _alter(request: web.Request, changes: list[tuple[str, str | None, str]], validate_only: bool = False) -> None:
+async def _alter(request: web.Request, changes: list[tuple[str, str | None, str]], validate_only: bool = False,
+                 *, batch: bool = False) -> None:
     """Apply (name, value, SET | DELETE) changes to the topic's overrides, all or none, as one
-    IncrementalAlterConfigs of the topic would."""
+    IncrementalAlterConfigs of the topic would. An unknown name is 404 for the config's own
+    resource, and Kafka's refusal (400) in a batch, where the path names no config."""
     cid, topic, overrides = _described(request, AclOperation.ALTER_CONFIGS)
     names = [name for name, _, _ in changes]
     for name in names:
         if name not in TOPIC_KEYS:
+            if batch:
+                raise RestError(400, f"Unknown topic config name: {name}", KAFKA_BAD_REQUEST)
             raise _unknown_config(cid, topic, name)
     if len(set(names)) != len(names):
         raise RestError(400, "Error due to duplicate config keys", KAFKA_BAD_REQUEST)
@@ -126,7 +130,7 @@ async def alter_configs(request: web.Request) -> web.Response:
         if op not in ("SET", "DELETE"):
             raise bad_request(f"operation must be SET or DELETE, got {op!r}")
         changes.append((entry["name"], _value(entry, entry["name"]), op))
-    await _alter(request, changes, validate_only)
+    await _alter(request, changes, validate_only, batch=True)
     return web.Response(status=204)
 
 

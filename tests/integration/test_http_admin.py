@@ -283,7 +283,8 @@ def test_configs_altered_over_http_are_seen_by_describe_configs(api: Api) -> Non
     assert refused("PUT", "/topics/configured/configs/no.such", {"value": "1"}) == (404, unknown)
     assert refused("DELETE", "/topics/configured/configs/no.such") == (404, unknown)
     both = [{"name": "segment.ms", "value": "5"}, {"name": "no.such", "value": "1"}]
-    assert refused("POST", "/topics/configured/configs:alter", {"data": both}) == (404, unknown)
+    assert refused("POST", "/topics/configured/configs:alter", {"data": both}) == (400, {
+        "error_code": 40002, "message": "Unknown topic config name: no.such"})
     assert refused("PUT", "/topics/configured/configs/retention.ms", {"value": "later"}) == (400, {
         "error_code": 40002, "message": _not_a_long("later")})
     assert refused("PUT", "/topics/configured/configs/retention.ms", {}) == (400, {
