@@ -3,6 +3,11 @@
 Framings follow what the Java client writes so that any Kafka client can read our output:
 gzip stream, snappy in xerial's block framing (raw snappy is also accepted on input, as
 librdkafka may send it), LZ4 frame with independent 64 KiB blocks, zstd frame.
+
+`decompress_bounded` is for records opened on a client's behalf (HTTP replay and consumers):
+batches are written by producers and only their compressed size is limited
+(`max.message.bytes`), so a small batch could open to gigabytes in the broker's memory; the
+codecs' own streaming decompressors take an output bound, which `decompress` does not give them.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 
 import cramjam
 import lz4.frame
@@ -33,6 +39,10 @@ _INT32 = struct.Struct(">i")
 
 class UnsupportedCodecError(ValueError):
     pass
+
+
+class DecompressionError(ValueError):
+    """Compressed records that do not open, or would open past the caller's bound."""
 
 
 def compress(codec: int, data: bytes | bytearray | memoryview) -> bytes:
@@ -76,6 +86,91 @@ def decompress(codec: int, data: bytes | bytearray | memoryview) -> bytes:
     raise UnsupportedCodecError(f"unknown compression codec {codec}")
 
 
+def decompress_bounded(codec: int, data: bytes | bytearray | memoryview, limit: int) -> bytes:
+    """The codec's output, refused (DecompressionError) when larger than limit bytes, without
+    making much more than that first; a truncated frame is refused too."""
+    try:
+        if codec == GZIP:
+            out = _gunzip(data, limit)
+        elif codec == LZ4:
+            out = _unlz4(data, limit)
+        elif codec == ZSTD:
+            out = _unzstd(data, limit)
+        elif codec == SNAPPY:
+            out = _unsnappy(memoryview(data), limit)
+        elif codec == NONE:
+            out = bytes(data)
+        else:
+            raise DecompressionError(f"unknown compression codec {codec}")
+    except DecompressionError:
+        raise
+    except Exception as e:  # each codec library raises its own kinds on bad input
+        raise DecompressionError(f"cannot decompress: {e}") from None
+    if len(out) > limit:
+        raise DecompressionError(f"decompresses to more than {limit} bytes")
+    return out
+
+
+def _gunzip(data: bytes | bytearray | memoryview, limit: int) -> bytes:
+    out = bytearray()
+    rest = bytes(data)
+    while rest and len(out) <= limit:  # a gzip stream may hold several members
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += d.decompress(rest, limit + 1 - len(out))
+        if not d.eof:
+            if len(out) > limit:
+                break
+            raise DecompressionError("truncated gzip stream")
+        rest = d.unused_data
+    return bytes(out)
+
+
+def _unlz4(data: bytes | bytearray | memoryview, limit: int) -> bytes:
+    out = bytearray()
+    rest = bytes(data)
+    while rest and len(out) <= limit:
+        d = lz4.frame.LZ4FrameDecompressor()
+        out += d.decompress(rest, max_length=limit + 1 - len(out))
+        if not d.eof:
+            if len(out) > limit:
+                break
+            raise DecompressionError("truncated LZ4 frame")
+        rest = d.unused_data
+    return bytes(out)
+
+
+_ZSTD_STEP = 256  # input per call: an RLE block of 4 bytes opens to 128 KiB, so at most 8 MiB past the bound
+
+
+def _unzstd(data: bytes | bytearray | memoryview, limit: int) -> bytes:
+    # A stream reader cannot tell a truncated frame from the end; the decompressor object can,
+    # but takes no output bound, so it is fed a little input at a time. Java's zstd-jni may
+    # write several frames: each one is read to its end.
+    out = bytearray()
+    rest = bytes(data)
+    while rest and len(out) <= limit:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        pos = 0
+        while pos < len(rest) and not d.eof and len(out) <= limit:
+            out += d.decompress(rest[pos:pos + _ZSTD_STEP])
+            pos += _ZSTD_STEP
+        if len(out) > limit:
+            break
+        if not d.eof:
+            raise DecompressionError("truncated zstd frame")
+        rest = d.unused_data + rest[pos:]
+    return bytes(out)
+
+
+def _unsnappy(view: memoryview, limit: int) -> bytes:
+    # Raw snappy states its decompressed length up front: checked before anything is made.
+    if bytes(view[:8]) != _XERIAL_MAGIC:
+        if cramjam.snappy.decompress_raw_len(view) > limit:
+            raise DecompressionError(f"decompresses to more than {limit} bytes")
+        return bytes(cramjam.snappy.decompress_raw(view))
+    return _xerial_decompress(view, limit)
+
+
 def _xerial_compress(view: memoryview) -> bytes:
     out = bytearray(_XERIAL_HEADER)
     for start in range(0, len(view), _XERIAL_BLOCK):
@@ -85,17 +180,22 @@ def _xerial_compress(view: memoryview) -> bytes:
     return bytes(out)
 
 
-def _xerial_decompress(view: memoryview) -> bytes:
+def _xerial_decompress(view: memoryview, limit: int | None = None) -> bytes:
+    """xerial's blocks; with limit, a block that would take the output past it is refused
+    before it is opened (each raw snappy block states its length)."""
     out = bytearray()
     pos = len(_XERIAL_HEADER)
     end = len(view)
     while pos < end:
         if pos + 4 > end:
-            raise ValueError("truncated xerial snappy block header")
+            raise DecompressionError("truncated xerial snappy block header")
         (length,) = _INT32.unpack_from(view, pos)
         pos += 4
         if length < 0 or pos + length > end:
-            raise ValueError("truncated xerial snappy block")
-        out += cramjam.snappy.decompress_raw(view[pos : pos + length])
+            raise DecompressionError("truncated xerial snappy block")
+        block = view[pos : pos + length]
+        if limit is not None and len(out) + cramjam.snappy.decompress_raw_len(block) > limit:
+            raise DecompressionError(f"decompresses to more than {limit} bytes")
+        out += cramjam.snappy.decompress_raw(block)
         pos += length
     return bytes(out)

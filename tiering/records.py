@@ -372,24 +372,35 @@ class RecordColumns:
         return len(self.offsets)
 
 
-def decode_records(batch: bytes | bytearray | memoryview, out: RecordColumns,
-                   start: int = 0, end: int = 1 << 63) -> None:
-    """Append to `out` the records of one whole batch (decompressed per its codec) whose
-    offsets lie in [start, end). LogAppendTime batches give every record the batch's max
-    timestamp, as Kafka's consumers do. Raises InvalidRecordError (CORRUPT) when the records do
-    not parse as their lengths say.
+def decode_records(batch: bytes | bytearray | memoryview, out: RecordColumns, start: int = 0,
+                   end: int = 1 << 63, *, max_decompressed: int) -> None:
+    """Append to `out` the records of one whole batch whose offsets lie in [start, end); control
+    batches are the caller's to skip or read, as are aborted transactions. LogAppendTime batches
+    give every record the batch's max timestamp, as Kafka's consumers do. Raises
+    InvalidRecordError when the batch is not v2, does not decompress, would decompress to more
+    than max_decompressed bytes, or its records do not parse as their lengths say (header
+    lengths included, even of records outside the range); the message names no offset, the
+    caller knows the batch.
 
+    For records read on a client's behalf (HTTP replay and consumers), never the Kafka fetch
+    path, and bounded because producers choose what a batch opens to (tiering/compression.py).
     Written here rather than taken from a client library: the Python decoders of kafka-python
     and kio build an object per record (kio also rounds timestamps to whole seconds), and the
     fast ones are C inside clients (librdkafka, aiokafka's extension) that the broker does not
     depend on. This one appends straight into the lists the replay's encoders read, with the
     one- and two-byte varints (nearly all deltas and lengths) decoded inline: a function call
     per varint was a third of the time."""
-    from tiering.compression import decompress
+    from tiering.compression import DecompressionError, decompress_bounded
 
     h = read_header(batch, 0)
+    if h.magic != MAGIC_V2:
+        raise InvalidRecordError(Rejection.UNSUPPORTED_FORMAT, f"batch of magic {h.magic}")
     view = memoryview(batch)[HEADER_SIZE:h.size]
-    body = decompress(h.compression, view) if h.compression else bytes(view)
+    try:
+        body = decompress_bounded(h.compression, view, max_decompressed) if h.compression else bytes(view)
+    except DecompressionError as e:
+        raise InvalidRecordError(Rejection.CORRUPT, str(e)) from None
+    size = len(body)
     base_offset, base_ts = h.base_offset, h.base_timestamp
     fixed_ts = h.max_timestamp if h.is_log_append_time else None
     offsets, timestamps, keys, values = out.offsets, out.timestamps, out.keys, out.values
@@ -428,6 +439,8 @@ def decode_records(batch: bytes | bytearray | memoryview, out: RecordColumns,
             if length < 0:
                 raise IndexError("negative record length")
             if offset < start or offset >= end:
+                if record_end > size:
+                    raise IndexError(f"a record of {length} bytes at byte {record_end - length} overruns the batch")
                 pos = record_end
                 continue
             z = body[pos]
@@ -472,7 +485,9 @@ def decode_records(batch: bytes | bytearray | memoryview, out: RecordColumns,
                 else:
                     header_values.append(body[pos:pos + n])
                     pos += n
-            if pos != record_end or pos > len(body):
+            # Slices stop short at the end of the body: a length that overran its record (or
+            # the body) left pos past the record's end.
+            if pos != record_end or pos > size:
                 raise IndexError(f"record ends at byte {pos}, its length says {record_end}")
             offsets.append(offset)
             timestamps.append(timestamp)
@@ -480,8 +495,9 @@ def decode_records(batch: bytes | bytearray | memoryview, out: RecordColumns,
             values.append(value)
             header_counts.append(count)
     except IndexError as e:
-        raise InvalidRecordError(Rejection.CORRUPT, f"batch at offset {base_offset}: records do not parse ({e})") \
-            from None
+        # Python's own IndexError (reading past the end of the body) says only "index out of range".
+        detail = "cut short" if e.args == ("index out of range",) else str(e)
+        raise InvalidRecordError(Rejection.CORRUPT, f"records do not parse ({detail})") from None
 
 
 def _zigzag(value: int, pos: int) -> tuple[int, int]:

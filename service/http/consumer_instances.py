@@ -44,7 +44,6 @@ from service.groups.consumer_protocol import (
     decode_assignment,
     encode_subscription,
 )
-from service.http.consumer_records import CorruptBatch, batch_records
 from service.http.errors import CONSUMER_INSTANCE_NOT_FOUND, RestError, from_kafka
 from service.logsafe import printable
 from service.partitions import EARLIEST, LATEST, FileRange, PartitionRead, Records
@@ -52,7 +51,7 @@ from service.services import Services
 from tiering.clock import Clock, SystemClock
 from tiering.log.sealed_read import SealedRange
 from tiering.log.sealing import SealError
-from tiering.records import MAGIC_V2, iter_batches
+from tiering.records import InvalidRecordError, RecordColumns, decode_records, iter_batches
 
 log = logging.getLogger("sediment.http.consumers")
 
@@ -77,6 +76,8 @@ REQUEST_MAX_BYTES = 64 << 20  # consumer.request.max.bytes
 FETCH_MIN_BYTES_MAX = 10_000_000  # fetch.min.bytes' upper bound
 
 MAX_INSTANCES = 10_000  # bounds what idle instances may hold until they expire
+# A batch opening to more than this cannot be read (500 / 50002): producers choose what their
+# batches decompress to; no answer holds more than a request's bytes and one partition's read.
 DECOMPRESSED_BATCH_MAX = REQUEST_MAX_BYTES + PARTITION_MAX_BYTES
 _THREAD_DECODE_BYTES = 256 << 10  # above this, records are decoded in a worker thread
 _PATTERN_OPTIONS = re2.Options()
@@ -186,30 +187,28 @@ def take_records(chunks: list[tuple[TopicPartition, bytes, int]], fmt: str, cons
             if h.is_control:
                 cursor = h.next_offset
                 continue
+            records = RecordColumns.empty()
             try:
-                if h.magic != MAGIC_V2:
-                    raise CorruptBatch(f"batch of magic {h.magic}")
-                records = batch_records(view[h.position:h.position + h.size], h, DECOMPRESSED_BATCH_MAX)
-            except CorruptBatch as e:
+                decode_records(view[h.position:h.position + h.size], records, cursor,
+                               max_decompressed=DECOMPRESSED_BATCH_MAX)
+            except InvalidRecordError as e:
                 out.error = RestError(500, f"Kafka error: the batch at offset {h.base_offset} of {topic}-{partition} "
                                            f"cannot be read ({e}); seek past it to go on", 50002)
                 break
-            for r in records:
-                if r.offset < cursor:
-                    continue
-                size = len(r.key or b"") + len(r.value or b"")
+            for offset, key, value in zip(records.offsets, records.keys, records.values):
+                size = len(key or b"") + len(value or b"")
                 if out.consumed + size >= max_bytes and (have_any or out.items):
                     out.full = True
                     break
                 try:
-                    item = _record_json(topic, partition, r.offset, r.key, r.value, fmt, topic_json)
+                    item = _record_json(topic, partition, offset, key, value, fmt, topic_json)
                 except _NotJson as e:
                     # REST Proxy answers a record its deserializer refuses with 408 / 40801.
                     out.error = RestError(408, str(e), 40801)
                     break
                 out.items.append((tp, item, size))
                 out.consumed += size
-                cursor = r.offset + 1
+                cursor = offset + 1
                 if min_bytes >= 0 and out.consumed > min_bytes:
                     out.enough = True
             else:

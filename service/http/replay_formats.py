@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from tiering.records import CONTROL_ABORT, RecordColumns, control_record_type, decode_records, iter_batches
+from tiering.records import (
+    CONTROL_ABORT,
+    InvalidRecordError,
+    RecordColumns,
+    control_record_type,
+    decode_records,
+    iter_batches,
+)
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -25,6 +32,10 @@ MEDIA_TYPES = (NDJSON, SSE, ARROW)  # also the preference when the client has no
 VALUE_FORMATS = ("base64", "string", "json")
 
 Piece = bytes | bytearray | memoryview
+
+# A batch opening to more than this is refused as corrupt (a 500 in the stream): producers choose
+# what their batches decompress to, and the batch is held whole while it is decoded.
+DECOMPRESSED_BATCH_MAX = 64 << 20
 
 
 @dataclass
@@ -66,7 +77,10 @@ def committed_records(reads: Sequence[Read], start: int, end: int) -> RecordColu
                         continue
                 if h.is_control:
                     continue
-                decode_records(batch, out, start, end)
+                try:
+                    decode_records(batch, out, start, end, max_decompressed=DECOMPRESSED_BATCH_MAX)
+                except InvalidRecordError as e:
+                    raise InvalidRecordError(e.reason, f"batch at offset {h.base_offset}: {e.message}") from None
     return out
 
 

@@ -1,17 +1,15 @@
 """The parts of the REST v2 consumers that need no broker: the consumer protocol's messages and
-assignors (Kafka's exact plans), records out of batches of every codec with bounded
-decompression, REST Proxy's read measure, Accept negotiation, and idle expiry on a fake clock."""
+assignors (Kafka's exact plans), REST Proxy's read measure over batches (a batch that cannot be
+read stops the read before it), Accept negotiation, and idle expiry on a fake clock. The record
+decoder itself: test_record_decoding.py."""
 
 from __future__ import annotations
 
-import gzip
 import struct
 from typing import Any, cast
 
 import crc32c
-import lz4.frame
 import pytest
-import zstandard
 
 from service.groups.consumer_protocol import Member as M
 from service.groups.consumer_protocol import (
@@ -24,14 +22,14 @@ from service.groups.consumer_protocol import (
     encode_assignment,
     encode_subscription,
 )
+from service.http import consumer_instances
 from service.http.consumer_instances import BINARY, JSON, ConsumerInstances, InstanceConfig, take_records
-from service.http.consumer_records import CorruptBatch, Record, batch_records, decompress
 from service.http.errors import RestError
 from service.http.v2_consumers import negotiate
 from tests.clock import FakeClock
 from tests.unit.conftest import encode_record
-from tiering.compression import GZIP, LZ4, NONE, SNAPPY, ZSTD, compress
-from tiering.records import TIMESTAMP_TYPE_MASK, build_control_batch, read_header
+from tiering.compression import NONE, ZSTD, compress
+from tiering.records import build_control_batch
 
 
 def _string(s: str) -> bytes:
@@ -100,88 +98,19 @@ def test_leader_plan_from_member_metadata() -> None:
         "m-1": [("t", 0), ("t", 1)], "m-2": [("t", 2), ("t", 3)], "m-3": []}
 
 
-# -- records out of batches -----------------------------------------------------------------------
+# -- REST Proxy's measure of a read ----------------------------------------------------------------
 
 
 def _batch(records: list[tuple[bytes | None, bytes | None]], *, base_offset: int = 0, codec: int = NONE,
-           attributes: int = 0, offset_deltas: list[int] | None = None, base_ts: int = 1000) -> bytes:
+           offset_deltas: list[int] | None = None) -> bytes:
     deltas = offset_deltas or list(range(len(records)))
     body = b"".join(encode_record(d, i * 10, k, v) for i, (d, (k, v)) in enumerate(zip(deltas, records)))
     if codec:
         body = compress(codec, body)
-    header = struct.pack(">hiqqqhii", attributes | codec, deltas[-1], base_ts, base_ts + 10 * (len(records) - 1),
-                         -1, -1, -1, len(records))
+    header = struct.pack(">hiqqqhii", codec, deltas[-1], 1000, 1000 + 10 * (len(records) - 1), -1, -1, -1,
+                         len(records))
     crc = crc32c.crc32c(header + body)
     return struct.pack(">qiibI", base_offset, 9 + len(header) + len(body), 0, 2, crc) + header + body
-
-
-@pytest.mark.parametrize("codec", [NONE, GZIP, SNAPPY, LZ4, ZSTD])
-def test_batch_records_of_every_codec(codec: int) -> None:
-    pairs = [(None, b""), (b"k", None), (bytes(range(256)), b"\x00" * 1000), (b"", b"v")]
-    batch = _batch(pairs, base_offset=40, codec=codec)
-    assert batch_records(batch, read_header(batch), 1 << 20) == [
-        Record(40 + i, 1000 + 10 * i, k, v) for i, (k, v) in enumerate(pairs)]
-
-
-def test_records_with_headers() -> None:
-    def varint(n: int) -> bytes:
-        z, out = (n << 1) ^ (n >> 63), bytearray()
-        while z > 0x7F:
-            out.append(z & 0x7F | 0x80)
-            z >>= 7
-        return bytes(out + bytes([z]))
-
-    body = b"\x00" + varint(0) + varint(0) + varint(1) + b"k" + varint(2) + b"vv" + varint(2) \
-        + varint(1) + b"a" + varint(3) + b"one" + varint(1) + b"b" + varint(-1)
-    record = varint(len(body)) + body
-    header = struct.pack(">hiqqqhii", 0, 0, 5, 5, -1, -1, -1, 1)
-    batch = struct.pack(">qiibI", 7, 9 + len(header) + len(record), 0, 2, 0) + header + record
-    assert batch_records(batch, read_header(batch), 1 << 20) == [Record(7, 5, b"k", b"vv")]
-
-
-def test_log_append_time_gives_the_batch_time() -> None:
-    batch = _batch([(None, b"a"), (None, b"b")], attributes=TIMESTAMP_TYPE_MASK)
-    assert [r.timestamp for r in batch_records(batch, read_header(batch), 1 << 20)] == [1010, 1010]
-
-
-def test_decompression_is_bounded() -> None:
-    """A small batch that would open to far more than the bound is refused, whatever its codec,
-    without making the whole output first."""
-    zeros = b"\x00" * (8 << 20)
-    bombs = {GZIP: gzip.compress(zeros), LZ4: lz4.frame.compress(zeros), ZSTD: zstandard.compress(zeros),
-             SNAPPY: compress(SNAPPY, zeros)}
-    for codec, data in bombs.items():
-        assert len(data) < 1 << 20
-        assert decompress(codec, data, len(zeros)) == zeros
-        with pytest.raises(CorruptBatch, match="decompresses to more than 1048576 bytes"):
-            decompress(codec, data, 1 << 20)
-    raw_snappy = bytes(__import__("cramjam").snappy.compress_raw(zeros))
-    with pytest.raises(CorruptBatch):
-        decompress(SNAPPY, raw_snappy, 1 << 20)
-    for codec, data in bombs.items():
-        with pytest.raises(CorruptBatch):
-            decompress(codec, data[: len(data) // 2], len(zeros))
-    with pytest.raises(CorruptBatch, match="unknown compression codec 6"):
-        decompress(6, b"x", 10)
-
-
-def test_corrupt_records_are_refused() -> None:
-    batch = bytearray(_batch([(b"key", b"value")]))
-    batch[-11] = 0x7E  # the key's length (zig-zag 63) now runs past the record
-    with pytest.raises(CorruptBatch):
-        batch_records(bytes(batch), read_header(bytes(batch)), 1 << 20)
-    batch = bytearray(_batch([(b"key", b"value")]))
-    batch[-1] = 2  # one header, which is not there
-    with pytest.raises(CorruptBatch):
-        batch_records(bytes(batch), read_header(bytes(batch)), 1 << 20)
-    short = _batch([(None, b"v")])
-    lying = bytearray(short)
-    struct.pack_into(">i", lying, 57, 3)  # says three records, holds one
-    with pytest.raises(CorruptBatch, match="fewer records"):
-        batch_records(bytes(lying), read_header(bytes(lying)), 1 << 20)
-
-
-# -- REST Proxy's measure of a read ----------------------------------------------------------------
 
 
 def test_take_records_measure() -> None:
@@ -220,6 +149,26 @@ def test_take_records_json() -> None:
     for bad in (b"NaN", b"[" * 100_000, b"\xff\xfe\x00"):
         out = take_records([(tp, _batch([(None, bad)]), 0)], JSON, 0, 1 << 20, -1, False)
         assert out.items == [] and out.error is not None and out.error.status == 408
+
+
+def test_take_records_stops_before_a_batch_that_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records up to the batch are given, the cursor stays at it, and the read ends in REST
+    Proxy's 500 / 50002; decompression is bounded by DECOMPRESSED_BATCH_MAX."""
+    tp = ("t", 0)
+    corrupt = bytearray(_batch([(b"k", b"v")], base_offset=1))
+    corrupt[61] = 0x7F  # the record's length: -64
+    bomb = _batch([(None, b"\x00" * (2 << 20))], base_offset=1, codec=ZSTD)
+    monkeypatch.setattr(consumer_instances, "DECOMPRESSED_BATCH_MAX", 1 << 20)
+    for bad, why in ((bytes(corrupt), "records do not parse (negative record length)"),
+                     (bomb, "decompresses to more than 1048576 bytes")):
+        data = _batch([(b"k", b"v")]) + bad + _batch([(b"k", b"v")], base_offset=2)
+        taken = take_records([(tp, data, 0)], BINARY, 0, 1 << 20, -1, False)
+        assert [i for _, i, _ in taken.items] == ['{"topic":"t","key":"aw==","value":"dg==","partition":0,"offset":0}']
+        assert taken.cursors == {tp: 1} and taken.error is not None
+        assert (taken.error.status, taken.error.error_code, taken.error.message) == (
+            500, 50002, f"Kafka error: the batch at offset 1 of t-0 cannot be read ({why}); seek past it to go on")
+    # Past it, the read goes on.
+    assert take_records([(tp, data, 2)], BINARY, 0, 1 << 20, -1, False).cursors == {tp: 3}
 
 
 # -- Accept ----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""The replay's pieces that need no broker: records decoded from batches that a real client's
-encoder made (aiokafka's), read_committed filtering of aborted transactions and markers, the
-key/value formats, the three encoders (the Arrow stream read back with pyarrow), content
-negotiation and the range parameters."""
+"""The replay's pieces that need no broker: read_committed filtering of aborted transactions and
+markers in batches a real client's encoder made (aiokafka's), the key/value formats, the three
+encoders (the Arrow stream read back with pyarrow), content negotiation and the range
+parameters. The record decoder itself: test_record_decoding.py."""
 
 from __future__ import annotations
 
@@ -13,98 +13,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from service.http.errors import RestError
 from service.http.replay import negotiate, parse_bound, parse_last_event_id, parse_partitions
 from service.http.replay_formats import ArrowEncoder, NdjsonEncoder, Read, SseEncoder, committed_records
+from tests.unit.client_batches import RECORDS, client_batch, columns
 from tiering import compression
-from tiering.records import (
-    TIMESTAMP_TYPE_MASK,
-    InvalidRecordError,
-    RecordColumns,
-    build_control_batch,
-    crc32c,
-    decode_records,
-)
-
-Header = tuple[str, bytes | None]
-Rec = tuple[int, bytes | None, bytes | None, list[Header]]  # timestamp, key, value, headers
-
-
-def batch(records: list[Rec], base_offset: int = 0, codec: int = 0, producer_id: int = -1,
-          transactional: bool = False) -> bytes:
-    """A v2 batch made by aiokafka's encoder, its baseOffset set as the broker sets it."""
-    b = DefaultRecordBatchBuilder(2, codec, int(transactional), producer_id, 0 if producer_id >= 0 else -1,
-                                  0 if producer_id >= 0 else -1, 1 << 24)
-    for i, (ts, key, value, headers) in enumerate(records):
-        assert b.append(i, ts, key, value, headers) is not None
-    out = bytearray(b.build())
-    struct.pack_into(">q", out, 0, base_offset)
-    return bytes(out)
-
-
-def columns(data: bytes, start: int = 0, end: int = 1 << 63) -> RecordColumns:
-    out = RecordColumns.empty()
-    decode_records(data, out, start, end)
-    return out
-
-
-RECORDS: list[Rec] = [
-    (1_700_000_000_000, b"k0", b"v0" * 100, []),
-    (1_700_000_000_005, None, b"no key", [("trace", b"t1")]),
-    (1_699_999_999_990, b"k2", None, [("a", b"1"), ("b", b""), ("a", b"2"), ("n", None)]),
-    (1_700_000_000_100, b"", b"", [("\u00e9t\u00e9", b"\xff\x00")]),
-]
-
-
-@pytest.mark.parametrize("codec", [compression.NONE, compression.GZIP, compression.SNAPPY,
-                                   compression.LZ4, compression.ZSTD])
-def test_decode_records_of_every_codec(codec: int) -> None:
-    cols = columns(batch(RECORDS, base_offset=40, codec=codec))
-    assert cols.offsets == [40, 41, 42, 43]
-    assert cols.timestamps == [r[0] for r in RECORDS]  # out of order as produced
-    assert cols.keys == [r[1] for r in RECORDS]
-    assert cols.values == [r[2] for r in RECORDS]
-    assert cols.header_counts == [0, 1, 4, 1]
-    assert cols.header_keys == [b"trace", b"a", b"b", b"a", b"n", "\u00e9t\u00e9".encode()]
-    assert cols.header_values == [b"t1", b"1", b"", b"2", None, b"\xff\x00"]
-
-
-def test_decode_records_keeps_the_range_and_log_append_time() -> None:
-    data = bytearray(batch(RECORDS, base_offset=10))
-    assert columns(bytes(data), start=11, end=13).offsets == [11, 12]
-    assert columns(bytes(data), start=11, end=13).header_counts == [1, 4]
-    # LogAppendTime: every record has the batch's max timestamp, as consumers report it.
-    struct.pack_into(">h", data, 21, TIMESTAMP_TYPE_MASK)
-    struct.pack_into(">q", data, 35, 1_800_000_000_000)
-    assert columns(bytes(data)).timestamps == [1_800_000_000_000] * 4
-
-
-def test_long_varints_decode() -> None:
-    """Lengths and deltas of three bytes and more (past the inline one- and two-byte paths)."""
-    big = bytes(range(256)) * 300  # 76,800 bytes: a three-byte length
-    data = batch([(0, b"k", big, []), (10**12, b"x" * 20000, None, [("h" * 200, big[:70000])])], base_offset=7)
-    cols = columns(data)
-    assert cols.offsets == [7, 8] and cols.timestamps == [0, 10**12]
-    assert cols.values == [big, None] and cols.keys == [b"k", b"x" * 20000]
-    assert cols.header_keys == [b"h" * 200] and cols.header_values == [big[:70000]]
-
-
-def test_corrupt_records_raise() -> None:
-    data = bytearray(batch(RECORDS))
-    data[61] = 0x7F  # the first record's length (varint -64)
-    with pytest.raises(InvalidRecordError, match="records do not parse"):
-        columns(bytes(data))
-    data = bytearray(batch(RECORDS))
-    struct.pack_into(">i", data, 57, 9)  # a record count past the records
-    with pytest.raises(InvalidRecordError, match="records do not parse"):
-        columns(bytes(data))
+from tiering.records import InvalidRecordError, RecordColumns, build_control_batch
 
 
 def _txn(pid: int, base: int, values: list[bytes]) -> bytes:
-    return batch([(1000 + i, None, v, []) for i, v in enumerate(values)], base_offset=base, producer_id=pid,
-                 transactional=True)
+    return client_batch([(1000 + i, None, v, []) for i, v in enumerate(values)], base_offset=base,
+                        producer_id=pid, transactional=True)
 
 
 def _marker(pid: int, offset: int, commit: bool) -> bytes:
@@ -113,7 +33,7 @@ def _marker(pid: int, offset: int, commit: bool) -> bytes:
 
 def test_read_committed_skips_aborted_transactions_and_markers() -> None:
     log = [
-        batch([(1, None, b"plain-0", [])], base_offset=0),
+        client_batch([(1, None, b"plain-0", [])], base_offset=0),
         _txn(7, 1, [b"aborted-1", b"aborted-2"]),
         _txn(8, 3, [b"committed-3"]),
         _txn(7, 4, [b"aborted-4"]),
@@ -121,7 +41,7 @@ def test_read_committed_skips_aborted_transactions_and_markers() -> None:
         _marker(8, 6, commit=True),
         _txn(7, 7, [b"committed-7"]),  # the same producer's next transaction, committed
         _marker(7, 8, commit=True),
-        batch([(1, None, b"plain-9", [])], base_offset=9),
+        client_batch([(1, None, b"plain-9", [])], base_offset=9),
     ]
     data = b"".join(log)
     # A fetch lists the aborted transactions overlapping its range: (producer id, first offset).
@@ -138,12 +58,21 @@ def test_read_committed_skips_aborted_transactions_and_markers() -> None:
     assert committed_records([Read([data], [])], 0, 100).offsets == [0, 1, 2, 3, 4, 7, 9]
 
 
+def test_a_batch_that_cannot_be_read_is_named_by_its_offset() -> None:
+    good = client_batch([(1, None, b"v", [])], base_offset=0)
+    bad = bytearray(client_batch([(1, None, b"w", [])], base_offset=1))
+    struct.pack_into(">b", bad, 16, 1)  # magic 1
+    with pytest.raises(InvalidRecordError) as caught:
+        committed_records([Read([good + bytes(bad)], [])], 0, 100)
+    assert caught.value.message == "batch at offset 1: batch of magic 1"
+
+
 def _lines(encoded: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in encoded.decode().splitlines()]
 
 
 def test_ndjson_formats() -> None:
-    cols = columns(batch(RECORDS, base_offset=3))
+    cols = columns(client_batch(RECORDS, base_offset=3))
     assert _lines(NdjsonEncoder("base64", "base64").chunk(2, cols))[:3] == [
         {"partition": 2, "offset": 3, "timestamp": 1_700_000_000_000, "key": "azA=",
          "value": base64.b64encode(b"v0" * 100).decode(), "headers": []},
@@ -153,8 +82,8 @@ def test_ndjson_formats() -> None:
          "headers": [{"key": "a", "value": "MQ=="}, {"key": "b", "value": ""}, {"key": "a", "value": "Mg=="},
                      {"key": "n", "value": None}]},
     ]
-    text = columns(batch([(5, b"k\xc3\xa9", b'{"a": [1, 2.50, "x\\ny"],\n "b": null}', [("h", b"v")]),
-                          (6, b"k2", b"12345678901234567890123", [])]))
+    text = columns(client_batch([(5, b"k\xc3\xa9", b'{"a": [1, 2.50, "x\\ny"],\n "b": null}', [("h", b"v")]),
+                                 (6, b"k2", b"12345678901234567890123", [])]))
     lines = NdjsonEncoder("json", "string").chunk(0, text)
     assert lines.count(b"\n") == 2  # one line per record: the value's own line break became a space
     assert _lines(lines) == [
@@ -168,8 +97,8 @@ def test_ndjson_formats() -> None:
 
 
 def test_bytes_that_are_not_what_the_format_says_travel_in_base64() -> None:
-    cols = columns(batch([(0, b"plain", b"1", []), (1, b"k", b"NaN", []), (2, b"\xff", b"\xfe", [("h", b"\xfd")]),
-                          (3, None, b'"ok"', [("h", b"fine")])]))
+    cols = columns(client_batch([(0, b"plain", b"1", []), (1, b"k", b"NaN", []),
+                                 (2, b"\xff", b"\xfe", [("h", b"\xfd")]), (3, None, b'"ok"', [("h", b"fine")])]))
     assert _lines(NdjsonEncoder("json", "json").chunk(4, cols)) == [
         {"partition": 4, "offset": 0, "timestamp": 0, "key": None, "key_base64": "cGxhaW4=", "value": 1,
          "headers": []},
@@ -187,7 +116,7 @@ def test_bytes_that_are_not_what_the_format_says_travel_in_base64() -> None:
 
 def test_sse_events() -> None:
     enc = SseEncoder("string", "string")
-    out = enc.chunk(1, columns(batch([(5, b"k", b"v", [])], base_offset=9))).decode()
+    out = enc.chunk(1, columns(client_batch([(5, b"k", b"v", [])], base_offset=9))).decode()
     assert out == ('id: 1:9\ndata: {"partition":1,"offset":9,"timestamp":5,"key":"k","value":"v","headers":[]}\n\n')
     assert enc.tail() == b"event: end\ndata: {}\n\n"
     assert enc.error(503, "store down") == b'event: error\ndata: {"error_code": 503, "message": "store down"}\n\n'
@@ -195,9 +124,9 @@ def test_sse_events() -> None:
 
 def test_arrow_stream_reads_back() -> None:
     enc = ArrowEncoder(pa)
-    stream = b"".join([enc.head(), enc.chunk(0, columns(batch(RECORDS, base_offset=3, codec=compression.ZSTD))),
+    stream = b"".join([enc.head(), enc.chunk(0, columns(client_batch(RECORDS, base_offset=3, codec=compression.ZSTD))),
                        enc.chunk(0, RecordColumns.empty()),  # nothing to add: no empty batch
-                       enc.chunk(5, columns(batch(RECORDS[:1], base_offset=0))), enc.tail()])
+                       enc.chunk(5, columns(client_batch(RECORDS[:1], base_offset=0))), enc.tail()])
     reader = pyarrow.ipc.open_stream(stream)
     batches = list(reader)
     assert [b.num_rows for b in batches] == [4, 1]
@@ -298,8 +227,3 @@ def test_partitions_and_last_event_id() -> None:
         with pytest.raises(RestError):
             parse_last_event_id(event_id)
 
-
-def test_crc_of_test_batches_is_right() -> None:
-    """The batches above are whole, valid batches (the decoder does not check CRCs)."""
-    data = batch(RECORDS, codec=compression.LZ4)
-    assert struct.unpack_from(">I", data, 17)[0] == crc32c(data[21:])
