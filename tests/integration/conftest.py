@@ -85,6 +85,12 @@ class Broker:
     def address(self, listener: str) -> str:
         return f"127.0.0.1:{self.ports[listener]}"
 
+    def sasl_conf(self, user: str, password: str,
+                  mechanism: str = "SCRAM-SHA-512") -> dict[str, str | int | float | bool]:
+        """A Kafka client's settings for the SASL_PLAINTEXT listener, as `user`."""
+        return {"bootstrap.servers": self.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": mechanism, "sasl.username": user, "sasl.password": password}
+
     def addresses(self) -> list[str]:
         return [self.address(name) for name in self.ports]
 
@@ -204,6 +210,14 @@ class Broker:
                 ) from None
         return self.proc.returncode
 
+    def stop_quietly(self) -> None:
+        """stop() for a teardown: a broker that had to be killed there fails no test (a test
+        that checks a clean stop calls stop() and sees the BrokerError)."""
+        try:
+            self.stop()
+        except BrokerError:
+            pass
+
     def kill(self) -> int | None:
         """SIGKILL, no chance to flush anything."""
         if self.proc is None:
@@ -262,10 +276,7 @@ def broker_factory(tmp_path):
 
     yield make
     for b in started:
-        try:
-            b.stop()
-        except BrokerError:
-            pass
+        b.stop_quietly()
 
 
 @pytest.fixture
@@ -281,10 +292,7 @@ def module_broker(request, tmp_path_factory):
     b = Broker(tmp_path_factory.mktemp(name), settings)
     b.start()
     yield b
-    try:
-        b.stop()
-    except BrokerError:
-        pass
+    b.stop_quietly()
 
 
 @pytest.hookimpl(hookwrapper=True)

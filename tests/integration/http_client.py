@@ -44,3 +44,10 @@ def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None
             return Answer(r.status, r.headers, r.read())
     except urllib.error.HTTPError as e:
         return Answer(e.code, e.headers, e.read())
+
+
+def cluster_id(http_base: str, headers: dict[str, str] | None = None) -> str:
+    """The cluster id the API answers with (GET /v3/clusters)."""
+    answer = call("GET", http_base + "/v3/clusters", headers=headers)
+    assert answer.status == 200, (answer.status, answer.body)
+    return str(answer.json()["data"][0]["cluster_id"])

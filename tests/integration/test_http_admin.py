@@ -26,16 +26,9 @@ from confluent_kafka.admin import (
 from confluent_kafka.admin import ResourceType as RT
 
 from . import ck
-from .conftest import Broker, BrokerError
-from .http_client import Answer, basic, call
+from .conftest import Broker
+from .http_client import Answer, basic, call, cluster_id
 from .security_helpers import add_user
-
-
-def _stop(b: Broker) -> None:
-    try:
-        b.stop()
-    except BrokerError:
-        pass
 
 
 @dataclass
@@ -55,15 +48,11 @@ class Api:
         return self.base + path
 
 
-def _cluster_id(b: Broker, headers: dict[str, str] | None = None) -> str:
-    return str(call("GET", b.http_base + "/v3/clusters", headers=headers).json()["data"][0]["cluster_id"])
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     b = Broker(tmp_path_factory.mktemp("http-admin"), {"group.initial.rebalance.delay.ms": 0}).start()
-    yield Api(b, _cluster_id(b), {})
-    _stop(b)
+    yield Api(b, cluster_id(b.http_base), {})
+    b.stop_quietly()
 
 
 def topic_body(api: Api, name: str, partitions: int) -> dict[str, Any]:
@@ -447,12 +436,10 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     add_user(b.data_dir, ALICE, ALICE_PW)
     b.start()
     admin_headers = basic(ADMIN, ADMIN_PW)
-    cid = _cluster_id(b, admin_headers)
-    kafka_admin = AdminClient({"bootstrap.servers": b.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
-                               "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN,
-                               "sasl.password": ADMIN_PW})
+    cid = cluster_id(b.http_base, admin_headers)
+    kafka_admin = AdminClient(b.sasl_conf(ADMIN, ADMIN_PW))
     yield Secured(Api(b, cid, admin_headers), Api(b, cid, basic(ALICE, ALICE_PW)), kafka_admin)
-    _stop(b)
+    b.stop_quietly()
 
 
 def _grant(s: Secured, rtype: RT, name: str, op: AclOperation,
@@ -511,9 +498,7 @@ def test_acls_of_the_mirrored_kafka_apis(secured: Secured) -> None:
 
     # Groups: DESCRIBE on the group; lag only of the topics the caller may DESCRIBE.
     group = "acl-group"
-    c = Consumer({"bootstrap.servers": admin.broker.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
-                  "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN, "sasl.password": ADMIN_PW,
-                  "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**admin.broker.sasl_conf(ADMIN, ADMIN_PW), "group.id": group, "enable.auto.commit": False})
     try:
         c.commit(offsets=[TopicPartition("visible", 0, 0), TopicPartition("hidden", 0, 0)], asynchronous=False)
     finally:

@@ -21,18 +21,11 @@ ALICE, ALICE_PW = "alice", "alice-Secret-1"
 BOB, BOB_PW = "bob", "bob-Secret-2"
 
 
-def _stop(b: Broker) -> None:
-    try:
-        b.stop()
-    except BrokerError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def open_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     b = Broker(tmp_path_factory.mktemp("http-open")).start()
     yield b
-    _stop(b)
+    b.stop_quietly()
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +60,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, issuer: JwtIssuer) -> Iter
     add_user(b.data_dir, BOB, BOB_PW, "SCRAM-SHA-256", iterations=8192)
     b.start()
     yield Secured(b, ca.cert_path)
-    _stop(b)
-
-
-def _admin_conf(b: Broker) -> dict[str, str | int | float | bool]:
-    return {"bootstrap.servers": b.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN, "sasl.password": ADMIN_PW}
+    b.stop_quietly()
 
 
 def _cluster_id(bootstrap_conf: dict[str, str | int | float | bool]) -> str:
@@ -134,12 +122,12 @@ def test_basic_and_bearer_authentication_with_acls(secured: Secured, issuer: Jwt
                                                     "message": "Not authorized to describe cluster 'kafka-cluster'"})
     assert https("GET", "/v3/clusters", basic(ADMIN, ADMIN_PW)).status == 200  # super user
 
-    admin = AdminClient(_admin_conf(secured.broker))
+    admin = AdminClient(secured.broker.sasl_conf(ADMIN, ADMIN_PW))
     grant = AclBinding(RT.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, f"User:{ALICE}", "*",
                        AclOperation.DESCRIBE, AclPermissionType.ALLOW)
     for f in admin.create_acls([grant]).values():
         f.result(timeout=10)
-    cid = _cluster_id(_admin_conf(secured.broker))
+    cid = _cluster_id(secured.broker.sasl_conf(ADMIN, ADMIN_PW))
     for _ in range(2):  # the second from the verified-password cache
         allowed = https("GET", "/v3/clusters", basic(ALICE, ALICE_PW))
         assert allowed.status == 200 and allowed.json()["data"][0]["cluster_id"] == cid

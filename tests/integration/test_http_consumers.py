@@ -26,7 +26,7 @@ from confluent_kafka.admin import (
 from confluent_kafka.admin import ResourceType as RT
 
 from . import ck
-from .conftest import Broker, BrokerError
+from .conftest import Broker
 from .helpers import unique_topic, wait_until
 from .http_client import Answer, basic, call
 from .security_helpers import add_user
@@ -550,15 +550,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         add_user(b.data_dir, user, password)
     b.start()
     yield b
-    try:
-        b.stop()
-    except BrokerError:
-        pass
-
-
-def _admin(b: Broker) -> dict[str, str | int | float | bool]:
-    return {"bootstrap.servers": b.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN, "sasl.password": ADMIN_PW}
+    b.stop_quietly()
 
 
 def _acl(rtype: RT, name: str, user: str) -> AclBinding:
@@ -567,7 +559,7 @@ def _acl(rtype: RT, name: str, user: str) -> AclBinding:
 
 
 def test_acls_read_on_group_and_topic(secured: Broker) -> None:
-    admin = AdminClient(_admin(secured))
+    admin = AdminClient(secured.sasl_conf(ADMIN, ADMIN_PW))
     topic, group = unique_topic("v2acl"), "acl-group"
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(15)
     alice, bob = Rest(secured.http_base, basic(ALICE, ALICE_PW)), Rest(secured.http_base, basic(BOB, BOB_PW))
@@ -588,7 +580,7 @@ def test_acls_read_on_group_and_topic(secured: Broker) -> None:
         f.result(15)
     alice.ok("POST", url + "/subscription", {"topics": [topic]})
     wait_until(lambda: alice.assignment(url) == {(topic, 0)}, 30, what="alice's partition")
-    p = Producer({**_admin(secured), "linger.ms": 5})
+    p = Producer({**secured.sasl_conf(ADMIN, ADMIN_PW), "linger.ms": 5})
     p.produce(topic, b"secret", b"k", partition=0)
     assert p.flush(30) == 0
     assert [(k, v) for _, _, k, v in _read_until(alice, url, 1)] == [(b"k", b"secret")]

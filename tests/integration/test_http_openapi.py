@@ -28,8 +28,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from . import ck
-from .conftest import Broker, BrokerError
-from .http_client import call
+from .conftest import Broker
+from .http_client import call, cluster_id
 
 EXCLUDED_OPERATIONS: dict[tuple[str, str], str] = {
     # REST Proxy's unsubscribe: the instance's subscription stays readable, empty, which the
@@ -57,13 +57,6 @@ class Seeds:
     member_id: str
 
 
-def _stop(b: Broker) -> None:
-    try:
-        b.stop()
-    except BrokerError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeds]:
     # A low partition bound: generated creates ask for up to 2^31 partitions.
@@ -87,12 +80,12 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeds]:
             consumer.poll(0.2)
         consumer.commit(offsets=[TopicPartition(SEED_TOPIC, 0, 1), TopicPartition(SEED_TOPIC, 1, 2)],
                         asynchronous=False)
-        cid = call("GET", b.http_base + "/v3/clusters").json()["data"][0]["cluster_id"]
+        cid = cluster_id(b.http_base)
         yield Seeds(b, cid, consumer.memberid() or "")
     finally:
         if consumer is not None:
             consumer.close()
-        _stop(b)
+        b.stop_quietly()
 
 
 def _toml(value: object) -> str:

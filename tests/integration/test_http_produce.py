@@ -29,9 +29,9 @@ from confluent_kafka.admin import ResourceType as RT
 from service.http.v3_records import format_timestamp
 
 from . import ck
-from .conftest import Broker, BrokerError, sediment_command
+from .conftest import Broker, sediment_command
 from .helpers import unique_topic
-from .http_client import Answer, basic, call
+from .http_client import Answer, basic, call, cluster_id
 from .security_helpers import add_user
 
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -43,30 +43,17 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _stop(b: Broker) -> None:
-    try:
-        b.stop()
-    except BrokerError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     # A small quota window, so the quota test's throttles are short.
     b = Broker(tmp_path_factory.mktemp("http-produce"))
     b.start()
     yield b
-    _stop(b)
-
-
-def cluster_id(b: Broker) -> str:
-    cid = call("GET", b.http_base + "/v3/clusters").json()["data"][0]["cluster_id"]
-    assert isinstance(cid, str)
-    return cid
+    b.stop_quietly()
 
 
 def records_url(b: Broker, topic: str) -> str:
-    return f"{b.http_base}/v3/clusters/{cluster_id(b)}/topics/{topic}/records"
+    return f"{b.http_base}/v3/clusters/{cluster_id(b.http_base)}/topics/{topic}/records"
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[Answer, list[dict[str, Any]]]:
@@ -85,7 +72,7 @@ def concat(records: list[dict[str, Any]]) -> bytes:
 def test_records_are_read_byte_exact_by_confluent_kafka(broker: Broker) -> None:
     topic = unique_topic("http-exact")
     ck.create_topic(broker.bootstrap, topic, partitions=3)
-    url, cid = records_url(broker, topic), cluster_id(broker)
+    url, cid = records_url(broker, topic), cluster_id(broker.http_base)
     binary = bytes(range(256))
     sent: list[dict[str, Any]] = [
         {"partition_id": 0, "key": {"type": "BINARY", "data": b64(binary)},
@@ -254,7 +241,7 @@ async def test_a_slow_producer_gets_each_result_before_it_sends_the_next(broker:
 def test_errors_are_confluents_and_nothing_is_written_for_a_bad_record(broker: Broker) -> None:
     topic = unique_topic("http-errors")
     ck.create_topic(broker.bootstrap, topic, partitions=2, config={"max.message.bytes": "1000"})
-    url, cid = records_url(broker, topic), cluster_id(broker)
+    url, cid = records_url(broker, topic), cluster_id(broker.http_base)
     ok = {"partition_id": 0, "value": {"type": "STRING", "data": "ok"}}
     body = b"".join([
         json.dumps(ok).encode(),
@@ -357,7 +344,7 @@ def test_a_produce_quota_holds_the_client_back_and_loses_nothing(tmp_path_factor
         assert int(float(throttled[0].rsplit(" ", 1)[1])) >= 1, throttled
         assert ck.watermarks(b.bootstrap, topic, 0) == (0, 100)
     finally:
-        _stop(b)
+        b.stop_quietly()
 
 
 @pytest.fixture(scope="module")
@@ -369,12 +356,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     add_user(b.data_dir, ALICE, ALICE_PW, "SCRAM-SHA-512")
     b.start()
     yield b
-    _stop(b)
+    b.stop_quietly()
 
 
 def test_producing_needs_write_on_the_topic(secured: Broker) -> None:
-    admin = AdminClient({"bootstrap.servers": secured.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
-                         "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN, "sasl.password": ADMIN_PW})
+    admin = AdminClient(secured.sasl_conf(ADMIN, ADMIN_PW))
     admin.create_topics([NewTopic("acl-topic", 1, 1)])["acl-topic"].result(15)
     cid = admin.list_topics(timeout=10).cluster_id
     base = f"{secured.http_base}/v3/clusters/{cid}/topics"

@@ -32,7 +32,7 @@ from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, A
 from confluent_kafka.admin import ResourceType as RT
 
 from . import ck
-from .conftest import Broker, BrokerError, sediment_command
+from .conftest import Broker, sediment_command
 from .helpers import Plan, unique_topic, wait_until
 from .http_client import Answer, basic, call
 from .security_helpers import add_user
@@ -129,10 +129,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
         print(b.log_tail(80))
         raise
     finally:
-        try:
-            b.stop()
-        except BrokerError:
-            pass
+        b.stop_quietly()
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,10 +513,7 @@ def test_broker_stop_ends_open_streams(tmp_path: Path) -> None:
         log = b.log_path.read_text(errors="replace")
         assert "Task was destroyed but it is pending" not in log and "Traceback" not in log
     finally:
-        try:
-            b.stop()
-        except BrokerError:
-            pass
+        b.stop_quietly()
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,10 +546,6 @@ class Secured:
     topic: str
     produced: list[Row]
 
-    def admin_conf(self) -> dict[str, str | int | float | bool]:
-        return {"bootstrap.servers": self.broker.address("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
-                "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN, "sasl.password": ADMIN_PW}
-
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
@@ -571,7 +561,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     b.start()
     try:
         s = Secured(b, unique_topic("replay-acl"), [])
-        conf = s.admin_conf()
+        conf = s.broker.sasl_conf(ADMIN, ADMIN_PW)
         admin = AdminClient(conf)
         from confluent_kafka.admin import NewTopic
 
@@ -584,10 +574,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         s.produced = [(0, i, b"k%d" % i, b"v%d" % i, [("i", b"%d" % i)], BASE_TS + i) for i in range(20)]
         yield s
     finally:
-        try:
-            b.stop()
-        except BrokerError:
-            pass
+        b.stop_quietly()
 
 
 def test_authentication_acls_and_no_pyarrow(secured: Secured) -> None:
@@ -602,7 +589,7 @@ def test_authentication_acls_and_no_pyarrow(secured: Secured) -> None:
     assert (hidden.status, hidden.json()) == (403, {"error_code": 40301,
                                                     "message": "Not authorized to read topic 'no-such-topic'"})
 
-    admin = AdminClient(secured.admin_conf())
+    admin = AdminClient(secured.broker.sasl_conf(ADMIN, ADMIN_PW))
     describe_only = AclBinding(RT.TOPIC, secured.topic, ResourcePatternType.LITERAL, f"User:{ALICE}", "*",
                                AclOperation.DESCRIBE, AclPermissionType.ALLOW)
     for f in admin.create_acls([describe_only]).values():
@@ -625,7 +612,7 @@ def test_authentication_acls_and_no_pyarrow(secured: Secured) -> None:
 
 
 def _grant_read(s: Secured, topic: str) -> None:
-    admin = AdminClient(s.admin_conf())
+    admin = AdminClient(s.broker.sasl_conf(ADMIN, ADMIN_PW))
     read = AclBinding(RT.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{ALICE}", "*", AclOperation.READ,
                       AclPermissionType.ALLOW)
     for f in admin.create_acls([read]).values():
@@ -635,7 +622,7 @@ def _grant_read(s: Secured, topic: str) -> None:
 def test_fetch_quota_slows_the_stream_and_loses_nothing(secured: Secured) -> None:
     """consumer_byte_rate for the X-Client-Id: 2.5 MiB at 1 MB/s is throttled (the next chunk
     waits), the throttles show in /metrics under that client-id, and every record arrives."""
-    conf = secured.admin_conf()
+    conf = secured.broker.sasl_conf(ADMIN, ADMIN_PW)
     topic = unique_topic("replay-quota")
     from confluent_kafka.admin import NewTopic
 
