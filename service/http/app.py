@@ -9,6 +9,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.http import (
     openapi,
@@ -25,12 +26,41 @@ from service.http import (
 from service.http.api import SERVICES_KEY
 from service.http.auth import HttpAuthenticator, auth_middleware
 from service.http.errors import error_middleware
+from service.logsafe import printable
 from service.quotas import SensorView
 
 if TYPE_CHECKING:
     from service.broker import Broker
 
 log = logging.getLogger("sediment.http")
+# What aiohttp's connection handlers log (AppRunner's `logger`), instead of "aiohttp.server".
+server_log = logging.getLogger("sediment.http.server")
+
+_REASON_MAX = 300  # characters of aiohttp's description of a malformed request, which quotes its bytes
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse (a NUL byte in a header, a broken chunked body,
+    a duplicate Content-Length) with 400 itself, in RequestHandler.handle_error, before any
+    middleware sees it, and logs that as an error with a traceback. The bytes were the client's:
+    the record becomes one INFO line naming the peer and aiohttp's reason. Anything else (an
+    exception of the server's own) is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        # handle_error logs "Error handling request from %s" with the peer's address.
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "an unknown peer"
+        lines = (line.strip() for line in exc.message.splitlines())
+        reason = " ".join(line for line in lines if line.strip("^~ "))  # not the caret under the bad byte
+        if len(reason) > _REASON_MAX:
+            reason = reason[:_REASON_MAX] + "..."
+        log.info("malformed HTTP request from %s: %s", printable(peer), printable(reason))
+        return False
+
+
+server_log.addFilter(_MalformedRequests())
 
 BROKER_KEY: web.AppKey[Broker] = web.AppKey("broker")
 
@@ -185,7 +215,7 @@ class HttpServer:
         return first
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = web.AppRunner(self._app, access_log=None, logger=server_log)
         await self._runner.setup()
         context = self._tls_context()
         await web.TCPSite(self._runner, self._host, self._port, reuse_address=True, ssl_context=context).start()

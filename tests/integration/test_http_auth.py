@@ -3,6 +3,7 @@ SCRAM credentials, bearer JWTs, the same ACLs as the Kafka listener, and TLS."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, A
 from confluent_kafka.admin import ResourceType as RT
 
 from .conftest import Broker, BrokerError
+from .helpers import wait_until
 from .http_client import Answer, basic, bearer, call
 from .security_helpers import CertificateAuthority, JwtIssuer, add_user, write_jwks
 
@@ -91,6 +93,42 @@ def test_clusters_and_errors_without_authentication(open_broker: Broker) -> None
     assert (route.status, route.json()) == (404, {"error_code": 404, "message": "Not Found"})
     method = call("DELETE", base + "/v3/clusters")
     assert method.status == 405 and method.json()["error_code"] == 405 and "GET" in method.headers["Allow"]
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    """The whole answer to bytes sent as they are (no client library would send these)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):  # aiohttp closes the connection after a 400 of its own
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(("request_bytes", "reason"), [
+    (b"GET /v3/clusters HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",
+     "Invalid header value char: b'X-Bad: a\\x00b'"),
+    (b"POST /v3/clusters HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+     "Invalid character in chunk size: b'zz'"),
+], ids=["nul-in-header", "broken-chunk-size"])
+def test_malformed_requests_are_the_clients_fault(open_broker: Broker, request_bytes: bytes, reason: str) -> None:
+    """A request aiohttp cannot parse is answered 400 by aiohttp itself, before any handler; the
+    broker logs one INFO line naming the peer and the reason, no error and no traceback."""
+    log_start = open_broker.log_path.stat().st_size
+    answer = _raw_http(open_broker.http_port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split(b" ", 1)[1] == b"400 Bad Request", answer
+    assert body.startswith(reason.split(": ")[0].encode() + b":\n"), answer  # aiohttp's own text
+    line = f"INFO sediment.http: malformed HTTP request from 127.0.0.1: {reason}\n"
+
+    def logged() -> str:
+        with open(open_broker.log_path, "rb") as f:
+            f.seek(log_start)
+            return f.read().decode(errors="replace")
+
+    wait_until(lambda: line in logged(), 10, what="the malformed request's log line")
+    new = logged()
+    assert "Traceback" not in new and " ERROR " not in new and "aiohttp" not in new, new
 
 
 def test_basic_and_bearer_authentication_with_acls(secured: Secured, issuer: JwtIssuer) -> None:
