@@ -112,54 +112,74 @@ def decompress_bounded(codec: int, data: bytes | bytearray | memoryview, limit: 
 
 
 def _gunzip(data: bytes | bytearray | memoryview, limit: int) -> bytes:
-    out = bytearray()
+    parts: list[bytes] = []
+    total = 0
     rest = bytes(data)
-    while rest and len(out) <= limit:  # a gzip stream may hold several members
+    while rest and total <= limit:  # a gzip stream may hold several members
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out += d.decompress(rest, limit + 1 - len(out))
+        parts.append(d.decompress(rest, max_length=limit + 1 - total))  # zlib's output grows as it goes
+        total += len(parts[-1])
         if not d.eof:
-            if len(out) > limit:
+            if total > limit:
                 break
             raise DecompressionError("truncated gzip stream")
         rest = d.unused_data
-    return bytes(out)
+    return b"".join(parts)
+
+
+_LZ4_PIECE = 1 << 20  # output asked for at first; doubled while there is more
 
 
 def _unlz4(data: bytes | bytearray | memoryview, limit: int) -> bytes:
-    out = bytearray()
+    # python-lz4 allocates max_length bytes up front (the bound was a 64 MiB buffer for every
+    # batch, three times the cost of opening a small one), so output is asked for a piece at a
+    # time.
+    parts: list[bytes] = []
+    total = 0
     rest = bytes(data)
-    while rest and len(out) <= limit:
+    while rest and total <= limit:  # one after another, as several frames may be
         d = lz4.frame.LZ4FrameDecompressor()
-        out += d.decompress(rest, max_length=limit + 1 - len(out))
+        more, piece = rest, _LZ4_PIECE
+        while total <= limit:
+            parts.append(d.decompress(more, max_length=min(piece, limit + 1 - total)))
+            total += len(parts[-1])
+            if d.eof or d.needs_input:
+                break
+            more, piece = b"", piece * 2  # the decompressor holds the input it has not opened yet
         if not d.eof:
-            if len(out) > limit:
+            if total > limit:
                 break
             raise DecompressionError("truncated LZ4 frame")
         rest = d.unused_data
-    return bytes(out)
+    return b"".join(parts)
 
 
-_ZSTD_STEP = 256  # input per call: an RLE block of 4 bytes opens to 128 KiB, so at most 8 MiB past the bound
+# A zstd block opens to at most 128 KiB from 4 bytes (an RLE block): 2^15 times its input. The
+# decompressor object tells a truncated frame from the end (a stream reader cannot) but takes no
+# output bound, so it is fed at most 1/2^15 of the output still allowed at a time (and at least
+# 256 bytes: at most 8 MiB past the bound).
+_ZSTD_RATIO_BITS = 15
+_ZSTD_STEP_MIN = 256
 
 
 def _unzstd(data: bytes | bytearray | memoryview, limit: int) -> bytes:
-    # A stream reader cannot tell a truncated frame from the end; the decompressor object can,
-    # but takes no output bound, so it is fed a little input at a time. Java's zstd-jni may
-    # write several frames: each one is read to its end.
-    out = bytearray()
+    parts: list[bytes] = []
+    total = 0
     rest = bytes(data)
-    while rest and len(out) <= limit:
+    while rest and total <= limit:  # Java's zstd-jni may write several frames: each is read to its end
         d = zstandard.ZstdDecompressor().decompressobj()
         pos = 0
-        while pos < len(rest) and not d.eof and len(out) <= limit:
-            out += d.decompress(rest[pos:pos + _ZSTD_STEP])
-            pos += _ZSTD_STEP
-        if len(out) > limit:
+        while pos < len(rest) and not d.eof and total <= limit:
+            step = max(_ZSTD_STEP_MIN, (limit + 1 - total) >> _ZSTD_RATIO_BITS)
+            parts.append(d.decompress(rest[pos:pos + step]))
+            total += len(parts[-1])
+            pos += step
+        if total > limit:
             break
         if not d.eof:
             raise DecompressionError("truncated zstd frame")
         rest = d.unused_data + rest[pos:]
-    return bytes(out)
+    return b"".join(parts)
 
 
 def _unsnappy(view: memoryview, limit: int) -> bytes:

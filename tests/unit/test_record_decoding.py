@@ -115,6 +115,13 @@ def test_decompression_is_bounded() -> None:
         decompress_bounded(ZSTD, bombs[ZSTD][: len(bombs[ZSTD]) // 2], len(zeros))
     with pytest.raises(DecompressionError, match="^unknown compression codec 6$"):
         decompress_bounded(6, b"x", 10)
+    # Several gzip members, LZ4 frames or zstd frames one after another (as Java's zstd-jni writes
+    # them) open whole, within the bound.
+    for codec in (GZIP, LZ4, ZSTD):
+        frames = compress(codec, b"a" * 1000) + compress(codec, b"b" * 1000)
+        assert decompress_bounded(codec, frames, 2000) == b"a" * 1000 + b"b" * 1000
+        with pytest.raises(DecompressionError, match="^decompresses to more than 1999 bytes$"):
+            decompress_bounded(codec, frames, 1999)
 
 
 def test_a_batch_that_opens_past_the_bound_is_refused() -> None:
