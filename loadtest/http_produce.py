@@ -40,14 +40,14 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .broker import BrokerProcess
-from .stats import percentiles, ratio
+from .stats import median, percentiles, ratio
+from .system import figures_main
 
 NAMES = ("kafka_single", "http_single", "kafka_stream", "http_stream")
 STREAM_PIECE = 64  # records per piece written to a streamed body
@@ -270,16 +270,13 @@ def _cluster_id(http_url: str) -> str:
 
 def report(runs: list[dict[str, Phase]]) -> dict[str, float | None]:
     """Medians over the runs of each figure, and the ratios to confluent-kafka."""
-    def med(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
-
     figures: dict[str, float | None] = {}
     for name in NAMES:
-        figures[f"{name}_records_s"] = med([r[name].rate for r in runs])
-        figures[f"{name}_p50_ms"] = med([r[name].pct()[50.0] for r in runs])
-        figures[f"{name}_p99_ms"] = med([r[name].pct()[99.0] for r in runs])
+        figures[f"{name}_records_s"] = median(r[name].rate for r in runs)
+        figures[f"{name}_p50_ms"] = median(r[name].pct()[50.0] for r in runs)
+        figures[f"{name}_p99_ms"] = median(r[name].pct()[99.0] for r in runs)
         cpu = [c for r in runs if (c := r[name].broker_cpu_us) is not None]
-        figures[f"{name}_broker_cpu_us"] = med(cpu) if cpu else None
+        figures[f"{name}_broker_cpu_us"] = median(cpu) if cpu else None
     for kind in ("single", "stream"):
         http, kafka = f"http_{kind}", f"kafka_{kind}"
         figures[f"{kind}_cpu_http_vs_kafka"] = ratio(figures[f"{http}_broker_cpu_us"] or 0.0,
@@ -343,15 +340,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        figures = run(args)
-    except BenchError as e:
-        print(f"http_produce benchmark failed: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-    return 0
+    return figures_main("http_produce", parse_args(argv), run, (BenchError,))
 
 
 if __name__ == "__main__":

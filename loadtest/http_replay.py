@@ -41,10 +41,12 @@ from .replay import (
     Store,
     create_topic,
     default_parallelism,
-    generate_keyring,
     make_blob,
     produce,
     replay,
+    tear_down,
+    tiered_settings,
+    tiered_topic_configs,
     wait_remote,
     watermarks,
 )
@@ -171,26 +173,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"messages": messages, "replays": {m: [] for m in MODES}}
     try:
         store.start()
-        keyring = work / "keys" / "ring.json"  # outside the broker's data dir
-        keyring.parent.mkdir(mode=0o700)
-        generate_keyring(keyring)
-        settings = {
-            "num.partitions": str(args.partitions),
-            "log.retention.check.interval.ms": "500",
-            "remote.keyring": str(keyring),
-            "remote.upload.check.interval.ms": "200",
-            "remote.cache.dir": str(work / "cache-produce"),
-            **store.broker_settings(),
-        }
+        _, settings = tiered_settings(work, store, args.partitions)
+        settings["remote.cache.dir"] = str(work / "cache-produce")
         broker = BrokerProcess(data_dir=work / "data", settings=settings, env=S3_ENV if args.store == "s3" else None)
         broker.start(timeout=60)
         result["broker_command"] = broker.command_line()
         print(f"broker: pid {broker.pid}, store {store.url}, work dir {work}", flush=True)
         topic = f"http-replay-{uuid.uuid4().hex[:8]}"
-        seg = args.segment_mb * MIB
-        create_topic(broker.bootstrap, topic, args.partitions, {
-            "remote.storage.enable": "true", "segment.bytes": str(seg), "local.retention.bytes": str(seg),
-            "remote.upload.interval.ms": "60000"}, timeout=30)
+        create_topic(broker.bootstrap, topic, args.partitions, tiered_topic_configs(args.segment_mb * MIB, 60000),
+                     timeout=30)
 
         def check() -> None:
             assert broker is not None
@@ -238,13 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(broker.log_tail(), file=sys.stderr)
         raise
     finally:
-        if broker is not None:
-            broker.stop()
-        store.stop()
-        if args.keep_data:
-            print(f"kept {work}", flush=True)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(broker, store, work, args.keep_data)
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from .broker import BrokerProcess, sediment_command
 from .faults.rig import RigError, wait_for
 from .stats import MIB, median, ratio
+from .system import figures_main
 
 TENANT, NEIGHBOUR = "tenant", "noisy-neighbour"
 UNREACHED_BYTES = 10 * 1024 * MIB  # a default quota no client reaches: measured, never throttled
@@ -297,15 +298,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, float | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        figures = run(args)
-    except (BenchError, RigError) as e:
-        print(f"quotas benchmark failed: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-    return 0
+    return figures_main("quotas", parse_args(argv), run, (BenchError, RigError))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import platform
 import random
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -615,6 +616,41 @@ def generate_keyring(path: Path) -> None:
         raise BenchError(f"{shlex.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout).strip()}")
 
 
+def tiered_settings(work: Path, store: Store, partitions: int) -> tuple[Path, dict[str, str]]:
+    """A new key ring in the work dir (outside the broker's data dir), and the broker settings a
+    replay benchmark starts from: the store as the remote tier, retention and uploads checked
+    often, so that a topic sinks soon after it is written."""
+    keyring = work / "keys" / "ring.json"
+    keyring.parent.mkdir(mode=0o700)
+    generate_keyring(keyring)
+    return keyring, {
+        "num.partitions": str(partitions),
+        "log.retention.check.interval.ms": "500",
+        "remote.keyring": str(keyring),
+        "remote.upload.check.interval.ms": "200",
+        **store.broker_settings(),
+    }
+
+
+def tiered_topic_configs(segment_bytes: int, upload_interval_ms: int) -> dict[str, str]:
+    """A topic whose sealed segments go to the remote tier and leave the local one after the
+    first: what is replayed is read from the store."""
+    return {"remote.storage.enable": "true", "segment.bytes": str(segment_bytes),
+            "local.retention.bytes": str(segment_bytes), "remote.upload.interval.ms": str(upload_interval_ms)}
+
+
+def tear_down(broker: BrokerProcess | None, store: Store, work: Path, keep_data: bool) -> None:
+    """The end of a run, whatever happened: broker and store stopped, the work dir removed (or
+    kept, and said where)."""
+    if broker is not None:
+        broker.stop()
+    store.stop()
+    if keep_data:
+        print(f"kept {work}", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def start_profile(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen | None:
     """py-spy record of `pid` (collapsed stacks, idle time left out) into --profile DIR."""
     if not args.profile:
@@ -663,17 +699,8 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
     broker: BrokerProcess | None = None
     try:
         store.start()
-        keyring = work / "keys" / "ring.json"  # outside the broker's data dir
-        keyring.parent.mkdir(mode=0o700)
-        generate_keyring(keyring)
-        settings = {
-            "num.partitions": str(args.partitions),
-            "log.retention.check.interval.ms": "500",
-            "remote.keyring": str(keyring),
-            "remote.compression": args.compression,
-            "remote.upload.check.interval.ms": "200",
-            **store.broker_settings(),
-        }
+        keyring, settings = tiered_settings(work, store, args.partitions)
+        settings["remote.compression"] = args.compression
         if args.chunk_bytes:
             settings["remote.chunk.bytes"] = str(args.chunk_bytes)
         if args.cache_bytes is not None:  # 0 turns the chunk cache off
@@ -698,13 +725,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
             store.check_alive()
 
         topic = f"replay-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}-r{i}"
-        seg = segment_bytes(args)
-        topic_configs = {
-            "remote.storage.enable": "true",
-            "segment.bytes": str(seg),
-            "local.retention.bytes": str(seg),
-            "remote.upload.interval.ms": str(args.upload_interval_ms),
-        }
+        topic_configs = tiered_topic_configs(segment_bytes(args), args.upload_interval_ms)
         create_topic(broker.bootstrap, topic, args.partitions, topic_configs, timeout=30)
         config.setdefault("topic_configs", topic_configs)
 
@@ -829,15 +850,7 @@ def one_run(i: int, args: argparse.Namespace, blob: bytes, config: dict[str, Any
             print(broker.log_tail(), file=sys.stderr)
         raise
     finally:
-        if broker is not None:
-            broker.stop()
-        store.stop()
-        if not args.keep_data:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept {work}", flush=True)
+        tear_down(broker, store, work, args.keep_data)
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""What the benchmarks read off the machine: CPU counters and the revision under test."""
+"""What the benchmarks read off the machine (CPU counters and the revision under test), and how
+their main functions end."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -42,3 +47,17 @@ def source_revision() -> str | None:
 def raise_interrupt_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM ends a benchmark like Ctrl-C: its brokers and stores are stopped on the way out."""
     raise KeyboardInterrupt
+
+
+def figures_main(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], Mapping[str, object]],
+                 errors: tuple[type[Exception], ...]) -> int:
+    """Run a benchmark that reports a dict of figures: 0 with them written as JSON to --json, or
+    1 with why it failed (one of `errors`)."""
+    try:
+        figures = run(args)
+    except errors as e:
+        print(f"{name} benchmark failed: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
