@@ -111,6 +111,8 @@ async def error_middleware(request: web.Request,
         return error_response(e.status, e.status, e.reason if e.text is None else _plain(e.text), headers)
     except json.JSONDecodeError as e:
         return error_response(400, 400, f"The request body is not valid JSON: {e}")
+    except ConnectionError:
+        raise  # the client went away mid-request: aiohttp ends the connection, nothing to answer
     except Exception:
         log.exception("HTTP %s %s failed", request.method, request.path)
         return error_response(500, 500, "Internal server error")
