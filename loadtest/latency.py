@@ -145,8 +145,9 @@ def disk_floor(directory: Path, append_bytes: int, seconds: float) -> Sample:
             os.fdatasync(fd)
             hist.record_value(max(1, int((clock() - t0) * 1e6)))
             due += 0.001
-            if due > clock():
-                time.sleep(due - clock())  # pacing the writer, not waiting for a condition
+            ahead = due - clock()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the writer, not waiting for a condition
     finally:
         os.close(fd)
         path.unlink()
