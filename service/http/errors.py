@@ -51,10 +51,6 @@ def bad_request(message: str) -> RestError:
     return RestError(400, message)
 
 
-def unprocessable(message: str, error_code: int = 422) -> RestError:
-    return RestError(422, message, error_code)
-
-
 # Kafka error codes as the REST Proxy answers them: (status, error_code).
 _FROM_KAFKA: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.unknown_topic_or_partition: (404, TOPIC_NOT_FOUND),
